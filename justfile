@@ -1,0 +1,46 @@
+# kubesink's entry points. Without `just` installed, run them as
+# `tests/just <recipe>` (it installs a pinned `just` first).
+# Logic lives in tests/scripts/; recipes stay short.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# What `demo` runs `kubesink` with (no config: ./kubesink.db via the bundled mysql sink).
+demo_args := "replay tests/fixtures/kubedl/watch.json"
+
+# List the recipes.
+default:
+    @{{ just_executable() }} --justfile {{ justfile() }} --list
+
+# Install what every recipe needs (wasm32-wasip2 target, rustfmt, clippy); idempotent.
+setup:
+    tests/scripts/setup.sh
+
+# Build the bundled sinks (sinks/*) for wasm32-wasip2 and print their sizes.
+guests: setup
+    tests/scripts/guests.sh
+
+# Build the sinks and the kubesink binary.
+build: guests
+    cargo build -p kubesink
+
+# Replay the KubeDL fixture into ./kubesink.db and print what was persisted.
+demo: build
+    cargo run -q -p kubesink -- {{ demo_args }}
+
+# Start the private test MariaDB (127.0.0.1:3307) if it is not running; print its URL.
+mariadb:
+    tests/scripts/mariadb.sh start
+
+# Stop the private test MariaDB.
+mariadb-stop:
+    tests/scripts/mariadb.sh stop
+
+# rustfmt check and clippy (warnings are errors) over the whole workspace.
+lint: setup
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Lint, then the whole test suite (unit and e2e) with MariaDB running; ARGS go to `cargo test`.
+[positional-arguments]
+test *ARGS: lint guests
+    tests/scripts/test.sh "$@"

@@ -1,0 +1,564 @@
+//! One running sink: a wasmtime store with its limits, the guest's exports,
+//! and the rebuild-after-fault logic.
+//!
+//! Every call into the guest (`init`, `write`) runs under two deadlines:
+//! an epoch deadline, checked by wasm code every tick of the host's epoch
+//! ticker (this stops a guest that spins), and a `tokio::time::timeout`
+//! around the whole call (this stops a call stuck in a host function, e.g.
+//! SQL waiting on a slow database, which epochs do not interrupt). Memory is
+//! capped by a [`wasmtime::ResourceLimiter`] that turns a refused growth
+//! into a trap naming the cap. After a trap or timeout the store is
+//! discarded; the next call builds a fresh one from the pre-instantiated
+//! component and runs `init` again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{SinkWorld, SinkWorldPre};
+use crate::log::{GuestLog, LogCounters};
+use crate::sql::{SqlCaps, SqlCtx, SqlCtxView, SqlPools, SqlView};
+use crate::{Entry, Limits, SinkError};
+
+/// Extra time the async timeout allows past the epoch deadline, so a guest
+/// that spins is stopped by the epoch (a clean trap) and a call stuck in a
+/// host function by the timeout.
+const TIMEOUT_GRACE: Duration = Duration::from_millis(100);
+
+/// What stopped a guest call that did not return normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultCause {
+    /// The call ran past its wall-time deadline.
+    Timeout,
+    /// The guest tried to grow its memory (or tables) past the cap.
+    Memory,
+    /// Any other trap: a guest panic, `unreachable`, an out-of-bounds access,
+    /// a stack overflow, or a host function that failed.
+    Trap,
+}
+
+impl std::fmt::Display for FaultCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FaultCause::Timeout => "timeout",
+            FaultCause::Memory => "memory",
+            FaultCause::Trap => "trap",
+        })
+    }
+}
+
+/// Why a call into a sink failed. Messages start with the sink's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The guest returned `error.retryable`: retry the same batch later.
+    #[error("{0}")]
+    Retryable(String),
+    /// The guest returned `error.fatal`: record the batch as failed and
+    /// rebuild the instance ([`SinkInstance::rebuild`]).
+    #[error("{0}")]
+    Fatal(String),
+    /// The guest was stopped (or could not be rebuilt because of a fault).
+    /// The instance has already been discarded; the next call rebuilds it.
+    #[error("{detail}")]
+    Fault {
+        /// What stopped it.
+        cause: FaultCause,
+        /// A description naming the sink.
+        detail: String,
+    },
+}
+
+impl WriteError {
+    /// True for errors after which the same batch may succeed: retryable
+    /// guest errors and timeouts (a slow database, a slow network).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            WriteError::Retryable(_)
+                | WriteError::Fault {
+                    cause: FaultCause::Timeout,
+                    ..
+                }
+        )
+    }
+}
+
+/// Counters of one sink instance, across rebuilds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Calls to `write` that reached the guest.
+    pub writes: u64,
+    /// Faults (timeouts, memory, traps), in `init` or `write`.
+    pub faults: u64,
+    /// Stores built (the first one included).
+    pub builds: u64,
+    /// Wall time spent in guest calls (`init` and `write`).
+    pub guest_time: Duration,
+    /// Duration of the last call.
+    pub last_call: Duration,
+    /// Bytes of stdout/stderr logged.
+    pub log_bytes: u64,
+    /// Bytes of stdout/stderr dropped by the log rate limit.
+    pub log_dropped_bytes: u64,
+}
+
+/// The memory-cap error a grow past the cap traps with.
+#[derive(Debug, thiserror::Error)]
+#[error("memory cap of {cap} bytes exceeded: growing to {wanted} bytes")]
+struct MemoryCapExceeded {
+    cap: usize,
+    wanted: usize,
+}
+
+/// Counts memory across all of an instance's linear memories against the
+/// cap; tables and instance counts go through [`StoreLimits`].
+struct SinkLimiter {
+    memory_cap: usize,
+    memory_used: usize,
+    hit: bool,
+    others: StoreLimits,
+}
+
+impl SinkLimiter {
+    fn new(memory_cap: usize) -> Self {
+        Self {
+            memory_cap,
+            memory_used: 0,
+            hit: false,
+            others: StoreLimitsBuilder::new()
+                .table_elements(1 << 20)
+                .instances(100)
+                .tables(100)
+                .memories(16)
+                .trap_on_grow_failure(true)
+                .build(),
+        }
+    }
+}
+
+impl ResourceLimiter for SinkLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let wanted = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
+        if wanted > self.memory_cap {
+            self.hit = true;
+            return Err(wasmtime::Error::new(MemoryCapExceeded {
+                cap: self.memory_cap,
+                wanted,
+            }));
+        }
+        self.memory_used = wanted;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let result = self.others.table_growing(current, desired, maximum);
+        if result.is_err() {
+            self.hit = true;
+        }
+        result
+    }
+
+    fn instances(&self) -> usize {
+        self.others.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.others.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.others.memories()
+    }
+}
+
+/// The data of a sink's store: WASI (deny by default), the `sql`
+/// capability, limits and the current call's deadline.
+///
+/// The `http` capability (`crate::http`, wasmtime-wasi-http with an
+/// allow-list) adds its context as a field here and implements its view
+/// for this type; [`crate::Host`] adds it to the linker in `build_linker`.
+pub struct StoreData {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    sql: SqlCtx,
+    limiter: SinkLimiter,
+    deadline: Option<Instant>,
+    timed_out: bool,
+}
+
+impl WasiView for StoreData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl SqlView for StoreData {
+    fn sql(&mut self) -> SqlCtxView<'_> {
+        SqlCtxView {
+            ctx: &mut self.sql,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The WASI context of a sink: nothing inherited. No environment, no
+/// arguments, no preopened directories, stdin closed; no TCP, UDP or name
+/// lookup, and every socket address refused; stdout/stderr to the log;
+/// clocks and random from the host.
+fn sandbox_wasi(log: &GuestLog) -> WasiCtx {
+    WasiCtx::builder()
+        .stdout(log.stdout())
+        .stderr(log.stderr())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }))
+        .build()
+}
+
+/// What a [`SinkInstance`] needs to build stores; shared by its rebuilds.
+pub(crate) struct Blueprint {
+    pub(crate) name: String,
+    pub(crate) origin: String,
+    pub(crate) settings: Vec<(String, String)>,
+    pub(crate) grants: Vec<String>,
+    pub(crate) limits: Limits,
+    pub(crate) pre: SinkWorldPre<StoreData>,
+    pub(crate) pools: SqlPools,
+    pub(crate) engine: wasmtime::Engine,
+}
+
+struct Live {
+    store: Store<StoreData>,
+    bindings: SinkWorld,
+}
+
+/// A loaded sink: call [`SinkInstance::write`] with batches.
+pub struct SinkInstance {
+    blueprint: Arc<Blueprint>,
+    live: Option<Live>,
+    log_counters: Arc<LogCounters>,
+    stats: SinkStats,
+    guest_nanos: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for SinkInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkInstance")
+            .field("name", &self.blueprint.name)
+            .field("origin", &self.blueprint.origin)
+            .field("live", &self.live.is_some())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl SinkInstance {
+    pub(crate) fn new(blueprint: Blueprint) -> Self {
+        Self {
+            blueprint: Arc::new(blueprint),
+            live: None,
+            log_counters: Arc::new(LogCounters::default()),
+            stats: SinkStats::default(),
+            guest_nanos: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.blueprint.name
+    }
+
+    /// Where its component came from (file path or origin).
+    pub fn origin(&self) -> &str {
+        &self.blueprint.origin
+    }
+
+    /// True when a store is ready (no rebuild needed before the next call).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SinkStats {
+        SinkStats {
+            log_bytes: self.log_counters.logged.load(Ordering::Relaxed),
+            log_dropped_bytes: self.log_counters.dropped.load(Ordering::Relaxed),
+            guest_time: Duration::from_nanos(self.guest_nanos.load(Ordering::Relaxed)),
+            ..self.stats.clone()
+        }
+    }
+
+    /// Discards the store; the next [`write`](Self::write) rebuilds it.
+    pub fn invalidate(&mut self) {
+        self.live = None;
+    }
+
+    /// Discards the store and builds a new one now (instantiate + `init`).
+    /// The pipeline calls this after a [`WriteError::Fatal`].
+    pub async fn rebuild(&mut self) -> Result<(), WriteError> {
+        self.live = None;
+        self.ensure_live().await
+    }
+
+    async fn ensure_live(&mut self) -> Result<(), WriteError> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        let bp = self.blueprint.clone();
+        let log = GuestLog::new(
+            &bp.name,
+            bp.limits.log_bytes_per_sec,
+            self.log_counters.clone(),
+        );
+        let data = StoreData {
+            wasi: sandbox_wasi(&log),
+            table: ResourceTable::new(),
+            sql: SqlCtx::new(
+                bp.name.clone(),
+                bp.grants.clone(),
+                bp.pools.clone(),
+                SqlCaps {
+                    max_statement_bytes: bp.limits.max_statement_bytes,
+                    max_result_bytes: bp.limits.max_result_bytes,
+                },
+            ),
+            limiter: SinkLimiter::new(bp.limits.memory_bytes),
+            deadline: None,
+            timed_out: false,
+        };
+        let mut store = Store::new(&bp.engine, data);
+        store.limiter(|d| &mut d.limiter);
+        store.epoch_deadline_callback(|mut ctx| {
+            let data = ctx.data_mut();
+            match data.deadline {
+                Some(deadline) if Instant::now() >= deadline => {
+                    data.timed_out = true;
+                    Ok(UpdateDeadline::Interrupt)
+                }
+                // Yield to the executor every tick so that a busy guest does
+                // not hold a runtime thread for its whole deadline.
+                _ => Ok(UpdateDeadline::Yield(1)),
+            }
+        });
+        self.stats.builds += 1;
+        let timeout = bp.limits.call_timeout;
+        begin_call(&mut store, timeout);
+        let started = Instant::now();
+        let instantiate = tokio::time::timeout(
+            timeout + TIMEOUT_GRACE,
+            bp.pre.instantiate_async(&mut store),
+        )
+        .await;
+        let bindings = match instantiate {
+            Ok(Ok(b)) => b,
+            Ok(Err(err)) => {
+                self.stats.faults += 1;
+                return Err(fault(&bp, "instantiate", store.data(), &err));
+            }
+            Err(_) => {
+                self.stats.faults += 1;
+                return Err(timeout_fault(&bp, "instantiate"));
+            }
+        };
+        let init = tokio::time::timeout(
+            timeout + TIMEOUT_GRACE,
+            bindings
+                .kubesink_sink_sink()
+                .call_init(&mut store, &bp.settings),
+        )
+        .await;
+        self.account(started);
+        match init {
+            Ok(Ok(Ok(()))) => {
+                end_call(&mut store);
+                self.live = Some(Live { store, bindings });
+                Ok(())
+            }
+            Ok(Ok(Err(e))) => Err(guest_error(&bp, "init", e)),
+            Ok(Err(err)) => {
+                self.stats.faults += 1;
+                Err(fault(&bp, "init", store.data(), &err))
+            }
+            Err(_) => {
+                self.stats.faults += 1;
+                Err(timeout_fault(&bp, "init"))
+            }
+        }
+    }
+
+    fn account(&mut self, started: Instant) {
+        let elapsed = started.elapsed();
+        self.stats.last_call = elapsed;
+        self.guest_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Delivers one batch. Rebuilds the store first when the last call
+    /// faulted (or after [`invalidate`](Self::invalidate)); a failed rebuild
+    /// is reported like a failed write.
+    pub async fn write(&mut self, batch: &[Entry]) -> Result<(), WriteError> {
+        self.ensure_live().await?;
+        let bp = self.blueprint.clone();
+        let Some(live) = self.live.as_mut() else {
+            return Err(WriteError::Fault {
+                cause: FaultCause::Trap,
+                detail: format!("sink '{}': no instance after rebuild", bp.name),
+            });
+        };
+        let timeout = bp.limits.call_timeout;
+        begin_call(&mut live.store, timeout);
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            timeout + TIMEOUT_GRACE,
+            live.bindings
+                .kubesink_sink_sink()
+                .call_write(&mut live.store, batch),
+        )
+        .await;
+        self.stats.writes += 1;
+        let outcome = match result {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(guest_error(&bp, "write", e)),
+            Ok(Err(err)) => Err(fault(&bp, "write", live.store.data(), &err)),
+            Err(_) => Err(timeout_fault(&bp, "write")),
+        };
+        if let Some(live) = self.live.as_mut() {
+            end_call(&mut live.store);
+        }
+        self.account(started);
+        if let Err(WriteError::Fault { cause, detail }) = &outcome {
+            self.stats.faults += 1;
+            self.live = None;
+            tracing::warn!(target: "kubesink::host", sink = %bp.name, %cause, "{detail}; the instance will be rebuilt");
+        }
+        outcome
+    }
+}
+
+fn begin_call(store: &mut Store<StoreData>, timeout: Duration) {
+    let data = store.data_mut();
+    data.deadline = Some(Instant::now() + timeout);
+    data.timed_out = false;
+    store.set_epoch_deadline(1);
+}
+
+fn end_call(store: &mut Store<StoreData>) {
+    store.data_mut().deadline = None;
+}
+
+fn guest_error(bp: &Blueprint, call: &str, e: SinkError) -> WriteError {
+    match e {
+        SinkError::Retryable(m) => WriteError::Retryable(format!(
+            "sink '{}': {call} failed (retryable): {m}",
+            bp.name
+        )),
+        SinkError::Fatal(m) => {
+            WriteError::Fatal(format!("sink '{}': {call} failed (fatal): {m}", bp.name))
+        }
+    }
+}
+
+fn timeout_fault(bp: &Blueprint, call: &str) -> WriteError {
+    WriteError::Fault {
+        cause: FaultCause::Timeout,
+        detail: format!(
+            "sink '{}': {call} exceeded its deadline of {:?}",
+            bp.name, bp.limits.call_timeout
+        ),
+    }
+}
+
+/// Classifies an error returned by a guest call.
+fn fault(bp: &Blueprint, call: &str, data: &StoreData, err: &wasmtime::Error) -> WriteError {
+    let text = err
+        .chain()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    let trap = err.downcast_ref::<Trap>().copied();
+    let (cause, detail) = if data.timed_out || trap == Some(Trap::Interrupt) {
+        (
+            FaultCause::Timeout,
+            format!(
+                "sink '{}': {call} exceeded its deadline of {:?} and was interrupted",
+                bp.name, bp.limits.call_timeout
+            ),
+        )
+    } else if data.limiter.hit || err.downcast_ref::<MemoryCapExceeded>().is_some() {
+        (
+            FaultCause::Memory,
+            format!(
+                "sink '{}': {call} hit the memory cap of {} bytes: {text}",
+                bp.name, bp.limits.memory_bytes
+            ),
+        )
+    } else {
+        (
+            FaultCause::Trap,
+            format!("sink '{}': {call} trapped: {text}", bp.name),
+        )
+    };
+    WriteError::Fault { cause, detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limiter_counts_all_memories_against_the_cap() {
+        let mut l = SinkLimiter::new(100);
+        assert!(l.memory_growing(0, 60, None).expect("fits"));
+        assert!(l.memory_growing(0, 30, None).expect("fits"));
+        let err = l.memory_growing(60, 80, None).expect_err("over the cap");
+        assert!(l.hit);
+        let cap = err
+            .downcast_ref::<MemoryCapExceeded>()
+            .expect("typed error");
+        assert_eq!((cap.cap, cap.wanted), (100, 110));
+        // A growth within the cap still works after a refusal.
+        assert!(l.memory_growing(30, 40, None).expect("fits"));
+    }
+
+    #[test]
+    fn retryable_classification() {
+        assert!(WriteError::Retryable("x".into()).is_retryable());
+        assert!(
+            WriteError::Fault {
+                cause: FaultCause::Timeout,
+                detail: String::new()
+            }
+            .is_retryable()
+        );
+        assert!(!WriteError::Fatal("x".into()).is_retryable());
+        assert!(
+            !WriteError::Fault {
+                cause: FaultCause::Memory,
+                detail: String::new()
+            }
+            .is_retryable()
+        );
+    }
+}

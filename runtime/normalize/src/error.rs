@@ -1,0 +1,158 @@
+//! Why an object could not be normalized: every error names the object
+//! (`Kind namespace/name`) and the field at fault (a JSON path such as
+//! `spec.containers[0].resources.limits.cpu`).
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Why a Kubernetes object could not be turned into a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    /// The document is not a JSON object at all.
+    #[error("not a Kubernetes object: the document is a JSON {found}, expected an object")]
+    NotAnObject {
+        /// The JSON type found (`array`, `string`, ...).
+        found: &'static str,
+    },
+    /// A field the record cannot do without is absent.
+    #[error("{object}: missing field `{field}`")]
+    Missing {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// Path of the missing field.
+        field: String,
+    },
+    /// A field has the wrong type or an unreadable value.
+    #[error("{object}: field `{field}`: {reason}")]
+    Invalid {
+        /// The object, as `Kind namespace/name`.
+        object: String,
+        /// Path of the field at fault.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl NormalizeError {
+    /// Path of the field at fault, if the error is about a field.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::NotAnObject { .. } => None,
+            Self::Missing { field, .. } | Self::Invalid { field, .. } => Some(field),
+        }
+    }
+}
+
+/// Names an object for error messages: `Kind namespace/name`, as far as the
+/// (possibly malformed) document tells.
+pub fn describe(obj: &Value) -> String {
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
+    let meta = obj.get("metadata");
+    let field = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+    let name = field("name").unwrap_or("<unnamed>");
+    match field("namespace") {
+        Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
+        _ => format!("{kind} {name}"),
+    }
+}
+
+/// Joins a parent path and a child path (`spec` + `replicas`).
+pub fn join(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) if path.starts_with('[') => format!("{prefix}{path}"),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+/// Deserializes `value` (found at `prefix` inside `obj`) into `T`, turning
+/// a failure into an error naming the object and the exact field.
+pub fn de<T: DeserializeOwned>(obj: &Value, prefix: &str, value: &Value) -> Result<T, NormalizeError> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
+        let path = err.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        let reason = err.inner().to_string();
+        let object = describe(obj);
+        // serde reports a missing field at its parent; name the field itself.
+        if let Some(missing) = reason
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'))
+        {
+            return NormalizeError::Missing {
+                object,
+                field: join(prefix, &join(&path, missing)),
+            };
+        }
+        NormalizeError::Invalid {
+            object,
+            field: join(prefix, &path),
+            reason,
+        }
+    })
+}
+
+/// The JSON type of a value, for messages.
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: i32,
+        name: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        items: Vec<Inner>,
+    }
+
+    #[test]
+    fn describe_names_kind_namespace_and_name() {
+        let o = json!({"kind": "Pod", "metadata": {"namespace": "ml", "name": "p-0"}});
+        assert_eq!(describe(&o), "Pod ml/p-0");
+        let o = json!({"kind": "Node", "metadata": {"name": "n1"}});
+        assert_eq!(describe(&o), "Node n1");
+        assert_eq!(describe(&json!(3)), "object <unnamed>");
+    }
+
+    #[test]
+    fn de_names_the_field_with_a_wrong_type() {
+        let obj = json!({"kind": "X", "metadata": {"name": "a"}, "spec": {"items": [{"count": 1, "name": "n"}, {"count": "two", "name": "m"}]}});
+        let err = de::<Outer>(&obj, "spec", &obj["spec"]).expect_err("wrong type");
+        assert_eq!(err.field(), Some("spec.items[1].count"));
+        assert!(err.to_string().starts_with("X a: field `spec.items[1].count`"), "{err}");
+    }
+
+    #[test]
+    fn de_names_a_missing_field() {
+        let obj = json!({"spec": {"items": [{"count": 1}]}});
+        let err = de::<Outer>(&obj, "spec", &obj["spec"]).expect_err("missing");
+        assert_eq!(err.field(), Some("spec.items[0].name"));
+        assert!(matches!(err, NormalizeError::Missing { .. }));
+    }
+
+    #[test]
+    fn join_handles_indexes_and_empties() {
+        assert_eq!(join("", "a"), "a");
+        assert_eq!(join("a", ""), "a");
+        assert_eq!(join("a", "b"), "a.b");
+        assert_eq!(join("a", "[0]"), "a[0]");
+    }
+}

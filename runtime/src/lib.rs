@@ -1,0 +1,16 @@
+//! kubesink: watches Kubernetes jobs, pods and events, normalizes them into
+//! records and delivers batches to sinks that run as sandboxed WebAssembly
+//! components.
+//!
+//! Where things happen:
+//! - [`source`]: where objects come from (replay files, the live watch);
+//! - `kubesink_normalize`: where a Kubernetes object becomes a record;
+//! - [`pipeline`]: per-sink queues, batching, retry;
+//! - `kubesink_host`: the wasmtime engine, sink instances, limits and
+//!   capabilities;
+//! - [`config`]: the configuration file and command-line switches.
+
+pub mod config;
+pub mod pipeline;
+pub mod show;
+pub mod source;

@@ -1,0 +1,196 @@
+//! The `kubesink` command.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kubesink::config::{Config, DEFAULT_SQLITE_PATH, EventStorage, KubedlFlags, MetaStorage};
+use kubesink::pipeline::Pipeline;
+use kubesink::source::{Normalizer, replay};
+
+/// Watches Kubernetes jobs, pods and events and delivers them to sandboxed
+/// WebAssembly sinks.
+///
+/// With no `--config` and no storage switch, everything goes through the
+/// bundled mysql sink into a SQLite file (`./kubesink.db`).
+///
+/// Exit status: 0 all delivered; 1 startup error; 3 some input was malformed
+/// and skipped (the rest delivered); 4 some records were rejected by a sink.
+#[derive(Debug, Parser)]
+#[command(name = "kubesink", version)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// YAML configuration file describing connections and sinks.
+    #[arg(long, global = true, env = "KUBESINK_CONFIG")]
+    config: Option<PathBuf>,
+    /// KubeDL's switch: persist jobs and pods (MYSQL_HOST, MYSQL_PORT,
+    /// MYSQL_DB_NAME, MYSQL_USER, MYSQL_PASSWORD).
+    #[arg(long, global = true, value_enum, env = "KUBESINK_META_STORAGE")]
+    meta_storage: Option<MetaStorage>,
+    /// KubeDL's switch: persist events (mysql: as above; aliyun-sls:
+    /// SLS_ENDPOINT, SLS_KEY_ID, SLS_KEY_SECRET, SLS_PROJECT, SLS_LOG_STORE).
+    #[arg(long, global = true, value_enum, env = "KUBESINK_EVENT_STORAGE")]
+    event_storage: Option<EventStorage>,
+    /// deploy_region written on every record (wins over the tenancy
+    /// annotation).
+    #[arg(long, global = true, env = "REGION")]
+    region: Option<String>,
+    /// SQLite file of the embedded default (no config, no storage switch).
+    #[arg(long, global = true, env = "KUBESINK_DB", default_value = DEFAULT_SQLITE_PATH)]
+    db: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay objects from a file (or `-` for stdin): a `kubectl get -o
+    /// json` object or List, or a `kubectl get --watch --output-watch-events
+    /// -o json` stream.
+    Replay {
+        /// The input file, or `-` for stdin.
+        file: String,
+        /// Do not print the persisted tables afterwards (embedded default only).
+        #[arg(long)]
+        no_show: bool,
+    },
+    /// Print the tables of a SQLite database written by the mysql sink.
+    Show,
+}
+
+impl Global {
+    /// The configuration to run and a name for it in errors.
+    fn config(&self) -> Result<(Config, String, bool)> {
+        let flags = KubedlFlags {
+            meta_storage: self.meta_storage,
+            event_storage: self.event_storage,
+            region: self.region.clone(),
+            sqlite_path: Some(self.db.display().to_string()),
+        };
+        if let Some(path) = &self.config {
+            if flags.any_storage() {
+                anyhow::bail!(
+                    "--config {} cannot be combined with --meta-storage/--event-storage: describe the sinks in the file",
+                    path.display()
+                );
+            }
+            let mut config = Config::load(path)?;
+            if let Some(r) = &self.region {
+                config.region = Some(r.clone());
+            }
+            return Ok((config, path.display().to_string(), false));
+        }
+        let embedded = !flags.any_storage();
+        let config = flags.to_config(|k| std::env::var(k).ok())?;
+        Ok((config, "command-line flags".into(), embedded))
+    }
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESINK_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,kubesink=info,kubesink_host=info")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    // kube and reqwest use rustls with the ring provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Replay { file, no_show } => replay_command(&cli.global, &file, no_show).await,
+        Command::Show => {
+            print!("{}", kubesink::show::render(&cli.global.db).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn replay_command(global: &Global, file: &str, no_show: bool) -> Result<ExitCode> {
+    let (config, origin, embedded) = global.config()?;
+    let plan = config.resolve(&origin)?;
+    let normalizer = Normalizer::with_region(plan.region.clone());
+    let host = kubesink_host::Host::new(plan.host.clone()).context("starting the sandbox host")?;
+    let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;
+
+    let (name, reader): (String, Box<dyn BufRead + Send>) = if file == "-" {
+        (
+            "<stdin>".into(),
+            Box::new(std::io::BufReader::new(std::io::stdin())),
+        )
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("replay input {file}"))?;
+        (
+            file.to_owned(),
+            Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
+        )
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let reader_task = tokio::task::spawn_blocking(move || {
+        replay::replay(reader, &name, &normalizer, |entry| {
+            tx.blocking_send(entry).is_ok()
+        })
+    });
+    let started = std::time::Instant::now();
+    while let Some(entry) = rx.recv().await {
+        pipeline.send(entry).await;
+    }
+    let report = reader_task.await.context("replay reader")?;
+    let sinks = pipeline.finish().await;
+    let elapsed = started.elapsed();
+
+    for p in &report.problems {
+        eprintln!("warning: {p}");
+    }
+    eprintln!(
+        "replayed {} documents: {} records, {} ignored, {} problems, in {:.2?} ({:.0} records/s)",
+        report.documents,
+        report.entries,
+        report.ignored,
+        report.problems.len(),
+        elapsed,
+        report.entries as f64 / elapsed.as_secs_f64().max(1e-9)
+    );
+    let mut failed = 0;
+    for s in &sinks {
+        eprintln!(
+            "sink {}: {} delivered ({} superseded while queued), {} failed, {} retries, {} batches",
+            s.name, s.delivered, s.coalesced, s.failed, s.retries, s.batches
+        );
+        failed += s.failed;
+    }
+    if embedded && !no_show {
+        print!("{}", kubesink::show::render(Path::new(&global.db)).await?);
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(4)
+    } else if !report.problems.is_empty() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

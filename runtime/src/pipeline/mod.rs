@@ -1,0 +1,296 @@
+//! From records to sinks: one bounded queue and one worker per sink, so a
+//! slow or failing sink never holds back another (beyond the backpressure a
+//! full queue puts on the source), and nothing is dropped.
+//!
+//! Each worker takes batches from its queue ([`queue::SinkQueue`]) and
+//! writes them to its sink instance:
+//! - `retryable` errors: the same batch is retried after exponential backoff
+//!   with full jitter, capped ([`backoff`]), until it is delivered;
+//! - `fatal` errors and faults (trap, deadline, memory cap): the instance is
+//!   rebuilt and the batch is split in halves and retried, so that only the
+//!   entries the sink rejects on their own are recorded as failed (logged
+//!   with the sink, the object and the cause); consecutive failures back the
+//!   sink off instead of spinning.
+
+pub mod backoff;
+pub mod queue;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kubesink_host::{Host, HostError, SinkInstance, WriteError};
+use kubesink_normalize::record::{Entry, Record};
+use thiserror::Error;
+use tokio::task::JoinHandle;
+
+use crate::config::{RecordKind, SinkPlan};
+use backoff::Backoff;
+use queue::{Pushed, SinkQueue};
+
+/// Errors starting the pipeline.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error("sink {sink}: {source}")]
+    Load {
+        sink: String,
+        #[source]
+        source: HostError,
+    },
+}
+
+/// Counters of one sink.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Entries queued for the sink (after coalescing, counted once each).
+    pub received: AtomicU64,
+    /// Entries replaced by a newer update while waiting.
+    pub coalesced: AtomicU64,
+    /// Entries the sink accepted.
+    pub delivered: AtomicU64,
+    /// Entries the sink rejected for good (fatal errors, faults).
+    pub failed: AtomicU64,
+    /// Batches retried after a retryable error.
+    pub retries: AtomicU64,
+    /// Faults: traps, deadlines, memory caps, fatal errors.
+    pub faults: AtomicU64,
+    /// Batches written.
+    pub batches: AtomicU64,
+}
+
+/// A snapshot of [`SinkStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkReport {
+    pub name: String,
+    pub received: u64,
+    pub coalesced: u64,
+    pub delivered: u64,
+    pub failed: u64,
+    pub retries: u64,
+    pub faults: u64,
+    pub batches: u64,
+}
+
+impl SinkStats {
+    fn report(&self, name: &str) -> SinkReport {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SinkReport {
+            name: name.to_owned(),
+            received: g(&self.received),
+            coalesced: g(&self.coalesced),
+            delivered: g(&self.delivered),
+            failed: g(&self.failed),
+            retries: g(&self.retries),
+            faults: g(&self.faults),
+            batches: g(&self.batches),
+        }
+    }
+}
+
+struct SinkHandle {
+    name: String,
+    records: Vec<RecordKind>,
+    queue: Arc<SinkQueue>,
+    stats: Arc<SinkStats>,
+    worker: JoinHandle<()>,
+}
+
+/// The running sinks.
+pub struct Pipeline {
+    sinks: Vec<SinkHandle>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.sinks.iter().map(|s| &s.name))
+            .finish()
+    }
+}
+
+fn kind_of(record: &Record) -> RecordKind {
+    match record {
+        Record::Job(_) => RecordKind::Jobs,
+        Record::Pod(_) => RecordKind::Pods,
+        Record::Event(_) => RecordKind::Events,
+    }
+}
+
+/// Names an entry's object in logs: `Pod ns/name (uid)`.
+pub fn describe(entry: &Entry) -> String {
+    let (kind, meta) = match &entry.record {
+        Record::Job(j) => (j.kind.as_str(), &j.meta),
+        Record::Pod(p) => ("Pod", &p.meta),
+        Record::Event(e) => ("Event", &e.meta),
+    };
+    format!("{kind} {}/{} ({})", meta.namespace, meta.name, meta.uid)
+}
+
+impl Pipeline {
+    /// Loads every sink (compiling, instantiating and calling `init`) and
+    /// starts its worker. A sink that cannot be loaded is a startup error
+    /// naming it.
+    pub async fn start(host: &Host, plans: Vec<SinkPlan>) -> Result<Pipeline, PipelineError> {
+        let mut sinks = Vec::new();
+        for plan in plans {
+            let name = plan.spec.name.clone();
+            let instance =
+                host.load(plan.spec.clone())
+                    .await
+                    .map_err(|source| PipelineError::Load {
+                        sink: name.clone(),
+                        source,
+                    })?;
+            let queue = Arc::new(SinkQueue::new(plan.queue_capacity, plan.coalesce));
+            let stats = Arc::new(SinkStats::default());
+            let worker = tokio::spawn(
+                Worker {
+                    instance,
+                    queue: queue.clone(),
+                    stats: stats.clone(),
+                    plan: plan.clone(),
+                }
+                .run(),
+            );
+            sinks.push(SinkHandle {
+                name,
+                records: plan.records,
+                queue,
+                stats,
+                worker,
+            });
+        }
+        Ok(Pipeline { sinks })
+    }
+
+    /// Queues an entry for every sink that receives its kind, waiting while
+    /// a queue is full.
+    pub async fn send(&self, entry: Entry) {
+        let kind = kind_of(&entry.record);
+        let targets: Vec<&SinkHandle> = self
+            .sinks
+            .iter()
+            .filter(|s| s.records.contains(&kind))
+            .collect();
+        let Some((last, rest)) = targets.split_last() else {
+            return;
+        };
+        for s in rest {
+            Self::push(s, entry.clone()).await;
+        }
+        Self::push(last, entry).await;
+    }
+
+    async fn push(sink: &SinkHandle, entry: Entry) {
+        match sink.queue.push(entry).await {
+            Pushed::Queued => {
+                sink.stats.received.fetch_add(1, Ordering::Relaxed);
+            }
+            Pushed::Coalesced => {
+                sink.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            }
+            Pushed::Closed => {
+                tracing::error!(sink = %sink.name, "queue closed; entry not taken");
+            }
+        }
+    }
+
+    /// Counters of every sink, in configuration order.
+    pub fn reports(&self) -> Vec<SinkReport> {
+        self.sinks.iter().map(|s| s.stats.report(&s.name)).collect()
+    }
+
+    /// Entries waiting per sink.
+    pub fn depths(&self) -> Vec<(String, usize)> {
+        self.sinks
+            .iter()
+            .map(|s| (s.name.clone(), s.queue.len()))
+            .collect()
+    }
+
+    /// Closes the queues, lets every worker deliver what is queued, and
+    /// returns the final counters.
+    pub async fn finish(self) -> Vec<SinkReport> {
+        for s in &self.sinks {
+            s.queue.close();
+        }
+        let mut reports = Vec::new();
+        for s in self.sinks {
+            if let Err(e) = s.worker.await {
+                tracing::error!(sink = %s.name, error = %e, "sink worker ended abnormally");
+            }
+            reports.push(s.stats.report(&s.name));
+        }
+        reports
+    }
+}
+
+struct Worker {
+    instance: SinkInstance,
+    queue: Arc<SinkQueue>,
+    stats: Arc<SinkStats>,
+    plan: SinkPlan,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut failures = Backoff::new(self.plan.retry.initial, self.plan.retry.max);
+        while let Some(batch) = self
+            .queue
+            .next_batch(self.plan.batch.max_records, self.plan.batch.max_delay)
+            .await
+        {
+            self.deliver(batch, &mut failures).await;
+        }
+    }
+
+    /// Delivers one batch: retries retryable errors; on a fatal error or a
+    /// fault, splits the batch to isolate the entries at fault.
+    async fn deliver(&mut self, batch: Vec<Entry>, failures: &mut Backoff) {
+        let name = self.plan.spec.name.clone();
+        let mut pending = vec![batch];
+        while let Some(batch) = pending.pop() {
+            let mut retry = Backoff::new(self.plan.retry.initial, self.plan.retry.max);
+            loop {
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                let started = std::time::Instant::now();
+                let result = self.instance.write(&batch).await;
+                let elapsed = started.elapsed();
+                match result {
+                    Ok(()) => {
+                        self.stats
+                            .delivered
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        tracing::debug!(sink = %name, records = batch.len(), ?elapsed, "batch delivered");
+                        failures.reset();
+                        break;
+                    }
+                    Err(WriteError::Retryable(message)) => {
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        let delay = retry.next_delay();
+                        tracing::warn!(sink = %name, records = batch.len(), %message, retry_in = ?delay, "retryable error; will redeliver the batch");
+                        tokio::time::sleep(delay).await;
+                    }
+                    Err(err) => {
+                        self.stats.faults.fetch_add(1, Ordering::Relaxed);
+                        let delay = failures.next_delay();
+                        if batch.len() > 1 {
+                            tracing::warn!(sink = %name, records = batch.len(), error = %err, "batch failed; splitting it to isolate the entries at fault");
+                            let mut first = batch;
+                            let second = first.split_off(first.len() / 2);
+                            pending.push(second);
+                            pending.push(first);
+                        } else {
+                            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                            let object = batch.first().map(describe).unwrap_or_default();
+                            tracing::error!(sink = %name, %object, error = %err, "entry failed for good");
+                        }
+                        // The next write runs in a fresh instance.
+                        self.instance.invalidate();
+                        tokio::time::sleep(delay).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}

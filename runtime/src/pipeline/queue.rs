@@ -1,0 +1,303 @@
+//! The bounded queue in front of one sink.
+//!
+//! Pushing waits while the queue is full: nothing is ever dropped, and the
+//! wait is the backpressure that slows reading from the source. With
+//! *coalescing* (the default for state sinks such as mysql), a newer update
+//! of an object that is still waiting replaces the older one in place, so a
+//! slow state sink's queue holds at most one entry per object and fills up
+//! only when more distinct objects are pending than its capacity.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kubesink_normalize::record::{Entry, Record};
+use tokio::sync::Notify;
+
+/// Identity of a queued entry for coalescing: record kind and uid.
+fn key(entry: &Entry) -> (u8, String) {
+    match &entry.record {
+        Record::Job(j) => (0, j.meta.uid.clone()),
+        Record::Pod(p) => (1, p.meta.uid.clone()),
+        Record::Event(e) => (2, e.meta.uid.clone()),
+    }
+}
+
+#[derive(Default)]
+struct State {
+    next_seq: u64,
+    items: BTreeMap<u64, Entry>,
+    index: HashMap<(u8, String), u64>,
+    closed: bool,
+}
+
+/// A bounded, optionally coalescing FIFO of entries.
+pub struct SinkQueue {
+    state: Mutex<State>,
+    capacity: usize,
+    coalesce: bool,
+    not_empty: Notify,
+    not_full: Notify,
+}
+
+/// What [`SinkQueue::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// Appended.
+    Queued,
+    /// Replaced an older update of the same object still waiting.
+    Coalesced,
+    /// The queue is closed; the entry was not taken.
+    Closed,
+}
+
+impl std::fmt::Debug for SinkQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkQueue")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .field("coalesce", &self.coalesce)
+            .finish()
+    }
+}
+
+impl SinkQueue {
+    /// A queue holding at most `capacity` entries.
+    pub fn new(capacity: usize, coalesce: bool) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            capacity: capacity.max(1),
+            coalesce,
+            not_empty: Notify::new(),
+            not_full: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves no broken invariant worth
+        // refusing to go on for: take the state as it is.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Entries waiting.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds an entry, waiting while the queue is full.
+    pub async fn push(&self, entry: Entry) -> Pushed {
+        let k = self.coalesce.then(|| key(&entry));
+        let mut entry = Some(entry);
+        loop {
+            let notified = self.not_full.notified();
+            {
+                let mut s = self.lock();
+                if s.closed {
+                    return Pushed::Closed;
+                }
+                if let Some(k) = &k
+                    && let Some(seq) = s.index.get(k).copied()
+                    && let Some(slot) = s.items.get_mut(&seq)
+                {
+                    *slot = entry.take().expect("entry is pushed once");
+                    return Pushed::Coalesced;
+                }
+                if s.items.len() < self.capacity {
+                    let seq = s.next_seq;
+                    s.next_seq += 1;
+                    s.items
+                        .insert(seq, entry.take().expect("entry is pushed once"));
+                    if let Some(k) = k {
+                        s.index.insert(k, seq);
+                    }
+                    drop(s);
+                    self.not_empty.notify_one();
+                    return Pushed::Queued;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes the next batch: waits for a first entry, then up to `max_delay`
+    /// for the batch to reach `max_records`. Returns `None` once the queue
+    /// is closed and empty.
+    pub async fn next_batch(&self, max_records: usize, max_delay: Duration) -> Option<Vec<Entry>> {
+        let max_records = max_records.max(1);
+        // Wait for the first entry.
+        loop {
+            let notified = self.not_empty.notified();
+            {
+                let s = self.lock();
+                if !s.items.is_empty() {
+                    break;
+                }
+                if s.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+        // Let the batch fill, unless it is full or the queue is closing.
+        let deadline = tokio::time::Instant::now() + max_delay;
+        loop {
+            let notified = self.not_empty.notified();
+            {
+                let s = self.lock();
+                if s.items.len() >= max_records || s.closed {
+                    break;
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        let mut s = self.lock();
+        let n = s.items.len().min(max_records);
+        let mut batch = Vec::with_capacity(n);
+        for _ in 0..n {
+            let Some((seq, entry)) = s.items.pop_first() else {
+                break;
+            };
+            if self.coalesce {
+                let k = key(&entry);
+                if s.index.get(&k) == Some(&seq) {
+                    s.index.remove(&k);
+                }
+            }
+            batch.push(entry);
+        }
+        drop(s);
+        self.not_full.notify_waiters();
+        Some(batch)
+    }
+
+    /// No more pushes; `next_batch` drains what is left, then returns `None`.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.not_empty.notify_waiters();
+        self.not_full.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubesink_normalize::record::{Change, Event, Meta, ObjectRef, Timestamp};
+    use std::sync::Arc;
+
+    fn event(uid: &str, count: u32) -> Entry {
+        let ts = Timestamp {
+            seconds: 0,
+            nanos: 0,
+        };
+        Entry {
+            change: Change::Applied,
+            record: Record::Event(Event {
+                meta: Meta {
+                    uid: uid.into(),
+                    name: uid.into(),
+                    namespace: "ns".into(),
+                    resource_version: count.to_string(),
+                    resource_version_num: count.into(),
+                    labels: vec![],
+                    created: ts,
+                },
+                involved: ObjectRef {
+                    api_version: "v1".into(),
+                    kind: "Pod".into(),
+                    namespace: "ns".into(),
+                    name: "p".into(),
+                    uid: "u".into(),
+                },
+                event_type: "Normal".into(),
+                reason: "R".into(),
+                message: "m".into(),
+                source: "s".into(),
+                count,
+                first_seen: ts,
+                last_seen: ts,
+                region: String::new(),
+            }),
+        }
+    }
+
+    fn count(e: &Entry) -> u32 {
+        match &e.record {
+            Record::Event(e) => e.count,
+            _ => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn coalesces_in_place_and_keeps_order() {
+        let q = SinkQueue::new(10, true);
+        assert_eq!(q.push(event("a", 1)).await, Pushed::Queued);
+        assert_eq!(q.push(event("b", 1)).await, Pushed::Queued);
+        assert_eq!(q.push(event("a", 2)).await, Pushed::Coalesced);
+        let batch = q.next_batch(10, Duration::ZERO).await.unwrap();
+        assert_eq!(batch.len(), 2);
+        assert_eq!(
+            count(&batch[0]),
+            2,
+            "a keeps its place with its newest state"
+        );
+        // After a batch is taken, a new update of `a` is queued again.
+        assert_eq!(q.push(event("a", 3)).await, Pushed::Queued);
+    }
+
+    #[tokio::test]
+    async fn without_coalescing_every_update_is_kept() {
+        let q = SinkQueue::new(10, false);
+        q.push(event("a", 1)).await;
+        q.push(event("a", 2)).await;
+        let batch = q.next_batch(10, Duration::ZERO).await.unwrap();
+        assert_eq!(batch.iter().map(count).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn full_queue_waits_instead_of_dropping() {
+        let q = Arc::new(SinkQueue::new(2, false));
+        q.push(event("a", 1)).await;
+        q.push(event("b", 1)).await;
+        let q2 = q.clone();
+        let pusher = tokio::spawn(async move { q2.push(event("c", 1)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!pusher.is_finished(), "push must wait while full");
+        let first = q.next_batch(1, Duration::ZERO).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(pusher.await.unwrap(), Pushed::Queued);
+        q.close();
+        let mut rest = Vec::new();
+        while let Some(b) = q.next_batch(10, Duration::ZERO).await {
+            rest.extend(b);
+        }
+        assert_eq!(rest.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn batch_waits_for_delay_to_fill() {
+        let q = Arc::new(SinkQueue::new(100, false));
+        q.push(event("a", 1)).await;
+        let q2 = q.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            q2.push(event("b", 1)).await;
+        });
+        let batch = q.next_batch(2, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(batch.len(), 2, "second entry arrives within the delay");
+    }
+
+    #[tokio::test]
+    async fn closed_queue_refuses_pushes_and_ends() {
+        let q = SinkQueue::new(4, true);
+        q.close();
+        assert_eq!(q.push(event("a", 1)).await, Pushed::Closed);
+        assert!(q.next_batch(1, Duration::ZERO).await.is_none());
+    }
+}

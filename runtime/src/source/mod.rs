@@ -1,0 +1,49 @@
+//! Where objects come from: [`replay`] (files and stdin) now, the live
+//! watch of a cluster later. Every source turns objects into entries with
+//! the same [`Normalizer`], so a replay delivers exactly what the live
+//! source would.
+
+pub mod replay;
+pub mod split;
+
+use kubesink_normalize::record::{Change, Entry, Timestamp};
+use serde_json::Value;
+
+/// Turns objects into entries with the runtime's normalization options.
+#[derive(Debug, Clone, Default)]
+pub struct Normalizer {
+    pub options: kubesink_normalize::Options,
+}
+
+impl Normalizer {
+    /// With `region` overriding the tenancy annotation's (`--region`).
+    pub fn with_region(region: Option<String>) -> Self {
+        Self {
+            options: kubesink_normalize::Options {
+                region,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Normalizes one object. `Ok(None)` for kinds kubesink does not watch;
+    /// errors name the object and the field.
+    pub fn normalize(&self, object: &Value, change: Change) -> Result<Option<Entry>, String> {
+        match kubesink_normalize::normalize(object, &self.options) {
+            Ok(Some(record)) => Ok(Some(Entry { change, record })),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// The current time as a record timestamp.
+pub fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos(),
+    }
+}

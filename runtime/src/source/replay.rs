@@ -1,0 +1,253 @@
+//! The replay source: Kubernetes objects from a file or stdin, as
+//! `kubectl get -o json` prints them (an object, or a `List` of them) or as
+//! `kubectl get --watch --output-watch-events -o json` prints them
+//! (`{"type": "ADDED|MODIFIED|DELETED", "object": {...}}`, one document
+//! after another), turned into entries exactly as the live source does.
+//!
+//! A malformed document is reported with its line and skipped; the good
+//! documents around it are delivered.
+
+use std::io::BufRead;
+
+use kubesink_normalize::record::{Change, Entry};
+use serde_json::Value;
+
+use super::split::{Piece, Splitter};
+use super::{Normalizer, now};
+
+/// Counts and problems of one replay.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Documents read (watch events, lists, objects).
+    pub documents: u64,
+    /// Objects turned into entries.
+    pub entries: u64,
+    /// Objects of kinds kubesink does not watch, and BOOKMARK events.
+    pub ignored: u64,
+    /// Problems, each naming the input and line: skipped documents and
+    /// objects.
+    pub problems: Vec<String>,
+}
+
+/// Reads `reader` (named `origin` in messages), calling `emit` for each
+/// entry in input order. Stops early if `emit` returns false.
+pub fn replay(
+    reader: impl BufRead,
+    origin: &str,
+    normalizer: &Normalizer,
+    mut emit: impl FnMut(Entry) -> bool,
+) -> ReplayReport {
+    let mut report = ReplayReport::default();
+    for piece in Splitter::new(reader) {
+        let piece = match piece {
+            Ok(p) => p,
+            Err(e) => {
+                report.problems.push(format!("{origin}: read error: {e}"));
+                break;
+            }
+        };
+        let (line, bytes) = match piece {
+            Piece::Document { line, bytes } => (line, bytes),
+            Piece::Garbage { line, text } => {
+                let mut shown: String = text.chars().take(40).collect();
+                if shown.len() < text.len() {
+                    shown.push('…');
+                }
+                report.problems.push(format!(
+                    "{origin}:{line}: skipped text that is not a JSON document: {shown:?}"
+                ));
+                continue;
+            }
+            Piece::Unterminated { line } => {
+                report.problems.push(format!(
+                    "{origin}:{line}: skipped a document that is never closed (missing brace or quote)"
+                ));
+                continue;
+            }
+        };
+        report.documents += 1;
+        let doc: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                report.problems.push(format!(
+                    "{origin}:{}: skipped malformed JSON document: {e}",
+                    line + e.line().saturating_sub(1)
+                ));
+                continue;
+            }
+        };
+        let mut objects = Vec::new();
+        if let Err(message) = unpack(doc, &mut objects) {
+            report
+                .problems
+                .push(format!("{origin}:{line}: skipped document: {message}"));
+            continue;
+        }
+        for (change, object) in objects {
+            match change {
+                None => report.ignored += 1,
+                Some(change) => match normalizer.entry(&object, change) {
+                    Ok(Some(entry)) => {
+                        report.entries += 1;
+                        if !emit(entry) {
+                            return report;
+                        }
+                    }
+                    Ok(None) => report.ignored += 1,
+                    Err(e) => report
+                        .problems
+                        .push(format!("{origin}:{line}: skipped object: {e}")),
+                },
+            }
+        }
+    }
+    report
+}
+
+/// What a document holds: objects with what happened to them (`None`:
+/// nothing to deliver, e.g. a BOOKMARK).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Applied,
+    Removed,
+}
+
+fn unpack(doc: Value, out: &mut Vec<(Option<Kind>, Value)>) -> Result<(), String> {
+    match doc {
+        Value::Array(items) => {
+            for item in items {
+                unpack(item, out)?;
+            }
+            Ok(())
+        }
+        Value::Object(mut map) => {
+            // A watch event.
+            if let (Some(Value::String(t)), true) = (map.get("type"), map.contains_key("object")) {
+                let kind = match t.as_str() {
+                    "ADDED" | "MODIFIED" => Some(Kind::Applied),
+                    "DELETED" => Some(Kind::Removed),
+                    "BOOKMARK" => None,
+                    "ERROR" => {
+                        return Err(format!(
+                            "watch ERROR event: {}",
+                            map.get("object").map(Value::to_string).unwrap_or_default()
+                        ));
+                    }
+                    other => return Err(format!("unknown watch event type `{other}`")),
+                };
+                let object = map.remove("object").unwrap_or(Value::Null);
+                out.push((kind, object));
+                return Ok(());
+            }
+            // A list: `List` or `<Kind>List` with `items`.
+            let list_kind = map
+                .get("kind")
+                .and_then(Value::as_str)
+                .filter(|k| k.ends_with("List"))
+                .map(str::to_owned);
+            if let (Some(list_kind), Some(Value::Array(_))) = (&list_kind, map.get("items")) {
+                let api_version = map.get("apiVersion").cloned();
+                let item_kind = list_kind
+                    .strip_suffix("List")
+                    .unwrap_or_default()
+                    .to_owned();
+                let Some(Value::Array(items)) = map.remove("items") else {
+                    unreachable!("checked above")
+                };
+                for mut item in items {
+                    // Typed lists may omit kind/apiVersion on their items.
+                    if let Value::Object(o) = &mut item {
+                        if !o.contains_key("kind") && !item_kind.is_empty() {
+                            o.insert("kind".into(), Value::String(item_kind.clone()));
+                        }
+                        if !o.contains_key("apiVersion")
+                            && let Some(v) = &api_version
+                        {
+                            o.insert("apiVersion".into(), v.clone());
+                        }
+                    }
+                    out.push((Some(Kind::Applied), item));
+                }
+                return Ok(());
+            }
+            out.push((Some(Kind::Applied), Value::Object(map)));
+            Ok(())
+        }
+        other => Err(format!(
+            "expected an object, a List or a watch event, found {}",
+            match other {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                _ => "something else",
+            }
+        )),
+    }
+}
+
+impl Normalizer {
+    fn entry(&self, object: &Value, kind: Kind) -> Result<Option<Entry>, String> {
+        let change = match kind {
+            Kind::Applied => Change::Applied,
+            Kind::Removed => {
+                Change::Removed(kubesink_normalize::removed_at(object).unwrap_or_else(now))
+            }
+        };
+        self.normalize(object, change)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, rv: &str) -> String {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","namespace":"ns","uid":"uid-{name}","resourceVersion":"{rv}","creationTimestamp":"2024-01-01T00:00:00Z","ownerReferences":[{{"apiVersion":"batch/v1","kind":"Job","name":"j","uid":"job-uid","controller":true}}]}},"spec":{{"containers":[{{"name":"main","image":"busybox"}}]}},"status":{{"phase":"Pending"}}}}"#
+        )
+    }
+
+    fn run(input: &str) -> (Vec<Entry>, ReplayReport) {
+        let mut entries = Vec::new();
+        let report = replay(input.as_bytes(), "in.json", &Normalizer::default(), |e| {
+            entries.push(e);
+            true
+        });
+        (entries, report)
+    }
+
+    #[test]
+    fn watch_stream_with_a_malformed_document_keeps_the_good_ones() {
+        let input = format!(
+            "{{\"type\":\"ADDED\",\"object\":{}}}\n{{\"type\":\"MODIFIED\",\"object\": {{ nope }}}}\n{{\"type\":\"DELETED\",\"object\":{}}}\n",
+            pod("a", "1"),
+            pod("a", "2")
+        );
+        let (entries, report) = run(&input);
+        assert_eq!(entries.len(), 2, "{report:?}");
+        assert!(matches!(entries[0].change, Change::Applied));
+        assert!(matches!(entries[1].change, Change::Removed(_)));
+        assert_eq!(report.problems.len(), 1, "{report:?}");
+        assert!(report.problems[0].starts_with("in.json:2:"), "{report:?}");
+    }
+
+    #[test]
+    fn lists_fill_in_item_kinds_and_bookmarks_are_ignored() {
+        let item = pod("b", "5").replace(r#""apiVersion":"v1","kind":"Pod","#, "");
+        let input = format!(
+            "{{\"apiVersion\":\"v1\",\"kind\":\"PodList\",\"items\":[{item}]}}\n{{\"type\":\"BOOKMARK\",\"object\":{{\"kind\":\"Pod\"}}}}"
+        );
+        let (entries, report) = run(&input);
+        assert_eq!(entries.len(), 1, "{report:?}");
+        assert_eq!(report.ignored, 1);
+        assert!(report.problems.is_empty(), "{report:?}");
+    }
+
+    #[test]
+    fn non_object_documents_are_named() {
+        let (_, report) = run("[1]\n");
+        assert_eq!(report.problems.len(), 1);
+        assert!(report.problems[0].contains("in.json:1"), "{report:?}");
+    }
+}

@@ -1,0 +1,237 @@
+//! Splits a byte stream into top-level JSON documents (`{...}` or `[...]`)
+//! one after another, as `kubectl get --watch -o json` prints them, without
+//! parsing them, so that one malformed document can be reported (with the
+//! line it starts on) and skipped while the ones around it are kept.
+//!
+//! Text outside any document is reported as garbage. A document still open
+//! at the end of the input (a missing brace or quote) is reported, and the
+//! input after its first line is scanned again, so that documents swallowed
+//! by it are recovered.
+
+use std::io::BufRead;
+
+/// One piece of the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// A balanced document starting on `line` (1-based).
+    Document { line: usize, bytes: Vec<u8> },
+    /// Text that is not inside a document, starting on `line`.
+    Garbage { line: usize, text: String },
+    /// A document opened on `line` and never closed.
+    Unterminated { line: usize },
+}
+
+#[derive(Debug, Default)]
+struct Scanner {
+    line: usize,
+    depth: usize,
+    in_string: bool,
+    escape: bool,
+    doc: Vec<u8>,
+    doc_line: usize,
+    garbage: Vec<u8>,
+    garbage_line: usize,
+}
+
+impl Scanner {
+    fn new(first_line: usize) -> Self {
+        Self {
+            line: first_line,
+            ..Self::default()
+        }
+    }
+
+    fn flush_garbage(&mut self, out: &mut Vec<Piece>) {
+        let text = String::from_utf8_lossy(&self.garbage).trim().to_owned();
+        if !text.is_empty() {
+            out.push(Piece::Garbage {
+                line: self.garbage_line,
+                text,
+            });
+        }
+        self.garbage.clear();
+    }
+
+    fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) {
+        for &b in bytes {
+            if self.depth == 0 {
+                match b {
+                    b'{' | b'[' => {
+                        self.flush_garbage(out);
+                        self.depth = 1;
+                        self.doc.clear();
+                        self.doc.push(b);
+                        self.doc_line = self.line;
+                    }
+                    b'\n' => {
+                        self.line += 1;
+                        self.garbage.push(b);
+                    }
+                    _ => {
+                        if self.garbage.iter().all(u8::is_ascii_whitespace)
+                            && !b.is_ascii_whitespace()
+                        {
+                            self.garbage_line = self.line;
+                        }
+                        self.garbage.push(b);
+                    }
+                }
+                continue;
+            }
+            self.doc.push(b);
+            if b == b'\n' {
+                self.line += 1;
+            }
+            if self.in_string {
+                if self.escape {
+                    self.escape = false;
+                } else if b == b'\\' {
+                    self.escape = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        out.push(Piece::Document {
+                            line: self.doc_line,
+                            bytes: std::mem::take(&mut self.doc),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// End of input: returns pieces, rescanning an unterminated document.
+    fn finish(mut self, out: &mut Vec<Piece>) {
+        self.flush_garbage(out);
+        if self.depth == 0 {
+            return;
+        }
+        out.push(Piece::Unterminated {
+            line: self.doc_line,
+        });
+        let doc = std::mem::take(&mut self.doc);
+        let Some(nl) = doc.iter().position(|&b| b == b'\n') else {
+            return;
+        };
+        let mut again = Scanner::new(self.doc_line + 1);
+        again.feed(&doc[nl + 1..], out);
+        again.finish(out);
+    }
+}
+
+/// Iterates over the pieces of a reader, reading it in chunks.
+pub struct Splitter<R> {
+    reader: R,
+    scanner: Option<Scanner>,
+    ready: std::collections::VecDeque<Piece>,
+}
+
+impl<R: BufRead> Splitter<R> {
+    /// Splits `reader`.
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader,
+            scanner: Some(Scanner::new(1)),
+            ready: Default::default(),
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Splitter<R> {
+    type Item = std::io::Result<Piece>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(p) = self.ready.pop_front() {
+                return Some(Ok(p));
+            }
+            let scanner = self.scanner.as_mut()?;
+            let mut out = Vec::new();
+            let buf = match self.reader.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.scanner = None;
+                    return Some(Err(e));
+                }
+            };
+            if buf.is_empty() {
+                if let Some(s) = self.scanner.take() {
+                    s.finish(&mut out);
+                }
+            } else {
+                let n = buf.len();
+                scanner.feed(buf, &mut out);
+                self.reader.consume(n);
+            }
+            self.ready.extend(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> Vec<Piece> {
+        Splitter::new(std::io::BufReader::with_capacity(7, text.as_bytes()))
+            .map(|p| p.unwrap())
+            .collect()
+    }
+
+    fn docs(pieces: &[Piece]) -> Vec<(usize, String)> {
+        pieces
+            .iter()
+            .filter_map(|p| match p {
+                Piece::Document { line, bytes } => {
+                    Some((*line, String::from_utf8(bytes.clone()).unwrap()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn splits_concatenated_documents_with_lines() {
+        let p = split("{\"a\": \"}{\"}\n{\n \"b\": [1, {\"c\": \"\\\"\"}]\n}\n[1]");
+        assert_eq!(
+            docs(&p),
+            vec![
+                (1, "{\"a\": \"}{\"}".to_string()),
+                (2, "{\n \"b\": [1, {\"c\": \"\\\"\"}]\n}".to_string()),
+                (5, "[1]".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_between_documents_is_reported_with_its_line() {
+        let p = split("{}\nnot json\n{}");
+        assert_eq!(p.len(), 3);
+        assert_eq!(
+            p[1],
+            Piece::Garbage {
+                line: 2,
+                text: "not json".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unterminated_document_does_not_swallow_the_next_ones() {
+        let p = split("{\n  \"a\": \"oops\n}\n{\"b\": 1}\n{\"c\": 2}\n");
+        assert!(p.contains(&Piece::Unterminated { line: 1 }), "{p:?}");
+        let d = docs(&p);
+        assert!(d.iter().any(|(_, t)| t == "{\"b\": 1}"), "{p:?}");
+        assert!(d.iter().any(|(l, t)| *l == 5 && t == "{\"c\": 2}"), "{p:?}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The `kubesink` command as a user runs it: exit codes and error messages
+//! for bad input, and the embedded default end to end. The bundled mysql
+//! sink must be built first (`tests/just guests`, which `tests/just test`
+//! does); without it these tests fail with the command's own message.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kubesink(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kubesink"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KUBESINK_CONFIG")
+        .env_remove("KUBESINK_META_STORAGE")
+        .env_remove("KUBESINK_EVENT_STORAGE")
+        .env_remove("REGION")
+        .env_remove("KUBESINK_DB")
+        .output()
+        .expect("running kubesink")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/kubedl/watch.json")
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn embedded_default_replays_the_fixture_and_prints_tables() {
+    let dir = tmp();
+    let out = kubesink(dir.path(), &["replay", fixture().to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(dir.path().join("kubesink.db").is_file());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for title in [
+        "jobs (job_info)",
+        "pods (replica_info)",
+        "events (event_info)",
+    ] {
+        assert!(stdout.contains(title), "{title} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("mnist"), "{stdout}");
+    // Replaying again changes nothing (idempotent): the same tables.
+    let again = kubesink(dir.path(), &["replay", fixture().to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+}
+
+#[test]
+fn malformed_documents_are_reported_with_their_line_and_skipped() {
+    let dir = tmp();
+    let good = std::fs::read_to_string(fixture()).unwrap();
+    let input = format!("{good}\n{{\"type\": \"ADDED\", \"object\": {{ broken }}}}\n");
+    let bad_line = good.lines().count() + 2;
+    std::fs::write(dir.path().join("in.json"), input).unwrap();
+    let out = kubesink(dir.path(), &["replay", "in.json", "--no-show"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&format!("in.json:{bad_line}:")), "{err}");
+    // Everything good was delivered.
+    let show = kubesink(dir.path(), &["show"]);
+    assert!(String::from_utf8_lossy(&show.stdout).contains("mnist"));
+}
+
+#[test]
+fn unknown_config_field_names_file_and_field() {
+    let dir = tmp();
+    std::fs::write(
+        dir.path().join("k.yaml"),
+        "sinks:\n  - name: a\n    module: builtin:mysql\n    limits: { memroy: 1Mi }\n",
+    )
+    .unwrap();
+    let out = kubesink(dir.path(), &["--config", "k.yaml", "replay", "-"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("k.yaml") && err.contains("sinks[0].limits.memroy"),
+        "{err}"
+    );
+}
+
+fn config_with_module(dir: &Path, module: &str) -> String {
+    std::fs::write(
+        dir.join("k.yaml"),
+        format!(
+            "connections:\n  db: {{ driver: sqlite, path: ./x.db }}\nsinks:\n  - name: broken\n    module: {module}\n    connections: [db]\n"
+        ),
+    )
+    .unwrap();
+    "k.yaml".into()
+}
+
+#[test]
+fn missing_corrupt_and_wrong_world_modules_name_the_file() {
+    let dir = tmp();
+    let cases: [(&str, Option<&[u8]>); 4] = [
+        ("missing.wasm", None),
+        ("corrupt.wasm", Some(b"this is not wasm at all")),
+        // A core module, not a component.
+        ("core.wasm", Some(b"\0asm\x01\0\0\0")),
+        // An empty component: valid, but exports no `kubesink:sink/sink`.
+        ("empty.wasm", Some(b"\0asm\x0d\0\x01\0")),
+    ];
+    for (file, bytes) in cases {
+        if let Some(b) = bytes {
+            std::fs::write(dir.path().join(file), b).unwrap();
+        }
+        let cfg = config_with_module(dir.path(), file);
+        let out = kubesink(dir.path(), &["--config", &cfg, "replay", "-"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{file}: {err}");
+        assert!(
+            err.contains(file),
+            "{file}: error does not name the file: {err}"
+        );
+        assert!(
+            err.contains("broken"),
+            "{file}: error does not name the sink: {err}"
+        );
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{file}: one clear error expected: {err}"
+        );
+    }
+}
+
+#[test]
+fn missing_replay_input_is_named() {
+    let dir = tmp();
+    let out = kubesink(dir.path(), &["replay", "nope.json"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nope.json"), "{err}");
+}

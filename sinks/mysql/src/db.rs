@@ -1,0 +1,139 @@
+//! The database the sink logic talks to: a [`Db`] trait mirroring the WIT
+//! `kubesink:sink/sql` connection (dialect, execute, query, execute-batch),
+//! implemented by the wasm adapter over the host capability, and by native
+//! callers (tests, benchmarks) over whatever they like.
+
+use crate::model::Timestamp;
+
+/// Which SQL the database speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// MySQL or MariaDB.
+    Mysql,
+    /// SQLite.
+    Sqlite,
+    /// PostgreSQL (not supported by this sink).
+    Postgres,
+}
+
+impl Dialect {
+    /// Lower-case name for messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Mysql => "mysql",
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
+/// A statement parameter or a result cell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// Signed integer.
+    Int(i64),
+    /// Unsigned integer.
+    Uint(u64),
+    /// Floating point.
+    Float(f64),
+    /// Text.
+    Text(String),
+    /// Bytes.
+    Bytes(Vec<u8>),
+    /// A UTC date and time.
+    Timestamp(Timestamp),
+}
+
+impl Value {
+    /// Rough number of bytes this value adds to a statement on the wire,
+    /// used to bound statement sizes.
+    #[must_use]
+    pub fn wire_size(&self) -> usize {
+        match self {
+            Value::Text(s) => s.len() + 9,
+            Value::Bytes(b) => b.len() + 9,
+            _ => 9,
+        }
+    }
+
+    /// The value as an integer, if it is one (text holding a number too:
+    /// SQLite and MySQL may return either).
+    #[must_use]
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Uint(u) => i64::try_from(*u).ok(),
+            Value::Text(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as text, if it is text.
+    #[must_use]
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A statement with `?` placeholders and its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// SQL text.
+    pub sql: String,
+    /// One value per `?`.
+    pub params: Vec<Value>,
+}
+
+impl Statement {
+    /// A statement without parameters.
+    #[must_use]
+    pub fn plain(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            params: Vec::new(),
+        }
+    }
+}
+
+/// Why a database call failed (the WIT `sql-error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqlError {
+    /// The connection is not granted or not configured.
+    #[error("connection denied: {0}")]
+    Denied(String),
+    /// The database rejected the statement.
+    #[error("statement rejected: {0}")]
+    Rejected(String),
+    /// The database could not be reached or timed out.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A size the host caps was exceeded.
+    #[error("too large: {0}")]
+    TooLarge(String),
+}
+
+impl SqlError {
+    /// Whether retrying the same call later may succeed.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SqlError::Unavailable(_))
+    }
+}
+
+/// An open database connection.
+pub trait Db {
+    /// Which SQL to emit.
+    fn dialect(&self) -> Dialect;
+    /// Run one statement; returns the rows affected.
+    fn execute(&mut self, statement: Statement) -> Result<u64, SqlError>;
+    /// Run one query; returns its rows.
+    fn query(&mut self, statement: Statement) -> Result<Vec<Vec<Value>>, SqlError>;
+    /// Run statements in one transaction; returns the total rows affected.
+    fn execute_batch(&mut self, statements: Vec<Statement>) -> Result<u64, SqlError>;
+}

@@ -1,0 +1,664 @@
+//! The tables: their columns (KubeDL's `job_info` and `replica_info`, and
+//! kubesink's `event_info`), the DDL for each dialect, the statements that
+//! check and complete an existing table, and the text of the idempotent
+//! multi-row upsert. Pure string building; nothing here talks to a database.
+
+use crate::db::{Dialect, Statement, Value};
+use crate::settings::Ident;
+
+/// Which record kind a table holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Jobs (`job_info`).
+    Job,
+    /// Pods (`replica_info`).
+    Pod,
+    /// Events (`event_info`).
+    Event,
+}
+
+/// One column (besides the `id` primary key, common to all tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    /// Column name.
+    pub name: &'static str,
+    /// Type on MySQL/MariaDB (as `information_schema.columns.column_type`
+    /// shows it).
+    pub mysql: &'static str,
+    /// Declared type on SQLite (as `pragma table_info` shows it).
+    pub sqlite: &'static str,
+    /// Longest text in characters (varchar columns); longer text is cut at
+    /// a character boundary.
+    pub max_chars: Option<usize>,
+}
+
+const fn col(name: &'static str, mysql: &'static str, sqlite: &'static str) -> Column {
+    Column {
+        name,
+        mysql,
+        sqlite,
+        max_chars: None,
+    }
+}
+
+const fn varchar(name: &'static str, mysql: &'static str, n: usize) -> Column {
+    Column {
+        name,
+        mysql,
+        sqlite: mysql,
+        max_chars: Some(n),
+    }
+}
+
+const TEXT: &str = "text";
+const DATETIME: &str = "datetime";
+const TINYINT: &str = "tinyint(4)";
+
+/// Name of the column holding `resource-version-num`.
+pub const VERSION_NUM: &str = "version_num";
+/// Name of the column saying whether the object still exists.
+pub const IS_IN_ETCD: &str = "is_in_etcd";
+/// Statuses after which a removed job or pod keeps its status (otherwise it
+/// becomes [`STOPPED`]).
+pub const FINISHED_STATUSES: [&str; 2] = ["Succeeded", "Failed"];
+/// Status of a job or pod removed before it finished.
+pub const STOPPED: &str = "Stopped";
+
+/// `job_info`: KubeDL's columns, then `version_num`.
+pub const JOB_COLUMNS: &[Column] = &[
+    varchar("name", "varchar(128)", 128),
+    varchar("namespace", "varchar(128)", 128),
+    varchar("job_id", "varchar(64)", 64),
+    varchar("version", "varchar(32)", 32),
+    varchar("status", "varchar(32)", 32),
+    varchar("kind", "varchar(32)", 32),
+    col("resources", TEXT, TEXT),
+    varchar("deploy_region", "varchar(64)", 64),
+    varchar("tenant", "varchar(255)", 255),
+    varchar("owner", "varchar(255)", 255),
+    col("deleted", TINYINT, TINYINT),
+    col(IS_IN_ETCD, TINYINT, TINYINT),
+    col("remark", TEXT, TEXT),
+    col("gmt_created", DATETIME, DATETIME),
+    col("gmt_modified", DATETIME, DATETIME),
+    col("gmt_job_running", DATETIME, DATETIME),
+    col("gmt_finished", DATETIME, DATETIME),
+    col(VERSION_NUM, "bigint(20) unsigned", "bigint unsigned"),
+];
+
+/// `replica_info`: KubeDL's columns, then `version_num`.
+pub const POD_COLUMNS: &[Column] = &[
+    varchar("name", "varchar(128)", 128),
+    varchar("namespace", "varchar(128)", 128),
+    varchar("pod_id", "varchar(64)", 64),
+    varchar("version", "varchar(32)", 32),
+    varchar("status", "varchar(32)", 32),
+    varchar("image", "varchar(255)", 255),
+    varchar("job_id", "varchar(64)", 64),
+    varchar("replica_type", "varchar(32)", 32),
+    varchar("resources", "varchar(1024)", 1024),
+    varchar("host_ip", "varchar(64)", 64),
+    varchar("pod_ip", "varchar(64)", 64),
+    varchar("deploy_region", "varchar(64)", 64),
+    col("deleted", TINYINT, TINYINT),
+    col(IS_IN_ETCD, TINYINT, TINYINT),
+    col("remark", TEXT, TEXT),
+    col("gmt_created", DATETIME, DATETIME),
+    col("gmt_modified", DATETIME, DATETIME),
+    col("gmt_started", DATETIME, DATETIME),
+    col("gmt_finished", DATETIME, DATETIME),
+    col(VERSION_NUM, "bigint(20) unsigned", "bigint unsigned"),
+];
+
+/// `event_info`: kubesink's design, one row per event uid.
+pub const EVENT_COLUMNS: &[Column] = &[
+    varchar("event_id", "varchar(64)", 64),
+    varchar("name", "varchar(255)", 255),
+    varchar("namespace", "varchar(128)", 128),
+    varchar("version", "varchar(32)", 32),
+    varchar("obj_api_version", "varchar(128)", 128),
+    varchar("obj_kind", "varchar(64)", 64),
+    varchar("obj_namespace", "varchar(128)", 128),
+    varchar("obj_name", "varchar(255)", 255),
+    varchar("obj_uid", "varchar(64)", 64),
+    varchar("type", "varchar(32)", 32),
+    varchar("reason", "varchar(128)", 128),
+    col("message", TEXT, TEXT),
+    varchar("source", "varchar(255)", 255),
+    col("count", "int(10) unsigned", "int unsigned"),
+    col("first_timestamp", DATETIME, DATETIME),
+    col("last_timestamp", DATETIME, DATETIME),
+    varchar("deploy_region", "varchar(64)", 64),
+    col(IS_IN_ETCD, TINYINT, TINYINT),
+    col("gmt_created", DATETIME, DATETIME),
+    col("gmt_modified", DATETIME, DATETIME),
+    col(VERSION_NUM, "bigint(20) unsigned", "bigint unsigned"),
+];
+
+/// A table as configured: its kind, name and column layout, with the
+/// positions of the columns the upsert treats specially.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Which records it holds.
+    pub kind: Kind,
+    /// Its (checked) name.
+    pub name: Ident,
+    /// Columns in insert order (without `id`).
+    pub columns: &'static [Column],
+    /// Position of the unique key column (the object's uid).
+    pub key: usize,
+    /// Position of `status` (jobs and pods).
+    pub status: Option<usize>,
+    /// Position of `gmt_finished` (jobs and pods).
+    pub finished: Option<usize>,
+    /// Position of `version_num`.
+    pub version: usize,
+    /// Position of `is_in_etcd`.
+    pub in_etcd: usize,
+    /// Columns with a secondary (non-unique) index.
+    pub indexed: &'static [&'static str],
+}
+
+fn position(columns: &[Column], name: &str) -> Option<usize> {
+    columns.iter().position(|c| c.name == name)
+}
+
+impl Table {
+    /// The table for `kind` under `name`.
+    #[must_use]
+    pub fn new(kind: Kind, name: Ident) -> Self {
+        let (columns, key, indexed): (_, _, &'static [&'static str]) = match kind {
+            Kind::Job => (JOB_COLUMNS, "job_id", &[]),
+            Kind::Pod => (POD_COLUMNS, "pod_id", &["job_id"]),
+            Kind::Event => (EVENT_COLUMNS, "event_id", &["obj_uid"]),
+        };
+        // The column lists above are constants; these positions exist.
+        let must = |n: &str| position(columns, n).unwrap_or(usize::MAX);
+        Self {
+            kind,
+            name,
+            columns,
+            key: must(key),
+            status: position(columns, "status"),
+            finished: position(columns, "gmt_finished"),
+            version: must(VERSION_NUM),
+            in_etcd: must(IS_IN_ETCD),
+            indexed,
+        }
+    }
+
+    /// The key column's name.
+    #[must_use]
+    pub fn key_name(&self) -> &'static str {
+        self.columns[self.key].name
+    }
+}
+
+/// Quote an identifier for `dialect`. Only checked identifiers and the
+/// constant column names reach here.
+#[must_use]
+pub fn quote(dialect: Dialect, ident: &str) -> String {
+    match dialect {
+        Dialect::Mysql => format!("`{ident}`"),
+        Dialect::Sqlite | Dialect::Postgres => format!("\"{ident}\""),
+    }
+}
+
+/// `CREATE TABLE IF NOT EXISTS` (and, on SQLite, the secondary indexes).
+#[must_use]
+pub fn create_statements(dialect: Dialect, table: &Table) -> Vec<Statement> {
+    let q = |s: &str| quote(dialect, s);
+    let t = q(table.name.as_str());
+    let key = table.key_name();
+    let mut sql = format!("CREATE TABLE IF NOT EXISTS {t} (\n");
+    match dialect {
+        Dialect::Mysql => sql.push_str("  `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,\n"),
+        _ => sql.push_str("  \"id\" INTEGER PRIMARY KEY AUTOINCREMENT,\n"),
+    }
+    for c in table.columns {
+        let ty = if dialect == Dialect::Mysql {
+            c.mysql
+        } else {
+            c.sqlite
+        };
+        let constraint = if c.name == key {
+            " NOT NULL"
+        } else if c.name == VERSION_NUM {
+            " NOT NULL DEFAULT 0"
+        } else if dialect == Dialect::Mysql {
+            " DEFAULT NULL"
+        } else {
+            ""
+        };
+        // Always followed by the key clauses below.
+        sql.push_str(&format!("  {} {ty}{constraint},\n", q(c.name)));
+    }
+    let mut out = Vec::new();
+    match dialect {
+        Dialect::Mysql => {
+            sql.push_str("  PRIMARY KEY (`id`),\n");
+            sql.push_str(&format!("  UNIQUE KEY `uk_{key}` (`{key}`)"));
+            for ix in table.indexed {
+                sql.push_str(&format!(",\n  KEY `idx_{ix}` (`{ix}`)"));
+            }
+            sql.push_str("\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4");
+            out.push(Statement::plain(sql));
+        }
+        _ => {
+            sql.push_str(&format!("  UNIQUE ({})\n)", q(key)));
+            out.push(Statement::plain(sql));
+            for ix in table.indexed {
+                out.push(Statement::plain(format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON {t} ({})",
+                    q(&format!("idx_{}_{ix}", table.name)),
+                    q(ix)
+                )));
+            }
+        }
+    }
+    out
+}
+
+/// A query returning the names of the table's existing columns (no rows
+/// when the table does not exist).
+#[must_use]
+pub fn columns_query(dialect: Dialect, table: &Table) -> Statement {
+    let sql = match dialect {
+        Dialect::Mysql => {
+            "SELECT column_name FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name = ?"
+        }
+        _ => "SELECT name FROM pragma_table_info(?)",
+    };
+    Statement {
+        sql: sql.to_owned(),
+        params: vec![Value::Text(table.name.to_string())],
+    }
+}
+
+/// A query returning a row when the table has a unique index on exactly its
+/// key column (what the upsert needs).
+#[must_use]
+pub fn unique_key_query(dialect: Dialect, table: &Table) -> Statement {
+    let sql = match dialect {
+        Dialect::Mysql => {
+            "SELECT index_name FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name = ? AND non_unique = 0 \
+             GROUP BY index_name HAVING COUNT(*) = 1 AND MAX(column_name) = ?"
+        }
+        _ => {
+            "SELECT il.name FROM pragma_index_list(?) AS il WHERE il.\"unique\" = 1 \
+             AND (SELECT COUNT(*) FROM pragma_index_info(il.name)) = 1 \
+             AND (SELECT ii.name FROM pragma_index_info(il.name) AS ii) = ?"
+        }
+    };
+    Statement {
+        sql: sql.to_owned(),
+        params: vec![
+            Value::Text(table.name.to_string()),
+            Value::Text(table.key_name().to_owned()),
+        ],
+    }
+}
+
+/// `ALTER TABLE ... ADD COLUMN` for a column an existing table lacks.
+#[must_use]
+pub fn add_column_statement(dialect: Dialect, table: &Table, column: &Column) -> Statement {
+    let ty = if dialect == Dialect::Mysql {
+        column.mysql
+    } else {
+        column.sqlite
+    };
+    let default = if column.name == VERSION_NUM {
+        " NOT NULL DEFAULT 0"
+    } else {
+        ""
+    };
+    Statement::plain(format!(
+        "ALTER TABLE {} ADD COLUMN {} {ty}{default}",
+        quote(dialect, table.name.as_str()),
+        quote(dialect, column.name)
+    ))
+}
+
+/// `CREATE UNIQUE INDEX` on the key column of an existing table.
+#[must_use]
+pub fn add_unique_key_statement(dialect: Dialect, table: &Table) -> Statement {
+    let key = table.key_name();
+    let index = match dialect {
+        Dialect::Mysql => format!("uk_{key}"),
+        _ => format!("uk_{}_{key}", table.name),
+    };
+    Statement::plain(format!(
+        "CREATE UNIQUE INDEX {} ON {} ({})",
+        quote(dialect, &index),
+        quote(dialect, table.name.as_str()),
+        quote(dialect, key)
+    ))
+}
+
+/// The parts of a table's multi-row upsert: `head` + `rows` copies of the
+/// row placeholder joined by `,` + `tail`.
+#[derive(Debug, Clone)]
+pub struct Upsert {
+    /// `INSERT INTO t (cols) VALUES `.
+    pub head: String,
+    /// `(?, ?, ...)` for one row.
+    pub row: String,
+    /// The conflict clause.
+    pub tail: String,
+}
+
+impl Upsert {
+    /// The statement text for `rows` rows.
+    #[must_use]
+    pub fn sql(&self, rows: usize) -> String {
+        let mut sql =
+            String::with_capacity(self.head.len() + rows * (self.row.len() + 1) + self.tail.len());
+        sql.push_str(&self.head);
+        for i in 0..rows {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&self.row);
+        }
+        sql.push_str(&self.tail);
+        sql
+    }
+}
+
+/// Build the upsert for `table` in `dialect`.
+///
+/// Let `T` ("take the new row") be: the stored row is not removed, or the
+/// new one is a removal; and the new `version_num` is at least the stored
+/// one. Then: every data column takes the new value when `T`;
+/// `gmt_finished` keeps a removed row's finish time, else follows `T`, else
+/// (a stale removal of an unfinished row) takes the removal's; `status`
+/// follows `T`, else becomes `Stopped` for a stale removal of an unfinished
+/// row; `version_num` follows `T`; `is_in_etcd` is 0 once either side is 0,
+/// so a removal is final. MySQL runs `ON DUPLICATE KEY UPDATE` assignments
+/// left to right, each seeing the columns already assigned, so the columns
+/// the conditions read (`gmt_finished`, `status`, `version_num`,
+/// `is_in_etcd`) are assigned last, in that order. [`crate::rows::merge`]
+/// is the same rule in Rust.
+#[must_use]
+pub fn upsert(dialect: Dialect, table: &Table) -> Upsert {
+    let q = |s: &str| quote(dialect, s);
+    let new = |c: &str| match dialect {
+        Dialect::Mysql => format!("VALUES({})", q(c)),
+        _ => format!("excluded.{}", q(c)),
+    };
+    let old = |c: &str| q(c);
+    let names: Vec<String> = table.columns.iter().map(|c| q(c.name)).collect();
+    let head = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        q(table.name.as_str()),
+        names.join(", ")
+    );
+    let row = format!("({})", vec!["?"; table.columns.len()].join(", "));
+
+    let take = format!(
+        "(COALESCE({e}, 1) <> 0 OR {ne} = 0) AND {nv} >= COALESCE({v}, 0)",
+        e = old(IS_IN_ETCD),
+        ne = new(IS_IN_ETCD),
+        nv = new(VERSION_NUM),
+        v = old(VERSION_NUM),
+    );
+    let finished_list = FINISHED_STATUSES
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let unfinished = format!("COALESCE({}, '') NOT IN ({finished_list})", old("status"));
+    let stale_removal = format!("{} = 0 AND {unfinished}", new(IS_IN_ETCD));
+
+    let mut sets = Vec::new();
+    let special = [Some(table.key), table.status, table.finished];
+    for (i, c) in table.columns.iter().enumerate() {
+        if special.contains(&Some(i)) || i == table.version || i == table.in_etcd {
+            continue;
+        }
+        sets.push(format!(
+            "{} = CASE WHEN {take} THEN {} ELSE {} END",
+            q(c.name),
+            new(c.name),
+            old(c.name)
+        ));
+    }
+    if let Some(f) = table.finished {
+        let f = table.columns[f].name;
+        sets.push(format!(
+            "{qf} = CASE WHEN COALESCE({e}, 1) = 0 AND {of} IS NOT NULL THEN {of} \
+             WHEN {take} THEN {nf} \
+             WHEN {stale_removal} AND {of} IS NULL THEN {nf} ELSE {of} END",
+            qf = q(f),
+            of = old(f),
+            nf = new(f),
+            e = old(IS_IN_ETCD),
+        ));
+    }
+    if let Some(s) = table.status {
+        let s = table.columns[s].name;
+        sets.push(format!(
+            "{qs} = CASE WHEN {take} THEN {ns} WHEN {stale_removal} THEN '{STOPPED}' ELSE {os} END",
+            qs = q(s),
+            ns = new(s),
+            os = old(s),
+        ));
+    }
+    sets.push(format!(
+        "{v} = CASE WHEN {take} THEN {nv} ELSE {v} END",
+        v = q(VERSION_NUM),
+        nv = new(VERSION_NUM),
+    ));
+    sets.push(format!(
+        "{e} = CASE WHEN COALESCE({e}, 1) = 0 OR {ne} = 0 THEN 0 ELSE 1 END",
+        e = q(IS_IN_ETCD),
+        ne = new(IS_IN_ETCD),
+    ));
+    let tail = match dialect {
+        Dialect::Mysql => format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")),
+        _ => format!(
+            " ON CONFLICT ({}) DO UPDATE SET {}",
+            q(table.key_name()),
+            sets.join(", ")
+        ),
+    };
+    Upsert { head, row, tail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(kind: Kind, name: &str) -> Table {
+        Table::new(kind, Ident::new(name).expect("valid"))
+    }
+
+    /// KubeDL's columns and types (DESIGN.md "KubeDL tables").
+    const KUBEDL_JOB: &[(&str, &str)] = &[
+        ("name", "varchar(128)"),
+        ("namespace", "varchar(128)"),
+        ("job_id", "varchar(64)"),
+        ("version", "varchar(32)"),
+        ("status", "varchar(32)"),
+        ("kind", "varchar(32)"),
+        ("resources", "text"),
+        ("deploy_region", "varchar(64)"),
+        ("tenant", "varchar(255)"),
+        ("owner", "varchar(255)"),
+        ("deleted", "tinyint(4)"),
+        ("is_in_etcd", "tinyint(4)"),
+        ("remark", "text"),
+        ("gmt_created", "datetime"),
+        ("gmt_modified", "datetime"),
+        ("gmt_job_running", "datetime"),
+        ("gmt_finished", "datetime"),
+    ];
+
+    const KUBEDL_POD: &[(&str, &str)] = &[
+        ("name", "varchar(128)"),
+        ("namespace", "varchar(128)"),
+        ("pod_id", "varchar(64)"),
+        ("version", "varchar(32)"),
+        ("status", "varchar(32)"),
+        ("image", "varchar(255)"),
+        ("job_id", "varchar(64)"),
+        ("replica_type", "varchar(32)"),
+        ("resources", "varchar(1024)"),
+        ("host_ip", "varchar(64)"),
+        ("pod_ip", "varchar(64)"),
+        ("deploy_region", "varchar(64)"),
+        ("deleted", "tinyint(4)"),
+        ("is_in_etcd", "tinyint(4)"),
+        ("remark", "text"),
+        ("gmt_created", "datetime"),
+        ("gmt_modified", "datetime"),
+        ("gmt_started", "datetime"),
+        ("gmt_finished", "datetime"),
+    ];
+
+    #[test]
+    fn tables_have_every_kubedl_column_with_its_type() {
+        for (kind, expected) in [(Kind::Job, KUBEDL_JOB), (Kind::Pod, KUBEDL_POD)] {
+            let t = table(kind, "x");
+            for (name, ty) in expected {
+                let c = t
+                    .columns
+                    .iter()
+                    .find(|c| c.name == *name)
+                    .unwrap_or_else(|| panic!("{kind:?} lacks {name}"));
+                assert_eq!(c.mysql, *ty, "{kind:?}.{name} on mysql");
+                assert_eq!(c.sqlite, *ty, "{kind:?}.{name} on sqlite");
+            }
+        }
+    }
+
+    #[test]
+    fn mysql_ddl_has_keys_and_types() {
+        let t = table(Kind::Pod, "replica_info");
+        let ddl = create_statements(Dialect::Mysql, &t);
+        assert_eq!(ddl.len(), 1);
+        let sql = &ddl[0].sql;
+        assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS `replica_info` ("));
+        assert!(sql.contains("`id` bigint(20) unsigned NOT NULL AUTO_INCREMENT"));
+        assert!(sql.contains("`pod_id` varchar(64) NOT NULL,"));
+        assert!(sql.contains("`resources` varchar(1024) DEFAULT NULL,"));
+        assert!(sql.contains("`version_num` bigint(20) unsigned NOT NULL DEFAULT 0,"));
+        assert!(sql.contains("PRIMARY KEY (`id`)"));
+        assert!(sql.contains("UNIQUE KEY `uk_pod_id` (`pod_id`)"));
+        assert!(sql.contains("KEY `idx_job_id` (`job_id`)"));
+        assert!(sql.ends_with("ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"));
+        assert!(ddl[0].params.is_empty());
+    }
+
+    #[test]
+    fn sqlite_ddl_has_keys_and_types() {
+        let t = table(Kind::Event, "ev");
+        let ddl = create_statements(Dialect::Sqlite, &t);
+        assert_eq!(ddl.len(), 2);
+        let sql = &ddl[0].sql;
+        assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"ev\" ("));
+        assert!(sql.contains("\"id\" INTEGER PRIMARY KEY AUTOINCREMENT"));
+        assert!(sql.contains("\"count\" int unsigned,"));
+        assert!(sql.contains("\"version_num\" bigint unsigned NOT NULL DEFAULT 0,"));
+        assert!(sql.contains("UNIQUE (\"event_id\")"));
+        assert!(!sql.contains("DEFAULT NULL"));
+        assert_eq!(
+            ddl[1].sql,
+            "CREATE INDEX IF NOT EXISTS \"idx_ev_obj_uid\" ON \"ev\" (\"obj_uid\")"
+        );
+    }
+
+    fn assignment_positions(t: &Table, tail: &str, dialect: Dialect) -> Vec<(usize, &'static str)> {
+        let key = t.key_name();
+        let mut out: Vec<(usize, &'static str)> = t
+            .columns
+            .iter()
+            .filter(|c| c.name != key)
+            .map(|c| {
+                let needle = format!("{} = CASE", quote(dialect, c.name));
+                let at = tail
+                    .find(&needle)
+                    .unwrap_or_else(|| panic!("no assignment of {}", c.name));
+                (at, c.name)
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn mysql_upsert_assigns_guard_columns_last() {
+        let t = table(Kind::Job, "job_info");
+        let up = upsert(Dialect::Mysql, &t);
+        assert!(
+            up.head
+                .starts_with("INSERT INTO `job_info` (`name`, `namespace`, `job_id`")
+        );
+        assert_eq!(up.row.matches('?').count(), t.columns.len());
+        assert!(up.tail.starts_with(" ON DUPLICATE KEY UPDATE "));
+        assert!(
+            up.tail
+                .contains("VALUES(`version_num`) >= COALESCE(`version_num`, 0)")
+        );
+        assert!(!up.tail.contains(" AS new"));
+        assert!(
+            !up.tail.contains("`job_id` = "),
+            "the key is never assigned"
+        );
+        let order: Vec<_> = assignment_positions(&t, &up.tail, Dialect::Mysql)
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        let n = order.len();
+        assert_eq!(
+            &order[n - 4..],
+            ["gmt_finished", "status", "version_num", "is_in_etcd"]
+        );
+        assert_eq!(up.sql(2).matches("(?, ").count(), 2);
+    }
+
+    #[test]
+    fn sqlite_upsert_uses_on_conflict_and_excluded() {
+        let t = table(Kind::Pod, "replica_info");
+        let up = upsert(Dialect::Sqlite, &t);
+        assert!(
+            up.head
+                .starts_with("INSERT INTO \"replica_info\" (\"name\"")
+        );
+        assert!(
+            up.tail
+                .starts_with(" ON CONFLICT (\"pod_id\") DO UPDATE SET ")
+        );
+        assert!(
+            up.tail
+                .contains("excluded.\"version_num\" >= COALESCE(\"version_num\", 0)")
+        );
+        assert!(up.tail.contains("WHEN excluded.\"is_in_etcd\" = 0 AND COALESCE(\"status\", '') NOT IN ('Succeeded', 'Failed') THEN 'Stopped'"));
+        assert!(!up.tail.contains("VALUES("));
+        // Every non-key column is assigned exactly once.
+        let assigned = assignment_positions(&t, &up.tail, Dialect::Sqlite);
+        assert_eq!(assigned.len(), t.columns.len() - 1);
+        assert_eq!(up.tail.matches(" = CASE ").count(), t.columns.len() - 1);
+    }
+
+    #[test]
+    fn migration_statements() {
+        let t = table(Kind::Job, "job_info");
+        let vn = t.columns[t.version];
+        assert_eq!(
+            add_column_statement(Dialect::Mysql, &t, &vn).sql,
+            "ALTER TABLE `job_info` ADD COLUMN `version_num` bigint(20) unsigned NOT NULL DEFAULT 0"
+        );
+        assert_eq!(
+            add_unique_key_statement(Dialect::Sqlite, &t).sql,
+            "CREATE UNIQUE INDEX \"uk_job_info_job_id\" ON \"job_info\" (\"job_id\")"
+        );
+        let q = unique_key_query(Dialect::Mysql, &t);
+        assert_eq!(
+            q.params,
+            vec![Value::Text("job_info".into()), Value::Text("job_id".into())]
+        );
+    }
+}

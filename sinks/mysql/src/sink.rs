@@ -1,0 +1,630 @@
+//! The sink itself, independent of the bindings: [`Planner`] turns settings
+//! and batches into statements (pure), and [`MysqlSink`] runs them on a
+//! [`Db`]: `init` creates or completes the tables, `write` upserts a batch
+//! in one transaction.
+
+use crate::db::{Db, Dialect, SqlError, Statement, Value};
+use crate::model::Entry;
+use crate::rows::{TableRows, kind_of};
+use crate::schema::{self, Kind, Table, Upsert};
+use crate::settings::{Settings, SettingsError};
+
+/// Why `init` or `write` failed; the case tells the host what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// Transient (database unreachable): the host retries the batch later.
+    #[error("{0}")]
+    Retryable(String),
+    /// Permanent (bad settings, rejected statement): retrying won't help.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<SettingsError> for SinkError {
+    fn from(e: SettingsError) -> Self {
+        SinkError::Fatal(format!("mysql sink settings: {e}"))
+    }
+}
+
+/// `unavailable` is retryable; `denied`, `rejected` and `too-large` are fatal.
+fn sql_error(context: &str, e: SqlError) -> SinkError {
+    let msg = format!("mysql sink: {context}: {e}");
+    if e.is_retryable() {
+        SinkError::Retryable(msg)
+    } else {
+        SinkError::Fatal(msg)
+    }
+}
+
+/// The statements of one batch.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Multi-row upserts, grouped by table (jobs, pods, events).
+    pub statements: Vec<Statement>,
+    /// Names of the tables written, for messages.
+    pub tables: Vec<String>,
+    /// Rows written after collapsing duplicates.
+    pub rows: usize,
+}
+
+/// Settings, dialect and per-table SQL, ready to turn batches into
+/// statements. Pure: a native caller can use it to drive its own
+/// connection (e.g. an async pool) with exactly the sink's SQL.
+///
+/// ```
+/// use kubesink_sink_mysql::{Change, Dialect, Entry, Job, Meta, Planner, Record, Settings};
+///
+/// let planner = Planner::new(Settings::default(), Dialect::Sqlite).unwrap();
+/// // Run these once (CREATE TABLE IF NOT EXISTS ...).
+/// assert_eq!(planner.create_statements().len(), 5);
+/// let job = |rv: u64| Entry {
+///     change: Change::Applied,
+///     record: Record::Job(Job {
+///         meta: Meta { uid: "u1".into(), resource_version_num: rv, ..Meta::default() },
+///         status: "Running".into(),
+///         ..Job::default()
+///     }),
+/// };
+/// // Two entries for one uid: one row, in one statement; run the
+/// // statements of a plan in one transaction.
+/// let plan = planner.plan(&[job(1), job(2)]);
+/// assert_eq!((plan.statements.len(), plan.rows), (1, 1));
+/// assert!(plan.statements[0].sql.starts_with("INSERT INTO \"job_info\""));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Planner {
+    settings: Settings,
+    dialect: Dialect,
+    tables: Vec<(Table, Upsert)>,
+}
+
+impl Planner {
+    /// Prepare the SQL for `settings` in `dialect` (PostgreSQL is refused).
+    pub fn new(settings: Settings, dialect: Dialect) -> Result<Self, SinkError> {
+        if dialect == Dialect::Postgres {
+            return Err(SinkError::Fatal(format!(
+                "mysql sink: connection `{}` is PostgreSQL, which this sink does not support (use MySQL, MariaDB or SQLite)",
+                settings.connection
+            )));
+        }
+        let mut tables = Vec::new();
+        for (on, kind, name) in [
+            (settings.jobs, Kind::Job, &settings.job_table),
+            (settings.pods, Kind::Pod, &settings.pod_table),
+            (settings.events, Kind::Event, &settings.event_table),
+        ] {
+            if on {
+                let table = Table::new(kind, name.clone());
+                let upsert = schema::upsert(dialect, &table);
+                tables.push((table, upsert));
+            }
+        }
+        Ok(Self {
+            settings,
+            dialect,
+            tables,
+        })
+    }
+
+    /// The settings.
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The dialect.
+    #[must_use]
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The enabled tables.
+    pub fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.tables.iter().map(|(t, _)| t)
+    }
+
+    /// The `CREATE TABLE IF NOT EXISTS` statements of the enabled tables.
+    #[must_use]
+    pub fn create_statements(&self) -> Vec<Statement> {
+        self.tables()
+            .flat_map(|t| schema::create_statements(self.dialect, t))
+            .collect()
+    }
+
+    /// The upserts for `batch`: entries of disabled kinds are skipped,
+    /// entries for the same uid collapse into one row (the later wins, by
+    /// the database's own rule), and rows are packed into statements of at
+    /// most `max_rows_per_statement` rows and about `max_statement_bytes`.
+    #[must_use]
+    pub fn plan(&self, batch: &[Entry]) -> Plan {
+        let mut per_table: Vec<TableRows> = self
+            .tables
+            .iter()
+            .map(|(t, _)| TableRows::new(t.clone()))
+            .collect();
+        for entry in batch {
+            let kind = kind_of(&entry.record);
+            if let Some(rows) = per_table.iter_mut().find(|r| r.table.kind == kind) {
+                rows.push(entry);
+            }
+        }
+        let mut plan = Plan::default();
+        for (rows, (_, upsert)) in per_table.into_iter().zip(&self.tables) {
+            if rows.rows.is_empty() {
+                continue;
+            }
+            plan.tables.push(rows.table.name.to_string());
+            plan.rows += rows.rows.len();
+            self.pack(upsert, rows.rows, &mut plan.statements);
+        }
+        plan
+    }
+
+    fn pack(&self, upsert: &Upsert, rows: Vec<crate::rows::Row>, out: &mut Vec<Statement>) {
+        let max_rows = self.settings.max_rows_per_statement;
+        let max_bytes = self.settings.max_statement_bytes;
+        let fixed = upsert.head.len() + upsert.tail.len();
+        let per_row_sql = upsert.row.len() + 1;
+        let mut params: Vec<Value> = Vec::new();
+        let mut n = 0usize;
+        let mut bytes = fixed;
+        for row in rows {
+            let row_bytes = per_row_sql + row.values.iter().map(Value::wire_size).sum::<usize>();
+            if n > 0 && (n == max_rows || bytes + row_bytes > max_bytes) {
+                out.push(Statement {
+                    sql: upsert.sql(n),
+                    params: std::mem::take(&mut params),
+                });
+                n = 0;
+                bytes = fixed;
+            }
+            params.extend(row.values);
+            n += 1;
+            bytes += row_bytes;
+        }
+        if n > 0 {
+            out.push(Statement {
+                sql: upsert.sql(n),
+                params,
+            });
+        }
+    }
+}
+
+/// The mysql sink over a database connection `D`.
+#[derive(Debug)]
+pub struct MysqlSink<D: Db> {
+    db: D,
+    planner: Planner,
+}
+
+impl<D: Db> MysqlSink<D> {
+    /// Parse `settings`, open the connection they name with `open`, and
+    /// prepare the tables (see [`MysqlSink::with_db`]).
+    pub fn init(
+        settings: &[(String, String)],
+        open: impl FnOnce(&str) -> Result<D, SqlError>,
+    ) -> Result<Self, SinkError> {
+        let settings = Settings::parse(settings)?;
+        let db = open(&settings.connection).map_err(|e| {
+            sql_error(
+                &format!("opening sql connection `{}`", settings.connection),
+                e,
+            )
+        })?;
+        Self::with_db(db, settings)
+    }
+
+    /// Use `db` with `settings`: create missing tables (when
+    /// `create_tables`), add missing columns and the unique key to existing
+    /// ones (e.g. tables KubeDL created), or, with `create_tables` false,
+    /// check that they are complete.
+    pub fn with_db(mut db: D, settings: Settings) -> Result<Self, SinkError> {
+        let planner = Planner::new(settings, db.dialect())?;
+        for table in planner.tables() {
+            prepare_table(&mut db, &planner, table)?;
+        }
+        Ok(Self { db, planner })
+    }
+
+    /// Upsert `batch` in one transaction; returns the rows affected as the
+    /// database counts them.
+    pub fn write(&mut self, batch: &[Entry]) -> Result<u64, SinkError> {
+        let plan = self.planner.plan(batch);
+        if plan.statements.is_empty() {
+            return Ok(0);
+        }
+        let context = format!(
+            "writing {} rows to table{} `{}` in {} statements",
+            plan.rows,
+            if plan.tables.len() > 1 { "s" } else { "" },
+            plan.tables.join("`, `"),
+            plan.statements.len()
+        );
+        self.db
+            .execute_batch(plan.statements)
+            .map_err(|e| sql_error(&context, e))
+    }
+
+    /// The planner (settings, dialect, SQL).
+    #[must_use]
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    /// The connection.
+    pub fn db_mut(&mut self) -> &mut D {
+        &mut self.db
+    }
+}
+
+fn names(rows: Vec<Vec<Value>>) -> Vec<String> {
+    rows.into_iter()
+        .filter_map(|r| match r.into_iter().next() {
+            Some(Value::Text(s)) => Some(s),
+            Some(Value::Bytes(b)) => String::from_utf8(b).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+fn prepare_table<D: Db>(db: &mut D, planner: &Planner, table: &Table) -> Result<(), SinkError> {
+    let dialect = planner.dialect();
+    let create = planner.settings().create_tables;
+    let t = table.name.as_str();
+    if create {
+        for st in schema::create_statements(dialect, table) {
+            db.execute(st)
+                .map_err(|e| sql_error(&format!("creating table `{t}`"), e))?;
+        }
+    }
+    let existing = names(
+        db.query(schema::columns_query(dialect, table))
+            .map_err(|e| sql_error(&format!("reading the columns of table `{t}`"), e))?,
+    );
+    if existing.is_empty() {
+        return Err(SinkError::Fatal(format!(
+            "mysql sink: table `{t}` does not exist{}",
+            if create {
+                " after CREATE TABLE"
+            } else {
+                " and create_tables is false"
+            }
+        )));
+    }
+    let missing: Vec<_> = table
+        .columns
+        .iter()
+        .filter(|c| !existing.iter().any(|e| e.eq_ignore_ascii_case(c.name)))
+        .collect();
+    if !missing.is_empty() {
+        if !create {
+            let list: Vec<_> = missing.iter().map(|c| c.name).collect();
+            return Err(SinkError::Fatal(format!(
+                "mysql sink: table `{t}` lacks column(s) {} and create_tables is false",
+                list.join(", ")
+            )));
+        }
+        for c in missing {
+            db.execute(schema::add_column_statement(dialect, table, c))
+                .map_err(|e| sql_error(&format!("adding column `{}` to table `{t}`", c.name), e))?;
+        }
+    }
+    let unique = db
+        .query(schema::unique_key_query(dialect, table))
+        .map_err(|e| sql_error(&format!("reading the indexes of table `{t}`"), e))?;
+    if unique.is_empty() {
+        let key = table.key_name();
+        if !create {
+            return Err(SinkError::Fatal(format!(
+                "mysql sink: table `{t}` has no unique key on `{key}` and create_tables is false"
+            )));
+        }
+        db.execute(schema::add_unique_key_statement(dialect, table))
+            .map_err(|e| {
+                sql_error(
+                    &format!("adding a unique key on `{key}` to table `{t}` (remove duplicate `{key}` rows first)"),
+                    e,
+                )
+            })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Change, Event, Job, Meta, Record, Timestamp};
+
+    /// A scripted database: records what it is asked to run.
+    #[derive(Debug)]
+    struct FakeDb {
+        dialect: Dialect,
+        /// Columns reported for every table (`None`: what the DDL created).
+        columns: Option<Vec<&'static str>>,
+        unique: bool,
+        executed: Vec<Statement>,
+        batches: Vec<Vec<Statement>>,
+        fail_batch: Option<SqlError>,
+    }
+
+    impl FakeDb {
+        fn new(dialect: Dialect) -> Self {
+            Self {
+                dialect,
+                columns: None,
+                unique: true,
+                executed: Vec::new(),
+                batches: Vec::new(),
+                fail_batch: None,
+            }
+        }
+    }
+
+    impl Db for FakeDb {
+        fn dialect(&self) -> Dialect {
+            self.dialect
+        }
+        fn execute(&mut self, st: Statement) -> Result<u64, SqlError> {
+            self.executed.push(st);
+            Ok(0)
+        }
+        fn query(&mut self, st: Statement) -> Result<Vec<Vec<Value>>, SqlError> {
+            let table = st.params.first().and_then(Value::as_str).unwrap_or("");
+            let kind = match table {
+                "replica_info" => Kind::Pod,
+                "event_info" => Kind::Event,
+                _ => Kind::Job,
+            };
+            if st.sql.contains("information_schema.columns") || st.sql.contains("pragma_table_info")
+            {
+                let cols: Vec<&str> = match &self.columns {
+                    Some(c) => c.clone(),
+                    None => Table::new(kind, crate::settings::Ident::new(table).expect("ident"))
+                        .columns
+                        .iter()
+                        .map(|c| c.name)
+                        .collect(),
+                };
+                Ok(cols
+                    .into_iter()
+                    .map(|c| vec![Value::Text(c.to_owned())])
+                    .collect())
+            } else if self.unique {
+                Ok(vec![vec![Value::Text("uk".into())]])
+            } else {
+                Ok(vec![])
+            }
+        }
+        fn execute_batch(&mut self, statements: Vec<Statement>) -> Result<u64, SqlError> {
+            if let Some(e) = self.fail_batch.clone() {
+                return Err(e);
+            }
+            let n = statements.len() as u64;
+            self.batches.push(statements);
+            Ok(n)
+        }
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn meta(uid: &str, rv: u64) -> Meta {
+        Meta {
+            uid: uid.into(),
+            name: uid.into(),
+            namespace: "ns".into(),
+            resource_version: rv.to_string(),
+            resource_version_num: rv,
+            labels: vec![],
+            created: Timestamp::default(),
+        }
+    }
+
+    fn job(uid: &str, rv: u64) -> Entry {
+        Entry {
+            change: Change::Applied,
+            record: Record::Job(Job {
+                meta: meta(uid, rv),
+                status: "Running".into(),
+                ..Job::default()
+            }),
+        }
+    }
+
+    fn event(uid: &str, message: &str) -> Entry {
+        Entry {
+            change: Change::Applied,
+            record: Record::Event(Event {
+                meta: meta(uid, 1),
+                message: message.into(),
+                count: 1,
+                ..Event::default()
+            }),
+        }
+    }
+
+    fn init(dialect: Dialect, settings: &[(&str, &str)]) -> MysqlSink<FakeDb> {
+        MysqlSink::init(&kv(settings), |_| Ok(FakeDb::new(dialect))).expect("init")
+    }
+
+    #[test]
+    fn init_creates_enabled_tables_on_the_named_connection() {
+        let mut opened = String::new();
+        let sink = MysqlSink::init(&kv(&[("connection", "meta"), ("events", "false")]), |n| {
+            opened = n.to_owned();
+            Ok(FakeDb::new(Dialect::Mysql))
+        })
+        .expect("init");
+        assert_eq!(opened, "meta");
+        let ddl: Vec<&str> = sink.db.executed.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(ddl.len(), 2);
+        assert!(ddl[0].starts_with("CREATE TABLE IF NOT EXISTS `job_info`"));
+        assert!(ddl[1].starts_with("CREATE TABLE IF NOT EXISTS `replica_info`"));
+    }
+
+    #[test]
+    fn init_completes_a_kubedl_table() {
+        // A table KubeDL created: no version_num, no unique key.
+        let mut db = FakeDb::new(Dialect::Mysql);
+        db.columns = Some(
+            crate::schema::JOB_COLUMNS
+                .iter()
+                .map(|c| c.name)
+                .filter(|c| *c != "version_num" && *c != "gmt_job_running")
+                .collect(),
+        );
+        db.unique = false;
+        let settings = Settings::parse(&kv(&[("pods", "false"), ("events", "false")])).expect("ok");
+        let sink = MysqlSink::with_db(db, settings).expect("init");
+        let sql: Vec<&str> = sink.db.executed.iter().map(|s| s.sql.as_str()).collect();
+        assert_eq!(sql.len(), 4, "{sql:#?}");
+        assert!(sql[1].contains("ADD COLUMN `gmt_job_running` datetime"));
+        assert!(sql[2].contains("ADD COLUMN `version_num` bigint(20) unsigned NOT NULL DEFAULT 0"));
+        assert_eq!(
+            sql[3],
+            "CREATE UNIQUE INDEX `uk_job_id` ON `job_info` (`job_id`)"
+        );
+    }
+
+    #[test]
+    fn init_without_create_tables_checks_and_names_what_is_missing() {
+        let mut db = FakeDb::new(Dialect::Sqlite);
+        db.columns = Some(vec![]);
+        let s = Settings::parse(&kv(&[("create_tables", "false")])).expect("ok");
+        let err = MysqlSink::with_db(db, s.clone()).unwrap_err();
+        assert_eq!(
+            err,
+            SinkError::Fatal(
+                "mysql sink: table `job_info` does not exist and create_tables is false".into()
+            )
+        );
+        let mut db = FakeDb::new(Dialect::Sqlite);
+        db.columns = Some(vec!["id", "name", "job_id"]);
+        let err = MysqlSink::with_db(db, s.clone()).unwrap_err().to_string();
+        assert!(
+            err.contains("table `job_info` lacks column(s) namespace, version"),
+            "{err}"
+        );
+        let mut db = FakeDb::new(Dialect::Sqlite);
+        db.unique = false;
+        let err = MysqlSink::with_db(db, s).unwrap_err().to_string();
+        assert!(err.contains("no unique key on `job_id`"), "{err}");
+    }
+
+    #[test]
+    fn init_errors_are_fatal_or_retryable_by_cause() {
+        let err = MysqlSink::<FakeDb>::init(&kv(&[("colour", "x")]), |_| {
+            panic!("must not open before settings are valid")
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&err, SinkError::Fatal(m) if m.contains("`colour`")),
+            "{err}"
+        );
+        let err = MysqlSink::<FakeDb>::init(&[], |_| Err(SqlError::Denied("not granted".into())))
+            .unwrap_err();
+        assert!(
+            matches!(&err, SinkError::Fatal(m) if m.contains("`default`")),
+            "{err}"
+        );
+        let err = MysqlSink::<FakeDb>::init(&[], |_| Err(SqlError::Unavailable("down".into())))
+            .unwrap_err();
+        assert!(matches!(err, SinkError::Retryable(_)));
+        let err = MysqlSink::init(&[], |_| Ok(FakeDb::new(Dialect::Postgres))).unwrap_err();
+        assert!(
+            matches!(&err, SinkError::Fatal(m) if m.contains("PostgreSQL")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn write_packs_rows_into_bounded_statements_in_one_batch() {
+        let mut sink = init(Dialect::Mysql, &[("max_rows_per_statement", "500")]);
+        let mut batch: Vec<Entry> = (0..1201).map(|i| job(&format!("j{i}"), 1)).collect();
+        batch.push(event("e1", "hello"));
+        // A duplicate uid collapses into one row.
+        batch.push(job("j0", 2));
+        sink.write(&batch).expect("write");
+        assert_eq!(sink.db.batches.len(), 1, "one transaction");
+        let statements = &sink.db.batches[0];
+        let cols = crate::schema::JOB_COLUMNS.len();
+        let rows: Vec<usize> = statements.iter().map(|s| s.params.len()).collect();
+        assert_eq!(
+            rows,
+            [
+                500 * cols,
+                500 * cols,
+                201 * cols,
+                crate::schema::EVENT_COLUMNS.len()
+            ]
+        );
+        for st in statements {
+            assert_eq!(st.sql.matches('?').count(), st.params.len());
+        }
+        assert!(statements[3].sql.starts_with("INSERT INTO `event_info`"));
+        // j0 carries version 2, the later entry.
+        assert!(statements[0].params.contains(&Value::Text("2".into())));
+    }
+
+    #[test]
+    fn write_bounds_statement_bytes() {
+        let mut sink = init(
+            Dialect::Sqlite,
+            &[
+                ("jobs", "false"),
+                ("pods", "false"),
+                ("max_statement_bytes", "4096"),
+            ],
+        );
+        let big = "x".repeat(1500);
+        let batch: Vec<Entry> = (0..10).map(|i| event(&format!("e{i}"), &big)).collect();
+        sink.write(&batch).expect("write");
+        let statements = &sink.db.batches[0];
+        let per = crate::schema::EVENT_COLUMNS.len();
+        assert!(statements.len() >= 4, "{} statements", statements.len());
+        assert_eq!(
+            statements.iter().map(|s| s.params.len()).sum::<usize>(),
+            10 * per
+        );
+        for st in statements {
+            let bytes = st.sql.len() + st.params.iter().map(Value::wire_size).sum::<usize>();
+            assert!(bytes <= 4096 || st.params.len() == per, "{bytes} bytes");
+        }
+    }
+
+    #[test]
+    fn write_skips_disabled_kinds_and_empty_batches() {
+        let mut sink = init(Dialect::Mysql, &[("events", "false")]);
+        assert_eq!(sink.write(&[event("e", "m")]).expect("write"), 0);
+        assert_eq!(sink.write(&[]).expect("write"), 0);
+        assert!(sink.db.batches.is_empty());
+    }
+
+    #[test]
+    fn write_errors_name_the_tables() {
+        let mut sink = init(Dialect::Mysql, &[]);
+        sink.db.fail_batch = Some(SqlError::Unavailable("connection refused".into()));
+        let err = sink.write(&[job("a", 1)]).unwrap_err();
+        assert!(
+            matches!(&err, SinkError::Retryable(m) if m.contains("table `job_info`") && m.contains("connection refused")),
+            "{err}"
+        );
+        for e in [
+            SqlError::Rejected("syntax".into()),
+            SqlError::Denied("no".into()),
+            SqlError::TooLarge("4 MiB".into()),
+        ] {
+            sink.db.fail_batch = Some(e);
+            let err = sink.write(&[job("a", 1), event("e", "m")]).unwrap_err();
+            assert!(
+                matches!(&err, SinkError::Fatal(m) if m.contains("tables `job_info`, `event_info`")),
+                "{err}"
+            );
+        }
+    }
+}

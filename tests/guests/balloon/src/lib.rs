@@ -1,0 +1,31 @@
+//! Hostile test guest `balloon`: `init` succeeds, `write` allocates 1 MiB
+//! blocks (and touches them) without end. The host's memory cap must stop it.
+
+// wit-bindgen's generated canonical-ABI glue (exports, lifting, lowering)
+// is unsafe code by nature; nothing hand-written here is.
+#[allow(unsafe_code)]
+mod bindings {
+    wit_bindgen::generate!({ path: "../../../wit", world: "sink-world" });
+
+    use super::Balloon;
+    export!(Balloon);
+}
+
+use bindings::exports::kubesink::sink::sink::Guest;
+use bindings::kubesink::sink::types::{Entry, Error};
+
+struct Balloon;
+
+impl Guest for Balloon {
+    fn init(_settings: Vec<(String, String)>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn write(_batch: Vec<Entry>) -> Result<(), Error> {
+        let mut blocks: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let block = vec![0xA5u8; 1 << 20];
+            blocks.push(std::hint::black_box(block));
+        }
+    }
+}

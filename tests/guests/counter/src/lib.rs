@@ -1,0 +1,115 @@
+//! Well-behaved test guest `counter`: records every entry it receives, one
+//! row per uid, through the host's `sql` capability, so a test can read back
+//! what it got.
+//!
+//! Settings: `connection` (default `main`), the sql connection to open.
+//! `init` opens it and creates table `received (uid, kind, change_kind,
+//! batches)`; `write` upserts one row per entry in one transaction and
+//! counts how many batches carried each uid. A connection error during
+//! `open` is returned as `fatal` (`denied`, `rejected`, `too-large`) or
+//! `retryable` (`unavailable`), with the case name in the message.
+
+// wit-bindgen's generated canonical-ABI glue (exports, lifting, lowering)
+// is unsafe code by nature; nothing hand-written here is.
+#[allow(unsafe_code)]
+mod bindings {
+    wit_bindgen::generate!({ path: "../../../wit", world: "sink-world" });
+
+    use super::Counter;
+    export!(Counter);
+}
+
+use std::cell::RefCell;
+
+use bindings::exports::kubesink::sink::sink::Guest;
+use bindings::kubesink::sink::sql::{Connection, Dialect, SqlError, Statement, Value};
+use bindings::kubesink::sink::types::{Change, Entry, Error, Record};
+
+thread_local! {
+    static CONN: RefCell<Option<Connection>> = const { RefCell::new(None) };
+}
+
+fn to_error(what: &str, e: SqlError) -> Error {
+    match e {
+        SqlError::Unavailable(m) => Error::Retryable(format!("{what}: unavailable: {m}")),
+        SqlError::Denied(m) => Error::Fatal(format!("{what}: denied: {m}")),
+        SqlError::Rejected(m) => Error::Fatal(format!("{what}: rejected: {m}")),
+        SqlError::TooLarge(m) => Error::Fatal(format!("{what}: too-large: {m}")),
+    }
+}
+
+struct Counter;
+
+impl Guest for Counter {
+    fn init(settings: Vec<(String, String)>) -> Result<(), Error> {
+        let mut name = "main".to_string();
+        for (k, v) in settings {
+            match k.as_str() {
+                "connection" => name = v,
+                other => return Err(Error::Fatal(format!("unknown setting {other}"))),
+            }
+        }
+        let conn = Connection::open(&name).map_err(|e| to_error(&format!("open {name}"), e))?;
+        let create = match conn.dialect() {
+            Dialect::Mysql => {
+                "CREATE TABLE IF NOT EXISTS received (uid VARCHAR(64) PRIMARY KEY, \
+                 kind VARCHAR(16) NOT NULL, change_kind VARCHAR(16) NOT NULL, \
+                 batches BIGINT NOT NULL)"
+            }
+            _ => {
+                "CREATE TABLE IF NOT EXISTS received (uid TEXT PRIMARY KEY, \
+                 kind TEXT NOT NULL, change_kind TEXT NOT NULL, batches INTEGER NOT NULL)"
+            }
+        };
+        conn.execute(create, &[])
+            .map_err(|e| to_error("create table received", e))?;
+        CONN.with_borrow_mut(|c| *c = Some(conn));
+        println!("counter guest ready on connection {name}");
+        Ok(())
+    }
+
+    fn write(batch: Vec<Entry>) -> Result<(), Error> {
+        CONN.with_borrow(|conn| {
+            let conn = conn
+                .as_ref()
+                .ok_or_else(|| Error::Fatal("write before init".into()))?;
+            let upsert = match conn.dialect() {
+                Dialect::Mysql => {
+                    "INSERT INTO received (uid, kind, change_kind, batches) VALUES (?, ?, ?, 1) \
+                     ON DUPLICATE KEY UPDATE kind = VALUES(kind), \
+                     change_kind = VALUES(change_kind), batches = batches + 1"
+                }
+                _ => {
+                    "INSERT INTO received (uid, kind, change_kind, batches) VALUES (?, ?, ?, 1) \
+                     ON CONFLICT(uid) DO UPDATE SET kind = excluded.kind, \
+                     change_kind = excluded.change_kind, batches = batches + 1"
+                }
+            };
+            let statements: Vec<Statement> = batch
+                .iter()
+                .map(|entry| {
+                    let (kind, uid) = match &entry.record {
+                        Record::Job(j) => ("job", j.meta.uid.clone()),
+                        Record::Pod(p) => ("pod", p.meta.uid.clone()),
+                        Record::Event(e) => ("event", e.meta.uid.clone()),
+                    };
+                    let change = match entry.change {
+                        Change::Applied => "applied",
+                        Change::Removed(_) => "removed",
+                    };
+                    Statement {
+                        sql: upsert.to_string(),
+                        params: vec![
+                            Value::Text(uid),
+                            Value::Text(kind.into()),
+                            Value::Text(change.into()),
+                        ],
+                    }
+                })
+                .collect();
+            conn.execute_batch(&statements)
+                .map(|_| ())
+                .map_err(|e| to_error("write batch", e))
+        })
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the bundled sinks (every Rust crate in sinks/*/) as wasm32-wasip2
+# components with the `guest` profile and prints their sizes. The runtime
+# finds them in <target>/wasm32-wasip2/guest/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+pkgs=()
+for manifest in sinks/*/Cargo.toml; do
+    [ -f "$manifest" ] || continue
+    name="$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)"
+    [ -n "$name" ] || { echo "guests.sh: no package name in $manifest" >&2; exit 1; }
+    pkgs+=("$name")
+done
+[ "${#pkgs[@]}" -gt 0 ] || { echo "guests.sh: no Rust sinks under sinks/" >&2; exit 1; }
+
+args=()
+for p in "${pkgs[@]}"; do args+=(-p "$p"); done
+cargo build --target wasm32-wasip2 --profile guest "${args[@]}"
+
+out="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/guest"
+for p in "${pkgs[@]}"; do
+    wasm="$out/${p//-/_}.wasm"
+    [ -f "$wasm" ] || { echo "guests.sh: $p built no $wasm" >&2; exit 1; }
+    size="$(stat -c %s "$wasm")"
+    printf '%-24s %9d bytes  %6d KiB  %s\n' "$p" "$size" "$(( (size + 1023) / 1024 ))" "$wasm"
+done

@@ -1,0 +1,8 @@
+//! Test support for kubesink's end-to-end tests: real services started on
+//! demand (MariaDB, the control plane, the SLS emulator), guest components
+//! built on demand, and fixtures.
+
+pub mod cluster;
+pub mod guests;
+pub mod mariadb;
+pub mod sls;

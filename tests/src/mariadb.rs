@@ -1,0 +1,413 @@
+//! A real MariaDB for tests: one private server per machine, one fresh
+//! database per test.
+//!
+//! The server comes from `KUBESINK_TEST_MYSQL_URL`
+//! (`mysql://user:password@host:port`, a user allowed to create and drop
+//! databases). When that variable is unset, `tests/scripts/mariadb.sh` is run
+//! once per process: it installs MariaDB from Debian's packages if needed,
+//! starts a private server on 127.0.0.1:3307 unless one answers already, and
+//! prints the URL. So `cargo test` works on its own, and `just test` (which
+//! runs the script first and exports the variable) runs it once for all test
+//! binaries. If the server cannot be had, every test that asks for it fails
+//! with the script's output.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let db = kubesink_tests::mariadb::fresh_database("sink_mysql").await?;
+//! let pool = db.connect().await?;
+//! sqlx::query("CREATE TABLE t (id INT PRIMARY KEY)").execute(&pool).await?;
+//! pool.close().await;
+//! db.drop_database().await?;
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::mysql::{MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::{AssertSqlSafe, Connection};
+use url::Url;
+
+/// The environment variable naming the test server:
+/// `mysql://user:password@host:port` (no database).
+pub const URL_ENV: &str = "KUBESINK_TEST_MYSQL_URL";
+
+/// Longest database name MariaDB accepts.
+const MAX_DB_NAME: usize = 64;
+
+/// Why the test MariaDB or a test database could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MariaDbError {
+    /// The start script could not be executed at all.
+    #[error("could not run {script}: {reason}")]
+    Spawn {
+        /// Path of `tests/scripts/mariadb.sh`.
+        script: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The start script ran and failed.
+    #[error("{script} failed ({status}); its output:\n{output}")]
+    Script {
+        /// Path of `tests/scripts/mariadb.sh`.
+        script: PathBuf,
+        /// How it exited.
+        status: String,
+        /// Its stderr and stdout.
+        output: String,
+    },
+    /// The start script succeeded but printed no `KUBESINK_TEST_MYSQL_URL=` line.
+    #[error("{script} printed no {URL_ENV}=... line; its output:\n{output}")]
+    NoUrl {
+        /// Path of `tests/scripts/mariadb.sh`.
+        script: PathBuf,
+        /// Its stderr and stdout.
+        output: String,
+    },
+    /// The server URL (from the environment or the script) is unusable.
+    #[error("{URL_ENV} `{url}` is not a mysql://user:password@host:port URL: {reason}")]
+    BadUrl {
+        /// The URL, password masked.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Connecting to the server or a test database failed.
+    #[error("cannot connect to MariaDB at {url}: {reason}")]
+    Connect {
+        /// The URL, password masked.
+        url: String,
+        /// The driver's error.
+        reason: String,
+    },
+    /// A statement on the admin connection failed.
+    #[error("`{sql}` failed on MariaDB at {url}: {reason}")]
+    Sql {
+        /// The statement.
+        sql: String,
+        /// The URL, password masked.
+        url: String,
+        /// The driver's error.
+        reason: String,
+    },
+}
+
+/// A uniquely named database on the test server, created empty.
+///
+/// It is not dropped automatically (a failed test leaves its data for
+/// inspection); call [`TestDb::drop_database`] at the end of a test.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    server: Url,
+    url: Url,
+}
+
+impl TestDb {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `mysql://user:password@host:port/<name>`: hand this to the code under test.
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// The server's URL, without a database.
+    pub fn server_url(&self) -> &str {
+        self.server.as_str()
+    }
+
+    /// KubeDL's connection variables for this database (`MYSQL_HOST`,
+    /// `MYSQL_PORT`, `MYSQL_DB_NAME`, `MYSQL_USER`, `MYSQL_PASSWORD`), for
+    /// running `kubesink --meta-storage mysql` against it.
+    pub fn kubedl_env(&self) -> Vec<(&'static str, String)> {
+        let decode = |s: &str| percent_decode(s).unwrap_or_else(|| s.to_owned());
+        vec![
+            (
+                "MYSQL_HOST",
+                self.url.host_str().unwrap_or("127.0.0.1").to_owned(),
+            ),
+            ("MYSQL_PORT", self.url.port().unwrap_or(3306).to_string()),
+            ("MYSQL_DB_NAME", self.name.clone()),
+            ("MYSQL_USER", decode(self.url.username())),
+            ("MYSQL_PASSWORD", decode(self.url.password().unwrap_or(""))),
+        ]
+    }
+
+    /// A small connection pool on this database.
+    pub async fn connect(&self) -> Result<MySqlPool, MariaDbError> {
+        MySqlPoolOptions::new()
+            .max_connections(4)
+            .connect(self.url.as_str())
+            .await
+            .map_err(|e| MariaDbError::Connect {
+                url: masked(&self.url),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Drops the database. Close pools on it first.
+    pub async fn drop_database(self) -> Result<(), MariaDbError> {
+        let mut admin = admin_connection(&self.server).await?;
+        let sql = format!("DROP DATABASE IF EXISTS `{}`", self.name);
+        let result = execute(&mut admin, &self.server, sql).await;
+        // Closing is best effort; the drop's own result is what matters.
+        let _ = admin.close().await;
+        result
+    }
+}
+
+/// Creates an empty, uniquely named database on the test server (starting
+/// the server first if needed) whose name begins with `ks_` and a
+/// sanitized `prefix`.
+pub async fn fresh_database(prefix: &str) -> anyhow::Result<TestDb> {
+    let server = tokio::task::spawn_blocking(server_url).await??;
+    let server = server_base(&server)?;
+    let name = unique_name(prefix);
+    let mut admin = admin_connection(&server).await?;
+    let sql = format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
+    let created = execute(&mut admin, &server, sql).await;
+    let _ = admin.close().await;
+    created?;
+    let mut url = server.clone();
+    url.set_path(&name);
+    Ok(TestDb { name, server, url })
+}
+
+/// The test server's URL: `KUBESINK_TEST_MYSQL_URL` if set, else what
+/// `tests/scripts/mariadb.sh` prints after starting the server. Runs the
+/// script at most once per process (blocking, up to about a minute on first
+/// start; several minutes if it has to install MariaDB); a failure is
+/// remembered and returned to every caller.
+pub fn server_url() -> Result<String, MariaDbError> {
+    static URL: OnceLock<Result<String, MariaDbError>> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var(URL_ENV) {
+        Ok(url) if !url.trim().is_empty() => Ok(url.trim().to_owned()),
+        _ => run_script(&script_path()),
+    })
+    .clone()
+}
+
+/// `tests/scripts/mariadb.sh` in this workspace.
+pub fn script_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join("mariadb.sh")
+}
+
+fn run_script(script: &Path) -> Result<String, MariaDbError> {
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("start")
+        .env_remove(URL_ENV)
+        .output()
+        .map_err(|e| MariaDbError::Spawn {
+            script: script.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let output = format!("{}{}", String::from_utf8_lossy(&out.stderr), stdout);
+    if !out.status.success() {
+        return Err(MariaDbError::Script {
+            script: script.to_owned(),
+            status: out.status.to_string(),
+            output,
+        });
+    }
+    url_from_script_output(&stdout).ok_or_else(|| MariaDbError::NoUrl {
+        script: script.to_owned(),
+        output,
+    })
+}
+
+/// The value of the last `KUBESINK_TEST_MYSQL_URL=...` line.
+fn url_from_script_output(stdout: &str) -> Option<String> {
+    stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix(URL_ENV)?.strip_prefix('='))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Parses the server URL and strips any database path or query from it.
+fn server_base(raw: &str) -> Result<Url, MariaDbError> {
+    let bad = |reason: &str| MariaDbError::BadUrl {
+        url: mask_raw(raw),
+        reason: reason.to_owned(),
+    };
+    let mut url = Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "mysql" && url.scheme() != "mariadb" {
+        return Err(bad("the scheme must be mysql://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if url.username().is_empty() {
+        return Err(bad("no user"));
+    }
+    url.set_path("");
+    url.set_query(None);
+    url.set_fragment(None);
+    if url.scheme() == "mariadb" {
+        // sqlx speaks mysql://; the two are the same wire protocol.
+        let rest = url.as_str().trim_start_matches("mariadb:");
+        url = Url::parse(&format!("mysql:{rest}")).map_err(|e| bad(&e.to_string()))?;
+    }
+    Ok(url)
+}
+
+/// `ks_<prefix>_<time>_<pid>_<n>`, at most 64 characters of `[a-z0-9_]`.
+fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let suffix = format!("_{secs:x}_{:x}_{n}", std::process::id());
+    let mut clean: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    clean.truncate(MAX_DB_NAME - "ks_".len() - suffix.len());
+    format!("ks_{clean}{suffix}")
+}
+
+async fn admin_connection(server: &Url) -> Result<MySqlConnection, MariaDbError> {
+    MySqlConnection::connect(server.as_str())
+        .await
+        .map_err(|e| MariaDbError::Connect {
+            url: masked(server),
+            reason: e.to_string(),
+        })
+}
+
+async fn execute(
+    conn: &mut MySqlConnection,
+    server: &Url,
+    sql: String,
+) -> Result<(), MariaDbError> {
+    sqlx::query(AssertSqlSafe(sql.clone()))
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(|e| MariaDbError::Sql {
+            sql,
+            url: masked(server),
+            reason: e.to_string(),
+        })
+}
+
+fn masked(url: &Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    url.to_string()
+}
+
+fn mask_raw(raw: &str) -> String {
+    Url::parse(raw)
+        .map(|u| masked(&u))
+        .unwrap_or_else(|_| "<unparsable URL>".to_owned())
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|v| v.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_output_url_is_the_last_url_line() {
+        let out = "noise\nKUBESINK_TEST_MYSQL_URL=mysql://a:b@h:1\nKUBESINK_TEST_MYSQL_URL=mysql://k:k@127.0.0.1:3307 \n";
+        assert_eq!(
+            url_from_script_output(out).as_deref(),
+            Some("mysql://k:k@127.0.0.1:3307")
+        );
+        assert_eq!(url_from_script_output("ready\n"), None);
+        assert_eq!(url_from_script_output("KUBESINK_TEST_MYSQL_URL=\n"), None);
+        assert_eq!(
+            url_from_script_output("KUBESINK_TEST_MYSQL_URLX=mysql://x\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn server_base_strips_database_and_query() {
+        let u = server_base("mysql://kubesink:kubesink@127.0.0.1:3307/other?ssl-mode=disabled")
+            .unwrap();
+        assert_eq!(u.as_str(), "mysql://kubesink:kubesink@127.0.0.1:3307");
+        let u = server_base("mariadb://u:p@db.example:3306/").unwrap();
+        assert_eq!(u.as_str(), "mysql://u:p@db.example:3306");
+    }
+
+    #[test]
+    fn server_base_rejects_other_urls_without_leaking_the_password() {
+        let e = server_base("postgres://u:secret@h:5432").unwrap_err();
+        assert!(matches!(e, MariaDbError::BadUrl { .. }), "{e}");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        assert!(server_base("mysql://127.0.0.1:3307").is_err(), "no user");
+        assert!(server_base("not a url").is_err());
+    }
+
+    #[test]
+    fn unique_names_are_valid_distinct_and_bounded() {
+        let a = unique_name("Sink MySQL/e2e");
+        let b = unique_name("Sink MySQL/e2e");
+        assert_ne!(a, b);
+        assert!(a.starts_with("ks_sink_mysql_e2e_"), "{a}");
+        let long = unique_name(&"x".repeat(200));
+        assert!(long.len() <= MAX_DB_NAME, "{} chars: {long}", long.len());
+        for name in [&a, &b, &long] {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn kubedl_env_splits_the_database_url() {
+        let server = server_base("mysql://kube%40sink:p%2Fw+@127.0.0.1:3307").unwrap();
+        let mut url = server.clone();
+        url.set_path("ks_x");
+        let db = TestDb {
+            name: "ks_x".into(),
+            server,
+            url,
+        };
+        assert_eq!(db.url(), "mysql://kube%40sink:p%2Fw+@127.0.0.1:3307/ks_x");
+        let env = db.kubedl_env();
+        let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("MYSQL_HOST"), Some("127.0.0.1"));
+        assert_eq!(get("MYSQL_PORT"), Some("3307"));
+        assert_eq!(get("MYSQL_DB_NAME"), Some("ks_x"));
+        assert_eq!(get("MYSQL_USER"), Some("kube@sink"));
+        assert_eq!(get("MYSQL_PASSWORD"), Some("p/w+"));
+    }
+
+    #[test]
+    fn masked_hides_the_password() {
+        let u = Url::parse("mysql://u:secret@h:1").unwrap();
+        assert_eq!(masked(&u), "mysql://u:***@h:1");
+    }
+}

@@ -1,0 +1,589 @@
+//! The sandbox host end to end: real guest components (built on demand
+//! from `tests/guests/`) against a SQLite file through the `sql`
+//! capability; bad modules; limits (deadline, memory cap, traps, log
+//! flood) and recovery; grants; the compiled-component cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kubesink_host::sql::{ConnectionConfig, Value};
+use kubesink_host::{
+    CacheOutcome, CompileError, FaultCause, Host, HostError, HostOptions, Limits, ModuleSource,
+    SinkSpec, WriteError,
+};
+use kubesink_normalize::record::{
+    Change, Entry, Event, Job, Meta, ObjectRef, Pod, Record, Timestamp,
+};
+use kubesink_tests::guests::{self, guest_wasm};
+
+const TS: Timestamp = Timestamp {
+    seconds: 1_700_000_000,
+    nanos: 0,
+};
+
+fn meta(uid: &str) -> Meta {
+    Meta {
+        uid: uid.into(),
+        name: format!("name-{uid}"),
+        namespace: "default".into(),
+        resource_version: "42".into(),
+        resource_version_num: 42,
+        labels: vec![("app".into(), "test".into())],
+        created: TS,
+    }
+}
+
+fn job(uid: &str) -> Entry {
+    Entry {
+        change: Change::Applied,
+        record: Record::Job(Job {
+            meta: meta(uid),
+            api_version: "training.kubedl.io/v1alpha1".into(),
+            kind: "TFJob".into(),
+            status: "Running".into(),
+            resources: "{}".into(),
+            tenant: String::new(),
+            owner: String::new(),
+            region: String::new(),
+            modified: TS,
+            running_at: Some(TS),
+            finished_at: None,
+            remark: String::new(),
+        }),
+    }
+}
+
+fn pod(uid: &str) -> Entry {
+    Entry {
+        change: Change::Removed(TS),
+        record: Record::Pod(Pod {
+            meta: meta(uid),
+            job_uid: "job-1".into(),
+            job_kind: "TFJob".into(),
+            replica_type: "worker".into(),
+            status: "Running".into(),
+            image: "tf:2".into(),
+            resources: "{}".into(),
+            host_ip: "10.0.0.1".into(),
+            pod_ip: "10.1.0.1".into(),
+            region: String::new(),
+            modified: TS,
+            started_at: Some(TS),
+            finished_at: None,
+            remark: String::new(),
+        }),
+    }
+}
+
+fn event(uid: &str) -> Entry {
+    Entry {
+        change: Change::Applied,
+        record: Record::Event(Event {
+            meta: meta(uid),
+            involved: ObjectRef {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                namespace: "default".into(),
+                name: "p".into(),
+                uid: "pod-1".into(),
+            },
+            event_type: "Warning".into(),
+            reason: "BackOff".into(),
+            message: "Back-off restarting failed container".into(),
+            source: "kubelet/node-1".into(),
+            count: 3,
+            first_seen: TS,
+            last_seen: TS,
+            region: String::new(),
+        }),
+    }
+}
+
+fn batch() -> Vec<Entry> {
+    vec![job("job-1"), pod("pod-1"), event("event-1")]
+}
+
+/// A host with one SQLite connection `main` in `dir`, caching under `dir/cache`.
+fn host_in(dir: &Path) -> anyhow::Result<Host> {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("sink.db").display());
+    Ok(Host::new(HostOptions {
+        cache_dir: Some(dir.join("cache")),
+        sql: vec![ConnectionConfig::new("main", url)],
+    })?)
+}
+
+fn spec(name: &str, wasm: PathBuf, limits: Limits) -> SinkSpec {
+    SinkSpec {
+        name: name.into(),
+        module: ModuleSource::Path(wasm),
+        settings: vec![],
+        sql_grants: vec!["main".into()],
+        limits,
+    }
+}
+
+fn fast_limits() -> Limits {
+    Limits {
+        call_timeout: Duration::from_millis(1500),
+        ..Limits::default()
+    }
+}
+
+async fn received(host: &Host) -> anyhow::Result<Vec<Vec<Value>>> {
+    let conn = host.sql_pools().get("main").context("connection main")?;
+    Ok(conn
+        .query(
+            "SELECT uid, kind, change_kind, batches FROM received ORDER BY uid",
+            &[],
+        )
+        .await?)
+}
+
+fn row(uid: &str, kind: &str, change: &str, batches: i64) -> Vec<Value> {
+    vec![
+        Value::Text(uid.into()),
+        Value::Text(kind.into()),
+        Value::Text(change.into()),
+        Value::Int(batches),
+    ]
+}
+
+#[tokio::test]
+async fn host_counter_guest_receives_batches_in_sqlite() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let mut sink = host
+        .load(spec(
+            "counter",
+            guest_wasm(guests::COUNTER)?,
+            Limits::default(),
+        ))
+        .await?;
+    assert_eq!(sink.name(), "counter");
+    sink.write(&batch()).await?;
+    let expected = vec![
+        row("event-1", "event", "applied", 1),
+        row("job-1", "job", "applied", 1),
+        row("pod-1", "pod", "removed", 1),
+    ];
+    assert_eq!(received(&host).await?, expected);
+    // Redelivery: same rows, counted twice.
+    sink.write(&batch()).await?;
+    let rows = received(&host).await?;
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r[3] == Value::Int(2)), "{rows:?}");
+    let stats = sink.stats();
+    assert_eq!((stats.writes, stats.faults, stats.builds), (2, 0, 1));
+    assert!(stats.guest_time > Duration::ZERO);
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_bad_modules_give_one_clear_error_naming_the_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let load = |path: PathBuf| host.load(spec("bad", path, Limits::default()));
+
+    // Missing file.
+    let missing = dir.path().join("missing.wasm");
+    let err = load(missing.clone()).await.expect_err("missing file");
+    assert!(matches!(err, HostError::Read { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("'bad'") && msg.contains(&missing.display().to_string()),
+        "{msg}"
+    );
+
+    // Not wasm at all.
+    let text = dir.path().join("text.wasm");
+    std::fs::write(&text, "this is not wasm")?;
+    let err = load(text.clone()).await.expect_err("not wasm");
+    assert!(
+        matches!(
+            &err,
+            HostError::Compile {
+                source: CompileError::NotWasm,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&text.display().to_string()),
+        "{err}"
+    );
+
+    // A truncated component.
+    let counter = std::fs::read(guest_wasm(guests::COUNTER)?)?;
+    let truncated = dir.path().join("truncated.wasm");
+    std::fs::write(&truncated, &counter[..counter.len() / 2])?;
+    let err = load(truncated.clone()).await.expect_err("corrupt");
+    assert!(
+        matches!(
+            &err,
+            HostError::Compile {
+                source: CompileError::Invalid(_),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&truncated.display().to_string()),
+        "{err}"
+    );
+
+    // A core module.
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0")?;
+    let err = load(core.clone()).await.expect_err("core module");
+    assert!(
+        matches!(
+            &err,
+            HostError::Compile {
+                source: CompileError::CoreModule,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A valid component that exports nothing.
+    let empty = dir.path().join("empty.wasm");
+    std::fs::write(&empty, b"\0asm\x0d\0\x01\0")?;
+    let err = load(empty.clone()).await.expect_err("no export");
+    assert!(matches!(err, HostError::World { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&empty.display().to_string()) && msg.contains("kubesink:sink/sink"),
+        "{msg}"
+    );
+
+    // A component importing an interface the host does not provide:
+    // type section [instance type, no declarations], import section
+    // ["foo:bar/baz" as an instance of that type].
+    let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+    bytes.extend_from_slice(&[0x07, 0x03, 0x01, 0x42, 0x00]);
+    let name = b"foo:bar/baz";
+    let mut import = vec![0x01, 0x00, name.len() as u8];
+    import.extend_from_slice(name);
+    import.extend_from_slice(&[0x05, 0x00]);
+    bytes.push(0x0a);
+    bytes.push(import.len() as u8);
+    bytes.extend_from_slice(&import);
+    let foreign = dir.path().join("foreign.wasm");
+    std::fs::write(&foreign, &bytes)?;
+    let err = load(foreign.clone()).await.expect_err("unknown import");
+    assert!(matches!(err, HostError::World { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&foreign.display().to_string()) && msg.contains("foo:bar/baz"),
+        "{msg}"
+    );
+
+    // None of these is worth retrying.
+    assert!(!err.is_retryable());
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_spin_is_stopped_by_the_deadline_and_others_keep_working() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let mut spin = host
+        .load(spec("spin", guest_wasm(guests::SPIN)?, fast_limits()))
+        .await?;
+    let mut counter = host
+        .load(spec(
+            "counter",
+            guest_wasm(guests::COUNTER)?,
+            Limits::default(),
+        ))
+        .await?;
+
+    // While spin spins, the counter sink is served (spin yields to the
+    // executor every epoch tick).
+    let spin_batch = batch();
+    let started = Instant::now();
+    let (spun, counted) = tokio::join!(spin.write(&spin_batch), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let result = counter.write(&[job("during-spin")]).await;
+        (result, started.elapsed())
+    });
+    let spin_elapsed = started.elapsed();
+    match spun {
+        Err(WriteError::Fault {
+            cause: FaultCause::Timeout,
+            detail,
+        }) => assert!(detail.contains("'spin'"), "{detail}"),
+        other => panic!("expected a timeout fault, got {other:?}"),
+    }
+    assert!(
+        spin_elapsed >= Duration::from_millis(1500) && spin_elapsed < Duration::from_secs(10),
+        "spin stopped after {spin_elapsed:?}"
+    );
+    let (counted, counted_at) = counted;
+    counted?;
+    assert!(
+        counted_at < Duration::from_millis(1500),
+        "counter finished at {counted_at:?}, while spin was still running"
+    );
+    assert!(!spin.is_live(), "a faulted store is discarded");
+
+    // The same instance is rebuilt (init runs again) and faults the same way.
+    spin.rebuild().await?;
+    assert!(spin.is_live());
+    let again = spin.write(&batch()).await;
+    assert!(
+        matches!(
+            again,
+            Err(WriteError::Fault {
+                cause: FaultCause::Timeout,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    assert_eq!(spin.stats().faults, 2);
+    assert_eq!(spin.stats().builds, 2);
+
+    // The other sink keeps working.
+    counter.write(&[job("after-spin")]).await?;
+    let uids: Vec<Value> = received(&host)
+        .await?
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(
+        uids,
+        vec![
+            Value::Text("after-spin".into()),
+            Value::Text("during-spin".into())
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_balloon_is_stopped_by_the_memory_cap_and_rebuilt() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        ..fast_limits()
+    };
+    let mut balloon = host
+        .load(spec("balloon", guest_wasm(guests::BALLOON)?, limits))
+        .await?;
+    let mut counter = host
+        .load(spec(
+            "counter",
+            guest_wasm(guests::COUNTER)?,
+            Limits::default(),
+        ))
+        .await?;
+    let started = Instant::now();
+    match balloon.write(&batch()).await {
+        Err(WriteError::Fault {
+            cause: FaultCause::Memory,
+            detail,
+        }) => {
+            assert!(
+                detail.contains("'balloon'") && detail.contains("memory cap"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected a memory fault, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "stopped by the cap, not the clock"
+    );
+    // Next write rebuilds first (and faults again the same way).
+    let again = balloon.write(&batch()).await;
+    assert!(
+        matches!(
+            again,
+            Err(WriteError::Fault {
+                cause: FaultCause::Memory,
+                ..
+            })
+        ),
+        "{again:?}"
+    );
+    assert_eq!(balloon.stats().builds, 2);
+    counter.write(&batch()).await?;
+    assert_eq!(received(&host).await?.len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_crash_is_a_trap_and_the_instance_is_rebuilt() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let mut crash = host
+        .load(spec("crash", guest_wasm(guests::CRASH)?, fast_limits()))
+        .await?;
+    for round in 1..=2 {
+        match crash.write(&batch()).await {
+            Err(WriteError::Fault {
+                cause: FaultCause::Trap,
+                detail,
+            }) => assert!(detail.contains("'crash'"), "{detail}"),
+            other => panic!("round {round}: expected a trap, got {other:?}"),
+        }
+    }
+    let stats = crash.stats();
+    assert_eq!((stats.faults, stats.builds), (2, 2));
+    // The panic message reached the log (stderr).
+    assert!(stats.log_bytes > 0, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_noisy_output_is_rate_limited() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let limits = Limits {
+        log_bytes_per_sec: 8 << 10,
+        ..Limits::default()
+    };
+    let mut noisy = host
+        .load(SinkSpec {
+            settings: vec![("lines".into(), "20000".into())],
+            ..spec("noisy", guest_wasm(guests::NOISY)?, limits)
+        })
+        .await?;
+    let started = Instant::now();
+    noisy.write(&batch()).await?;
+    let elapsed = started.elapsed();
+    let stats = noisy.stats();
+    // 20000 lines of ~100 bytes were written; at most a burst plus the
+    // refill over the elapsed time was logged.
+    let allowed = (8u64 << 10) as f64 * (1.0 + elapsed.as_secs_f64()) + 200.0;
+    assert!(
+        (stats.log_bytes as f64) <= allowed,
+        "{stats:?} in {elapsed:?}"
+    );
+    assert!(stats.log_dropped_bytes > 1_500_000, "{stats:?}");
+    assert_eq!(stats.faults, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_ungranted_connection_is_denied() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let wasm = guest_wasm(guests::COUNTER)?;
+    // Configured but not granted.
+    let err = host
+        .load(SinkSpec {
+            sql_grants: vec![],
+            ..spec("nogrant", wasm.clone(), Limits::default())
+        })
+        .await
+        .expect_err("denied");
+    match &err {
+        HostError::Init {
+            source: WriteError::Fatal(msg),
+            ..
+        } => assert!(
+            msg.contains("denied") && msg.contains("'nogrant'") && msg.contains("'main'"),
+            "{msg}"
+        ),
+        other => panic!("expected a fatal init, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    // Granted but not configured.
+    let err = host
+        .load(SinkSpec {
+            settings: vec![("connection".into(), "ghost".into())],
+            sql_grants: vec!["ghost".into()],
+            ..spec("ghosted", wasm, Limits::default())
+        })
+        .await
+        .expect_err("not configured");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("denied") && msg.contains("not configured"),
+        "{msg}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_database_down_at_start_is_retryable() -> anyhow::Result<()> {
+    // Nothing listens on port 1: the pool is lazy, so the host starts, and
+    // the sink's init reports the database as unavailable (retryable).
+    let host = Host::new(HostOptions {
+        cache_dir: None,
+        sql: vec![ConnectionConfig::new(
+            "main",
+            "mysql://kube:topsecret@127.0.0.1:1/kubedl",
+        )],
+    })?;
+    let err = host
+        .load(spec(
+            "down",
+            guest_wasm(guests::COUNTER)?,
+            Limits::default(),
+        ))
+        .await
+        .expect_err("database down");
+    assert!(err.is_retryable(), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("unavailable") && msg.contains("127.0.0.1:1/kubedl"),
+        "{msg}"
+    );
+    assert!(!msg.contains("topsecret"), "{msg}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_compiled_component_cache_is_reused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let wasm = guest_wasm(guests::COUNTER)?;
+    let host = host_in(dir.path())?;
+    let (_, first) = host
+        .load_with_outcome(spec("c1", wasm.clone(), Limits::default()))
+        .await?;
+    let CacheOutcome::Stored(path) = first else {
+        panic!("first load should compile and store, got {first:?}");
+    };
+    assert!(path.is_file(), "{path:?}");
+    assert!(path.starts_with(dir.path().join("cache")));
+    // Same host, and a new host on the same cache directory.
+    let (_, second) = host
+        .load_with_outcome(spec("c2", wasm.clone(), Limits::default()))
+        .await?;
+    assert_eq!(second, CacheOutcome::Hit(path.clone()));
+    drop(host);
+    let host = host_in(dir.path())?;
+    let (mut sink, third) = host
+        .load_with_outcome(spec("c3", wasm.clone(), Limits::default()))
+        .await?;
+    assert_eq!(third, CacheOutcome::Hit(path.clone()));
+    sink.write(&batch()).await?;
+    // Bytes from elsewhere compile to the same cache entry.
+    let bytes = Arc::new(std::fs::read(&wasm)?);
+    let (_, fourth) = host
+        .load_with_outcome(SinkSpec {
+            module: ModuleSource::Bytes {
+                origin: "configmap test/sinks key counter.wasm".into(),
+                bytes,
+            },
+            ..spec("c4", wasm, Limits::default())
+        })
+        .await?;
+    assert_eq!(fourth, CacheOutcome::Hit(path.clone()));
+    // A damaged cache file is replaced, not trusted.
+    std::fs::write(&path, b"garbage")?;
+    let (_, fifth) = host
+        .load_with_outcome(spec("c5", guest_wasm(guests::COUNTER)?, Limits::default()))
+        .await?;
+    assert_eq!(fifth, CacheOutcome::Stored(path));
+    Ok(())
+}

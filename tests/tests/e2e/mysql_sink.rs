@@ -1,0 +1,794 @@
+//! The mysql sink end to end: the real `.wasm` component (built on demand)
+//! in the real host, writing through the `sql` capability into SQLite (a
+//! temp file) and a real MariaDB (a fresh database on the test server).
+//! Each check runs on both; test names say which service they need.
+//!
+//! What is checked: redelivery leaves the same rows; a stale
+//! resourceVersion is ignored; removal sets `is_in_etcd = 0`, stops an
+//! unfinished job or pod with a finish time and leaves a finished one's
+//! status, and a stale replay does not bring it back; the columns of
+//! `job_info` / `replica_info` are KubeDL's (names and types); an event's
+//! count bump updates its one row; in-batch duplicates collapse; long
+//! text is cut to its column; bad settings fail `init` naming the key; a
+//! table KubeDL created is completed and upserted into.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use kubesink_host::sql::{ConnectionConfig, SqlConn, Value};
+use kubesink_host::{Host, HostError, HostOptions, Limits, ModuleSource, SinkSpec, WriteError};
+use kubesink_normalize::record::{
+    Change, Entry, Event, Job, Meta, ObjectRef, Pod, Record, Timestamp,
+};
+use kubesink_tests::guests::guest_wasm;
+use kubesink_tests::mariadb::{TestDb, fresh_database};
+
+const SINK: &str = "kubesink-sink-mysql";
+const CONN: &str = "default";
+const T0: i64 = 1_700_000_000;
+
+fn ts(offset: i64) -> Timestamp {
+    Timestamp {
+        seconds: T0 + offset,
+        nanos: 0,
+    }
+}
+
+fn meta(uid: &str, rv: u64) -> Meta {
+    Meta {
+        uid: uid.into(),
+        name: format!("name-{uid}"),
+        namespace: "kubedl".into(),
+        resource_version: rv.to_string(),
+        resource_version_num: rv,
+        labels: vec![],
+        created: ts(0),
+    }
+}
+
+fn job(uid: &str, rv: u64, status: &str) -> Job {
+    Job {
+        meta: meta(uid, rv),
+        api_version: "training.kubedl.io/v1alpha1".into(),
+        kind: "TFJob".into(),
+        status: status.into(),
+        resources: r#"{"Worker":{"replicas":2}}"#.into(),
+        tenant: "team-a".into(),
+        owner: "alice".into(),
+        region: "cn-hangzhou".into(),
+        modified: ts(i64::try_from(rv).unwrap_or(0)),
+        running_at: (status != "Created").then(|| ts(5)),
+        finished_at: matches!(status, "Succeeded" | "Failed").then(|| ts(50)),
+        remark: String::new(),
+    }
+}
+
+fn pod(uid: &str, rv: u64, status: &str) -> Pod {
+    Pod {
+        meta: meta(uid, rv),
+        job_uid: "job-1".into(),
+        job_kind: "TFJob".into(),
+        replica_type: "worker".into(),
+        status: status.into(),
+        image: "tensorflow:2.15".into(),
+        resources: r#"{"limits":{"cpu":"1"}}"#.into(),
+        host_ip: "10.0.0.1".into(),
+        pod_ip: "10.1.0.7".into(),
+        region: "cn-hangzhou".into(),
+        modified: ts(i64::try_from(rv).unwrap_or(0)),
+        started_at: Some(ts(6)),
+        finished_at: matches!(status, "Succeeded" | "Failed").then(|| ts(40)),
+        remark: String::new(),
+    }
+}
+
+fn event(uid: &str, rv: u64, count: u32) -> Event {
+    Event {
+        meta: meta(uid, rv),
+        involved: ObjectRef {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            namespace: "kubedl".into(),
+            name: "name-pod-1".into(),
+            uid: "pod-1".into(),
+        },
+        event_type: "Warning".into(),
+        reason: "BackOff".into(),
+        message: "Back-off restarting failed container".into(),
+        source: "kubelet/node-1".into(),
+        count,
+        first_seen: ts(10),
+        last_seen: ts(10 + i64::from(count)),
+        region: "cn-hangzhou".into(),
+    }
+}
+
+fn applied(record: Record) -> Entry {
+    Entry {
+        change: Change::Applied,
+        record,
+    }
+}
+
+fn removed(record: Record, at: i64) -> Entry {
+    Entry {
+        change: Change::Removed(ts(at)),
+        record,
+    }
+}
+
+/// The database behind one test, kept alive as long as the test runs.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Mariadb(TestDb),
+}
+
+/// A host with one connection `default` and the mysql sink loaded on it.
+struct Fixture {
+    host: Host,
+    sink: kubesink_host::SinkInstance,
+    backend: Backend,
+    _cache: tempfile::TempDir,
+}
+
+fn spec(wasm: PathBuf, settings: &[(&str, &str)]) -> SinkSpec {
+    SinkSpec {
+        name: "mysql".into(),
+        module: ModuleSource::Path(wasm),
+        settings: settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        sql_grants: vec![CONN.into()],
+        limits: Limits::default(),
+    }
+}
+
+async fn backend(mariadb: bool) -> anyhow::Result<(Backend, String)> {
+    if mariadb {
+        let db = fresh_database("mysql_sink").await?;
+        let url = db.url().to_owned();
+        Ok((Backend::Mariadb(db), url))
+    } else {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("sink.db").display());
+        Ok((Backend::Sqlite(dir), url))
+    }
+}
+
+fn host_for(url: &str, cache: &tempfile::TempDir) -> anyhow::Result<Host> {
+    Ok(Host::new(HostOptions {
+        cache_dir: Some(cache.path().to_owned()),
+        sql: vec![ConnectionConfig::new(CONN, url)],
+    })?)
+}
+
+impl Fixture {
+    async fn new(mariadb: bool, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let (backend, url) = backend(mariadb).await?;
+        Self::on(backend, &url, settings).await
+    }
+
+    async fn on(backend: Backend, url: &str, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let cache = tempfile::tempdir()?;
+        let host = host_for(url, &cache)?;
+        let wasm = guest_wasm(SINK)?;
+        let sink = host
+            .load(spec(wasm, settings))
+            .await
+            .context("loading the mysql sink")?;
+        Ok(Self {
+            host,
+            sink,
+            backend,
+            _cache: cache,
+        })
+    }
+
+    fn conn(&self) -> anyhow::Result<SqlConn> {
+        self.host
+            .sql_pools()
+            .get(CONN)
+            .context("connection `default`")
+    }
+
+    async fn write(&mut self, batch: &[Entry]) -> anyhow::Result<()> {
+        self.sink.write(batch).await.context("sink write")
+    }
+
+    async fn rows(&self, sql: &str) -> anyhow::Result<Vec<Vec<Cell>>> {
+        Ok(cells(self.conn()?.query(sql, &[]).await?))
+    }
+
+    async fn query(&self, sql: &str, params: &[&str]) -> anyhow::Result<Vec<Vec<Cell>>> {
+        let params: Vec<Value> = params
+            .iter()
+            .map(|p| Value::Text((*p).to_owned()))
+            .collect();
+        Ok(cells(self.conn()?.query(sql, &params).await?))
+    }
+
+    /// One row as (column name, value) pairs, found by `key = uid`.
+    async fn row(&self, table: &str, key: &str, uid: &str) -> anyhow::Result<Row> {
+        let names = self.column_names(table).await?;
+        let rows = self
+            .query(&format!("SELECT * FROM {table} WHERE {key} = ?"), &[uid])
+            .await?;
+        match rows.as_slice() {
+            [one] => Ok(Row(names.into_iter().zip(one.iter().cloned()).collect())),
+            other => bail!("{table}: {} rows for {key} = {uid}", other.len()),
+        }
+    }
+
+    async fn column_names(&self, table: &str) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .columns(table)
+            .await?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect())
+    }
+
+    /// (name, type) of every column, in table order, as the database
+    /// reports them (`information_schema.columns` / `pragma table_info`).
+    async fn columns(&self, table: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let sql = match self.backend {
+            Backend::Mariadb(_) => {
+                "SELECT column_name, column_type FROM information_schema.columns \
+                 WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position"
+            }
+            Backend::Sqlite(_) => "SELECT name, type FROM pragma_table_info(?) ORDER BY cid",
+        };
+        let rows = self.query(sql, &[table]).await?;
+        rows.into_iter()
+            .map(|r| match r.as_slice() {
+                [Cell::Text(n), Cell::Text(t)] => Ok((n.clone(), t.to_lowercase())),
+                other => bail!("unexpected column row {other:?}"),
+            })
+            .collect()
+    }
+
+    async fn count(&self, table: &str) -> anyhow::Result<i64> {
+        let rows = self.rows(&format!("SELECT COUNT(*) FROM {table}")).await?;
+        rows.first()
+            .and_then(|r| r.first())
+            .map(int)
+            .context("count")
+    }
+
+    async fn close(self) -> anyhow::Result<()> {
+        drop(self.sink);
+        self.host.sql_pools().close().await;
+        if let Backend::Mariadb(db) = self.backend {
+            db.drop_database().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A result cell in comparable form (integers of either signedness as
+/// `Int`, timestamps as `Time`).
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Time(i64, u32),
+}
+
+fn cell(v: &Value) -> Cell {
+    match v {
+        Value::Null => Cell::Null,
+        Value::Int(i) => Cell::Int(*i),
+        Value::Uint(u) => Cell::Int(i64::try_from(*u).unwrap_or(i64::MAX)),
+        Value::Float(f) => Cell::Float(*f),
+        Value::Text(s) => Cell::Text(s.clone()),
+        Value::Bytes(b) => Cell::Bytes(b.clone()),
+        Value::Timestamp(t) => Cell::Time(t.seconds, t.nanos),
+    }
+}
+
+fn cells(rows: Vec<Vec<Value>>) -> Vec<Vec<Cell>> {
+    rows.iter().map(|r| r.iter().map(cell).collect()).collect()
+}
+
+fn text_cell(s: &str) -> Cell {
+    Cell::Text(s.to_owned())
+}
+
+/// A row by column name.
+#[derive(Debug)]
+struct Row(Vec<(String, Cell)>);
+
+impl Row {
+    fn get(&self, column: &str) -> &Cell {
+        self.0
+            .iter()
+            .find(|(n, _)| n == column)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no column {column} in {self:?}"))
+    }
+    fn int(&self, column: &str) -> i64 {
+        int(self.get(column))
+    }
+    fn text(&self, column: &str) -> &str {
+        match self.get(column) {
+            Cell::Text(s) => s,
+            other => panic!("{column} is not text: {other:?}"),
+        }
+    }
+}
+
+fn int(v: &Cell) -> i64 {
+    match v {
+        Cell::Int(i) => *i,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+fn time(offset: i64) -> Cell {
+    Cell::Time(T0 + offset, 0)
+}
+
+/// Everything of every table, for before/after comparisons.
+async fn snapshot(f: &Fixture) -> anyhow::Result<Vec<Vec<Vec<Cell>>>> {
+    let mut out = Vec::new();
+    for t in ["job_info", "replica_info", "event_info"] {
+        out.push(f.rows(&format!("SELECT * FROM {t} ORDER BY id")).await?);
+    }
+    Ok(out)
+}
+
+fn mixed_batch() -> Vec<Entry> {
+    vec![
+        applied(Record::Job(job("job-1", 100, "Running"))),
+        applied(Record::Job(job("job-2", 101, "Succeeded"))),
+        applied(Record::Pod(pod("pod-1", 102, "Running"))),
+        removed(Record::Pod(pod("pod-2", 103, "Running")), 60),
+        applied(Record::Event(event("ev-1", 104, 1))),
+    ]
+}
+
+async fn redelivery_leaves_the_same_rows(mariadb: bool) -> anyhow::Result<()> {
+    let mut f = Fixture::new(mariadb, &[]).await?;
+    f.write(&mixed_batch()).await?;
+    let first = snapshot(&f).await?;
+    assert_eq!(
+        first.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2, 1],
+        "{first:?}"
+    );
+    f.write(&mixed_batch()).await?;
+    f.write(&mixed_batch()).await?;
+    assert_eq!(snapshot(&f).await?, first, "redelivery changed rows");
+
+    // The values as KubeDL's columns hold them.
+    let j = f.row("job_info", "job_id", "job-1").await?;
+    assert_eq!(j.text("name"), "name-job-1");
+    assert_eq!(j.text("namespace"), "kubedl");
+    assert_eq!(j.text("version"), "100");
+    assert_eq!(j.text("status"), "Running");
+    assert_eq!(j.text("kind"), "TFJob");
+    assert_eq!(j.text("resources"), r#"{"Worker":{"replicas":2}}"#);
+    assert_eq!(j.text("deploy_region"), "cn-hangzhou");
+    assert_eq!(j.text("tenant"), "team-a");
+    assert_eq!(j.text("owner"), "alice");
+    assert_eq!(j.int("deleted"), 0);
+    assert_eq!(j.int("is_in_etcd"), 1);
+    assert_eq!(j.get("gmt_created"), &time(0));
+    assert_eq!(j.get("gmt_modified"), &time(100));
+    assert_eq!(j.get("gmt_job_running"), &time(5));
+    assert_eq!(j.get("gmt_finished"), &Cell::Null);
+    let p = f.row("replica_info", "pod_id", "pod-1").await?;
+    assert_eq!(p.text("job_id"), "job-1");
+    assert_eq!(p.text("replica_type"), "worker");
+    assert_eq!(p.text("image"), "tensorflow:2.15");
+    assert_eq!(p.text("host_ip"), "10.0.0.1");
+    assert_eq!(p.text("pod_ip"), "10.1.0.7");
+    assert_eq!(p.get("gmt_started"), &time(6));
+    let e = f.row("event_info", "event_id", "ev-1").await?;
+    assert_eq!(e.text("obj_kind"), "Pod");
+    assert_eq!(e.text("obj_uid"), "pod-1");
+    assert_eq!(e.text("type"), "Warning");
+    assert_eq!(e.text("reason"), "BackOff");
+    assert_eq!(e.text("source"), "kubelet/node-1");
+    assert_eq!(e.int("count"), 1);
+    f.close().await
+}
+
+async fn stale_resource_version_is_ignored(mariadb: bool) -> anyhow::Result<()> {
+    let mut f = Fixture::new(mariadb, &[]).await?;
+    f.write(&[
+        applied(Record::Job(job("job-1", 200, "Running"))),
+        applied(Record::Pod(pod("pod-1", 201, "Running"))),
+    ])
+    .await?;
+    // Older versions, in a later batch.
+    f.write(&[
+        applied(Record::Job(job("job-1", 150, "Created"))),
+        applied(Record::Pod(pod("pod-1", 120, "Pending"))),
+    ])
+    .await?;
+    let j = f.row("job_info", "job_id", "job-1").await?;
+    assert_eq!((j.text("status"), j.text("version")), ("Running", "200"));
+    assert_eq!(j.get("gmt_modified"), &time(200));
+    let p = f.row("replica_info", "pod_id", "pod-1").await?;
+    assert_eq!((p.text("status"), p.text("version")), ("Running", "201"));
+    // Newer ones still apply; numerically (1000 > 999, unlike as text).
+    f.write(&[applied(Record::Job(job("job-1", 999, "Running")))])
+        .await?;
+    f.write(&[applied(Record::Job(job("job-1", 1000, "Succeeded")))])
+        .await?;
+    let j = f.row("job_info", "job_id", "job-1").await?;
+    assert_eq!((j.text("status"), j.text("version")), ("Succeeded", "1000"));
+    assert_eq!(j.get("gmt_finished"), &time(50));
+    // Within one batch, a newer entry followed by an older one: the newer wins.
+    f.write(&[
+        applied(Record::Pod(pod("pod-1", 300, "Succeeded"))),
+        applied(Record::Pod(pod("pod-1", 250, "Running"))),
+    ])
+    .await?;
+    let p = f.row("replica_info", "pod_id", "pod-1").await?;
+    assert_eq!((p.text("status"), p.text("version")), ("Succeeded", "300"));
+    assert_eq!(f.count("replica_info").await?, 1);
+    f.close().await
+}
+
+/// The state after the removals of `removal_marks_rows_and_is_final`.
+async fn check_removed(f: &Fixture) -> anyhow::Result<()> {
+    let j = f.row("job_info", "job_id", "job-run").await?;
+    assert_eq!(j.int("is_in_etcd"), 0);
+    assert_eq!(j.text("status"), "Stopped");
+    assert_eq!(j.get("gmt_finished"), &time(500));
+    let j = f.row("job_info", "job_id", "job-done").await?;
+    assert_eq!(j.int("is_in_etcd"), 0);
+    assert_eq!(j.text("status"), "Succeeded");
+    assert_eq!(j.get("gmt_finished"), &time(50));
+    let p = f.row("replica_info", "pod_id", "pod-run").await?;
+    assert_eq!(p.int("is_in_etcd"), 0);
+    assert_eq!(p.text("status"), "Stopped");
+    assert_eq!(p.get("gmt_finished"), &time(501));
+    let p = f.row("replica_info", "pod_id", "pod-done").await?;
+    assert_eq!(p.int("is_in_etcd"), 0);
+    assert_eq!(p.text("status"), "Failed");
+    assert_eq!(p.get("gmt_finished"), &time(40));
+    Ok(())
+}
+
+async fn removal_marks_rows_and_is_final(mariadb: bool) -> anyhow::Result<()> {
+    let mut f = Fixture::new(mariadb, &[]).await?;
+    let running_job = job("job-run", 300, "Running");
+    let done_job = job("job-done", 301, "Succeeded");
+    let running_pod = pod("pod-run", 302, "Running");
+    let done_pod = pod("pod-done", 303, "Failed");
+    f.write(&[
+        applied(Record::Job(running_job.clone())),
+        applied(Record::Job(done_job.clone())),
+        applied(Record::Pod(running_pod.clone())),
+        applied(Record::Pod(done_pod.clone())),
+    ])
+    .await?;
+    // The removals carry the same resourceVersion as the last applied state.
+    let removals = [
+        removed(Record::Job(running_job.clone()), 500),
+        removed(Record::Job(done_job.clone()), 500),
+        removed(Record::Pod(running_pod.clone()), 501),
+        removed(Record::Pod(done_pod.clone()), 501),
+    ];
+    f.write(&removals).await?;
+    check_removed(&f).await?;
+    let after_removal = snapshot(&f).await?;
+    // A stale replay of the applied states (equal and older versions) does
+    // not resurrect anything; a redelivered removal changes nothing.
+    f.write(&[
+        applied(Record::Job(running_job.clone())),
+        applied(Record::Pod(running_pod.clone())),
+        applied(Record::Job(job("job-run", 299, "Running"))),
+    ])
+    .await?;
+    f.write(&removals).await?;
+    check_removed(&f).await?;
+    assert_eq!(snapshot(&f).await?, after_removal);
+    // A removal of something never seen stores its last state as removed.
+    f.write(&[removed(Record::Job(job("job-new", 400, "Queuing")), 700)])
+        .await?;
+    let j = f.row("job_info", "job_id", "job-new").await?;
+    assert_eq!((j.int("is_in_etcd"), j.text("status")), (0, "Stopped"));
+    assert_eq!(j.get("gmt_finished"), &time(700));
+    f.close().await
+}
+
+/// KubeDL's `job_info` and `replica_info` columns (DESIGN.md "KubeDL
+/// tables"; the seed document lists a subset).
+const KUBEDL_JOB: &[(&str, &str)] = &[
+    ("name", "varchar(128)"),
+    ("namespace", "varchar(128)"),
+    ("job_id", "varchar(64)"),
+    ("version", "varchar(32)"),
+    ("status", "varchar(32)"),
+    ("kind", "varchar(32)"),
+    ("resources", "text"),
+    ("deploy_region", "varchar(64)"),
+    ("tenant", "varchar(255)"),
+    ("owner", "varchar(255)"),
+    ("deleted", "tinyint(4)"),
+    ("is_in_etcd", "tinyint(4)"),
+    ("remark", "text"),
+    ("gmt_created", "datetime"),
+    ("gmt_modified", "datetime"),
+    ("gmt_job_running", "datetime"),
+    ("gmt_finished", "datetime"),
+];
+
+const KUBEDL_POD: &[(&str, &str)] = &[
+    ("name", "varchar(128)"),
+    ("namespace", "varchar(128)"),
+    ("pod_id", "varchar(64)"),
+    ("version", "varchar(32)"),
+    ("status", "varchar(32)"),
+    ("image", "varchar(255)"),
+    ("job_id", "varchar(64)"),
+    ("replica_type", "varchar(32)"),
+    ("resources", "varchar(1024)"),
+    ("host_ip", "varchar(64)"),
+    ("pod_ip", "varchar(64)"),
+    ("deploy_region", "varchar(64)"),
+    ("deleted", "tinyint(4)"),
+    ("is_in_etcd", "tinyint(4)"),
+    ("remark", "text"),
+    ("gmt_created", "datetime"),
+    ("gmt_modified", "datetime"),
+    ("gmt_started", "datetime"),
+    ("gmt_finished", "datetime"),
+];
+
+async fn schema_matches_kubedl(mariadb: bool) -> anyhow::Result<()> {
+    let f = Fixture::new(mariadb, &[]).await?;
+    for (table, key, expected) in [
+        ("job_info", "job_id", KUBEDL_JOB),
+        ("replica_info", "pod_id", KUBEDL_POD),
+    ] {
+        let actual = f.columns(table).await?;
+        for (name, ty) in expected {
+            let found = actual.iter().find(|(n, _)| n == name);
+            assert_eq!(
+                found.map(|(_, t)| t.as_str()),
+                Some(*ty),
+                "{table}.{name}: {actual:?}"
+            );
+        }
+        // An integer auto-increment primary key `id`.
+        let id = actual.iter().find(|(n, _)| n == "id").map(|(_, t)| t);
+        match f.backend {
+            Backend::Mariadb(_) => {
+                assert_eq!(id.map(String::as_str), Some("bigint(20) unsigned"));
+                let extra = f
+                    .query(
+                        "SELECT extra, column_key FROM information_schema.columns \
+                         WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'id'",
+                        &[table],
+                    )
+                    .await?;
+                assert_eq!(
+                    extra,
+                    vec![vec![text_cell("auto_increment"), text_cell("PRI")]]
+                );
+                let unique = f
+                    .query(
+                        "SELECT index_name FROM information_schema.statistics \
+                         WHERE table_schema = DATABASE() AND table_name = ? \
+                         AND column_name = ? AND non_unique = 0",
+                        &[table, key],
+                    )
+                    .await?;
+                assert_eq!(unique.len(), 1, "{table}: unique key on {key}");
+            }
+            Backend::Sqlite(_) => {
+                assert_eq!(id.map(String::as_str), Some("integer"));
+                let unique = f
+                    .query(
+                        "SELECT il.name FROM pragma_index_list(?) AS il \
+                         JOIN pragma_index_info(il.name) AS ii \
+                         WHERE il.\"unique\" = 1 AND ii.name = ?",
+                        &[table, key],
+                    )
+                    .await?;
+                assert_eq!(unique.len(), 1, "{table}: unique key on {key}");
+            }
+        }
+    }
+    f.close().await
+}
+
+async fn event_count_bump_updates_the_same_row(mariadb: bool) -> anyhow::Result<()> {
+    let mut f = Fixture::new(mariadb, &[]).await?;
+    f.write(&[applied(Record::Event(event("ev-1", 10, 1)))])
+        .await?;
+    let id = f.row("event_info", "event_id", "ev-1").await?.int("id");
+    // Two bumps in one batch, then a stale one.
+    f.write(&[
+        applied(Record::Event(event("ev-1", 11, 2))),
+        applied(Record::Event(event("ev-1", 15, 5))),
+    ])
+    .await?;
+    f.write(&[applied(Record::Event(event("ev-1", 13, 3)))])
+        .await?;
+    assert_eq!(f.count("event_info").await?, 1);
+    let e = f.row("event_info", "event_id", "ev-1").await?;
+    assert_eq!(e.int("id"), id, "same row");
+    assert_eq!(e.int("count"), 5);
+    assert_eq!(e.text("version"), "15");
+    assert_eq!(e.get("first_timestamp"), &time(10));
+    assert_eq!(e.get("last_timestamp"), &time(15));
+    assert_eq!(e.get("gmt_modified"), &time(15));
+    assert_eq!(e.int("is_in_etcd"), 1);
+    // Expired from the cluster.
+    f.write(&[removed(Record::Event(event("ev-1", 15, 5)), 3600)])
+        .await?;
+    let e = f.row("event_info", "event_id", "ev-1").await?;
+    assert_eq!((e.int("is_in_etcd"), e.int("count")), (0, 5));
+    f.close().await
+}
+
+async fn long_text_is_cut_and_many_rows_are_batched(mariadb: bool) -> anyhow::Result<()> {
+    let mut f = Fixture::new(mariadb, &[("max_rows_per_statement", "100")]).await?;
+    let mut long = pod("pod-long", 1, "Running");
+    long.resources = "é".repeat(2000);
+    long.image = "i".repeat(300);
+    let mut batch = vec![applied(Record::Pod(long))];
+    batch.extend((0..1050).map(|i| applied(Record::Event(event(&format!("ev-{i}"), 5, 1)))));
+    f.write(&batch).await?;
+    let p = f.row("replica_info", "pod_id", "pod-long").await?;
+    assert_eq!(p.text("resources"), "é".repeat(1024));
+    assert_eq!(p.text("image"), "i".repeat(255));
+    assert_eq!(f.count("event_info").await?, 1050);
+    f.close().await
+}
+
+async fn bad_settings_fail_init_naming_the_key(mariadb: bool) -> anyhow::Result<()> {
+    let (backend, url) = backend(mariadb).await?;
+    let cache = tempfile::tempdir()?;
+    let host = host_for(&url, &cache)?;
+    let wasm = guest_wasm(SINK)?;
+    for (settings, needle) in [
+        (vec![("colour", "blue")], "`colour`"),
+        (vec![("jobs", "perhaps")], "`jobs`"),
+        (vec![("job_table", "job_info; DROP")], "`job_table`"),
+        (vec![("connection", "other")], "`other`"),
+    ] {
+        let err = host
+            .load(spec(wasm.clone(), &settings))
+            .await
+            .expect_err("init must fail");
+        match &err {
+            HostError::Init {
+                source: WriteError::Fatal(msg),
+                ..
+            } => assert!(msg.contains(needle), "{msg}"),
+            other => bail!("expected a fatal init error naming {needle}, got {other:?}"),
+        }
+    }
+    host.sql_pools().close().await;
+    if let Backend::Mariadb(db) = backend {
+        db.drop_database().await?;
+    }
+    Ok(())
+}
+
+/// Custom table names and a sink writing only events.
+async fn settings_choose_tables(mariadb: bool) -> anyhow::Result<()> {
+    let mut f = Fixture::new(
+        mariadb,
+        &[
+            ("jobs", "false"),
+            ("pods", "false"),
+            ("event_table", "k8s_events"),
+        ],
+    )
+    .await?;
+    f.write(&mixed_batch()).await?;
+    assert_eq!(f.count("k8s_events").await?, 1);
+    let tables = match f.backend {
+        Backend::Mariadb(_) => {
+            f.rows(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()",
+            )
+            .await?
+        }
+        Backend::Sqlite(_) => {
+            f.rows(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .await?
+        }
+    };
+    assert_eq!(tables, vec![vec![text_cell("k8s_events")]]);
+    f.close().await
+}
+
+macro_rules! on_both {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    super::$check(false).await
+                }
+            )*
+        }
+        mod mariadb {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    super::$check(true).await
+                }
+            )*
+        }
+    };
+}
+
+// Test names: `mysql_sink::sqlite::<check>` and `mysql_sink::mariadb::<check>`.
+on_both!(
+    redelivery_leaves_the_same_rows,
+    stale_resource_version_is_ignored,
+    removal_marks_rows_and_is_final,
+    schema_matches_kubedl,
+    event_count_bump_updates_the_same_row,
+    long_text_is_cut_and_many_rows_are_batched,
+    bad_settings_fail_init_naming_the_key,
+    settings_choose_tables,
+);
+
+/// A `job_info` as KubeDL's gorm creates it (no unique key, no
+/// `version_num`), with a row in it: the sink adds what it needs and
+/// upserts into the existing row.
+#[tokio::test]
+async fn mariadb_mysql_sink_completes_a_kubedl_created_table() -> anyhow::Result<()> {
+    let db = fresh_database("mysql_sink_kubedl").await?;
+    let url = db.url().to_owned();
+    {
+        let pool = db.connect().await?;
+        sqlx::query(
+            "CREATE TABLE `job_info` (
+              `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
+              `name` varchar(128) DEFAULT NULL, `namespace` varchar(128) DEFAULT NULL,
+              `job_id` varchar(64) DEFAULT NULL, `version` varchar(32) DEFAULT NULL,
+              `status` varchar(32) DEFAULT NULL, `kind` varchar(32) DEFAULT NULL,
+              `resources` text, `deploy_region` varchar(64) DEFAULT NULL,
+              `tenant` varchar(255) DEFAULT NULL, `owner` varchar(255) DEFAULT NULL,
+              `deleted` tinyint(4) DEFAULT NULL, `is_in_etcd` tinyint(4) DEFAULT NULL,
+              `remark` text, `gmt_created` datetime DEFAULT NULL,
+              `gmt_modified` datetime DEFAULT NULL, `gmt_job_running` datetime DEFAULT NULL,
+              `gmt_finished` datetime DEFAULT NULL, PRIMARY KEY (`id`)
+            )",
+        )
+        .execute(&pool)
+        .await?;
+        sqlx::query(
+            "INSERT INTO job_info (name, namespace, job_id, version, status, kind, is_in_etcd, deleted) \
+             VALUES ('old', 'kubedl', 'job-1', '90', 'Running', 'TFJob', 1, 0)",
+        )
+        .execute(&pool)
+        .await?;
+        pool.close().await;
+    }
+    let mut f = Fixture::on(
+        Backend::Mariadb(db),
+        &url,
+        &[("pods", "false"), ("events", "false")],
+    )
+    .await?;
+    let names = f.column_names("job_info").await?;
+    assert!(names.iter().any(|n| n == "version_num"), "{names:?}");
+    f.write(&[applied(Record::Job(job("job-1", 100, "Succeeded")))])
+        .await?;
+    assert_eq!(f.count("job_info").await?, 1);
+    let j = f.row("job_info", "job_id", "job-1").await?;
+    assert_eq!(
+        (j.int("id"), j.text("status"), j.text("version")),
+        (1, "Succeeded", "100")
+    );
+    f.close().await
+}
