@@ -30,12 +30,9 @@ use queue::{Pushed, SinkQueue};
 /// Errors starting the pipeline.
 #[derive(Debug, Error)]
 pub enum PipelineError {
-    #[error("sink {sink}: {source}")]
-    Load {
-        sink: String,
-        #[source]
-        source: HostError,
-    },
+    /// Loading a sink failed; the host's error names the sink and the module.
+    #[error(transparent)]
+    Load(HostError),
 }
 
 /// Counters of one sink.
@@ -133,13 +130,10 @@ impl Pipeline {
         let mut sinks = Vec::new();
         for plan in plans {
             let name = plan.spec.name.clone();
-            let instance =
-                host.load(plan.spec.clone())
-                    .await
-                    .map_err(|source| PipelineError::Load {
-                        sink: name.clone(),
-                        source,
-                    })?;
+            let instance = host
+                .load(plan.spec.clone())
+                .await
+                .map_err(PipelineError::Load)?;
             let queue = Arc::new(SinkQueue::new(plan.queue_capacity, plan.coalesce));
             let stats = Arc::new(SinkStats::default());
             let worker = tokio::spawn(

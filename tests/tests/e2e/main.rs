@@ -6,4 +6,5 @@ mod cluster;
 mod host;
 mod mariadb;
 mod mysql_sink;
+mod replay;
 mod sls;
