@@ -140,3 +140,95 @@ fn missing_replay_input_is_named() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("nope.json"), "{err}");
 }
+
+/// KubeDL's switches and environment variables, as in KubeDL's Deployment,
+/// against a real MariaDB: jobs and pods with `--meta-storage mysql`, events
+/// added with `--event-storage mysql`, `--region` on every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_kubedl_switches_persist_jobs_pods_and_events() -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let db = kubesink_tests::mariadb::fresh_database("cli").await?;
+    let dir = tmp();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubesink"));
+        cmd.args(args)
+            .current_dir(dir.path())
+            .env_remove("KUBESINK_CONFIG");
+        for (k, v) in db.kubedl_env() {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("running kubesink")
+    };
+    let fixture = fixture();
+    let fixture = fixture.to_str().unwrap();
+    let out = run(&[
+        "--meta-storage",
+        "mysql",
+        "--region",
+        "cn-test",
+        "replay",
+        fixture,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("kubesink.db").exists(),
+        "no SQLite file with --meta-storage"
+    );
+    let mut conn = sqlx::MySqlConnection::connect(db.url()).await?;
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM job_info")
+            .fetch_one(&mut conn)
+            .await?,
+        2
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM replica_info")
+            .fetch_one(&mut conn)
+            .await?,
+        5
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM job_info WHERE deploy_region <> 'cn-test'")
+            .fetch_one(&mut conn)
+            .await?,
+        0
+    );
+    let events_before: i64 = count(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'event_info'",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    if events_before > 0 {
+        assert_eq!(
+            count("SELECT COUNT(*) FROM event_info")
+                .fetch_one(&mut conn)
+                .await?,
+            0
+        );
+    }
+    let out = run(&[
+        "--meta-storage",
+        "mysql",
+        "--event-storage",
+        "mysql",
+        "replay",
+        fixture,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        count("SELECT COUNT(*) FROM event_info")
+            .fetch_one(&mut conn)
+            .await?,
+        62
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM job_info")
+            .fetch_one(&mut conn)
+            .await?,
+        2
+    );
+    conn.close().await?;
+    db.drop_database().await?;
+    Ok(())
+}

@@ -492,11 +492,14 @@ fn timeout_fault(bp: &Blueprint, call: &str) -> WriteError {
 
 /// Classifies an error returned by a guest call.
 fn fault(bp: &Blueprint, call: &str, data: &StoreData, err: &wasmtime::Error) -> WriteError {
+    // The chain without the wasm backtrace (logged at debug level instead).
     let text = err
         .chain()
         .map(|e| e.to_string())
+        .filter(|m| !m.starts_with("error while executing at wasm backtrace"))
         .collect::<Vec<_>>()
         .join(": ");
+    tracing::debug!(target: "kubesink::host", sink = %bp.name, call, "guest call failed: {err:?}");
     let trap = err.downcast_ref::<Trap>().copied();
     let (cause, detail) = if data.timed_out || trap == Some(Trap::Interrupt) {
         (

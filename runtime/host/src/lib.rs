@@ -171,7 +171,7 @@ pub enum HostError {
         reason: String,
     },
     /// The guest's `init` failed (or faulted). See [`HostError::is_retryable`].
-    #[error("sink '{sink}' ({origin}): {source}")]
+    #[error("{source} (component {origin})")]
     Init {
         /// The sink.
         sink: String,

@@ -69,7 +69,11 @@ pub fn join(prefix: &str, path: &str) -> String {
 
 /// Deserializes `value` (found at `prefix` inside `obj`) into `T`, turning
 /// a failure into an error naming the object and the exact field.
-pub fn de<T: DeserializeOwned>(obj: &Value, prefix: &str, value: &Value) -> Result<T, NormalizeError> {
+pub fn de<T: DeserializeOwned>(
+    obj: &Value,
+    prefix: &str,
+    value: &Value,
+) -> Result<T, NormalizeError> {
     serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -137,7 +141,11 @@ mod tests {
         let obj = json!({"kind": "X", "metadata": {"name": "a"}, "spec": {"items": [{"count": 1, "name": "n"}, {"count": "two", "name": "m"}]}});
         let err = de::<Outer>(&obj, "spec", &obj["spec"]).expect_err("wrong type");
         assert_eq!(err.field(), Some("spec.items[1].count"));
-        assert!(err.to_string().starts_with("X a: field `spec.items[1].count`"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("X a: field `spec.items[1].count`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -47,7 +47,12 @@ pub fn core_event(obj: &Value, opts: &Options) -> Result<Event, NormalizeError> 
         .unwrap_or(first_seen);
     let count = e.series.as_ref().and_then(|s| s.count).or(e.count);
     let source = source_of(e.source.as_ref())
-        .or_else(|| join_source(e.reporting_component.as_deref(), e.reporting_instance.as_deref()))
+        .or_else(|| {
+            join_source(
+                e.reporting_component.as_deref(),
+                e.reporting_instance.as_deref(),
+            )
+        })
         .unwrap_or_default();
     Ok(Event {
         involved: object_ref(Some(&e.involved_object)),
@@ -80,9 +85,12 @@ pub fn events_event(obj: &Value, opts: &Options) -> Result<Event, NormalizeError
         .or_else(|| e.deprecated_last_timestamp.as_ref().map(time::from_time))
         .unwrap_or(first_seen);
     let count = e.series.as_ref().map(|s| s.count).or(e.deprecated_count);
-    let source = join_source(e.reporting_controller.as_deref(), e.reporting_instance.as_deref())
-        .or_else(|| source_of(e.deprecated_source.as_ref()))
-        .unwrap_or_default();
+    let source = join_source(
+        e.reporting_controller.as_deref(),
+        e.reporting_instance.as_deref(),
+    )
+    .or_else(|| source_of(e.deprecated_source.as_ref()))
+    .unwrap_or_default();
     Ok(Event {
         involved: object_ref(e.regarding.as_ref()),
         event_type: e.type_.unwrap_or_default(),
@@ -99,7 +107,10 @@ pub fn events_event(obj: &Value, opts: &Options) -> Result<Event, NormalizeError
 
 /// At least 1; absent, zero or negative counts are 1.
 fn clamp_count(count: Option<i32>) -> u32 {
-    count.and_then(|c| u32::try_from(c).ok()).unwrap_or(1).max(1)
+    count
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(1)
+        .max(1)
 }
 
 fn source_of(s: Option<&EventSource>) -> Option<String> {
@@ -158,24 +169,31 @@ mod tests {
 
     #[test]
     fn core_event_counts_and_times() {
-        let e = c(&core(json!({"count": 5, "firstTimestamp": "2024-05-01T10:00:05Z",
-            "lastTimestamp": "2024-05-01T10:03:00Z", "source": {"component": "kubelet", "host": "node-1"}})));
+        let e = c(&core(
+            json!({"count": 5, "firstTimestamp": "2024-05-01T10:00:05Z",
+            "lastTimestamp": "2024-05-01T10:03:00Z", "source": {"component": "kubelet", "host": "node-1"}}),
+        ));
         assert_eq!(e.count, 5);
         assert_eq!(e.first_seen, ts("2024-05-01T10:00:05Z"));
         assert_eq!(e.last_seen, ts("2024-05-01T10:03:00Z"));
         assert_eq!(e.source, "kubelet/node-1");
         assert_eq!(e.involved.kind, "Pod");
         assert_eq!(e.involved.uid, "p-1");
-        assert_eq!((e.event_type.as_str(), e.reason.as_str()), ("Warning", "BackOff"));
+        assert_eq!(
+            (e.event_type.as_str(), e.reason.as_str()),
+            ("Warning", "BackOff")
+        );
         assert_eq!(e.message, "Back-off restarting failed container");
         assert_eq!(e.meta.uid, "e-1");
     }
 
     #[test]
     fn core_event_series_wins_and_event_time_is_first() {
-        let e = c(&core(json!({"count": 2, "eventTime": "2024-05-01T10:00:04.123456Z",
+        let e = c(&core(
+            json!({"count": 2, "eventTime": "2024-05-01T10:00:04.123456Z",
             "firstTimestamp": "2024-05-01T10:00:05Z", "lastTimestamp": "2024-05-01T10:01:00Z",
-            "series": {"count": 9, "lastObservedTime": "2024-05-01T10:09:00.500000Z"}})));
+            "series": {"count": 9, "lastObservedTime": "2024-05-01T10:09:00.500000Z"}}),
+        ));
         assert_eq!(e.count, 9);
         assert_eq!(e.first_seen, ts("2024-05-01T10:00:04.123456Z"));
         assert_eq!(e.last_seen, ts("2024-05-01T10:09:00.5Z"));
@@ -183,7 +201,9 @@ mod tests {
 
     #[test]
     fn core_event_with_only_series() {
-        let e = c(&core(json!({"series": {"count": 3, "lastObservedTime": "2024-05-01T10:02:00.000000Z"}})));
+        let e = c(&core(
+            json!({"series": {"count": 3, "lastObservedTime": "2024-05-01T10:02:00.000000Z"}}),
+        ));
         assert_eq!(e.count, 3);
         // No eventTime/firstTimestamp: creation.
         assert_eq!(e.first_seen, ts("2024-05-01T10:00:05Z"));
@@ -201,8 +221,17 @@ mod tests {
 
     #[test]
     fn core_event_source_fallbacks() {
-        assert_eq!(c(&core(json!({"source": {"component": "kubelet"}}))).source, "kubelet");
-        assert_eq!(c(&core(json!({"source": {"component": "kubelet", "host": ""}}))).source, "kubelet");
+        assert_eq!(
+            c(&core(json!({"source": {"component": "kubelet"}}))).source,
+            "kubelet"
+        );
+        assert_eq!(
+            c(&core(
+                json!({"source": {"component": "kubelet", "host": ""}})
+            ))
+            .source,
+            "kubelet"
+        );
         assert_eq!(
             c(&core(json!({"source": {}, "reportingComponent": "kubedl", "reportingInstance": "kubedl-0"}))).source,
             "kubedl/kubedl-0"
@@ -212,7 +241,9 @@ mod tests {
 
     #[test]
     fn core_event_non_ascii_text() {
-        let e = c(&core(json!({"message": "作业 mnist 已创建 ✓", "metadata": {"name": "训练", "uid": "e-9"}})));
+        let e = c(&core(
+            json!({"message": "作业 mnist 已创建 ✓", "metadata": {"name": "训练", "uid": "e-9"}}),
+        ));
         assert_eq!(e.message, "作业 mnist 已创建 ✓");
         assert_eq!(e.meta.name, "训练");
     }
@@ -238,9 +269,11 @@ mod tests {
 
     #[test]
     fn events_v1_new_style() {
-        let e = ev(&events_v1(json!({"eventTime": "2024-05-01T10:00:06.250000Z",
+        let e = ev(&events_v1(
+            json!({"eventTime": "2024-05-01T10:00:06.250000Z",
             "reportingController": "kubedl", "reportingInstance": "kubedl-7f9c",
-            "series": {"count": 4, "lastObservedTime": "2024-05-01T10:04:00.000000Z"}})));
+            "series": {"count": 4, "lastObservedTime": "2024-05-01T10:04:00.000000Z"}}),
+        ));
         assert_eq!(e.involved.kind, "TFJob");
         assert_eq!(e.message, "Created pod: mnist-ps-0");
         assert_eq!(e.source, "kubedl/kubedl-7f9c");
@@ -251,10 +284,12 @@ mod tests {
 
     #[test]
     fn events_v1_deprecated_fields() {
-        let e = ev(&events_v1(json!({"eventTime": null, "reportingController": "",
+        let e = ev(&events_v1(
+            json!({"eventTime": null, "reportingController": "",
             "deprecatedSource": {"component": "default-scheduler"},
             "deprecatedCount": 7, "deprecatedFirstTimestamp": "2024-05-01T10:00:01Z",
-            "deprecatedLastTimestamp": "2024-05-01T10:06:00Z"})));
+            "deprecatedLastTimestamp": "2024-05-01T10:06:00Z"}),
+        ));
         assert_eq!(e.source, "default-scheduler");
         assert_eq!(e.count, 7);
         assert_eq!(e.first_seen, ts("2024-05-01T10:00:01Z"));
@@ -273,11 +308,19 @@ mod tests {
 
     #[test]
     fn wrong_types_name_the_field() {
-        let err = core_event(&core(json!({"count": "many"})), &Options::default()).expect_err("bad count");
+        let err = core_event(&core(json!({"count": "many"})), &Options::default())
+            .expect_err("bad count");
         assert_eq!(err.field(), Some("count"));
-        assert!(err.to_string().starts_with("Event ml/mnist-worker-0.17c1: "), "{err}");
-        let err = events_event(&events_v1(json!({"series": {"count": 2}})), &Options::default())
-            .expect_err("series without lastObservedTime");
+        assert!(
+            err.to_string()
+                .starts_with("Event ml/mnist-worker-0.17c1: "),
+            "{err}"
+        );
+        let err = events_event(
+            &events_v1(json!({"series": {"count": 2}})),
+            &Options::default(),
+        )
+        .expect_err("series without lastObservedTime");
         assert_eq!(err.field(), Some("series.lastObservedTime"));
         let mut v = core(json!({}));
         v.as_object_mut().expect("object").remove("involvedObject");

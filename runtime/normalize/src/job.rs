@@ -82,7 +82,11 @@ struct ReplicaSpec {
 }
 
 /// Normalizes a training job (`kind` names its replica specs field).
-pub fn training_job(obj: &Value, kind: &TrainingKind, opts: &Options) -> Result<Job, NormalizeError> {
+pub fn training_job(
+    obj: &Value,
+    kind: &TrainingKind,
+    opts: &Options,
+) -> Result<Job, NormalizeError> {
     let null = Value::Null;
     let metadata: Option<ObjectMeta> = de(obj, "metadata", obj.get("metadata").unwrap_or(&null))?;
     let metadata = metadata.unwrap_or_default();
@@ -100,9 +104,11 @@ pub fn training_job(obj: &Value, kind: &TrainingKind, opts: &Options) -> Result<
     for (rtype, spec) in specs.iter().flatten() {
         let spec = spec.clone().unwrap_or_default();
         let pod_res = match spec.template.as_ref().and_then(|t| t.spec.as_ref()) {
-            Some(pod_spec) => {
-                pod_resources(obj, &format!("{specs_path}.{rtype}.template.spec"), pod_spec)?
-            }
+            Some(pod_spec) => pod_resources(
+                obj,
+                &format!("{specs_path}.{rtype}.template.spec"),
+                pod_spec,
+            )?,
             None => Default::default(),
         };
         resources.insert(
@@ -123,10 +129,14 @@ pub fn training_job(obj: &Value, kind: &TrainingKind, opts: &Options) -> Result<
         .rev()
         .find(|c| c.type_ == "Running")
         .and_then(|c| c.last_transition_time.as_ref().map(time::from_time));
-    let finished_at = status.completion_time.as_ref().map(time::from_time).or_else(|| {
-        last.filter(|c| c.type_ == "Succeeded" || c.type_ == "Failed")
-            .and_then(Condition::time)
-    });
+    let finished_at = status
+        .completion_time
+        .as_ref()
+        .map(time::from_time)
+        .or_else(|| {
+            last.filter(|c| c.type_ == "Succeeded" || c.type_ == "Failed")
+                .and_then(Condition::time)
+        });
     let remark = failed_message(&conditions);
     let tenancy = Tenancy::of(&metadata);
     Ok(Job {
@@ -187,7 +197,11 @@ pub fn batch_job(obj: &Value, opts: &Options) -> Result<Job, NormalizeError> {
     let start = status.start_time.as_ref().map(time::from_time);
     let (status_text, modified) = match deciding {
         Some(c) => {
-            let s = if c.type_ == "Complete" { "Succeeded" } else { c.type_.as_str() };
+            let s = if c.type_ == "Complete" {
+                "Succeeded"
+            } else {
+                c.type_.as_str()
+            };
             (s.to_string(), cond_time(c).unwrap_or(meta.created))
         }
         None if status.active.unwrap_or(0) > 0 || start.is_some() => {
@@ -195,11 +209,15 @@ pub fn batch_job(obj: &Value, opts: &Options) -> Result<Job, NormalizeError> {
         }
         None => ("Created".to_string(), meta.created),
     };
-    let finished_at = status.completion_time.as_ref().map(time::from_time).or_else(|| {
-        deciding
-            .filter(|c| c.type_ == "Complete" || c.type_ == "Failed")
-            .and_then(cond_time)
-    });
+    let finished_at = status
+        .completion_time
+        .as_ref()
+        .map(time::from_time)
+        .or_else(|| {
+            deciding
+                .filter(|c| c.type_ == "Complete" || c.type_ == "Failed")
+                .and_then(cond_time)
+        });
     let remark = conditions
         .iter()
         .rev()
@@ -229,7 +247,12 @@ mod tests {
     use serde_json::json;
 
     fn tf() -> TrainingKind {
-        TrainingKind::new("training.kubedl.io/v1alpha1", "TFJob", "tfReplicaSpecs", "tensorflow")
+        TrainingKind::new(
+            "training.kubedl.io/v1alpha1",
+            "TFJob",
+            "tfReplicaSpecs",
+            "tensorflow",
+        )
     }
 
     fn tfjob(status: Value) -> Value {
@@ -327,7 +350,10 @@ mod tests {
     #[test]
     fn training_job_tenancy_and_region() {
         let j = training_job(&tfjob(json!({})), &tf(), &Options::default()).expect("job");
-        assert_eq!((j.tenant.as_str(), j.owner.as_str(), j.region.as_str()), ("t", "u", "cn-hz"));
+        assert_eq!(
+            (j.tenant.as_str(), j.owner.as_str(), j.region.as_str()),
+            ("t", "u", "cn-hz")
+        );
         let opts = Options::default().with_region(Some("cn-sh".into()));
         let j = training_job(&tfjob(json!({})), &tf(), &opts).expect("job");
         assert_eq!(j.region, "cn-sh");
@@ -377,7 +403,10 @@ mod tests {
             j.resources,
             r#"{"Worker":{"resources":{"requests":{"cpu":"100m","memory":"64Mi"}},"replicas":2}}"#
         );
-        assert_eq!((j.api_version.as_str(), j.kind.as_str()), ("batch/v1", "Job"));
+        assert_eq!(
+            (j.api_version.as_str(), j.kind.as_str()),
+            ("batch/v1", "Job")
+        );
     }
 
     #[test]
@@ -424,10 +453,16 @@ mod tests {
     #[test]
     fn batch_job_suspended_then_resumed() {
         let o = batch(json!({"conditions": [cond("Suspended", "True", "2024-05-01T10:00:05Z")]}));
-        assert_eq!(batch_job(&o, &Options::default()).expect("job").status, "Suspended");
+        assert_eq!(
+            batch_job(&o, &Options::default()).expect("job").status,
+            "Suspended"
+        );
         let o = batch(json!({"active": 1, "startTime": "2024-05-01T10:10:00Z",
             "conditions": [cond("Suspended", "False", "2024-05-01T10:10:00Z")]}));
-        assert_eq!(batch_job(&o, &Options::default()).expect("job").status, "Running");
+        assert_eq!(
+            batch_job(&o, &Options::default()).expect("job").status,
+            "Running"
+        );
     }
 
     #[test]
@@ -441,8 +476,12 @@ mod tests {
         let err = batch_job(&o, &Options::default()).expect_err("bad active");
         assert_eq!(err.field(), Some("status.active"));
         let mut o = batch(json!({}));
-        o["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("1 core");
+        o["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] =
+            json!("1 core");
         let err = batch_job(&o, &Options::default()).expect_err("bad cpu");
-        assert_eq!(err.field(), Some("spec.template.spec.containers[0].resources.requests.cpu"));
+        assert_eq!(
+            err.field(),
+            Some("spec.template.spec.containers[0].resources.requests.cpu")
+        );
     }
 }

@@ -129,9 +129,18 @@ mod tests {
             json!({"apiVersion": api, "kind": kind, "metadata": {"uid": "u", "name": "n"},
                    "involvedObject": {}})
         };
-        assert!(matches!(normalize(&base("batch/v1", "Job"), &opts()), Ok(Some(Record::Job(_)))));
-        assert!(matches!(normalize(&base("v1", "Pod"), &opts()), Ok(Some(Record::Pod(_)))));
-        assert!(matches!(normalize(&base("v1", "Event"), &opts()), Ok(Some(Record::Event(_)))));
+        assert!(matches!(
+            normalize(&base("batch/v1", "Job"), &opts()),
+            Ok(Some(Record::Job(_)))
+        ));
+        assert!(matches!(
+            normalize(&base("v1", "Pod"), &opts()),
+            Ok(Some(Record::Pod(_)))
+        ));
+        assert!(matches!(
+            normalize(&base("v1", "Event"), &opts()),
+            Ok(Some(Record::Event(_)))
+        ));
         assert!(matches!(
             normalize(&base("events.k8s.io/v1", "Event"), &opts()),
             Ok(Some(Record::Event(_)))
@@ -155,8 +164,16 @@ mod tests {
                 other => panic!("{api} {kind}: {other:?}"),
             }
         }
-        for (api, kind) in [("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("batch/v1", "CronJob")] {
-            assert_eq!(normalize(&base(api, kind), &opts()), Ok(None), "{api} {kind}");
+        for (api, kind) in [
+            ("v1", "ConfigMap"),
+            ("apps/v1", "Deployment"),
+            ("batch/v1", "CronJob"),
+        ] {
+            assert_eq!(
+                normalize(&base(api, kind), &opts()),
+                Ok(None),
+                "{api} {kind}"
+            );
         }
     }
 
@@ -176,38 +193,96 @@ mod tests {
             normalize(&json!([1, 2]), &opts()),
             Err(NormalizeError::NotAnObject { found: "array" })
         );
-        let err = normalize(&json!({"apiVersion": "v1", "metadata": {"name": "x"}}), &opts())
-            .expect_err("no kind");
+        let err = normalize(
+            &json!({"apiVersion": "v1", "metadata": {"name": "x"}}),
+            &opts(),
+        )
+        .expect_err("no kind");
         assert_eq!(err.field(), Some("kind"));
-        let err = normalize(&json!({"apiVersion": 1, "kind": "Pod"}), &opts()).expect_err("numeric apiVersion");
+        let err = normalize(&json!({"apiVersion": 1, "kind": "Pod"}), &opts())
+            .expect_err("numeric apiVersion");
         assert_eq!(err.field(), Some("apiVersion"));
-        assert!(err.to_string().contains("expected a string, found a number"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("expected a string, found a number"),
+            "{err}"
+        );
     }
 
     /// Malformed objects never panic: each gives an error naming the field.
     #[test]
     fn malformed_objects_give_errors_naming_the_field() {
         let cases = [
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": "nope"}), "metadata"),
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u", "labels": ["a"]}}), "metadata.labels"),
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u"}, "spec": {"containers": "all"}}), "spec.containers"),
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u"}, "status": {"phase": 3}}), "status.phase"),
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u", "creationTimestamp": "last tuesday"}}), "metadata.creationTimestamp"),
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": 17}}), "metadata.uid"),
-            (json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}}), "metadata.uid"),
-            (json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"uid": "u"}, "status": {"conditions": {}}}), "status.conditions"),
-            (json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"uid": "u"}, "spec": {"template": {"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "x"}}}]}}}}), "spec.template.spec.containers[0].resources.limits.cpu"),
-            (json!({"apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob", "metadata": {"uid": "u"}, "spec": {"tfReplicaSpecs": []}}), "spec.tfReplicaSpecs"),
-            (json!({"apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob", "metadata": {"uid": "u"}, "status": {"conditions": [{"type": 5}]}}), "status.conditions[0].type"),
-            (json!({"apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob", "metadata": {"uid": "u"}, "status": "Running"}), "status"),
-            (json!({"apiVersion": "v1", "kind": "Event", "metadata": {"uid": "u"}, "involvedObject": {}, "lastTimestamp": 12}), "lastTimestamp"),
-            (json!({"apiVersion": "v1", "kind": "Event", "metadata": {"uid": "u"}, "involvedObject": {}, "series": {"count": "x"}}), "series.count"),
-            (json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"uid": "u"}, "regarding": "pod"}), "regarding"),
-            (json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"uid": "u"}, "deprecatedCount": 1.5}), "deprecatedCount"),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": "nope"}),
+                "metadata",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u", "labels": ["a"]}}),
+                "metadata.labels",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u"}, "spec": {"containers": "all"}}),
+                "spec.containers",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u"}, "status": {"phase": 3}}),
+                "status.phase",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u", "creationTimestamp": "last tuesday"}}),
+                "metadata.creationTimestamp",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": 17}}),
+                "metadata.uid",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {}}),
+                "metadata.uid",
+            ),
+            (
+                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"uid": "u"}, "status": {"conditions": {}}}),
+                "status.conditions",
+            ),
+            (
+                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"uid": "u"}, "spec": {"template": {"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "x"}}}]}}}}),
+                "spec.template.spec.containers[0].resources.limits.cpu",
+            ),
+            (
+                json!({"apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob", "metadata": {"uid": "u"}, "spec": {"tfReplicaSpecs": []}}),
+                "spec.tfReplicaSpecs",
+            ),
+            (
+                json!({"apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob", "metadata": {"uid": "u"}, "status": {"conditions": [{"type": 5}]}}),
+                "status.conditions[0].type",
+            ),
+            (
+                json!({"apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob", "metadata": {"uid": "u"}, "status": "Running"}),
+                "status",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Event", "metadata": {"uid": "u"}, "involvedObject": {}, "lastTimestamp": 12}),
+                "lastTimestamp",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Event", "metadata": {"uid": "u"}, "involvedObject": {}, "series": {"count": "x"}}),
+                "series.count",
+            ),
+            (
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"uid": "u"}, "regarding": "pod"}),
+                "regarding",
+            ),
+            (
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"uid": "u"}, "deprecatedCount": 1.5}),
+                "deprecatedCount",
+            ),
         ];
         for (obj, field) in cases {
             let result = std::panic::catch_unwind(|| normalize(&obj, &opts()));
-            let Ok(result) = result else { panic!("panicked on {obj}") };
+            let Ok(result) = result else {
+                panic!("panicked on {obj}")
+            };
             let err = result.expect_err(&obj.to_string());
             assert_eq!(err.field(), Some(field), "{obj}: {err}");
         }
@@ -218,13 +293,19 @@ mod tests {
         let o = json!({"metadata": {"deletionTimestamp": "2024-05-01T12:00:00Z"}});
         assert_eq!(removed_at(&o), time::parse("2024-05-01T12:00:00Z"));
         assert_eq!(removed_at(&json!({"metadata": {}})), None);
-        assert_eq!(removed_at(&json!({"metadata": {"deletionTimestamp": "bad"}})), None);
+        assert_eq!(
+            removed_at(&json!({"metadata": {"deletionTimestamp": "bad"}})),
+            None
+        );
         assert_eq!(removed_at(&json!(null)), None);
     }
 
     #[test]
     fn entry_flags_removal() {
-        let now = Timestamp { seconds: 99, nanos: 1 };
+        let now = Timestamp {
+            seconds: 99,
+            nanos: 1,
+        };
         let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u"}});
         let e = entry(&pod, &opts(), false, now).expect("ok").expect("some");
         assert_eq!(e.change, Change::Applied);
@@ -232,7 +313,10 @@ mod tests {
         assert_eq!(e.change, Change::Removed(now));
         pod["metadata"]["deletionTimestamp"] = json!("2024-05-01T12:00:00Z");
         let e = entry(&pod, &opts(), true, now).expect("ok").expect("some");
-        assert_eq!(e.change, Change::Removed(time::parse("2024-05-01T12:00:00Z").expect("ts")));
+        assert_eq!(
+            e.change,
+            Change::Removed(time::parse("2024-05-01T12:00:00Z").expect("ts"))
+        );
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"uid": "u"}});
         assert_eq!(entry(&cm, &opts(), true, now), Ok(None));
     }

@@ -16,10 +16,14 @@ pub const TENANCY_ANNOTATION: &str = "kubedl.io/tenancy";
 /// [`Meta`] of an object. `metadata.uid` is required (sinks key rows by it);
 /// every other field defaults to empty (creation to the epoch).
 pub fn meta(obj: &Value, m: &ObjectMeta) -> Result<Meta, NormalizeError> {
-    let uid = m.uid.clone().filter(|u| !u.is_empty()).ok_or_else(|| NormalizeError::Missing {
-        object: describe(obj),
-        field: "metadata.uid".to_string(),
-    })?;
+    let uid = m
+        .uid
+        .clone()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| NormalizeError::Missing {
+            object: describe(obj),
+            field: "metadata.uid".to_string(),
+        })?;
     let resource_version = m.resource_version.clone().unwrap_or_default();
     Ok(Meta {
         uid,
@@ -34,7 +38,10 @@ pub fn meta(obj: &Value, m: &ObjectMeta) -> Result<Meta, NormalizeError> {
             .flatten()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        created: m.creation_timestamp.as_ref().map_or_else(time::epoch, time::from_time),
+        created: m
+            .creation_timestamp
+            .as_ref()
+            .map_or_else(time::epoch, time::from_time),
     })
 }
 

@@ -19,7 +19,12 @@ pub struct TrainingKind {
 
 impl TrainingKind {
     /// A kind from its four names.
-    pub fn new(api_version: &str, kind: &str, replica_specs: &str, default_container: &str) -> Self {
+    pub fn new(
+        api_version: &str,
+        kind: &str,
+        replica_specs: &str,
+        default_container: &str,
+    ) -> Self {
         Self {
             api_version: api_version.to_string(),
             kind: kind.to_string(),
@@ -107,7 +112,11 @@ impl Options {
         self.training_kinds
             .iter()
             .find(|k| k.api_version == api_version && k.kind == kind)
-            .or_else(|| self.training_kinds.iter().find(|k| k.matches(api_version, kind)))
+            .or_else(|| {
+                self.training_kinds
+                    .iter()
+                    .find(|k| k.matches(api_version, kind))
+            })
     }
 }
 
@@ -118,12 +127,18 @@ mod tests {
     #[test]
     fn finds_kinds_by_group_and_kind() {
         let o = Options::default();
-        let tf = o.training_kind("training.kubedl.io/v1alpha1", "TFJob").expect("kubedl tf");
+        let tf = o
+            .training_kind("training.kubedl.io/v1alpha1", "TFJob")
+            .expect("kubedl tf");
         assert_eq!(tf.default_container, "tensorflow");
         assert_eq!(tf.replica_specs, "tfReplicaSpecs");
-        let x = o.training_kind("kubeflow.org/v1", "XGBoostJob").expect("kubeflow xgb");
+        let x = o
+            .training_kind("kubeflow.org/v1", "XGBoostJob")
+            .expect("kubeflow xgb");
         assert_eq!(x.default_container, "xgboost");
-        let x = o.training_kind("training.kubedl.io/v1alpha1", "XGBoostJob").expect("kubedl xgb");
+        let x = o
+            .training_kind("training.kubedl.io/v1alpha1", "XGBoostJob")
+            .expect("kubedl xgb");
         assert_eq!(x.default_container, "xgboostjob");
         // Another version of a known group still matches.
         assert!(o.training_kind("kubeflow.org/v2beta1", "MPIJob").is_some());
@@ -139,9 +154,15 @@ mod tests {
 
     #[test]
     fn empty_region_is_no_region() {
-        assert_eq!(Options::default().with_region(Some(String::new())).region, None);
         assert_eq!(
-            Options::default().with_region(Some("cn-hz".into())).region.as_deref(),
+            Options::default().with_region(Some(String::new())).region,
+            None
+        );
+        assert_eq!(
+            Options::default()
+                .with_region(Some("cn-hz".into()))
+                .region
+                .as_deref(),
             Some("cn-hz")
         );
     }

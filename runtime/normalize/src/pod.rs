@@ -56,10 +56,16 @@ pub fn pod(obj: &Value, opts: &Options) -> Result<Pod, NormalizeError> {
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true));
-    let (job_uid, job_kind) = owner.map_or_else(Default::default, |o| (o.uid.clone(), o.kind.clone()));
+    let (job_uid, job_kind) =
+        owner.map_or_else(Default::default, |o| (o.uid.clone(), o.kind.clone()));
 
     let labels = pod.metadata.labels.as_ref();
-    let label = |k: &str| labels.and_then(|l| l.get(k)).filter(|v| !v.is_empty()).cloned();
+    let label = |k: &str| {
+        labels
+            .and_then(|l| l.get(k))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
     let replica_type = label(KUBEDL_REPLICA_TYPE_LABEL)
         .or_else(|| label(KUBEFLOW_REPLICA_TYPE_LABEL))
         .or_else(|| {
@@ -105,7 +111,10 @@ pub fn pod(obj: &Value, opts: &Options) -> Result<Pod, NormalizeError> {
         .iter()
         .chain(status.init_container_statuses.iter().flatten());
     for cs in all_statuses {
-        for state in [cs.state.as_ref(), cs.last_state.as_ref()].into_iter().flatten() {
+        for state in [cs.state.as_ref(), cs.last_state.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             times.extend(state_times(state));
         }
     }
@@ -122,7 +131,8 @@ pub fn pod(obj: &Value, opts: &Options) -> Result<Pod, NormalizeError> {
         .or_else(|| terminated.and_then(|t| t.started_at.as_ref()))
         .map(time::from_time)
         .or_else(|| {
-            matches!(status_text.as_str(), "Running" | "Succeeded" | "Failed").then_some(meta.created)
+            matches!(status_text.as_str(), "Running" | "Succeeded" | "Failed")
+                .then_some(meta.created)
         });
     let finished = matches!(status_text.as_str(), "Succeeded" | "Failed");
     let finished_at = finished.then(|| {
@@ -236,8 +246,7 @@ mod tests {
         v["metadata"]["labels"] = json!({"training.kubeflow.org/replica-type": "master"});
         assert_eq!(n(&v).replica_type, "master");
         v["metadata"]["labels"] = json!({"job-name": "pi"});
-        v["metadata"]["ownerReferences"] =
-            json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "pi", "uid": "b-1", "controller": true}]);
+        v["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "pi", "uid": "b-1", "controller": true}]);
         let p = n(&v);
         assert_eq!(p.replica_type, "worker");
         assert_eq!(p.job_kind, "Job");
@@ -250,7 +259,14 @@ mod tests {
         v["metadata"]["ownerReferences"][1]["controller"] = json!(false);
         v["metadata"]["labels"] = json!({});
         let p = n(&v);
-        assert_eq!((p.job_uid.as_str(), p.job_kind.as_str(), p.replica_type.as_str()), ("", "", ""));
+        assert_eq!(
+            (
+                p.job_uid.as_str(),
+                p.job_kind.as_str(),
+                p.replica_type.as_str()
+            ),
+            ("", "", "")
+        );
     }
 
     #[test]
@@ -278,7 +294,10 @@ mod tests {
         assert_eq!(p.started_at, Some(ts("2024-05-01T10:00:30Z")));
         assert_eq!(p.finished_at, None);
         assert_eq!(p.modified, ts("2024-05-01T10:00:40Z"));
-        assert_eq!((p.host_ip.as_str(), p.pod_ip.as_str()), ("10.0.0.5", "172.16.0.9"));
+        assert_eq!(
+            (p.host_ip.as_str(), p.pod_ip.as_str()),
+            ("10.0.0.5", "172.16.0.9")
+        );
         assert_eq!(p.remark, "");
     }
 
@@ -297,7 +316,10 @@ mod tests {
              "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled", "message": "内存不足",
                 "startedAt": "2024-05-01T10:00:30Z", "finishedAt": "2024-05-01T10:20:00Z"}}}]})));
         assert_eq!(p.status, "Failed");
-        assert_eq!(p.remark, "Reason: OOMKilled\nExitCode: 137\nMessage: 内存不足");
+        assert_eq!(
+            p.remark,
+            "Reason: OOMKilled\nExitCode: 137\nMessage: 内存不足"
+        );
         assert_eq!(p.started_at, Some(ts("2024-05-01T10:00:30Z")));
         assert_eq!(p.finished_at, Some(ts("2024-05-01T10:20:00Z")));
         assert_eq!(p.modified, ts("2024-05-01T10:20:00Z"));
@@ -309,7 +331,10 @@ mod tests {
             "message": "The node was low on resource: memory.", "containerStatuses": [
             {"name": "tensorflow", "ready": false, "restartCount": 0, "image": "tf", "imageID": "",
              "state": {"waiting": {}}}]})));
-        assert_eq!(p.remark, "Reason: Evicted\nExitCode: \nMessage: The node was low on resource: memory.");
+        assert_eq!(
+            p.remark,
+            "Reason: Evicted\nExitCode: \nMessage: The node was low on resource: memory."
+        );
         // No terminated state: finished falls back to modified, started to creation.
         assert_eq!(p.finished_at, Some(p.modified));
         assert_eq!(p.started_at, Some(ts("2024-05-01T10:00:00Z")));
@@ -352,7 +377,10 @@ mod tests {
         v["spec"]["containers"][1]["image"] = json!(42);
         let err = pod(&v, &Options::default()).expect_err("bad image");
         assert_eq!(err.field(), Some("spec.containers[1].image"));
-        assert!(err.to_string().starts_with("Pod ml/mnist-worker-0: "), "{err}");
+        assert!(
+            err.to_string().starts_with("Pod ml/mnist-worker-0: "),
+            "{err}"
+        );
         let v = tf_pod(json!({"containerStatuses": {"name": "x"}}));
         let err = pod(&v, &Options::default()).expect_err("bad statuses");
         assert_eq!(err.field(), Some("status.containerStatuses"));

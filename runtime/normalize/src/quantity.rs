@@ -149,7 +149,11 @@ impl Quantity {
         }
         if shift >= 0 {
             if shift > MAX_EXP10 + 9 {
-                return if nanos == 0 { Ok(Self::zero(format)) } else { Err(range()) };
+                return if nanos == 0 {
+                    Ok(Self::zero(format))
+                } else {
+                    Err(range())
+                };
             }
             nanos = nanos
                 .checked_mul(10_i128.pow(shift.unsigned_abs()))
@@ -178,15 +182,6 @@ impl Quantity {
     /// Zero in the given format.
     pub fn zero(format: Format) -> Self {
         Self { nanos: 0, format }
-    }
-
-    /// The sum, in the format of `self` (like Kubernetes' `Quantity.Add`).
-    #[must_use]
-    pub fn add(self, other: Quantity) -> Quantity {
-        Quantity {
-            nanos: self.nanos.saturating_add(other.nanos),
-            format: self.format,
-        }
     }
 
     /// The format the quantity prints in.
@@ -235,6 +230,18 @@ impl Quantity {
     }
 }
 
+impl std::ops::Add for Quantity {
+    type Output = Quantity;
+
+    /// The sum, in the format of `self` (like Kubernetes' `Quantity.Add`).
+    fn add(self, other: Quantity) -> Quantity {
+        Quantity {
+            nanos: self.nanos.saturating_add(other.nanos),
+            format: self.format,
+        }
+    }
+}
+
 impl fmt::Display for Quantity {
     /// Kubernetes' canonical form: the largest suffix of the quantity's
     /// format that keeps the number whole (`1500m`, `2`, `1536Mi`, `1e3`).
@@ -248,8 +255,14 @@ impl fmt::Display for Quantity {
                     return self.fmt_decimal(f, false);
                 }
                 let n = self.nanos / NANO;
-                const SUFFIXES: [(u32, &str); 6] =
-                    [(6, "Ei"), (5, "Pi"), (4, "Ti"), (3, "Gi"), (2, "Mi"), (1, "Ki")];
+                const SUFFIXES: [(u32, &str); 6] = [
+                    (6, "Ei"),
+                    (5, "Pi"),
+                    (4, "Ti"),
+                    (3, "Gi"),
+                    (2, "Mi"),
+                    (1, "Ki"),
+                ];
                 for (pow, suffix) in SUFFIXES {
                     let unit = 1024_i128.pow(pow);
                     if n % unit == 0 {
@@ -318,7 +331,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage_naming_the_text() {
-        for bad in ["", "m", "1.2.3", "1x", "1mi", "abc", "1e", "1e+", "--1", "1 Gi", "1KiB"] {
+        for bad in [
+            "", "m", "1.2.3", "1x", "1mi", "abc", "1e", "1e+", "--1", "1 Gi", "1KiB",
+        ] {
             let err = Quantity::parse(bad).expect_err(bad);
             assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");
         }
@@ -371,11 +386,11 @@ mod tests {
 
     #[test]
     fn sums_keep_the_first_operands_format() {
-        assert_eq!(q("500m").add(q("1")).to_string(), "1500m");
-        assert_eq!(q("1Gi").add(q("512Mi")).to_string(), "1536Mi");
-        assert_eq!(q("1G").add(q("1Gi")).to_string(), "2073741824");
-        assert_eq!(q("1Gi").add(q("1G")).to_string(), "2073741824");
-        assert_eq!(q("100m").add(q("200m")).add(q("700m")).to_string(), "1");
+        assert_eq!((q("500m") + q("1")).to_string(), "1500m");
+        assert_eq!((q("1Gi") + q("512Mi")).to_string(), "1536Mi");
+        assert_eq!((q("1G") + q("1Gi")).to_string(), "2073741824");
+        assert_eq!((q("1Gi") + q("1G")).to_string(), "2073741824");
+        assert_eq!((q("100m") + q("200m") + q("700m")).to_string(), "1");
     }
 
     #[test]

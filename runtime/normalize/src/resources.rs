@@ -36,7 +36,10 @@ pub fn pod_resources(
     let mut requests = [Amounts::new(), Amounts::new()];
     let mut limits = [Amounts::new(), Amounts::new()];
     let lists: [(&str, &[Container]); 2] = [
-        ("initContainers", spec.init_containers.as_deref().unwrap_or_default()),
+        (
+            "initContainers",
+            spec.init_containers.as_deref().unwrap_or_default(),
+        ),
         ("containers", &spec.containers),
     ];
     for (which, (list_name, containers)) in lists.into_iter().enumerate() {
@@ -79,7 +82,7 @@ fn combine(target: &mut Amounts, name: &str, q: Quantity, is_init: bool) {
                 *cur = q;
             }
         }
-        Some(cur) => *cur = cur.add(q),
+        Some(cur) => *cur = *cur + q,
     }
 }
 
@@ -102,7 +105,11 @@ fn to_k8s(a: Amounts) -> Option<BTreeMap<String, K8sQuantity>> {
     if a.is_empty() {
         return None;
     }
-    Some(a.into_iter().map(|(k, q)| (k, K8sQuantity(q.to_string()))).collect())
+    Some(
+        a.into_iter()
+            .map(|(k, q)| (k, K8sQuantity(q.to_string())))
+            .collect(),
+    )
 }
 
 /// JSON text of a value that cannot fail to serialize (maps of strings and
@@ -177,7 +184,10 @@ mod tests {
         ]}));
         let obj = json!({"kind": "Pod", "metadata": {"namespace": "ns", "name": "p"}});
         let err = pod_resources(&obj, "spec", &s).expect_err("bad quantity");
-        assert_eq!(err.field(), Some("spec.containers[1].resources.limits.memory"));
+        assert_eq!(
+            err.field(),
+            Some("spec.containers[1].resources.limits.memory")
+        );
         assert!(err.to_string().contains("Pod ns/p"), "{err}");
         assert!(err.to_string().contains("`lots`"), "{err}");
     }

@@ -86,20 +86,28 @@ mod tests {
 
     #[test]
     fn micro_time_from_json() {
-        let m: MicroTime =
-            serde_json::from_value(serde_json::json!("2024-05-01T10:00:00.000001Z"))
-                .expect("MicroTime");
+        let m: MicroTime = serde_json::from_value(serde_json::json!("2024-05-01T10:00:00.000001Z"))
+            .expect("MicroTime");
         assert_eq!(from_micro(&m).nanos, 1_000);
-        let t: Time = serde_json::from_value(serde_json::json!("2024-05-01T10:00:00Z"))
-            .expect("Time");
+        let t: Time =
+            serde_json::from_value(serde_json::json!("2024-05-01T10:00:00Z")).expect("Time");
         assert_eq!(from_time(&t).seconds, 1_714_557_600);
     }
 
     #[test]
     fn latest_picks_the_max() {
-        let a = Timestamp { seconds: 5, nanos: 9 };
-        let b = Timestamp { seconds: 6, nanos: 0 };
-        let c = Timestamp { seconds: 6, nanos: 1 };
+        let a = Timestamp {
+            seconds: 5,
+            nanos: 9,
+        };
+        let b = Timestamp {
+            seconds: 6,
+            nanos: 0,
+        };
+        let c = Timestamp {
+            seconds: 6,
+            nanos: 1,
+        };
         assert_eq!(latest([a, c, b]), Some(c));
         assert_eq!(latest([]), None);
     }

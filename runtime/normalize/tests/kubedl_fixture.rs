@@ -64,7 +64,9 @@ fn replay() -> Vec<Entry> {
     let mut last: HashMap<String, Entry> = HashMap::new();
     let mut previous_rv = 0u64;
     for (i, doc) in watch_docs().into_iter().enumerate() {
-        let kind = doc["type"].as_str().unwrap_or_else(|| panic!("document {i}: no type"));
+        let kind = doc["type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("document {i}: no type"));
         assert!(
             matches!(kind, "ADDED" | "MODIFIED" | "DELETED"),
             "document {i}: type {kind}"
@@ -78,7 +80,10 @@ fn replay() -> Vec<Entry> {
             Record::Pod(p) => (p.meta.uid.clone(), p.meta.resource_version_num),
             Record::Event(ev) => (ev.meta.uid.clone(), ev.meta.resource_version_num),
         };
-        assert!(rv > previous_rv, "document {i}: resourceVersion {rv} not increasing");
+        assert!(
+            rv > previous_rv,
+            "document {i}: resourceVersion {rv} not increasing"
+        );
         previous_rv = rv;
         if kind == "DELETED" {
             assert!(
@@ -100,7 +105,8 @@ fn replay_matches_expected_records() {
     let actual = serde_json::to_string_pretty(&entries).expect("serialize") + "\n";
     let path = fixture_dir().join("expected-records.json");
     if std::env::var_os("KUBESINK_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &actual).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        std::fs::write(&path, &actual)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     }
     let expected = read("expected-records.json");
     assert!(
@@ -139,10 +145,20 @@ fn replay_tells_the_readme_story() {
     assert_eq!((jobs.len(), pods.len(), events.len()), (2, 5, 62));
 
     let (mnist_e, mnist) = jobs[0];
-    assert_eq!((mnist.kind.as_str(), mnist.meta.name.as_str()), ("TFJob", "mnist"));
+    assert_eq!(
+        (mnist.kind.as_str(), mnist.meta.name.as_str()),
+        ("TFJob", "mnist")
+    );
     assert_eq!(mnist.status, "Succeeded");
     assert_eq!(mnist_e.change, Change::Applied);
-    assert_eq!((mnist.tenant.as_str(), mnist.owner.as_str(), mnist.region.as_str()), ("ai-lab", "张伟", "cn-hangzhou"));
+    assert_eq!(
+        (
+            mnist.tenant.as_str(),
+            mnist.owner.as_str(),
+            mnist.region.as_str()
+        ),
+        ("ai-lab", "张伟", "cn-hangzhou")
+    );
     assert!(mnist.running_at.is_some() && mnist.finished_at.is_some());
     let res: Value = serde_json::from_str(&mnist.resources).expect("resources JSON");
     assert_eq!(res["Worker"]["replicas"], 2);
@@ -155,37 +171,59 @@ fn replay_tells_the_readme_story() {
     assert_eq!((pi.kind.as_str(), pi.status.as_str()), ("Job", "Succeeded"));
     assert!(matches!(pi_e.change, Change::Removed(_)));
 
-    let by_name = |name: &str| -> Vec<_> { pods.iter().filter(|(_, p)| p.meta.name == name).collect() };
+    let by_name =
+        |name: &str| -> Vec<_> { pods.iter().filter(|(_, p)| p.meta.name == name).collect() };
     let ps = by_name("mnist-ps-0");
     assert_eq!(ps.len(), 1);
     assert_eq!(ps[0].1.status, "Running");
-    assert!(matches!(ps[0].0.change, Change::Removed(_)), "PS removed while running");
+    assert!(
+        matches!(ps[0].0.change, Change::Removed(_)),
+        "PS removed while running"
+    );
     let w1 = by_name("mnist-worker-1");
     assert_eq!(w1.len(), 2, "worker-1 recreated with a new uid");
     assert_eq!(w1[0].1.status, "Failed");
-    assert_eq!(w1[0].1.remark, "Reason: OOMKilled\nExitCode: 137\nMessage: step 4200: loss=0.0713; allocating batch tensors");
+    assert_eq!(
+        w1[0].1.remark,
+        "Reason: OOMKilled\nExitCode: 137\nMessage: step 4200: loss=0.0713; allocating batch tensors"
+    );
     assert!(matches!(w1[0].0.change, Change::Removed(_)));
     assert_eq!(w1[1].1.status, "Succeeded");
     assert_eq!(w1[1].0.change, Change::Applied);
     for (_, p) in &pods {
         if p.job_kind == "TFJob" {
-            assert_eq!(p.image, "kubedl/tf-mnist-with-summaries:1.0", "{}", p.meta.name);
+            assert_eq!(
+                p.image, "kubedl/tf-mnist-with-summaries:1.0",
+                "{}",
+                p.meta.name
+            );
             assert_eq!(p.job_uid, mnist.meta.uid);
         } else {
-            assert_eq!((p.job_kind.as_str(), p.replica_type.as_str()), ("Job", "worker"));
+            assert_eq!(
+                (p.job_kind.as_str(), p.replica_type.as_str()),
+                ("Job", "worker")
+            );
             assert_eq!(p.job_uid, pi.meta.uid);
         }
     }
 
     let count = |reason: &str| -> Vec<u32> {
-        events.iter().filter(|(_, e)| e.reason == reason).map(|(_, e)| e.count).filter(|c| *c > 1).collect()
+        events
+            .iter()
+            .filter(|(_, e)| e.reason == reason)
+            .map(|(_, e)| e.count)
+            .filter(|c| *c > 1)
+            .collect()
     };
     assert_eq!(count("FailedScheduling"), [3]);
     assert_eq!(count("BackOff"), [3]);
     assert_eq!(count("Pulling"), [2]);
     assert_eq!(count("TFJobRunning"), [2]);
     assert!(events.iter().all(|(e, _)| e.change == Change::Applied));
-    let new_api = events.iter().filter(|(_, e)| e.source.starts_with("default-scheduler/")).count();
+    let new_api = events
+        .iter()
+        .filter(|(_, e)| e.source.starts_with("default-scheduler/"))
+        .count();
     assert_eq!(new_api, 6, "events.k8s.io/v1 scheduler events");
 }
 
@@ -203,7 +241,9 @@ fn list_matches_the_replays_live_objects() {
         .collect();
     assert_eq!(items.len(), live.len());
     for item in items {
-        let r = normalize(item, &Options::default()).expect("normalize").expect("recorded kind");
+        let r = normalize(item, &Options::default())
+            .expect("normalize")
+            .expect("recorded kind");
         assert_eq!(Some(&r), live.get(uid(&r)), "{}", uid(&r));
     }
 }
@@ -217,7 +257,11 @@ fn fixture_is_what_generate_py_prints() {
             .arg(arg)
             .output()
             .unwrap_or_else(|e| panic!("running python3 generate.py (python3 is required): {e}"));
-        assert!(out.status.success(), "generate.py {arg}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "generate.py {arg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(
             out.stdout == read(file).into_bytes(),
             "{file} differs from `python3 generate.py {arg}`; regenerate it"

@@ -218,6 +218,10 @@ impl Pipeline {
     }
 }
 
+/// How many times a failing batch is halved at most (up to 64 pieces), so a
+/// sink that fails every call costs a bounded number of calls per batch.
+const MAX_SPLIT_DEPTH: u32 = 6;
+
 struct Worker {
     instance: SinkInstance,
     queue: Arc<SinkQueue>,
@@ -241,8 +245,8 @@ impl Worker {
     /// fault, splits the batch to isolate the entries at fault.
     async fn deliver(&mut self, batch: Vec<Entry>, failures: &mut Backoff) {
         let name = self.plan.spec.name.clone();
-        let mut pending = vec![batch];
-        while let Some(batch) = pending.pop() {
+        let mut pending = vec![(0, batch)];
+        while let Some((depth, batch)) = pending.pop() {
             let mut retry = Backoff::new(self.plan.retry.initial, self.plan.retry.max);
             loop {
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -267,16 +271,20 @@ impl Worker {
                     Err(err) => {
                         self.stats.faults.fetch_add(1, Ordering::Relaxed);
                         let delay = failures.next_delay();
-                        if batch.len() > 1 {
+                        if batch.len() > 1 && depth < MAX_SPLIT_DEPTH {
                             tracing::warn!(sink = %name, records = batch.len(), error = %err, "batch failed; splitting it to isolate the entries at fault");
                             let mut first = batch;
                             let second = first.split_off(first.len() / 2);
-                            pending.push(second);
-                            pending.push(first);
+                            pending.push((depth + 1, second));
+                            pending.push((depth + 1, first));
                         } else {
-                            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                            let object = batch.first().map(describe).unwrap_or_default();
-                            tracing::error!(sink = %name, %object, error = %err, "entry failed for good");
+                            self.stats
+                                .failed
+                                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            for entry in &batch {
+                                let object = describe(entry);
+                                tracing::error!(sink = %name, %object, error = %err, "entry failed for good");
+                            }
                         }
                         // The next write runs in a fresh instance.
                         self.instance.invalidate();

@@ -8,3 +8,4 @@ mod mariadb;
 mod mysql_sink;
 mod replay;
 mod sls;
+mod isolation;
