@@ -13,11 +13,11 @@ default:
 
 # Install what every recipe needs (wasm32-wasip2 target, rustfmt, clippy); idempotent.
 setup:
-    tests/scripts/setup.sh
+    bash tests/scripts/setup.sh
 
 # Build the bundled sinks (sinks/*) for wasm32-wasip2 and print their sizes.
 guests: setup
-    tests/scripts/guests.sh
+    bash tests/scripts/guests.sh
 
 # Build the sinks and the kubesink binary.
 build: guests
@@ -29,11 +29,11 @@ demo: build
 
 # Start the private test MariaDB (127.0.0.1:3307) if it is not running; print its URL.
 mariadb:
-    tests/scripts/mariadb.sh start
+    bash tests/scripts/mariadb.sh start
 
 # Stop the private test MariaDB.
 mariadb-stop:
-    tests/scripts/mariadb.sh stop
+    bash tests/scripts/mariadb.sh stop
 
 # rustfmt check and clippy (warnings are errors) over the whole workspace.
 lint: setup
@@ -43,4 +43,13 @@ lint: setup
 # Lint, then the whole test suite (unit and e2e) with MariaDB running; ARGS go to `cargo test`.
 [positional-arguments]
 test *ARGS: lint guests
-    tests/scripts/test.sh "$@"
+    bash tests/scripts/test.sh "$@"
+
+# Start a real control plane (etcd + kube-apiserver, built on first use); prints KUBECONFIG=<path>; runs until Ctrl-C.
+cluster:
+    tests/controlplane/build.sh > /dev/null
+    cargo run -q -p kubesink-tests --bin kubesink-cluster
+
+# Run the SLS emulator for demos on 127.0.0.1:9000 (SLS_EMULATOR_LISTEN, SLS_PROJECT, SLS_LOG_STORE, SLS_KEY_ID, SLS_KEY_SECRET override); prints the SLS_* settings for kubesink; runs until Ctrl-C.
+sls-emulator:
+    cargo run -q -p kubesink-tests --bin sls-emulator

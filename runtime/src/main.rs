@@ -63,6 +63,41 @@ enum Command {
     },
     /// Print the tables of a SQLite database written by the mysql sink.
     Show,
+    /// Watch a cluster (`--kubeconfig`, `KUBECONFIG`, or in-cluster) and
+    /// deliver its jobs, their pods and events until interrupted.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Kubeconfig file; default: `KUBECONFIG`, `~/.kube/config`, or the
+    /// in-cluster service account.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "KUBESINK_NAMESPACE")]
+    namespace: Option<String>,
+    /// Which events: `all`, or `related` (about jobs and pods only).
+    #[arg(long, value_enum, default_value = "all")]
+    events: EventScope,
+    /// Only events in these namespaces (repeatable).
+    #[arg(long = "event-namespace")]
+    event_namespaces: Vec<String>,
+    /// Only events about these kinds, e.g. `Pod`, `TFJob` (repeatable).
+    #[arg(long = "event-kind")]
+    event_kinds: Vec<String>,
+    /// Only events of these types, `Normal` or `Warning` (repeatable).
+    #[arg(long = "event-type")]
+    event_types: Vec<String>,
+    /// Only events with these reasons (repeatable).
+    #[arg(long = "event-reason")]
+    event_reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EventScope {
+    All,
+    Related,
 }
 
 impl Global {
@@ -137,10 +172,96 @@ fn one_line(e: &anyhow::Error) -> String {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay { file, no_show } => replay_command(&cli.global, &file, no_show).await,
+        Command::Run(args) => run_command(&cli.global, args).await,
         Command::Show => {
             print!("{}", kubesink::show::render(&cli.global.db).await?);
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig: set --kubeconfig or KUBECONFIG, or run in a cluster")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+async fn run_command(global: &Global, args: RunArgs) -> Result<ExitCode> {
+    let (config, origin, _) = global.config()?;
+    let plan = config.resolve(&origin)?;
+    let normalizer = Normalizer::with_region(plan.region.clone());
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let host = kubesink_host::Host::new(plan.host.clone()).context("starting the sandbox host")?;
+    let pipeline = std::sync::Arc::new(Pipeline::start(&host, plan.sinks.clone()).await?);
+    let options = kubesink::source::watch::WatchOptions {
+        namespace: args.namespace,
+        events: kubesink::source::watch::EventFilter {
+            related_only: args.events == EventScope::Related,
+            namespaces: args.event_namespaces,
+            involved_kinds: args.event_kinds,
+            types: args.event_types,
+            reasons: args.event_reasons,
+        },
+    };
+    let watch = tokio::spawn(kubesink::source::watch::run(
+        client,
+        pipeline.clone(),
+        normalizer,
+        options,
+    ));
+    tracing::info!("watching; stop with Ctrl-C or SIGTERM");
+    shutdown_signal().await;
+    tracing::info!("stopping: delivering what is queued");
+    watch.abort();
+    let _ = watch.await;
+    let Ok(pipeline) = std::sync::Arc::try_unwrap(pipeline) else {
+        anyhow::bail!("internal: pipeline still shared at shutdown");
+    };
+    let mut failed = 0;
+    for s in pipeline.finish().await {
+        eprintln!(
+            "sink {}: {} delivered, {} failed, {} retries",
+            s.name, s.delivered, s.failed, s.retries
+        );
+        failed += s.failed;
+    }
+    Ok(if failed > 0 {
+        ExitCode::from(4)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }
 

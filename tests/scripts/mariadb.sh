@@ -50,7 +50,7 @@ install_packages() {
     say "installing mariadb-server and mariadb-client from Debian's packages"
     "${sudo[@]}" apt-get update -qq >&2 || die "apt-get update failed"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends mariadb-server mariadb-client >&2 \
+        mariadb-server mariadb-client >&2 \
         || die "apt-get install mariadb-server mariadb-client failed"
 }
 

@@ -27,10 +27,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::config::{
     AuthInfo, Cluster as KubeconfigCluster, Context, KubeConfigOptions, Kubeconfig, NamedAuthInfo,
     NamedCluster, NamedContext,
 };
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -156,6 +160,14 @@ pub enum ClusterError {
     /// The API server was asked to start while it runs.
     #[error("kube-apiserver is already running")]
     AlreadyRunning,
+    /// A CustomResourceDefinition could not be read, created or made ready.
+    #[error("installing the CustomResourceDefinition from {path}: {message}")]
+    Crd {
+        /// The YAML file.
+        path: PathBuf,
+        /// The cause.
+        message: String,
+    },
     /// A kubeconfig could not be serialized or turned into a client.
     #[error("building a client for user {user} from kubeconfig {path}: {message}")]
     Client {
@@ -485,6 +497,64 @@ impl Cluster {
         let config =
             write_kubeconfig(&path, &self.base_url(), &self.ca_cert_path(), name, auth).await?;
         client_from(&config, name, &path)
+    }
+
+    /// Creates the CustomResourceDefinition in the YAML file `path` with
+    /// the admin client and waits until it is Established and its storage
+    /// version is served (listing it answers), at most [`READY_TIMEOUT`].
+    pub async fn install_crd(&self, path: &Path) -> Result<CustomResourceDefinition> {
+        let crd_error = |message: String| ClusterError::Crd {
+            path: path.to_owned(),
+            message,
+        };
+        let text = fs::read_to_string(path).map_err(|e| crd_error(format!("reading: {e}")))?;
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&text).map_err(|e| crd_error(format!("parsing: {e}")))?;
+        let name = crd
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| crd_error("metadata.name is missing".into()))?;
+        let version = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| v.storage)
+            .map(|v| v.name.clone())
+            .ok_or_else(|| crd_error("no version has storage: true".into()))?;
+        let crds = Api::<CustomResourceDefinition>::all(self.client());
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .map_err(|e| crd_error(format!("creating {name}: {e}")))?;
+        let established = tokio::time::timeout(
+            READY_TIMEOUT,
+            await_condition(crds, &name, conditions::is_crd_established()),
+        )
+        .await
+        .map_err(|_| crd_error(format!("{name} not Established within {READY_TIMEOUT:?}")))?
+        .map_err(|e| crd_error(format!("watching {name}: {e}")))?
+        .ok_or_else(|| crd_error(format!("{name} was deleted while waiting for it")))?;
+
+        // Established can precede the resource being served by a moment.
+        let names = &established.spec.names;
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(&established.spec.group, &version, &names.kind),
+            &names.plural,
+        );
+        let objects = Api::<DynamicObject>::all_with(self.client(), &resource);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match objects.list(&ListParams::default().limit(1)).await {
+                Ok(_) => return Ok(established),
+                Err(error) if Instant::now() >= deadline => {
+                    return Err(crd_error(format!(
+                        "{name} is Established but listing {}/{version} {} fails: {error}",
+                        established.spec.group, names.plural
+                    )));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     /// Whether kube-apiserver is running (it has not been stopped and has

@@ -197,6 +197,7 @@ pub struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
     sql: SqlCtx,
+    http: crate::http::HttpCtx,
     limiter: SinkLimiter,
     deadline: Option<Instant>,
     timed_out: bool,
@@ -208,6 +209,12 @@ impl WasiView for StoreData {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for StoreData {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        self.http.view(&mut self.table)
     }
 }
 
@@ -342,6 +349,7 @@ impl SinkInstance {
                     max_result_bytes: bp.limits.max_result_bytes,
                 },
             ),
+            http: crate::http::HttpCtx::new(&bp.name, &bp.limits),
             limiter: SinkLimiter::new(bp.limits.memory_bytes),
             deadline: None,
             timed_out: false,

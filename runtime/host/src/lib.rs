@@ -16,6 +16,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod http;
 pub mod instance;
 pub mod log;
 pub mod sql;
@@ -80,6 +81,17 @@ pub struct Limits {
     /// Most bytes of stdout+stderr per second logged for the sink; the rest
     /// is dropped and counted. Default 64 KiB.
     pub log_bytes_per_sec: usize,
+    /// Where the sink may send HTTP requests: `[scheme://]host[:port]`
+    /// entries, e.g. `https://*.log.aliyuncs.com` (syntax in [`http`]).
+    /// Default empty: every request is denied.
+    pub http_allow: Vec<String>,
+    /// Deadline of one outgoing HTTP request, from connecting to the end of
+    /// the response body. Default 20 s.
+    pub http_timeout: Duration,
+    /// Largest HTTP request body the guest may send. Default 16 MiB.
+    pub max_http_request_bytes: usize,
+    /// Largest HTTP response body handed to the guest. Default 4 MiB.
+    pub max_http_response_bytes: usize,
 }
 
 impl Default for Limits {
@@ -90,6 +102,10 @@ impl Default for Limits {
             max_statement_bytes: 4 << 20,
             max_result_bytes: 16 << 20,
             log_bytes_per_sec: 64 << 10,
+            http_allow: Vec::new(),
+            http_timeout: Duration::from_secs(20),
+            max_http_request_bytes: 16 << 20,
+            max_http_response_bytes: 4 << 20,
         }
     }
 }
@@ -268,6 +284,7 @@ fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     sql::add_to_linker(&mut linker)?;
+    http::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 

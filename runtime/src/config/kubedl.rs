@@ -107,32 +107,27 @@ impl KubedlFlags {
             sinks.push(mysql_sink("mysql", "mysql", mysql_records));
         }
         if self.event_storage == Some(EventStorage::AliyunSls) {
-            let mut settings = BTreeMap::new();
-            for (var, key) in [
-                ("SLS_ENDPOINT", "endpoint"),
-                ("SLS_KEY_ID", "access_key_id"),
-                ("SLS_KEY_SECRET", "access_key_secret"),
-                ("SLS_PROJECT", "project"),
-                ("SLS_LOG_STORE", "logstore"),
-            ] {
-                let value =
-                    lookup(var)
-                        .filter(|v| !v.is_empty())
-                        .ok_or_else(|| ConfigError::Invalid {
-                            origin: "--event-storage aliyun-sls".into(),
-                            field: var.into(),
-                            message: format!("environment variable {var} must be set"),
-                        })?;
-                settings.insert(key.to_owned(), value);
-            }
-            if let Some(token) = lookup("SLS_SECURITY_TOKEN").filter(|v| !v.is_empty()) {
-                settings.insert("security_token".to_owned(), token);
-            }
+            // The host's reading of KubeDL's SLS_* variables (endpoint
+            // forms, allow-list), turned back into a sink configuration.
+            let spec = kubesink_host::http::sls_sink_spec(
+                "aliyun-sls",
+                kubesink_host::ModuleSource::Path("builtin:sls".into()),
+                &lookup,
+                kubesink_host::Limits::default(),
+            )
+            .map_err(|e| ConfigError::Invalid {
+                origin: "--event-storage aliyun-sls".into(),
+                field: "SLS_*".into(),
+                message: e.to_string(),
+            })?;
+            let settings: BTreeMap<String, String> = spec.settings.into_iter().collect();
+            let allow_hosts = spec.limits.http_allow;
             sinks.push(SinkConfig {
                 name: "aliyun-sls".into(),
                 module: "builtin:sls".into(),
                 records: vec![RecordKind::Events],
                 connections: vec![],
+                allow_hosts,
                 settings,
                 limits: LimitsConfig::default(),
                 batch: BatchConfig::default(),
@@ -181,6 +176,7 @@ fn mysql_sink(name: &str, connection: &str, records: Vec<RecordKind>) -> SinkCon
         module: "builtin:mysql".into(),
         records,
         connections: vec![connection.to_owned()],
+        allow_hosts: vec![],
         settings,
         limits: LimitsConfig::default(),
         batch: BatchConfig::default(),
@@ -262,6 +258,10 @@ mod tests {
         let c = flags.to_config(full).unwrap();
         assert_eq!(c.sinks[0].module, "builtin:sls");
         assert_eq!(c.sinks[0].settings["logstore"], "ls");
+        assert_eq!(
+            c.sinks[0].allow_hosts,
+            vec!["https://*.cn-hangzhou.log.aliyuncs.com:443"]
+        );
         assert_eq!(c.sinks[0].queue.coalesce, Some(false));
     }
 }

@@ -175,6 +175,11 @@ pub struct SinkConfig {
     /// SQL connection names the sink may open.
     #[serde(default)]
     pub connections: Vec<String>,
+    /// Hosts the sink may send HTTP requests to: `[scheme://]host[:port]`,
+    /// host a name, an IP, `*.domain` or `*`; port a number or `*`; scheme
+    /// https when absent. Empty: no HTTP at all.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// Passed to the sink's `init` (values may use `${VAR}`).
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
@@ -366,6 +371,9 @@ impl Config {
                         format!("no connection named `{c}` under `connections`"),
                     ));
                 }
+            }
+            if let Err(e) = kubesink_host::http::AllowList::parse(&sink.allow_hosts) {
+                return Err(invalid(at("allow_hosts"), e.to_string()));
             }
             if sink.records.is_empty() {
                 return Err(invalid(

@@ -135,6 +135,7 @@ impl Config {
                 &s.limits.log_rate,
                 limits.log_bytes_per_sec,
             )?;
+            limits.http_allow = s.allow_hosts.clone();
             if let Some(t) = s.limits.call_timeout {
                 limits.call_timeout = t;
             }
@@ -158,12 +159,15 @@ impl Config {
             });
         }
         let cache_dir = self.cache_dir.clone().or_else(default_cache_dir);
+        // Host options this configuration does not set keep their defaults.
+        #[allow(clippy::needless_update)]
+        let host = HostOptions {
+            cache_dir,
+            sql,
+            ..HostOptions::default()
+        };
         Ok(Plan {
-            host: HostOptions {
-                cache_dir,
-                sql,
-                ..HostOptions::default()
-            },
+            host,
             sinks,
             region: self.region.clone().filter(|r| !r.is_empty()),
         })

@@ -5,6 +5,7 @@
 
 pub mod replay;
 pub mod split;
+pub mod watch;
 
 use kubesink_normalize::record::{Change, Entry, Timestamp};
 use serde_json::Value;

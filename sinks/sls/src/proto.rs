@@ -119,7 +119,10 @@ mod tests {
         let bytes = encode_group("t", "s", std::slice::from_ref(&log));
         assert_eq!(
             bytes,
-            [0x0a, 0x08, 0x08, 0x01, 0x12, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v', 0x1a, 0x01, b't', 0x22, 0x01, b's']
+            [
+                0x0a, 0x0a, 0x08, 0x01, 0x12, 0x06, 0x0a, 0x01, b'k', 0x12, 0x01, b'v', 0x1a, 0x01,
+                b't', 0x22, 0x01, b's'
+            ]
         );
     }
 
@@ -137,7 +140,8 @@ mod tests {
             })
             .collect();
         let raw = encode_group("topic", "kubelet/node-1", &logs);
-        let expected: usize = group_overhead("topic", "kubelet/node-1") + logs.iter().map(Log::framed_len).sum::<usize>();
+        let expected: usize = group_overhead("topic", "kubelet/node-1")
+            + logs.iter().map(Log::framed_len).sum::<usize>();
         assert_eq!(raw.len(), expected);
         // A LogGroupList with one element is the group framed as field 1.
         let mut list = vec![0x0a];

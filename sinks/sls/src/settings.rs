@@ -73,15 +73,15 @@ impl Endpoint {
         };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains('/') || rest.contains('?') || rest.contains('@') {
-            return Err(format!("`{value}` must be a host or scheme://host[:port], without a path"));
+            return Err(format!(
+                "`{value}` must be a host or scheme://host[:port], without a path"
+            ));
         }
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => {
-                let port = p
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("port `{p}` in `{value}` is not a number in 1..=65535"))?;
+                let port = p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                    format!("port `{p}` in `{value}` is not a number in 1..=65535")
+                })?;
                 (h, Some(port))
             }
             None => (rest, None),
@@ -91,7 +91,9 @@ impl Endpoint {
                 .split('.')
                 .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
         if !valid {
-            return Err(format!("host `{host}` in `{value}` is not a DNS name or IPv4 address"));
+            return Err(format!(
+                "host `{host}` in `{value}` is not a DNS name or IPv4 address"
+            ));
         }
         Ok(Self {
             scheme,
@@ -176,7 +178,10 @@ impl fmt::Debug for Settings {
             .field("logstore", &self.logstore)
             .field("access_key_id", &self.access_key_id)
             .field("access_key_secret", &"<redacted>")
-            .field("security_token", &self.security_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "security_token",
+                &self.security_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("topic", &self.topic)
             .field("events", &self.events)
             .field("jobs_topic", &self.jobs_topic)
@@ -250,10 +255,11 @@ impl Settings {
         for (k, v) in pairs {
             match k.as_str() {
                 "endpoint" => {
-                    endpoint = Some(Endpoint::parse(v).map_err(|reason| SettingsError::Invalid {
-                        key: "endpoint",
-                        reason,
-                    })?)
+                    endpoint =
+                        Some(Endpoint::parse(v).map_err(|reason| SettingsError::Invalid {
+                            key: "endpoint",
+                            reason,
+                        })?)
                 }
                 "project" => project = Some(v.trim().to_string()),
                 "logstore" => logstore = Some(v.trim().to_string()),
@@ -286,24 +292,34 @@ impl Settings {
             }
         }
         let need = |v: Option<String>, key: &'static str| {
-            v.filter(|s| !s.is_empty()).ok_or(SettingsError::Missing(key))
+            v.filter(|s| !s.is_empty())
+                .ok_or(SettingsError::Missing(key))
         };
         s.endpoint = endpoint.ok_or(SettingsError::Missing("endpoint"))?;
         s.project = need(project, "project")?;
         s.logstore = need(logstore, "logstore")?;
         s.access_key_id = need(key_id, "access_key_id")?;
         s.access_key_secret = need(secret, "access_key_secret")?;
-        let name_ok = |n: &str| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let name_ok = |n: &str| {
+            n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
         if !name_ok(&s.project) {
             return Err(SettingsError::Invalid {
                 key: "project",
-                reason: format!("`{}` has characters other than a-z, 0-9, - and _", s.project),
+                reason: format!(
+                    "`{}` has characters other than a-z, 0-9, - and _",
+                    s.project
+                ),
             });
         }
         if !name_ok(&s.logstore) {
             return Err(SettingsError::Invalid {
                 key: "logstore",
-                reason: format!("`{}` has characters other than a-z, 0-9, - and _", s.logstore),
+                reason: format!(
+                    "`{}` has characters other than a-z, 0-9, - and _",
+                    s.logstore
+                ),
             });
         }
         Ok(s)
@@ -333,7 +349,10 @@ mod tests {
     fn host_endpoint_is_https_with_project_in_authority() {
         let s = Settings::parse(&pairs(&[])).expect("valid");
         assert_eq!(s.endpoint.scheme, Scheme::Https);
-        assert_eq!(s.endpoint.authority("proj"), "proj.cn-hangzhou.log.aliyuncs.com");
+        assert_eq!(
+            s.endpoint.authority("proj"),
+            "proj.cn-hangzhou.log.aliyuncs.com"
+        );
         assert_eq!(s.endpoint.host_header("proj"), None);
         assert_eq!(s.topic, "");
         assert!(s.events && s.jobs_topic.is_none() && s.pods_topic.is_none());
@@ -350,7 +369,15 @@ mod tests {
 
     #[test]
     fn bad_endpoints_are_rejected_with_reasons() {
-        for bad in ["", "ftp://x", "http://h:0", "http://h:99999", "http://h/path", "a..b", "http://"] {
+        for bad in [
+            "",
+            "ftp://x",
+            "http://h:0",
+            "http://h:99999",
+            "http://h/path",
+            "a..b",
+            "http://",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad} accepted");
         }
         let err = Settings::parse(&pairs(&[("endpoint", "ftp://x")])).expect_err("invalid");
@@ -364,7 +391,10 @@ mod tests {
         let mut p = pairs(&[]);
         p.retain(|(k, _)| k != "access_key_secret");
         let err = Settings::parse(&p).expect_err("missing");
-        assert_eq!(err.to_string(), "sls sink: setting `access_key_secret` is required");
+        assert_eq!(
+            err.to_string(),
+            "sls sink: setting `access_key_secret` is required"
+        );
     }
 
     #[test]

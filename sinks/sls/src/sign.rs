@@ -151,7 +151,10 @@ mod tests {
     use super::*;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -168,13 +171,22 @@ mod tests {
             path: "/logstores",
             ..Default::default()
         };
-        assert_eq!(signature("mockAccessKeySecret", &string_to_sign(&r)), "Rwm6cTKzoti4HWoe+GKcb6Kv07E=");
-        assert_eq!(authorization("id", "mockAccessKeySecret", &r), "LOG id:Rwm6cTKzoti4HWoe+GKcb6Kv07E=");
+        assert_eq!(
+            signature("mockAccessKeySecret", &string_to_sign(&r)),
+            "Rwm6cTKzoti4HWoe+GKcb6Kv07E="
+        );
+        assert_eq!(
+            authorization("id", "mockAccessKeySecret", &r),
+            "LOG id:Rwm6cTKzoti4HWoe+GKcb6Kv07E="
+        );
     }
 
     #[test]
     fn design_vector_empty_key() {
-        let headers = h(&[("x-log-apiversion", "0.6.0"), ("x-log-signaturemethod", "hmac-sha1")]);
+        let headers = h(&[
+            ("x-log-apiversion", "0.6.0"),
+            ("x-log-signaturemethod", "hmac-sha1"),
+        ]);
         let r = ToSign {
             method: "GET",
             date: &rfc1123(0),
@@ -183,12 +195,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(r.date, "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(signature("", &string_to_sign(&r)), "SApFTtfTFKHmzdEdaMe5TjNn+RQ=");
+        assert_eq!(
+            signature("", &string_to_sign(&r)),
+            "SApFTtfTFKHmzdEdaMe5TjNn+RQ="
+        );
     }
 
     #[test]
     fn unsigned_headers_and_sorted_query() {
-        let headers = h(&[("x-log-date", "d"), ("x-acs-security-token", "t"), ("content-length", "3")]);
+        let headers = h(&[
+            ("x-log-date", "d"),
+            ("x-acs-security-token", "t"),
+            ("content-length", "3"),
+        ]);
         let query = h(&[("key", "ab"), ("a", "1")]);
         let r = ToSign {
             method: "POST",

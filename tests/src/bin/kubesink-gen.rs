@@ -23,7 +23,10 @@ use serde_json::{Value, json};
 
 /// Command line.
 #[derive(Debug, Parser)]
-#[command(name = "kubesink-gen", about = "Prints a deterministic Kubernetes watch stream of jobs, pods and events")]
+#[command(
+    name = "kubesink-gen",
+    about = "Prints a deterministic Kubernetes watch stream of jobs, pods and events"
+)]
 struct Args {
     /// Number of jobs.
     #[arg(long, default_value_t = 100)]
@@ -89,8 +92,18 @@ impl Kind {
     fn names(self) -> (&'static str, &'static str, &'static str, &'static str) {
         // apiVersion, kind, replica specs field, main container
         match self {
-            Kind::Tf => ("training.kubedl.io/v1alpha1", "TFJob", "tfReplicaSpecs", "tensorflow"),
-            Kind::PyTorch => ("training.kubedl.io/v1alpha1", "PyTorchJob", "pytorchReplicaSpecs", "pytorch"),
+            Kind::Tf => (
+                "training.kubedl.io/v1alpha1",
+                "TFJob",
+                "tfReplicaSpecs",
+                "tensorflow",
+            ),
+            Kind::PyTorch => (
+                "training.kubedl.io/v1alpha1",
+                "PyTorchJob",
+                "pytorchReplicaSpecs",
+                "pytorch",
+            ),
             Kind::Batch => ("batch/v1", "Job", "", "main"),
         }
     }
@@ -171,14 +184,27 @@ impl<W: Write> Gen<W> {
             let workers = pods_per_job.saturating_sub(1);
             let master = if kind == Kind::Tf { "PS" } else { "Master" };
             let mut specs_map = serde_json::Map::new();
-            specs_map.insert(master.to_string(), json!({"replicas": 1, "template": {"spec": pod_spec("1", "2Gi")}}));
+            specs_map.insert(
+                master.to_string(),
+                json!({"replicas": 1, "template": {"spec": pod_spec("1", "2Gi")}}),
+            );
             if workers > 0 {
-                specs_map.insert("Worker".to_string(), json!({"replicas": workers, "template": {"spec": pod_spec("4", "8Gi")}}));
+                specs_map.insert(
+                    "Worker".to_string(),
+                    json!({"replicas": workers, "template": {"spec": pod_spec("4", "8Gi")}}),
+                );
             }
             json!({ specs: specs_map })
         };
         let obj = json!({"apiVersion": api, "kind": k, "metadata": meta, "spec": spec});
-        JobState { kind, name, ns, uid, created, obj }
+        JobState {
+            kind,
+            name,
+            ns,
+            uid,
+            created,
+            obj,
+        }
     }
 
     fn pod(&mut self, job: &JobState, index: u32) -> PodState {
@@ -246,8 +272,16 @@ impl<W: Write> Gen<W> {
                 (false, 2) => ("Warning", "Restarting", "Job is restarting because 1 Worker replica(s) failed.".to_string(), "job-controller"),
                 (false, _) => ("Normal", "Running", "Job is running.".to_string(), "job-controller"),
             };
-            let name = format!("{}.{:x}", meta["name"].as_str().unwrap_or("x"), (EPOCH + t) as u64 * 1_000_000_000 + self.event_seq);
-            let host = if source == "kubelet" { format!("node-{:03}", self.event_seq % 64) } else { String::new() };
+            let name = format!(
+                "{}.{:x}",
+                meta["name"].as_str().unwrap_or("x"),
+                (EPOCH + t) as u64 * 1_000_000_000 + self.event_seq
+            );
+            let host = if source == "kubelet" {
+                format!("node-{:03}", self.event_seq % 64)
+            } else {
+                String::new()
+            };
             let mut obj = json!({
                 "apiVersion": "v1", "kind": "Event",
                 "metadata": {"name": name, "namespace": meta["namespace"], "uid": self.rng.uid(), "creationTimestamp": rfc3339(t)},
@@ -285,7 +319,8 @@ impl<W: Write> Gen<W> {
                 job.obj["status"] = json!({"conditions": [cond("Created", t)]});
                 self.emit("MODIFIED", &mut job.obj)?;
             }
-            let mut pods: Vec<PodState> = (0..args.pods_per_job).map(|i| self.pod(&job, i)).collect();
+            let mut pods: Vec<PodState> =
+                (0..args.pods_per_job).map(|i| self.pod(&job, i)).collect();
             for p in &mut pods {
                 self.emit("ADDED", &mut p.obj)?;
             }
@@ -296,8 +331,17 @@ impl<W: Write> Gen<W> {
             self.events(&job_obj, early / 2, &mut pool)?;
             for p in &mut pods {
                 let t = self.tick(20);
-                let ip = format!("10.{}.{}.{}", self.rng.below(256), self.rng.below(256), 1 + self.rng.below(254));
-                let node_ip = format!("192.168.{}.{}", p.node[5..].parse::<u32>().unwrap_or(0) / 250, 1 + self.rng.below(250));
+                let ip = format!(
+                    "10.{}.{}.{}",
+                    self.rng.below(256),
+                    self.rng.below(256),
+                    1 + self.rng.below(254)
+                );
+                let node_ip = format!(
+                    "192.168.{}.{}",
+                    p.node[5..].parse::<u32>().unwrap_or(0) / 250,
+                    1 + self.rng.below(250)
+                );
                 p.obj["status"] = json!({"phase": "Running", "hostIP": node_ip, "podIP": ip, "startTime": rfc3339(t),
                     "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": rfc3339(t)}],
                     "containerStatuses": [{"name": p.obj["spec"]["containers"][0]["name"], "ready": true, "restartCount": 0,
@@ -305,7 +349,11 @@ impl<W: Write> Gen<W> {
                         "state": {"running": {"startedAt": rfc3339(t)}}}]});
                 self.emit("MODIFIED", &mut p.obj)?;
                 let pod_obj = p.obj.clone();
-                self.events(&pod_obj, (early - early / 2) / u64::from(args.pods_per_job.max(1)), &mut pool)?;
+                self.events(
+                    &pod_obj,
+                    (early - early / 2) / u64::from(args.pods_per_job.max(1)),
+                    &mut pool,
+                )?;
             }
             let t = self.tick(10);
             if training {
@@ -319,7 +367,11 @@ impl<W: Write> Gen<W> {
             // The rest of the events while it runs, spread over job and pods.
             let targets = pods.len() + 1;
             for (i, share) in split(budget, targets).into_iter().enumerate() {
-                let about = if i == 0 { job.obj.clone() } else { pods[i - 1].obj.clone() };
+                let about = if i == 0 {
+                    job.obj.clone()
+                } else {
+                    pods[i - 1].obj.clone()
+                };
                 self.events(&about, share, &mut pool)?;
             }
             // Finish.
@@ -338,7 +390,11 @@ impl<W: Write> Gen<W> {
                 self.emit("MODIFIED", &mut p.obj)?;
             }
             let t = self.tick(3);
-            let (done, batch_done) = if failing { ("Failed", "Failed") } else { ("Succeeded", "Complete") };
+            let (done, batch_done) = if failing {
+                ("Failed", "Failed")
+            } else {
+                ("Succeeded", "Complete")
+            };
             if training {
                 if let Some(c) = job.obj["status"]["conditions"].as_array_mut() {
                     for c in c.iter_mut() {
@@ -387,7 +443,9 @@ fn cond(kind: &str, t: i64) -> Value {
 /// `n` split into `parts` near-equal shares.
 fn split(n: u64, parts: usize) -> Vec<u64> {
     let parts = parts.max(1) as u64;
-    (0..parts).map(|i| n / parts + u64::from(i < n % parts)).collect()
+    (0..parts)
+        .map(|i| n / parts + u64::from(i < n % parts))
+        .collect()
 }
 
 fn main() -> anyhow::Result<()> {
@@ -412,41 +470,84 @@ mod tests {
     fn generate(args: &[&str]) -> String {
         let args = Args::parse_from(std::iter::once("kubesink-gen").chain(args.iter().copied()));
         let mut buf = Vec::new();
-        let mut g = Gen { out: &mut buf, rng: Rng(args.seed), rv: 1_000, clock: 0, events_left: args.events, event_seq: 0 };
+        let mut g = Gen {
+            out: &mut buf,
+            rng: Rng(args.seed),
+            rv: 1_000,
+            clock: 0,
+            events_left: args.events,
+            event_seq: 0,
+        };
         g.run(&args).expect("generate");
         String::from_utf8(buf).expect("utf-8")
     }
 
     fn docs(s: &str) -> Vec<Value> {
-        s.lines().map(|l| serde_json::from_str(l).expect("document")).collect()
+        s.lines()
+            .map(|l| serde_json::from_str(l).expect("document"))
+            .collect()
     }
 
     #[test]
     fn same_seed_same_bytes_other_seed_other_bytes() {
         let a = generate(&["--jobs", "5", "--events", "200", "--seed", "7"]);
-        assert_eq!(a, generate(&["--jobs", "5", "--events", "200", "--seed", "7"]));
-        assert_ne!(a, generate(&["--jobs", "5", "--events", "200", "--seed", "8"]));
+        assert_eq!(
+            a,
+            generate(&["--jobs", "5", "--events", "200", "--seed", "7"])
+        );
+        assert_ne!(
+            a,
+            generate(&["--jobs", "5", "--events", "200", "--seed", "8"])
+        );
     }
 
     #[test]
     fn counts_and_resource_versions() {
-        let d = docs(&generate(&["--jobs", "20", "--pods-per-job", "4", "--events", "1000"]));
+        let d = docs(&generate(&[
+            "--jobs",
+            "20",
+            "--pods-per-job",
+            "4",
+            "--events",
+            "1000",
+        ]));
         let kind = |d: &Value| d["object"]["kind"].as_str().unwrap_or("").to_string();
         let events = d.iter().filter(|d| kind(d) == "Event").count();
         assert_eq!(events, 1000);
-        let repeats = d.iter().filter(|d| kind(d) == "Event" && d["type"] == "MODIFIED").count();
-        assert!(repeats > 100 && repeats < 300, "about one in five repeats: {repeats}");
-        let pods: std::collections::HashSet<_> =
-            d.iter().filter(|d| kind(d) == "Pod").map(|d| d["object"]["metadata"]["uid"].to_string()).collect();
+        let repeats = d
+            .iter()
+            .filter(|d| kind(d) == "Event" && d["type"] == "MODIFIED")
+            .count();
+        assert!(
+            repeats > 100 && repeats < 300,
+            "about one in five repeats: {repeats}"
+        );
+        let pods: std::collections::HashSet<_> = d
+            .iter()
+            .filter(|d| kind(d) == "Pod")
+            .map(|d| d["object"]["metadata"]["uid"].to_string())
+            .collect();
         assert_eq!(pods.len(), 80);
-        let jobs: std::collections::HashSet<_> =
-            d.iter().filter(|d| kind(d) != "Pod" && kind(d) != "Event").map(|d| d["object"]["metadata"]["uid"].to_string()).collect();
+        let jobs: std::collections::HashSet<_> = d
+            .iter()
+            .filter(|d| kind(d) != "Pod" && kind(d) != "Event")
+            .map(|d| d["object"]["metadata"]["uid"].to_string())
+            .collect();
         assert_eq!(jobs.len(), 20);
         let deleted = d.iter().filter(|d| d["type"] == "DELETED").count();
-        assert_eq!(deleted, 2 * (4 + 1), "jobs 10 and 20 deleted with their pods");
+        assert_eq!(
+            deleted,
+            2 * (4 + 1),
+            "jobs 10 and 20 deleted with their pods"
+        );
         let rvs: Vec<u64> = d
             .iter()
-            .map(|d| d["object"]["metadata"]["resourceVersion"].as_str().and_then(|s| s.parse().ok()).expect("rv"))
+            .map(|d| {
+                d["object"]["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("rv")
+            })
             .collect();
         assert!(rvs.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
     }
@@ -454,8 +555,12 @@ mod tests {
     #[test]
     fn every_document_normalizes() {
         let opts = kubesink_normalize::Options::default();
-        for (i, d) in docs(&generate(&["--jobs", "9", "--events", "300"])).iter().enumerate() {
-            let r = kubesink_normalize::normalize(&d["object"], &opts).unwrap_or_else(|e| panic!("document {i}: {e}"));
+        for (i, d) in docs(&generate(&["--jobs", "9", "--events", "300"]))
+            .iter()
+            .enumerate()
+        {
+            let r = kubesink_normalize::normalize(&d["object"], &opts)
+                .unwrap_or_else(|e| panic!("document {i}: {e}"));
             assert!(r.is_some(), "document {i} is a recorded kind");
         }
     }

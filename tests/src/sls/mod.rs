@@ -156,6 +156,9 @@ pub enum Fault {
     ServerBusy,
     /// Wait this long, then handle the request normally.
     Delay(Duration),
+    /// Handle the request normally (to let some requests through before a
+    /// fault: `inject(Pass, 1); inject(ServerBusy, 1)`).
+    Pass,
 }
 
 /// One log as stored, with its group's metadata.

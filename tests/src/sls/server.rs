@@ -493,7 +493,7 @@ async fn put_logs(
         }
         Some(Fault::ServerBusy) => return Err(err(503, "ServerBusy", "server busy (injected)")),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-        None => {}
+        Some(Fault::Pass) | None => {}
     }
     match req.header("content-type") {
         Some("application/x-protobuf") => {}

@@ -8,14 +8,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind, ObjectMeta};
-use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use kubesink_tests::cluster;
 
@@ -315,24 +313,16 @@ async fn cluster_tfjob_crd_becomes_established_and_serves_status() -> anyhow::Re
     let client = cluster.client();
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/crds/training.kubedl.io_tfjobs.yaml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let crd: CustomResourceDefinition =
-        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let crds = Api::<CustomResourceDefinition>::all(client.clone());
-    crds.create(&PostParams::default(), &crd).await?;
-    let established = tokio::time::timeout(
-        Duration::from_secs(60),
-        await_condition(
-            crds,
-            "tfjobs.training.kubedl.io",
-            conditions::is_crd_established(),
-        ),
-    )
-    .await
-    .context("the TFJob CRD was not Established within 60s")??;
-    let established = established.context("the TFJob CRD vanished")?;
+    let established = cluster.install_crd(&path).await?;
     assert_eq!(established.spec.names.kind, "TFJob");
+    assert_eq!(established.spec.names.plural, "tfjobs");
+    assert_eq!(established.spec.group, "training.kubedl.io");
+    // Installing it again is refused (AlreadyExists), naming the file.
+    let again = cluster.install_crd(&path).await;
+    assert!(
+        matches!(&again, Err(cluster::ClusterError::Crd { message, .. }) if message.contains("already exists")),
+        "{again:?}"
+    );
 
     let resource = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("training.kubedl.io", "v1alpha1", "TFJob"),
@@ -347,21 +337,11 @@ async fn cluster_tfjob_crd_becomes_established_and_serves_status() -> anyhow::Re
         // Ignored on create: status is a subresource.
         "status": {"conditions": [{"type": "Running", "status": "True"}]},
     }))?;
-    // Serving a just-Established CRD's resource can lag by a moment.
-    let mut created = None;
-    for _ in 0..50 {
-        match jobs.create(&PostParams::default(), &job).await {
-            Ok(object) => {
-                created = Some(object);
-                break;
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => bail!("creating TFJob mnist: {error}"),
-        }
-    }
-    let created = created.context("TFJob mnist could not be created within 10s (404)")?;
+    // install_crd returns once the resource is served: no retry needed.
+    let created = jobs
+        .create(&PostParams::default(), &job)
+        .await
+        .context("creating TFJob mnist")?;
     assert_eq!(
         created.data["spec"]["tfReplicaSpecs"]["Worker"]["replicas"],
         serde_json::json!(2)

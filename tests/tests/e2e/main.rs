@@ -4,8 +4,8 @@
 
 mod cluster;
 mod host;
+mod isolation;
 mod mariadb;
 mod mysql_sink;
 mod replay;
 mod sls;
-mod isolation;

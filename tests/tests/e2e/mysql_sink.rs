@@ -119,7 +119,7 @@ fn removed(record: Record, at: i64) -> Entry {
 
 /// The database behind one test, kept alive as long as the test runs.
 enum Backend {
-    Sqlite(tempfile::TempDir),
+    Sqlite { _dir: tempfile::TempDir },
     Mariadb(TestDb),
 }
 
@@ -152,7 +152,7 @@ async fn backend(mariadb: bool) -> anyhow::Result<(Backend, String)> {
     } else {
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("sink.db").display());
-        Ok((Backend::Sqlite(dir), url))
+        Ok((Backend::Sqlite { _dir: dir }, url))
     }
 }
 
@@ -237,7 +237,7 @@ impl Fixture {
                 "SELECT column_name, column_type FROM information_schema.columns \
                  WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position"
             }
-            Backend::Sqlite(_) => "SELECT name, type FROM pragma_table_info(?) ORDER BY cid",
+            Backend::Sqlite { .. } => "SELECT name, type FROM pragma_table_info(?) ORDER BY cid",
         };
         let rows = self.query(sql, &[table]).await?;
         rows.into_iter()
@@ -497,6 +497,28 @@ async fn removal_marks_rows_and_is_final(mariadb: bool) -> anyhow::Result<()> {
     let j = f.row("job_info", "job_id", "job-new").await?;
     assert_eq!((j.int("is_in_etcd"), j.text("status")), (0, "Stopped"));
     assert_eq!(j.get("gmt_finished"), &time(700));
+    // A removal carrying an older state than the stored one (its last
+    // known snapshot): the newer data stays, the removal still applies.
+    f.write(&[
+        applied(Record::Job(job("job-late", 900, "Running"))),
+        applied(Record::Pod(pod("pod-late", 901, "Succeeded"))),
+    ])
+    .await?;
+    f.write(&[
+        removed(Record::Job(job("job-late", 800, "Created")), 950),
+        removed(Record::Pod(pod("pod-late", 850, "Running")), 951),
+    ])
+    .await?;
+    let j = f.row("job_info", "job_id", "job-late").await?;
+    assert_eq!((j.text("version"), j.text("status")), ("900", "Stopped"));
+    assert_eq!(
+        (j.int("is_in_etcd"), j.get("gmt_finished")),
+        (0, &time(950))
+    );
+    assert_eq!(j.get("gmt_modified"), &time(900));
+    let p = f.row("replica_info", "pod_id", "pod-late").await?;
+    assert_eq!((p.text("version"), p.text("status")), ("901", "Succeeded"));
+    assert_eq!((p.int("is_in_etcd"), p.get("gmt_finished")), (0, &time(40)));
     f.close().await
 }
 
@@ -585,7 +607,7 @@ async fn schema_matches_kubedl(mariadb: bool) -> anyhow::Result<()> {
                     .await?;
                 assert_eq!(unique.len(), 1, "{table}: unique key on {key}");
             }
-            Backend::Sqlite(_) => {
+            Backend::Sqlite { .. } => {
                 assert_eq!(id.map(String::as_str), Some("integer"));
                 let unique = f
                     .query(
@@ -697,7 +719,7 @@ async fn settings_choose_tables(mariadb: bool) -> anyhow::Result<()> {
             )
             .await?
         }
-        Backend::Sqlite(_) => {
+        Backend::Sqlite { .. } => {
             f.rows(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
             )

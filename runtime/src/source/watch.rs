@@ -1,0 +1,274 @@
+//! The live source: one kube-runtime watcher per resource type (batch/v1
+//! Jobs, each training-job kind, Pods, Events), shared by all sinks, with
+//! bookmarks and kube-runtime's default backoff. Objects are normalized by
+//! the same [`Normalizer`] as the replay source and pushed into the
+//! pipeline; a full sink queue makes the watch wait (Kubernetes is the
+//! buffer).
+//!
+//! A resource the API server does not serve (a CRD not installed yet) or
+//! may not be listed (RBAC) is reported once, naming it, and retried with
+//! backoff, so it is picked up when it appears or is granted.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::{WatchStreamExt, watcher};
+use kubesink_normalize::record::{Change, Record};
+use serde_json::Value;
+
+use super::{Normalizer, now};
+use crate::pipeline::Pipeline;
+
+/// Which events are delivered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Only events about watched jobs and pods (`true`), or all (`false`).
+    pub related_only: bool,
+    /// Only these namespaces (empty: all).
+    pub namespaces: Vec<String>,
+    /// Only these involved kinds (empty: all).
+    pub involved_kinds: Vec<String>,
+    /// Only these types, `Normal`/`Warning` (empty: all).
+    pub types: Vec<String>,
+    /// Only these reasons (empty: all).
+    pub reasons: Vec<String>,
+}
+
+impl EventFilter {
+    fn accepts(&self, record: &Record, job_kinds: &[String]) -> bool {
+        let Record::Event(e) = record else {
+            return true;
+        };
+        let in_list = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        in_list(&self.namespaces, &e.meta.namespace)
+            && in_list(&self.involved_kinds, &e.involved.kind)
+            && in_list(&self.types, &e.event_type)
+            && in_list(&self.reasons, &e.reason)
+            && (!self.related_only
+                || e.involved.kind == "Pod"
+                || job_kinds.contains(&e.involved.kind))
+    }
+}
+
+/// What the live source watches.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// Only this namespace (`None`: all namespaces).
+    pub namespace: Option<String>,
+    /// Event filters.
+    pub events: EventFilter,
+}
+
+/// One watched resource type.
+#[derive(Debug, Clone)]
+struct Resource {
+    resource: ApiResource,
+    /// Pods are delivered only when controlled by a watched job kind.
+    pods_of_jobs: bool,
+}
+
+fn resource(api_version: &str, kind: &str, plural: &str) -> ApiResource {
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g.to_owned(), v.to_owned()),
+        None => (String::new(), api_version.to_owned()),
+    };
+    ApiResource {
+        group,
+        version,
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+        plural: plural.to_owned(),
+    }
+}
+
+fn resources(normalizer: &Normalizer) -> Vec<Resource> {
+    let mut out = vec![Resource {
+        resource: resource("batch/v1", "Job", "jobs"),
+        pods_of_jobs: false,
+    }];
+    for k in &normalizer.options.training_kinds {
+        out.push(Resource {
+            resource: resource(
+                &k.api_version,
+                &k.kind,
+                &format!("{}s", k.kind.to_lowercase()),
+            ),
+            pods_of_jobs: false,
+        });
+    }
+    out.push(Resource {
+        resource: resource("v1", "Pod", "pods"),
+        pods_of_jobs: true,
+    });
+    out.push(Resource {
+        resource: resource("v1", "Event", "events"),
+        pods_of_jobs: false,
+    });
+    out
+}
+
+/// `Kind namespace/name` of an object, for messages.
+fn describe(obj: &Value) -> String {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("?");
+    format!(
+        "{} {}/{}",
+        s("/kind"),
+        s("/metadata/namespace"),
+        s("/metadata/name")
+    )
+}
+
+/// Watches until the process stops; returns only if every watch ended.
+pub async fn run(
+    client: Client,
+    pipeline: Arc<Pipeline>,
+    normalizer: Normalizer,
+    options: WatchOptions,
+) {
+    let job_kinds: Vec<String> = std::iter::once("Job".to_owned())
+        .chain(
+            normalizer
+                .options
+                .training_kinds
+                .iter()
+                .map(|k| k.kind.clone()),
+        )
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for r in resources(&normalizer) {
+        let api: Api<DynamicObject> = match &options.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &r.resource),
+            None => Api::all_with(client.clone(), &r.resource),
+        };
+        let pipeline = pipeline.clone();
+        let normalizer = normalizer.clone();
+        let job_kinds = job_kinds.clone();
+        let events = options.events.clone();
+        tasks.spawn(async move {
+            watch_one(api, r, pipeline, normalizer, job_kinds, events).await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn watch_one(
+    api: Api<DynamicObject>,
+    r: Resource,
+    pipeline: Arc<Pipeline>,
+    normalizer: Normalizer,
+    job_kinds: Vec<String>,
+    events: EventFilter,
+) {
+    let name = format!("{} ({})", r.resource.plural, r.resource.api_version);
+    let config = watcher::Config::default().any_semantic();
+    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut failing = false;
+    while let Some(event) = stream.next().await {
+        let (object, removed) = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
+            Ok(watcher::Event::Delete(o)) => (o, true),
+            Ok(watcher::Event::Init) => continue,
+            Ok(watcher::Event::InitDone) => {
+                if failing {
+                    tracing::info!(resource = %name, "watching again");
+                }
+                failing = false;
+                tracing::info!(resource = %name, "listed; watching");
+                continue;
+            }
+            Err(e) => {
+                if failing {
+                    tracing::debug!(resource = %name, error = %e, "watch still failing; retrying with backoff");
+                } else {
+                    tracing::warn!(resource = %name, error = %e, "cannot watch; retrying with backoff (a CRD not installed yet, a missing RBAC permission, or the API server unreachable)");
+                }
+                failing = true;
+                continue;
+            }
+        };
+        let mut value = match serde_json::to_value(&object) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(resource = %name, error = %e, "object could not be read; skipped");
+                continue;
+            }
+        };
+        // Watch objects of a typed list may omit apiVersion/kind.
+        if let Value::Object(m) = &mut value {
+            m.entry("apiVersion")
+                .or_insert_with(|| Value::String(r.resource.api_version.clone()));
+            m.entry("kind")
+                .or_insert_with(|| Value::String(r.resource.kind.clone()));
+        }
+        if r.pods_of_jobs && !controlled_by_job(&value, &job_kinds) {
+            continue;
+        }
+        let change = if removed {
+            Change::Removed(kubesink_normalize::removed_at(&value).unwrap_or_else(now))
+        } else {
+            Change::Applied
+        };
+        match normalizer.normalize(&value, change) {
+            Ok(Some(entry)) => {
+                if events.accepts(&entry.record, &job_kinds) {
+                    pipeline.send(entry).await;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(resource = %name, object = %describe(&value), error = %e, "malformed object skipped");
+            }
+        }
+    }
+}
+
+fn controlled_by_job(pod: &Value, job_kinds: &[String]) -> bool {
+    pod.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|owners| {
+            owners.iter().any(|o| {
+                o.get("controller").and_then(Value::as_bool) == Some(true)
+                    && o.get("kind")
+                        .and_then(Value::as_str)
+                        .is_some_and(|k| job_kinds.iter().any(|j| j == k))
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pods_are_kept_only_when_a_watched_job_controls_them() {
+        let kinds = vec!["Job".to_owned(), "TFJob".to_owned()];
+        let pod = |kind: &str, controller: bool| json!({"metadata": {"ownerReferences": [{"kind": kind, "controller": controller}]}});
+        assert!(controlled_by_job(&pod("TFJob", true), &kinds));
+        assert!(!controlled_by_job(&pod("TFJob", false), &kinds));
+        assert!(!controlled_by_job(&pod("ReplicaSet", true), &kinds));
+        assert!(!controlled_by_job(&json!({"metadata": {}}), &kinds));
+    }
+
+    #[test]
+    fn training_kinds_get_lowercase_plural_resources() {
+        let rs = resources(&Normalizer::default());
+        let plurals: Vec<&str> = rs.iter().map(|r| r.resource.plural.as_str()).collect();
+        assert!(
+            plurals.contains(&"tfjobs") && plurals.contains(&"pytorchjobs"),
+            "{plurals:?}"
+        );
+        assert!(plurals.contains(&"elasticbatchjobs") && plurals.contains(&"mpijobs"));
+        let tf = rs
+            .iter()
+            .find(|r| {
+                r.resource.api_version == "training.kubedl.io/v1alpha1"
+                    && r.resource.kind == "TFJob"
+            })
+            .unwrap();
+        assert_eq!(tf.resource.group, "training.kubedl.io");
+        assert_eq!(tf.resource.version, "v1alpha1");
+    }
+}

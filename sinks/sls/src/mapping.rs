@@ -1,0 +1,325 @@
+//! Records become SLS logs.
+//!
+//! Events follow KubeDL's event log: topic from the `topic` setting (default
+//! ""), source = the event's `component/host`, time = last seen, contents
+//! `FirstTimestamp`, `LastTimestamp` (RFC 3339), `Count`, `Name`, `Kind`,
+//! `ObjUID`, `ObjNamespace`, `ObjName`, `Type`, `Reason`, `Message`, `Region`.
+//! A removed event (expired from the cluster) writes nothing: its
+//! occurrences were logged already.
+//!
+//! Jobs and pods are written only when `jobs_topic` / `pods_topic` are set,
+//! under those topics with source `kubesink`, time = when the status last
+//! changed (or when removed), one log per change, with their record fields
+//! as keys (`Name`, `Namespace`, `UID`, `Kind`, `Status`, ..., `Deleted`).
+//!
+//! Every value is cut to SLS's 1 MiB at a UTF-8 character boundary.
+
+use crate::bindings::kubesink::sink::types::{Change, Entry, Event, Job, Pod, Record, Timestamp};
+use crate::proto::Log;
+use crate::settings::{SLS_MAX_TOPIC, SLS_MAX_VALUE, Settings};
+use crate::sign::rfc3339;
+
+/// A log and the group it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapped {
+    /// LogGroup topic.
+    pub topic: String,
+    /// LogGroup source.
+    pub source: String,
+    /// The log.
+    pub log: Log,
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn secs_u32(t: &Timestamp) -> u32 {
+    t.seconds.clamp(0, i64::from(u32::MAX)) as u32
+}
+
+fn ts(t: &Timestamp) -> String {
+    rfc3339(t.seconds)
+}
+
+fn opt_ts(t: &Option<Timestamp>) -> String {
+    t.as_ref().map(ts).unwrap_or_default()
+}
+
+fn log_at(time: &Timestamp, contents: Vec<(&str, String)>) -> Log {
+    Log {
+        time: secs_u32(time),
+        time_ns: (time.nanos != 0).then_some(time.nanos),
+        contents: contents
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if v.len() > SLS_MAX_VALUE {
+                    truncate(&v, SLS_MAX_VALUE).to_string()
+                } else {
+                    v
+                };
+                (k.to_string(), v)
+            })
+            .collect(),
+    }
+}
+
+/// KubeDL's event log.
+pub fn event_log(e: &Event) -> Log {
+    log_at(
+        &e.last_seen,
+        vec![
+            ("FirstTimestamp", ts(&e.first_seen)),
+            ("LastTimestamp", ts(&e.last_seen)),
+            ("Count", e.count.to_string()),
+            ("Name", e.meta.name.clone()),
+            ("Kind", e.involved.kind.clone()),
+            ("ObjUID", e.involved.uid.clone()),
+            ("ObjNamespace", e.involved.namespace.clone()),
+            ("ObjName", e.involved.name.clone()),
+            ("Type", e.event_type.clone()),
+            ("Reason", e.reason.clone()),
+            ("Message", e.message.clone()),
+            ("Region", e.region.clone()),
+        ],
+    )
+}
+
+fn removed(change: &Change) -> (String, Option<&Timestamp>) {
+    match change {
+        Change::Applied => ("false".into(), None),
+        Change::Removed(at) => ("true".into(), Some(at)),
+    }
+}
+
+fn job_log(j: &Job, change: &Change) -> Log {
+    let (deleted, at) = removed(change);
+    log_at(
+        at.unwrap_or(&j.modified),
+        vec![
+            ("Name", j.meta.name.clone()),
+            ("Namespace", j.meta.namespace.clone()),
+            ("UID", j.meta.uid.clone()),
+            ("ResourceVersion", j.meta.resource_version.clone()),
+            ("ApiVersion", j.api_version.clone()),
+            ("Kind", j.kind.clone()),
+            ("Status", j.status.clone()),
+            ("Resources", j.resources.clone()),
+            ("Tenant", j.tenant.clone()),
+            ("Owner", j.owner.clone()),
+            ("Region", j.region.clone()),
+            ("Created", ts(&j.meta.created)),
+            ("Modified", ts(&j.modified)),
+            ("RunningAt", opt_ts(&j.running_at)),
+            ("FinishedAt", opt_ts(&j.finished_at)),
+            ("Remark", j.remark.clone()),
+            ("Deleted", deleted),
+            ("DeletedAt", at.map(ts).unwrap_or_default()),
+        ],
+    )
+}
+
+fn pod_log(p: &Pod, change: &Change) -> Log {
+    let (deleted, at) = removed(change);
+    log_at(
+        at.unwrap_or(&p.modified),
+        vec![
+            ("Name", p.meta.name.clone()),
+            ("Namespace", p.meta.namespace.clone()),
+            ("UID", p.meta.uid.clone()),
+            ("ResourceVersion", p.meta.resource_version.clone()),
+            ("JobUID", p.job_uid.clone()),
+            ("JobKind", p.job_kind.clone()),
+            ("ReplicaType", p.replica_type.clone()),
+            ("Status", p.status.clone()),
+            ("Image", p.image.clone()),
+            ("Resources", p.resources.clone()),
+            ("HostIP", p.host_ip.clone()),
+            ("PodIP", p.pod_ip.clone()),
+            ("Region", p.region.clone()),
+            ("Created", ts(&p.meta.created)),
+            ("Modified", ts(&p.modified)),
+            ("StartedAt", opt_ts(&p.started_at)),
+            ("FinishedAt", opt_ts(&p.finished_at)),
+            ("Remark", p.remark.clone()),
+            ("Deleted", deleted),
+            ("DeletedAt", at.map(ts).unwrap_or_default()),
+        ],
+    )
+}
+
+/// The log for one entry, or `None` when the settings do not write it.
+pub fn map_entry(settings: &Settings, entry: &Entry) -> Option<Mapped> {
+    match &entry.record {
+        Record::Event(e) if settings.events && matches!(entry.change, Change::Applied) => {
+            Some(Mapped {
+                topic: settings.topic.clone(),
+                source: truncate(&e.source, SLS_MAX_TOPIC).to_string(),
+                log: event_log(e),
+            })
+        }
+        Record::Job(j) => settings.jobs_topic.as_ref().map(|topic| Mapped {
+            topic: topic.clone(),
+            source: "kubesink".into(),
+            log: job_log(j, &entry.change),
+        }),
+        Record::Pod(p) => settings.pods_topic.as_ref().map(|topic| Mapped {
+            topic: topic.clone(),
+            source: "kubesink".into(),
+            log: pod_log(p, &entry.change),
+        }),
+        Record::Event(_) => None,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::bindings::kubesink::sink::types::{Meta, ObjectRef};
+
+    pub(crate) fn meta(uid: &str, name: &str) -> Meta {
+        Meta {
+            uid: uid.into(),
+            name: name.into(),
+            namespace: "default".into(),
+            resource_version: "7".into(),
+            resource_version_num: 7,
+            labels: vec![],
+            created: Timestamp {
+                seconds: 1_714_557_000,
+                nanos: 0,
+            },
+        }
+    }
+
+    pub(crate) fn event(uid: &str, count: u32, message: &str) -> Event {
+        Event {
+            meta: meta(uid, &format!("pod-a.{uid}")),
+            involved: ObjectRef {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                namespace: "default".into(),
+                name: "pod-a".into(),
+                uid: "pod-uid".into(),
+            },
+            event_type: "Warning".into(),
+            reason: "BackOff".into(),
+            message: message.into(),
+            source: "kubelet/node-1".into(),
+            count,
+            first_seen: Timestamp {
+                seconds: 1_714_557_600,
+                nanos: 0,
+            },
+            last_seen: Timestamp {
+                seconds: 1_714_557_660,
+                nanos: 5,
+            },
+            region: "cn-hangzhou".into(),
+        }
+    }
+
+    pub(crate) fn settings(extra: &[(&str, &str)]) -> Settings {
+        let mut pairs: Vec<(String, String)> = [
+            ("endpoint", "http://127.0.0.1:9000"),
+            ("project", "proj"),
+            ("logstore", "events"),
+            ("access_key_id", "id"),
+            ("access_key_secret", "secret"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        pairs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Settings::parse(&pairs).expect("test settings are valid")
+    }
+
+    #[test]
+    fn event_has_kubedl_keys_and_last_seen_time() {
+        let s = settings(&[]);
+        let e = event("u1", 3, "Back-off restarting failed container");
+        let m = map_entry(
+            &s,
+            &Entry {
+                change: Change::Applied,
+                record: Record::Event(e),
+            },
+        )
+        .expect("mapped");
+        assert_eq!(m.topic, "");
+        assert_eq!(m.source, "kubelet/node-1");
+        assert_eq!(m.log.time, 1_714_557_660);
+        assert_eq!(m.log.time_ns, Some(5));
+        let get = |k: &str| {
+            m.log
+                .contents
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("FirstTimestamp"), Some("2024-05-01T10:00:00Z"));
+        assert_eq!(get("LastTimestamp"), Some("2024-05-01T10:01:00Z"));
+        assert_eq!(get("Count"), Some("3"));
+        assert_eq!(get("Name"), Some("pod-a.u1"));
+        assert_eq!(get("Kind"), Some("Pod"));
+        assert_eq!(get("ObjUID"), Some("pod-uid"));
+        assert_eq!(get("ObjNamespace"), Some("default"));
+        assert_eq!(get("ObjName"), Some("pod-a"));
+        assert_eq!(get("Type"), Some("Warning"));
+        assert_eq!(get("Reason"), Some("BackOff"));
+        assert_eq!(get("Message"), Some("Back-off restarting failed container"));
+        assert_eq!(get("Region"), Some("cn-hangzhou"));
+        assert_eq!(m.log.contents.len(), 12);
+    }
+
+    #[test]
+    fn removed_events_and_unconfigured_jobs_are_skipped() {
+        let s = settings(&[]);
+        let removed = Entry {
+            change: Change::Removed(Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            record: Record::Event(event("u", 1, "m")),
+        };
+        assert_eq!(map_entry(&s, &removed), None);
+        let off = settings(&[("events", "false")]);
+        let applied = Entry {
+            change: Change::Applied,
+            record: Record::Event(event("u", 1, "m")),
+        };
+        assert_eq!(map_entry(&off, &applied), None);
+    }
+
+    #[test]
+    fn huge_values_are_cut_at_a_char_boundary() {
+        let s = settings(&[]);
+        let msg = "é".repeat(SLS_MAX_VALUE); // 2 bytes each
+        let m = map_entry(
+            &s,
+            &Entry {
+                change: Change::Applied,
+                record: Record::Event(event("u", 1, &msg)),
+            },
+        )
+        .expect("mapped");
+        let v = &m
+            .log
+            .contents
+            .iter()
+            .find(|(k, _)| k == "Message")
+            .expect("message")
+            .1;
+        assert_eq!(v.len(), SLS_MAX_VALUE);
+        assert!(v.chars().all(|c| c == 'é'));
+        assert_eq!(truncate("aé", 2), "a");
+    }
+}

@@ -1,0 +1,571 @@
+//! The sink's logic, independent of how HTTP is sent: batches become
+//! PutLogs requests (grouped by topic and source, split at the body and
+//! count limits, signed, lz4-compressed), responses become errors the host
+//! understands.
+//!
+//! Redelivery: SLS appends, so a batch redelivered after a partial failure
+//! would duplicate the requests that had succeeded. The sink remembers the
+//! MD5 of the last 4096 raw bodies SLS accepted and skips a request whose
+//! body it already delivered, so a batch retried on the same instance lands
+//! once.
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+
+use crate::bindings::kubesink::sink::types::Entry;
+use crate::mapping::{Mapped, map_entry};
+use crate::proto::{Log, encode_group, group_overhead};
+use crate::settings::{Compression, Scheme, Settings};
+use crate::sign::{self, ToSign};
+
+/// An HTTP request for the transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `POST`.
+    pub method: &'static str,
+    /// Scheme.
+    pub scheme: Scheme,
+    /// What to connect to: `host[:port]`.
+    pub authority: String,
+    /// Path and query.
+    pub path_with_query: String,
+    /// Headers, lowercase names.
+    pub headers: Vec<(String, String)>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// An HTTP response from the transport.
+#[derive(Debug, Clone, Default)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, lowercase names.
+    pub headers: Vec<(String, String)>,
+    /// Body (possibly capped).
+    pub body: Vec<u8>,
+}
+
+/// Why the transport could not get a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    /// The host refused the request (not in the sink's allow-list).
+    Denied(String),
+    /// Connecting, sending or receiving failed, or timed out.
+    Network(String),
+}
+
+/// Sends HTTP requests (wasi:http in the component, fakes in tests).
+pub trait Transport {
+    /// Sends one request and returns the response.
+    fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+}
+
+/// A failed write, as the host's `error` variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkError {
+    /// Try the same batch again later.
+    Retryable(String),
+    /// Do not retry.
+    Fatal(String),
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Retryable(m) => write!(f, "retryable: {m}"),
+            Self::Fatal(m) => write!(f, "fatal: {m}"),
+        }
+    }
+}
+
+/// One PutLogs to send: a LogGroup's worth of logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Topic.
+    pub topic: String,
+    /// Source.
+    pub source: String,
+    /// Logs, within the count and size limits.
+    pub logs: Vec<Log>,
+}
+
+impl Group {
+    /// Encoded LogGroup (uncompressed).
+    pub fn encode(&self) -> Vec<u8> {
+        encode_group(&self.topic, &self.source, &self.logs)
+    }
+}
+
+/// Cuts every value of `log` so that it fits into `budget` bytes framed.
+fn shrink(log: &mut Log, budget: usize) {
+    let n = log.contents.len().max(1);
+    let mut per_value = budget / (2 * n);
+    while log.framed_len() > budget && per_value > 0 {
+        for (_, v) in &mut log.contents {
+            let cut = crate::mapping::truncate(v, per_value).len();
+            v.truncate(cut);
+        }
+        per_value /= 2;
+    }
+}
+
+/// Groups mapped logs by (topic, source) in first-seen order, and splits
+/// them so that each group's encoded size is at most `max_bytes` and its
+/// count at most `max_logs`.
+pub fn plan(mapped: Vec<Mapped>, max_bytes: usize, max_logs: usize) -> Vec<Group> {
+    let mut keys: Vec<(String, String)> = Vec::new();
+    let mut buckets: Vec<Vec<Log>> = Vec::new();
+    for m in mapped {
+        let key = (m.topic, m.source);
+        match keys.iter().position(|k| *k == key) {
+            Some(i) => buckets[i].push(m.log),
+            None => {
+                keys.push(key);
+                buckets.push(vec![m.log]);
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    for ((topic, source), logs) in keys.into_iter().zip(buckets) {
+        let overhead = group_overhead(&topic, &source);
+        let budget = max_bytes.saturating_sub(overhead);
+        let mut current: Vec<Log> = Vec::new();
+        let mut size = 0;
+        for mut log in logs {
+            if log.framed_len() > budget {
+                shrink(&mut log, budget);
+            }
+            let len = log.framed_len();
+            if !current.is_empty() && (size + len > budget || current.len() >= max_logs) {
+                groups.push(Group {
+                    topic: topic.clone(),
+                    source: source.clone(),
+                    logs: std::mem::take(&mut current),
+                });
+                size = 0;
+            }
+            size += len;
+            current.push(log);
+        }
+        if !current.is_empty() {
+            groups.push(Group {
+                topic,
+                source,
+                logs: current,
+            });
+        }
+    }
+    groups
+}
+
+/// Builds the signed PutLogs request for an encoded LogGroup.
+pub fn put_logs_request(settings: &Settings, raw: &[u8], now_secs: i64) -> HttpRequest {
+    let (body, compress) = match settings.compression {
+        Compression::Lz4 => (lz4_flex::block::compress(raw), Some("lz4")),
+        Compression::None => (raw.to_vec(), None),
+    };
+    let path = format!("/logstores/{}/shards/lb", settings.logstore);
+    let md5 = sign::content_md5(&body);
+    let date = sign::rfc1123(now_secs);
+    let content_type = "application/x-protobuf";
+    let mut headers: Vec<(String, String)> = vec![
+        ("x-log-apiversion".into(), "0.6.0".into()),
+        ("x-log-signaturemethod".into(), "hmac-sha1".into()),
+        ("x-log-bodyrawsize".into(), raw.len().to_string()),
+    ];
+    if let Some(c) = compress {
+        headers.push(("x-log-compresstype".into(), c.into()));
+    }
+    if let Some(token) = &settings.security_token {
+        headers.push(("x-acs-security-token".into(), token.clone()));
+    }
+    let authorization = sign::authorization(
+        &settings.access_key_id,
+        &settings.access_key_secret,
+        &ToSign {
+            method: "POST",
+            content_md5: &md5,
+            content_type,
+            date: &date,
+            headers: &headers,
+            path: &path,
+            query: &[],
+        },
+    );
+    headers.extend([
+        ("content-type".into(), content_type.into()),
+        ("content-md5".into(), md5),
+        ("content-length".into(), body.len().to_string()),
+        ("date".into(), date),
+        ("authorization".into(), authorization),
+        (
+            "user-agent".into(),
+            concat!("kubesink-sink-sls/", env!("CARGO_PKG_VERSION")).into(),
+        ),
+    ]);
+    if let Some(host) = settings.endpoint.host_header(&settings.project) {
+        headers.push(("host".into(), host));
+    }
+    HttpRequest {
+        method: "POST",
+        scheme: settings.endpoint.scheme,
+        authority: settings.endpoint.authority(&settings.project),
+        path_with_query: path,
+        headers,
+        body,
+    }
+}
+
+/// The value of a JSON string field, e.g. `errorCode`, from SLS's error body.
+fn json_string(body: &str, field: &str) -> Option<String> {
+    let key = format!("\"{field}\"");
+    let rest = &body[body.find(&key)? + key.len()..];
+    let rest = rest
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start()
+        .strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(
+                        u32::from_str_radix(&hex, 16)
+                            .ok()
+                            .and_then(char::from_u32)
+                            .unwrap_or('?'),
+                    );
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Maps an SLS response to the sink's result. 403 quota errors, 429 and
+/// 5xx are retryable; everything else that is not 200 is fatal.
+pub fn check_response(target: &str, response: &HttpResponse) -> Result<(), SinkError> {
+    if response.status == 200 {
+        return Ok(());
+    }
+    let body = String::from_utf8_lossy(&response.body);
+    let code = json_string(&body, "errorCode").unwrap_or_default();
+    let message = json_string(&body, "errorMessage")
+        .unwrap_or_else(|| crate::mapping::truncate(&body, 200).to_string());
+    let request_id = response
+        .headers
+        .iter()
+        .find(|(k, _)| k == "x-log-requestid")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("-");
+    let text = format!(
+        "sls sink: PutLogs to {target}: HTTP {} {code}: {message} (request id {request_id})",
+        response.status
+    );
+    let retry = matches!(response.status, 429 | 500..=599)
+        || (response.status == 403 && code.contains("QuotaExceed"));
+    Err(if retry {
+        SinkError::Retryable(text)
+    } else {
+        SinkError::Fatal(text)
+    })
+}
+
+/// The sink: settings plus the memory of delivered bodies.
+#[derive(Debug)]
+pub struct SlsSink {
+    settings: Settings,
+    delivered: HashSet<[u8; 16]>,
+    delivered_order: VecDeque<[u8; 16]>,
+}
+
+/// How many delivered bodies are remembered.
+const REMEMBER: usize = 4096;
+
+impl SlsSink {
+    /// A sink for these settings.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            delivered: HashSet::new(),
+            delivered_order: VecDeque::new(),
+        }
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// `project/logstore` at the endpoint, for messages (no credentials).
+    fn target(&self) -> String {
+        format!(
+            "{}/{} at {}",
+            self.settings.project,
+            self.settings.logstore,
+            self.settings.endpoint.authority(&self.settings.project)
+        )
+    }
+
+    /// Writes one batch: maps, plans, and sends each group not delivered yet.
+    pub fn write(
+        &mut self,
+        transport: &mut dyn Transport,
+        batch: &[Entry],
+        now_secs: i64,
+    ) -> Result<(), SinkError> {
+        let mapped: Vec<Mapped> = batch
+            .iter()
+            .filter_map(|e| map_entry(&self.settings, e))
+            .collect();
+        let groups = plan(
+            mapped,
+            self.settings.max_body_bytes,
+            self.settings.max_logs_per_request,
+        );
+        for group in groups {
+            let raw = group.encode();
+            let digest: [u8; 16] = {
+                use md5::Digest as _;
+                md5::Md5::digest(&raw).into()
+            };
+            if self.delivered.contains(&digest) {
+                continue;
+            }
+            let request = put_logs_request(&self.settings, &raw, now_secs);
+            let response = transport.send(request).map_err(|e| match e {
+                TransportError::Denied(m) => SinkError::Fatal(format!(
+                    "sls sink: PutLogs to {}: the host denied the request (is the endpoint in the sink's allow-list?): {m}",
+                    self.target()
+                )),
+                TransportError::Network(m) => {
+                    SinkError::Retryable(format!("sls sink: PutLogs to {}: {m}", self.target()))
+                }
+            })?;
+            check_response(&self.target(), &response)?;
+            self.delivered.insert(digest);
+            self.delivered_order.push_back(digest);
+            if self.delivered_order.len() > REMEMBER
+                && let Some(old) = self.delivered_order.pop_front()
+            {
+                self.delivered.remove(&old);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::kubesink::sink::types::{Change, Record};
+    use crate::mapping::tests::{event, settings};
+
+    /// Records requests and answers from a script.
+    struct Fake {
+        sent: Vec<HttpRequest>,
+        answers: VecDeque<Result<HttpResponse, TransportError>>,
+    }
+
+    impl Transport for Fake {
+        fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
+            self.sent.push(request);
+            self.answers.pop_front().unwrap_or(Ok(HttpResponse {
+                status: 200,
+                ..Default::default()
+            }))
+        }
+    }
+
+    fn fake(answers: Vec<Result<HttpResponse, TransportError>>) -> Fake {
+        Fake {
+            sent: vec![],
+            answers: answers.into(),
+        }
+    }
+
+    fn sls_error(status: u16, code: &str) -> Result<HttpResponse, TransportError> {
+        Ok(HttpResponse {
+            status,
+            headers: vec![("x-log-requestid".into(), "RID".into())],
+            body: format!(r#"{{"errorCode":"{code}","errorMessage":"m \"q\""}}"#).into_bytes(),
+        })
+    }
+
+    fn entries(n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|i| Entry {
+                change: Change::Applied,
+                record: Record::Event(event(&format!("u{i}"), 1, "msg")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn request_is_signed_compressed_and_addressed_like_the_sdk() {
+        let s = settings(&[("security_token", "tok")]);
+        let raw = encode_group(
+            "",
+            "src",
+            &[Log {
+                time: 1,
+                time_ns: None,
+                contents: vec![("k".into(), "v".repeat(100))],
+            }],
+        );
+        let req = put_logs_request(&s, &raw, 0);
+        let h = |k: &str| {
+            req.headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(req.authority, "127.0.0.1:9000");
+        assert_eq!(h("host"), Some("proj.127.0.0.1"));
+        assert_eq!(req.path_with_query, "/logstores/events/shards/lb");
+        assert_eq!(h("x-log-compresstype"), Some("lz4"));
+        assert_eq!(h("x-log-bodyrawsize"), Some(raw.len().to_string().as_str()));
+        assert_eq!(
+            lz4_flex::block::decompress(&req.body, raw.len()).expect("lz4 block"),
+            raw
+        );
+        assert_eq!(
+            h("content-md5"),
+            Some(sign::content_md5(&req.body).as_str())
+        );
+        assert_eq!(h("date"), Some("Thu, 01 Jan 1970 00:00:00 GMT"));
+        assert_eq!(h("x-acs-security-token"), Some("tok"));
+        let sts = sign::string_to_sign(&ToSign {
+            method: "POST",
+            content_md5: h("content-md5").unwrap_or_default(),
+            content_type: "application/x-protobuf",
+            date: "Thu, 01 Jan 1970 00:00:00 GMT",
+            headers: &req.headers,
+            path: "/logstores/events/shards/lb",
+            query: &[],
+        });
+        assert_eq!(
+            h("authorization"),
+            Some(format!("LOG id:{}", sign::signature("secret", &sts)).as_str())
+        );
+        let hostname = settings(&[("endpoint", "cn-hangzhou.log.aliyuncs.com")]);
+        let req = put_logs_request(&hostname, &raw, 0);
+        assert_eq!(req.authority, "proj.cn-hangzhou.log.aliyuncs.com");
+        assert_eq!(req.scheme, Scheme::Https);
+        assert!(!req.headers.iter().any(|(k, _)| k == "host"));
+    }
+
+    #[test]
+    fn plan_splits_by_count_and_size_and_groups_by_source() {
+        let log = |n: usize| Log {
+            time: 1,
+            time_ns: None,
+            contents: vec![("k".into(), "x".repeat(n))],
+        };
+        let mapped = |src: &str, n: usize| Mapped {
+            topic: String::new(),
+            source: src.into(),
+            log: log(n),
+        };
+        let groups = plan(
+            (0..10)
+                .map(|_| mapped("a", 10))
+                .chain([mapped("b", 10)])
+                .collect(),
+            1 << 20,
+            4,
+        );
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| (g.source.as_str(), g.logs.len()))
+                .collect::<Vec<_>>(),
+            [("a", 4), ("a", 4), ("a", 2), ("b", 1)]
+        );
+        let max = 1000;
+        let groups = plan((0..20).map(|_| mapped("a", 200)).collect(), max, 4096);
+        assert!(groups.len() > 1);
+        assert!(
+            groups.iter().all(|g| g.encode().len() <= max),
+            "a group exceeds {max}"
+        );
+        assert_eq!(groups.iter().map(|g| g.logs.len()).sum::<usize>(), 20);
+        // A log bigger than the whole budget is shrunk, not dropped.
+        let groups = plan(vec![mapped("a", 5000)], max, 4096);
+        assert_eq!(groups.len(), 1);
+        assert!(groups[0].encode().len() <= max);
+    }
+
+    #[test]
+    fn errors_map_to_retryable_or_fatal_without_the_secret() {
+        for (status, code, retry) in [
+            (403, "WriteQuotaExceed", true),
+            (403, "ShardWriteQuotaExceed", true),
+            (500, "InternalServerError", true),
+            (503, "ServerBusy", true),
+            (400, "PostBodyInvalid", false),
+            (401, "SignatureNotMatch", false),
+            (404, "LogStoreNotExist", false),
+            (413, "PostBodyTooLarge", false),
+        ] {
+            let mut sink = SlsSink::new(settings(&[]));
+            let mut t = fake(vec![sls_error(status, code)]);
+            let err = sink.write(&mut t, &entries(1), 0).expect_err("fails");
+            let msg = match (&err, retry) {
+                (SinkError::Retryable(m), true) | (SinkError::Fatal(m), false) => m,
+                _ => panic!("{status} {code} gave {err}"),
+            };
+            assert!(
+                msg.contains(code) && msg.contains("RID") && msg.contains("m \"q\""),
+                "{msg}"
+            );
+            assert!(!msg.contains("secret"), "{msg}");
+        }
+        let mut sink = SlsSink::new(settings(&[]));
+        let err = sink.write(
+            &mut fake(vec![Err(TransportError::Network("reset".into()))]),
+            &entries(1),
+            0,
+        );
+        assert!(matches!(err, Err(SinkError::Retryable(_))));
+        let err = sink.write(
+            &mut fake(vec![Err(TransportError::Denied("no".into()))]),
+            &entries(1),
+            0,
+        );
+        assert!(matches!(err, Err(SinkError::Fatal(m)) if m.contains("allow-list")));
+    }
+
+    #[test]
+    fn redelivered_batch_skips_groups_already_delivered() {
+        let mut sink = SlsSink::new(settings(&[("max_logs_per_request", "2")]));
+        let batch = entries(5); // 3 requests
+        let mut t = fake(vec![
+            Ok(HttpResponse {
+                status: 200,
+                ..Default::default()
+            }),
+            sls_error(503, "ServerBusy"),
+        ]);
+        assert!(matches!(
+            sink.write(&mut t, &batch, 0),
+            Err(SinkError::Retryable(_))
+        ));
+        assert_eq!(t.sent.len(), 2);
+        let mut t = fake(vec![]);
+        sink.write(&mut t, &batch, 0).expect("retry succeeds");
+        assert_eq!(t.sent.len(), 2, "the first group was not sent again");
+        let mut t = fake(vec![]);
+        sink.write(&mut t, &batch, 0).expect("third time");
+        assert!(t.sent.is_empty());
+    }
+}
