@@ -224,11 +224,11 @@ async fn run_command(global: &Global, args: RunArgs) -> Result<ExitCode> {
     tracing::info!("stopping: delivering what is queued");
     watch.abort();
     let _ = watch.await;
-    let Ok(pipeline) = std::sync::Arc::try_unwrap(pipeline) else {
+    let Ok(reports) = Pipeline::finish_shared(pipeline).await else {
         anyhow::bail!("internal: pipeline still shared at shutdown");
     };
     let mut failed = 0;
-    for s in pipeline.finish().await {
+    for s in reports {
         eprintln!(
             "sink {}: {} delivered, {} failed, {} retries",
             s.name, s.delivered, s.failed, s.retries

@@ -201,6 +201,21 @@ impl Pipeline {
             .collect()
     }
 
+    /// [`finish`](Self::finish) for a pipeline shared with sources that are
+    /// being stopped: waits (up to 10 s) for their references to go.
+    pub async fn finish_shared(
+        mut pipeline: Arc<Pipeline>,
+    ) -> Result<Vec<SinkReport>, Arc<Pipeline>> {
+        for _ in 0..1000 {
+            match Arc::try_unwrap(pipeline) {
+                Ok(p) => return Ok(p.finish().await),
+                Err(shared) => pipeline = shared,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Err(pipeline)
+    }
+
     /// Closes the queues, lets every worker deliver what is queued, and
     /// returns the final counters.
     pub async fn finish(self) -> Vec<SinkReport> {

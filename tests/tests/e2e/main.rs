@@ -5,6 +5,7 @@
 mod cluster;
 mod host;
 mod isolation;
+mod live;
 mod mariadb;
 mod mysql_sink;
 mod replay;
