@@ -4,7 +4,7 @@
 //!
 //! API used by the rest of the runtime (the pipeline):
 //!
-//! ```ignore
+//! ```text
 //! let host = Host::new(HostOptions { cache_dir: Some(dir), sql: connections })?;
 //! let mut sink = host.load(SinkSpec { name, module, settings, sql_grants, limits }).await?;
 //! sink.write(&batch).await?; // WriteError::{Retryable, Fatal, Fault}
