@@ -23,6 +23,7 @@ use crate::bindings::{SinkWorld, SinkWorldPre};
 use crate::log::{GuestLog, LogCounters};
 use crate::sql::{SqlCaps, SqlCtx, SqlCtxView, SqlPools, SqlView};
 use crate::{Entry, Limits, SinkError};
+pub use kubesink_normalize::record::RecordKind;
 
 /// Extra time the async timeout allows past the epoch deadline, so a guest
 /// that spins is stopped by the epoch (a clean trap) and a call stuck in a
@@ -427,9 +428,25 @@ impl SinkInstance {
     /// faulted (or after [`invalidate`](Self::invalidate)); a failed rebuild
     /// is reported like a failed write.
     pub async fn write(&mut self, batch: &[Entry]) -> Result<(), WriteError> {
-        self.ensure_live().await?;
-        let bp = self.blueprint.clone();
-        let Some(live) = self.live.as_mut() else {
+        guest_call!(self, "write", |sink, store| sink.call_write(store, batch))
+    }
+
+    /// The uids of `kind` the sink holds as still in the cluster (WIT
+    /// `sink.held`), under the same limits and rebuild rules as
+    /// [`write`](Self::write).
+    pub async fn held(&mut self, kind: RecordKind) -> Result<Vec<String>, WriteError> {
+        guest_call!(self, "held", |sink, store| sink.call_held(store, kind))
+    }
+}
+
+/// One call into the guest: rebuild when needed, deadline (epochs plus a
+/// wall-clock timeout for host calls), accounting, and a discarded store
+/// after a fault.
+macro_rules! guest_call {
+    ($self:ident, $name:literal, |$sink:ident, $store:ident| $call:expr) => {{
+        $self.ensure_live().await?;
+        let bp = $self.blueprint.clone();
+        let Some(live) = $self.live.as_mut() else {
             return Err(WriteError::Fault {
                 cause: FaultCause::Trap,
                 detail: format!("sink '{}': no instance after rebuild", bp.name),
@@ -438,32 +455,31 @@ impl SinkInstance {
         let timeout = bp.limits.call_timeout;
         begin_call(&mut live.store, timeout);
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            timeout + TIMEOUT_GRACE,
-            live.bindings
-                .kubesink_sink_sink()
-                .call_write(&mut live.store, batch),
-        )
-        .await;
-        self.stats.writes += 1;
-        let outcome = match result {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(guest_error(&bp, "write", e)),
-            Ok(Err(err)) => Err(fault(&bp, "write", live.store.data(), &err)),
-            Err(_) => Err(timeout_fault(&bp, "write")),
+        let result = {
+            let $sink = live.bindings.kubesink_sink_sink();
+            let $store = &mut live.store;
+            tokio::time::timeout(timeout + TIMEOUT_GRACE, $call).await
         };
-        if let Some(live) = self.live.as_mut() {
+        $self.stats.writes += 1;
+        let outcome = match result {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(guest_error(&bp, $name, e)),
+            Ok(Err(err)) => Err(fault(&bp, $name, live.store.data(), &err)),
+            Err(_) => Err(timeout_fault(&bp, $name)),
+        };
+        if let Some(live) = $self.live.as_mut() {
             end_call(&mut live.store);
         }
-        self.account(started);
+        $self.account(started);
         if let Err(WriteError::Fault { cause, detail }) = &outcome {
-            self.stats.faults += 1;
-            self.live = None;
+            $self.stats.faults += 1;
+            $self.live = None;
             tracing::warn!(target: "kubesink::host", sink = %bp.name, %cause, "{detail}; the instance will be rebuilt");
         }
         outcome
-    }
+    }};
 }
+use guest_call;
 
 fn begin_call(store: &mut Store<StoreData>, timeout: Duration) {
     let data = store.data_mut();

@@ -13,5 +13,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use kubesink::sink::types::{
-    Change, Entry, Error as SinkError, Event, Job, Meta, ObjectRef, Pod, Record, Timestamp,
+    Change, Entry, Error as SinkError, Event, Job, Meta, ObjectRef, Pod, Record, RecordKind,
+    Timestamp,
 };

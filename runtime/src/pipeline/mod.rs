@@ -18,12 +18,17 @@ pub mod queue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::collections::HashSet;
+
 use kubesink_host::{Host, HostError, SinkInstance, WriteError};
-use kubesink_normalize::record::{Entry, Record};
+use kubesink_normalize::record::{
+    Change, Entry, Event, Job, Meta, ObjectRef, Pod, Record, RecordKind, Timestamp,
+};
 use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::config::{RecordKind, SinkPlan};
+use crate::config::{RecordKind as RecordKind_, SinkPlan};
 use backoff::Backoff;
 use queue::{Pushed, SinkQueue};
 
@@ -83,9 +88,19 @@ impl SinkStats {
     }
 }
 
+/// Requests a worker answers between batches.
+enum Control {
+    /// Deliver what is queued, then ask the sink what it holds.
+    Held {
+        kind: RecordKind,
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
+    },
+}
+
 struct SinkHandle {
+    control: mpsc::Sender<Control>,
     name: String,
-    records: Vec<RecordKind>,
+    records: Vec<RecordKind_>,
     queue: Arc<SinkQueue>,
     stats: Arc<SinkStats>,
     worker: JoinHandle<()>,
@@ -104,11 +119,84 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
-fn kind_of(record: &Record) -> RecordKind {
+fn kind_of(record: &Record) -> RecordKind_ {
     match record {
-        Record::Job(_) => RecordKind::Jobs,
-        Record::Pod(_) => RecordKind::Pods,
-        Record::Event(_) => RecordKind::Events,
+        Record::Job(_) => RecordKind_::Jobs,
+        Record::Pod(_) => RecordKind_::Pods,
+        Record::Event(_) => RecordKind_::Events,
+    }
+}
+
+/// A `removed` entry for an object known only by its uid: every other field
+/// empty and `resource-version-num` 0, so a sink marks its stored record
+/// removed without changing the stored fields.
+pub fn tombstone(kind: RecordKind, uid: String, at: Timestamp) -> Entry {
+    let zero = Timestamp {
+        seconds: 0,
+        nanos: 0,
+    };
+    let meta = Meta {
+        uid,
+        name: String::new(),
+        namespace: String::new(),
+        resource_version: String::new(),
+        resource_version_num: 0,
+        labels: Vec::new(),
+        created: zero,
+    };
+    let record = match kind {
+        RecordKind::Job => Record::Job(Job {
+            meta,
+            api_version: String::new(),
+            kind: String::new(),
+            status: String::new(),
+            resources: String::new(),
+            tenant: String::new(),
+            owner: String::new(),
+            region: String::new(),
+            modified: zero,
+            running_at: None,
+            finished_at: None,
+            remark: String::new(),
+        }),
+        RecordKind::Pod => Record::Pod(Pod {
+            meta,
+            job_uid: String::new(),
+            job_kind: String::new(),
+            replica_type: String::new(),
+            status: String::new(),
+            image: String::new(),
+            resources: String::new(),
+            host_ip: String::new(),
+            pod_ip: String::new(),
+            region: String::new(),
+            modified: zero,
+            started_at: None,
+            finished_at: None,
+            remark: String::new(),
+        }),
+        RecordKind::Event => Record::Event(Event {
+            meta,
+            involved: ObjectRef {
+                api_version: String::new(),
+                kind: String::new(),
+                namespace: String::new(),
+                name: String::new(),
+                uid: String::new(),
+            },
+            event_type: String::new(),
+            reason: String::new(),
+            message: String::new(),
+            source: String::new(),
+            count: 0,
+            first_seen: zero,
+            last_seen: zero,
+            region: String::new(),
+        }),
+    };
+    Entry {
+        change: Change::Removed(at),
+        record,
     }
 }
 
@@ -136,6 +224,7 @@ impl Pipeline {
                 .map_err(PipelineError::Load)?;
             let queue = Arc::new(SinkQueue::new(plan.queue_capacity, plan.coalesce));
             let stats = Arc::new(SinkStats::default());
+            let (control, control_rx) = mpsc::channel(4);
             let worker = tokio::spawn(
                 Worker {
                     instance,
@@ -143,9 +232,10 @@ impl Pipeline {
                     stats: stats.clone(),
                     plan: plan.clone(),
                 }
-                .run(),
+                .run(control_rx),
             );
             sinks.push(SinkHandle {
+                control,
                 name,
                 records: plan.records,
                 queue,
@@ -186,6 +276,54 @@ impl Pipeline {
                 tracing::error!(sink = %sink.name, "queue closed; entry not taken");
             }
         }
+    }
+
+    /// After a complete listing of `kind` (`listed`: the uids the cluster
+    /// has), delivers a `removed` tombstone to every sink for each uid it
+    /// holds that the cluster no longer has (deleted while kubesink was not
+    /// watching). Each sink first delivers what is queued for it. Returns
+    /// how many tombstones were queued; a sink that cannot answer is logged
+    /// and skipped (the next listing tries again).
+    pub async fn reconcile(
+        &self,
+        kind: RecordKind,
+        listed: &HashSet<String>,
+        at: Timestamp,
+    ) -> usize {
+        let record_kind = match kind {
+            RecordKind::Job => RecordKind_::Jobs,
+            RecordKind::Pod => RecordKind_::Pods,
+            RecordKind::Event => RecordKind_::Events,
+        };
+        let mut sent = 0;
+        for sink in self
+            .sinks
+            .iter()
+            .filter(|s| s.records.contains(&record_kind))
+        {
+            let (reply, answer) = oneshot::channel();
+            if sink
+                .control
+                .send(Control::Held { kind, reply })
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            match answer.await {
+                Ok(Ok(held)) => {
+                    for uid in held.into_iter().filter(|u| !listed.contains(u)) {
+                        Self::push(sink, tombstone(kind, uid, at)).await;
+                        sent += 1;
+                    }
+                }
+                Ok(Err(message)) => {
+                    tracing::warn!(sink = %sink.name, ?kind, %message, "cannot ask the sink what it holds; objects removed while not watching are marked at the next listing");
+                }
+                Err(_) => {}
+            }
+        }
+        sent
     }
 
     /// Counters of every sink, in configuration order.
@@ -245,14 +383,38 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self) {
+    async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         let mut failures = Backoff::new(self.plan.retry.initial, self.plan.retry.max);
-        while let Some(batch) = self
-            .queue
-            .next_batch(self.plan.batch.max_records, self.plan.batch.max_delay)
-            .await
-        {
-            self.deliver(batch, &mut failures).await;
+        let mut control_open = true;
+        loop {
+            // `next_batch` takes entries only after its last await, so it is
+            // safe to drop it when a control request wins.
+            tokio::select! {
+                biased;
+                request = control.recv(), if control_open => match request {
+                    Some(Control::Held { kind, reply }) => {
+                        while !self.queue.is_empty() {
+                            let Some(batch) = self
+                                .queue
+                                .next_batch(self.plan.batch.max_records, std::time::Duration::ZERO)
+                                .await
+                            else {
+                                break;
+                            };
+                            self.deliver(batch, &mut failures).await;
+                        }
+                        let answer = self.instance.held(kind).await.map_err(|e| e.to_string());
+                        let _ = reply.send(answer);
+                    }
+                    None => control_open = false,
+                },
+                batch = self.queue.next_batch(self.plan.batch.max_records, self.plan.batch.max_delay) => {
+                    match batch {
+                        Some(batch) => self.deliver(batch, &mut failures).await,
+                        None => break,
+                    }
+                }
+            }
         }
     }
 

@@ -15,7 +15,9 @@ use futures_util::StreamExt;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
-use kubesink_normalize::record::{Change, Record};
+use std::collections::HashSet;
+
+use kubesink_normalize::record::{Change, Record, RecordKind};
 use serde_json::Value;
 
 use super::{Normalizer, now};
@@ -165,16 +167,41 @@ async fn watch_one(
     let config = watcher::Config::default().any_semantic();
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut failing = false;
+    // Pods and events come from one resource each, so a complete listing
+    // tells which held records vanished while kubesink was not watching.
+    // (Jobs come from several resources; reconciling them needs the union
+    // of all their listings and is not done yet.)
+    let reconcile_kind = match r.resource.kind.as_str() {
+        "Pod" => Some(RecordKind::Pod),
+        "Event" => Some(RecordKind::Event),
+        _ => None,
+    };
+    let mut listed: Option<HashSet<String>> = None;
     while let Some(event) = stream.next().await {
         let (object, removed) = match event {
-            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
+            Ok(watcher::Event::InitApply(o)) => {
+                if let (Some(l), Some(uid)) = (listed.as_mut(), o.metadata.uid.clone()) {
+                    l.insert(uid);
+                }
+                (o, false)
+            }
+            Ok(watcher::Event::Apply(o)) => (o, false),
             Ok(watcher::Event::Delete(o)) => (o, true),
-            Ok(watcher::Event::Init) => continue,
+            Ok(watcher::Event::Init) => {
+                listed = reconcile_kind.map(|_| HashSet::new());
+                continue;
+            }
             Ok(watcher::Event::InitDone) => {
                 if failing {
                     tracing::info!(resource = %name, "watching again");
                 }
                 failing = false;
+                if let (Some(kind), Some(l)) = (reconcile_kind, listed.take()) {
+                    let gone = pipeline.reconcile(kind, &l, now()).await;
+                    if gone > 0 {
+                        tracing::info!(resource = %name, removed = gone, "marked records of objects deleted while not watching");
+                    }
+                }
                 tracing::info!(resource = %name, "listed; watching");
                 continue;
             }

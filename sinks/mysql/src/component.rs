@@ -218,6 +218,20 @@ impl Guest for Component {
             )),
         })
     }
+
+    fn held(kind: wit::RecordKind) -> Result<Vec<String>, wit::Error> {
+        let kind = match kind {
+            wit::RecordKind::Job => crate::HeldKind::Job,
+            wit::RecordKind::Pod => crate::HeldKind::Pod,
+            wit::RecordKind::Event => crate::HeldKind::Event,
+        };
+        SINK.with(|s| match s.borrow_mut().as_mut() {
+            Some(sink) => sink.held(kind).map_err(to_wit_error),
+            None => Err(wit::Error::Fatal(
+                "mysql sink: held called before a successful init".to_owned(),
+            )),
+        })
+    }
 }
 
 export!(Component);

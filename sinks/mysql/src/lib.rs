@@ -104,4 +104,4 @@ mod component;
 pub use db::{Db, Dialect, SqlError, Statement, Value};
 pub use model::{Change, Entry, Event, Job, Meta, ObjectRef, Pod, Record, Timestamp};
 pub use settings::{Settings, SettingsError};
-pub use sink::{MysqlSink, Plan, Planner, SinkError};
+pub use sink::{HeldKind, MysqlSink, Plan, Planner, SinkError};

@@ -192,6 +192,14 @@ impl Planner {
 }
 
 /// The mysql sink over a database connection `D`.
+/// The kinds of records, for [`MysqlSink::held`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldKind {
+    Job,
+    Pod,
+    Event,
+}
+
 #[derive(Debug)]
 pub struct MysqlSink<D: Db> {
     db: D,
@@ -244,6 +252,34 @@ impl<D: Db> MysqlSink<D> {
         self.db
             .execute_batch(plan.statements)
             .map_err(|e| sql_error(&context, e))
+    }
+
+    /// The uids of `kind` stored as still in the cluster (`is_in_etcd =
+    /// 1`); empty for a kind this sink does not write.
+    pub fn held(&mut self, kind: HeldKind) -> Result<Vec<String>, SinkError> {
+        let s = self.planner.settings();
+        let (enabled, table, key) = match kind {
+            HeldKind::Job => (s.jobs, s.job_table.as_str(), "job_id"),
+            HeldKind::Pod => (s.pods, s.pod_table.as_str(), "pod_id"),
+            HeldKind::Event => (s.events, s.event_table.as_str(), "event_id"),
+        };
+        if !enabled {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {key} FROM {table} WHERE is_in_etcd = 1");
+        let context = format!("reading held uids from table `{table}`");
+        let rows = self
+            .db
+            .query(Statement {
+                sql,
+                params: Vec::new(),
+            })
+            .map_err(|e| sql_error(&context, e))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect())
     }
 
     /// The planner (settings, dialect, SQL).

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use crate::bindings::exports::kubesink::sink::sink::Guest;
-use crate::bindings::kubesink::sink::types::{Entry, Error};
+use crate::bindings::kubesink::sink::types::{Entry, Error, RecordKind};
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme as WasiScheme,
@@ -146,6 +146,11 @@ impl Guest for Component {
         let settings = Settings::parse(&settings).map_err(|e| Error::Fatal(e.to_string()))?;
         SINK.with(|s| *s.borrow_mut() = Some(SlsSink::new(settings)));
         Ok(())
+    }
+
+    /// Keeps no state the host needs to reconcile: holds nothing.
+    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
     }
 
     fn write(batch: Vec<Entry>) -> Result<(), Error> {

@@ -1,7 +1,8 @@
 //! `kubesink run`'s live source against a real kube-apiserver and etcd:
 //! a TFJob, its pod and an event are created and driven through the API;
 //! the rows that the wasm mysql sink writes follow them (status changes, a
-//! count bump, a deletion that marks the pod removed and `Stopped`).
+//! count bump, a deletion that marks the pod removed and `Stopped`), and a
+//! pod deleted while kubesink was stopped is marked removed at its next start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,17 +74,7 @@ async fn cluster_live_watch_follows_a_tfjob_its_pod_and_events() -> Result<()> {
         db.display(),
         module.display()
     );
-    let plan = Config::parse(&yaml)
-        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-        .resolve("test")?;
-    let host = Host::new(plan.host.clone())?;
-    let pipeline = Arc::new(Pipeline::start(&host, plan.sinks.clone()).await?);
-    let watcher = tokio::spawn(watch::run(
-        client.clone(),
-        pipeline.clone(),
-        Normalizer::default(),
-        watch::WatchOptions::default(),
-    ));
+    let (pipeline, watcher) = start_kubesink(&yaml, client.clone()).await?;
 
     // A TFJob, Running.
     let tfjobs = Api::<DynamicObject>::namespaced_with(
@@ -208,6 +199,65 @@ async fn cluster_live_watch_follows_a_tfjob_its_pod_and_events() -> Result<()> {
         Some(vec![Some("0".into())])
     );
 
+    // A second pod, then kubesink stops; the pod is deleted while nobody
+    // watches; at the next start its row is marked removed and Stopped.
+    let mut pod2 = pod.clone();
+    pod2.metadata.name = Some("mnist-worker-1".into());
+    pods.create(&PostParams::default(), &pod2).await?;
+    wait_for(
+        &db,
+        "SELECT status, is_in_etcd FROM replica_info WHERE name = 'mnist-worker-1'",
+        &["Pending", "1"],
+    )
+    .await?;
+    stop_kubesink(pipeline, watcher).await?;
+    pods.delete("mnist-worker-1", &DeleteParams::default())
+        .await?;
+    let (pipeline, watcher) = start_kubesink(&yaml, client.clone()).await?;
+    wait_for(
+        &db,
+        "SELECT status, is_in_etcd, image FROM replica_info WHERE name = 'mnist-worker-1'",
+        &["Stopped", "0", "tf:2"],
+    )
+    .await?;
+    // Nothing else changed: still one row per object, the job untouched.
+    wait_for(
+        &db,
+        "SELECT COUNT(*), SUM(is_in_etcd) FROM replica_info",
+        &["2", "0"],
+    )
+    .await?;
+    wait_for(
+        &db,
+        "SELECT status, is_in_etcd FROM job_info",
+        &["Running", "1"],
+    )
+    .await?;
+    stop_kubesink(pipeline, watcher).await
+}
+
+async fn start_kubesink(
+    yaml: &str,
+    client: kube::Client,
+) -> Result<(Arc<Pipeline>, tokio::task::JoinHandle<()>)> {
+    let plan = Config::parse(yaml)
+        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
+        .resolve("test")?;
+    let host = Host::new(plan.host.clone())?;
+    let pipeline = Arc::new(Pipeline::start(&host, plan.sinks.clone()).await?);
+    let watcher = tokio::spawn(watch::run(
+        client,
+        pipeline.clone(),
+        Normalizer::default(),
+        watch::WatchOptions::default(),
+    ));
+    Ok((pipeline, watcher))
+}
+
+async fn stop_kubesink(
+    pipeline: Arc<Pipeline>,
+    watcher: tokio::task::JoinHandle<()>,
+) -> Result<()> {
     watcher.abort();
     let _ = watcher.await;
     let reports = Pipeline::finish_shared(pipeline)

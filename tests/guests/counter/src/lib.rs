@@ -23,7 +23,7 @@ use std::cell::RefCell;
 
 use bindings::exports::kubesink::sink::sink::Guest;
 use bindings::kubesink::sink::sql::{Connection, Dialect, SqlError, Statement, Value};
-use bindings::kubesink::sink::types::{Change, Entry, Error, Record};
+use bindings::kubesink::sink::types::{Change, Entry, Error, Record, RecordKind};
 
 thread_local! {
     static CONN: RefCell<Option<Connection>> = const { RefCell::new(None) };
@@ -66,6 +66,10 @@ impl Guest for Counter {
         CONN.with_borrow_mut(|c| *c = Some(conn));
         println!("counter guest ready on connection {name}");
         Ok(())
+    }
+
+    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
     }
 
     fn write(batch: Vec<Entry>) -> Result<(), Error> {

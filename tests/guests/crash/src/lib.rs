@@ -12,13 +12,17 @@ mod bindings {
 }
 
 use bindings::exports::kubesink::sink::sink::Guest;
-use bindings::kubesink::sink::types::{Entry, Error};
+use bindings::kubesink::sink::types::{Entry, Error, RecordKind};
 
 struct Crash;
 
 impl Guest for Crash {
     fn init(_settings: Vec<(String, String)>) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
     }
 
     fn write(batch: Vec<Entry>) -> Result<(), Error> {

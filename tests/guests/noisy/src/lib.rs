@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::io::Write;
 
 use bindings::exports::kubesink::sink::sink::Guest;
-use bindings::kubesink::sink::types::{Entry, Error};
+use bindings::kubesink::sink::types::{Entry, Error, RecordKind};
 
 thread_local! {
     static LINES: Cell<u64> = const { Cell::new(100_000) };
@@ -39,6 +39,10 @@ impl Guest for Noisy {
         }
         println!("noisy guest ready");
         Ok(())
+    }
+
+    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
     }
 
     fn write(batch: Vec<Entry>) -> Result<(), Error> {
