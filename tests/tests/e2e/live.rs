@@ -266,3 +266,66 @@ async fn stop_kubesink(
     assert_eq!(reports[0].failed, 0, "{reports:?}");
     Ok(())
 }
+
+/// A training kind whose CRD is installed after kubesink started is picked
+/// up without a restart, and the watches recover from an API server restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_live_watch_picks_up_a_late_crd_and_survives_an_apiserver_restart() -> Result<()> {
+    let mut cluster = cluster::start().await?;
+    let client = cluster.client();
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("late.db");
+    let module = guests::guest_wasm("kubesink-sink-mysql")?;
+    let yaml = format!(
+        "connections:\n  db: {{ driver: sqlite, path: '{}' }}\nsinks:\n  - name: mysql\n    module: '{}'\n    connections: [db]\n    settings: {{ connection: db }}\n    batch: {{ max_records: 100, max_delay: 50ms }}\n",
+        db.display(),
+        module.display()
+    );
+    let (pipeline, watcher) = start_kubesink(&yaml, client.clone()).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster
+        .install_crd(
+            &guests::workspace_root().join("tests/fixtures/crds/training.kubedl.io_tfjobs.yaml"),
+        )
+        .await?;
+    let tfjobs = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("training.kubedl.io", "v1alpha1", "TFJob"),
+            "tfjobs",
+        ),
+    );
+    let job: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob",
+        "metadata": {"name": "late"}, "spec": {"tfReplicaSpecs": {}},
+    }))?;
+    let job = tfjobs.create(&PostParams::default(), &job).await?;
+    let job_uid = job.metadata.uid.clone().context("uid")?;
+    wait_for(
+        &db,
+        "SELECT name, status FROM job_info",
+        &["late", "Created"],
+    )
+    .await?;
+
+    cluster.stop_apiserver();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.start_apiserver().await?;
+    let pods = Api::<Pod>::namespaced(cluster.client(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "late-worker-0",
+            "ownerReferences": [{"apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob",
+                "name": "late", "uid": job_uid, "controller": true}]},
+        "spec": {"containers": [{"name": "tensorflow", "image": "tf:2"}]},
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    wait_for(
+        &db,
+        "SELECT name, is_in_etcd FROM replica_info",
+        &["late-worker-0", "1"],
+    )
+    .await?;
+    wait_for(&db, "SELECT COUNT(*) FROM job_info", &["1"]).await?;
+    stop_kubesink(pipeline, watcher).await
+}
