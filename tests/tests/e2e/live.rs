@@ -68,23 +68,11 @@ async fn cluster_live_watch_follows_a_tfjob_its_pod_and_events() -> Result<()> {
 
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("live.db");
-    let module = guests::guest_wasm("kubesink-sink-mysql")?;
-    let yaml = format!(
-        "connections:\n  db: {{ driver: sqlite, path: '{}' }}\nsinks:\n  - name: mysql\n    module: '{}'\n    connections: [db]\n    settings: {{ connection: db }}\n    batch: {{ max_records: 100, max_delay: 50ms }}\n",
-        db.display(),
-        module.display()
-    );
+    let yaml = sink_config(&db)?;
     let (pipeline, watcher) = start_kubesink(&yaml, client.clone()).await?;
 
     // A TFJob, Running.
-    let tfjobs = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        "default",
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("training.kubedl.io", "v1alpha1", "TFJob"),
-            "tfjobs",
-        ),
-    );
+    let tfjobs = tfjob_api(client.clone());
     let job: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob",
         "metadata": {"name": "mnist", "annotations": {"kubedl.io/tenancy": "{\"tenant\":\"lab\",\"user\":\"ana\",\"region\":\"r1\"}"}},
@@ -236,6 +224,28 @@ async fn cluster_live_watch_follows_a_tfjob_its_pod_and_events() -> Result<()> {
     stop_kubesink(pipeline, watcher).await
 }
 
+/// The mysql sink into the SQLite file `db`, batches flushed quickly.
+fn sink_config(db: &std::path::Path) -> Result<String> {
+    let module = guests::guest_wasm("kubesink-sink-mysql")?;
+    Ok(format!(
+        "connections:\n  db: {{ driver: sqlite, path: '{}' }}\nsinks:\n  - name: mysql\n    module: '{}'\n    connections: [db]\n    settings: {{ connection: db }}\n    batch: {{ max_records: 100, max_delay: 50ms }}\n",
+        db.display(),
+        module.display()
+    ))
+}
+
+/// KubeDL TFJobs in namespace `default`.
+fn tfjob_api(client: kube::Client) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        client,
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("training.kubedl.io", "v1alpha1", "TFJob"),
+            "tfjobs",
+        ),
+    )
+}
+
 async fn start_kubesink(
     yaml: &str,
     client: kube::Client,
@@ -275,12 +285,7 @@ async fn cluster_live_watch_picks_up_a_late_crd_and_survives_an_apiserver_restar
     let client = cluster.client();
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("late.db");
-    let module = guests::guest_wasm("kubesink-sink-mysql")?;
-    let yaml = format!(
-        "connections:\n  db: {{ driver: sqlite, path: '{}' }}\nsinks:\n  - name: mysql\n    module: '{}'\n    connections: [db]\n    settings: {{ connection: db }}\n    batch: {{ max_records: 100, max_delay: 50ms }}\n",
-        db.display(),
-        module.display()
-    );
+    let yaml = sink_config(&db)?;
     let (pipeline, watcher) = start_kubesink(&yaml, client.clone()).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     cluster
@@ -288,14 +293,7 @@ async fn cluster_live_watch_picks_up_a_late_crd_and_survives_an_apiserver_restar
             &guests::workspace_root().join("tests/fixtures/crds/training.kubedl.io_tfjobs.yaml"),
         )
         .await?;
-    let tfjobs = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        "default",
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("training.kubedl.io", "v1alpha1", "TFJob"),
-            "tfjobs",
-        ),
-    );
+    let tfjobs = tfjob_api(client.clone());
     let job: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob",
         "metadata": {"name": "late"}, "spec": {"tfReplicaSpecs": {}},
