@@ -5,4 +5,5 @@
 pub mod cluster;
 pub mod guests;
 pub mod mariadb;
+pub mod records;
 pub mod sls;

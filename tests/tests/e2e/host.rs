@@ -13,96 +13,25 @@ use kubesink_host::{
     CacheOutcome, CompileError, FaultCause, Host, HostError, HostOptions, Limits, ModuleSource,
     SinkSpec, WriteError,
 };
-use kubesink_normalize::record::{
-    Change, Entry, Event, Job, Meta, ObjectRef, Pod, Record, Timestamp,
-};
+use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::{self, guest_wasm};
+use kubesink_tests::records;
 
-const TS: Timestamp = Timestamp {
-    seconds: 1_700_000_000,
-    nanos: 0,
-};
-
-fn meta(uid: &str) -> Meta {
-    Meta {
-        uid: uid.into(),
-        name: format!("name-{uid}"),
-        namespace: "default".into(),
-        resource_version: "42".into(),
-        resource_version_num: 42,
-        labels: vec![("app".into(), "test".into())],
-        created: TS,
-    }
+/// A job and an event as they exist, and a removed pod.
+fn batch() -> Vec<Entry> {
+    vec![job("job-1"), pod("pod-1"), event("event-1")]
 }
 
 fn job(uid: &str) -> Entry {
-    Entry {
-        change: Change::Applied,
-        record: Record::Job(Job {
-            meta: meta(uid),
-            api_version: "training.kubedl.io/v1alpha1".into(),
-            kind: "TFJob".into(),
-            status: "Running".into(),
-            resources: "{}".into(),
-            tenant: String::new(),
-            owner: String::new(),
-            region: String::new(),
-            modified: TS,
-            running_at: Some(TS),
-            finished_at: None,
-            remark: String::new(),
-        }),
-    }
+    records::applied(Record::Job(records::job(uid, 42, "Running")))
 }
 
 fn pod(uid: &str) -> Entry {
-    Entry {
-        change: Change::Removed(TS),
-        record: Record::Pod(Pod {
-            meta: meta(uid),
-            job_uid: "job-1".into(),
-            job_kind: "TFJob".into(),
-            replica_type: "worker".into(),
-            status: "Running".into(),
-            image: "tf:2".into(),
-            resources: "{}".into(),
-            host_ip: "10.0.0.1".into(),
-            pod_ip: "10.1.0.1".into(),
-            region: String::new(),
-            modified: TS,
-            started_at: Some(TS),
-            finished_at: None,
-            remark: String::new(),
-        }),
-    }
+    records::removed(Record::Pod(records::pod(uid, 42, "Running")), 0)
 }
 
 fn event(uid: &str) -> Entry {
-    Entry {
-        change: Change::Applied,
-        record: Record::Event(Event {
-            meta: meta(uid),
-            involved: ObjectRef {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                namespace: "default".into(),
-                name: "p".into(),
-                uid: "pod-1".into(),
-            },
-            event_type: "Warning".into(),
-            reason: "BackOff".into(),
-            message: "Back-off restarting failed container".into(),
-            source: "kubelet/node-1".into(),
-            count: 3,
-            first_seen: TS,
-            last_seen: TS,
-            region: String::new(),
-        }),
-    }
-}
-
-fn batch() -> Vec<Entry> {
-    vec![job("job-1"), pod("pod-1"), event("event-1")]
+    records::applied(Record::Event(records::event(uid, 42, 1)))
 }
 
 /// A host with one SQLite connection `main` in `dir`, caching under `dir/cache`.
