@@ -11,6 +11,10 @@
 //! binaries. If the server cannot be had, every test that asks for it fails
 //! with the script's output.
 //!
+//! A test that needs to stop the database (an outage) starts its own
+//! [`PrivateMariaDb`] instead: a separate server on its own port and data
+//! directory.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! let db = kubesink_tests::mariadb::fresh_database("sink_mysql").await?;
@@ -329,6 +333,250 @@ fn percent_decode(s: &str) -> Option<String> {
         .decode_utf8()
         .ok()
         .map(|v| v.into_owned())
+}
+
+/// A separate MariaDB server that one test owns: its own data directory (a
+/// temporary directory), socket and free port, so the test may stop and
+/// start it (a database outage) without disturbing the shared server that
+/// [`fresh_database`] uses. The binaries are Debian's (`mariadbd`,
+/// `mariadb-install-db`, `mariadb-admin`, `mariadb`), installed by
+/// `tests/scripts/mariadb.sh` if missing. Dropping it kills the server and
+/// removes the directory.
+#[derive(Debug)]
+pub struct PrivateMariaDb {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<std::process::Child>,
+    bins: MariaDbBins,
+}
+
+/// Paths of the MariaDB programs.
+#[derive(Debug, Clone)]
+struct MariaDbBins {
+    server: PathBuf,
+    install_db: PathBuf,
+    admin: PathBuf,
+    client: PathBuf,
+}
+
+/// The user the private server's tests log in as (all privileges).
+const PRIVATE_USER: &str = "kubesink";
+const PRIVATE_PASSWORD: &str = "kubesink";
+
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .collect::<Vec<_>>();
+    names
+        .iter()
+        .flat_map(|n| dirs.iter().map(move |d| d.join(n)))
+        .find(|p| p.is_file())
+}
+
+fn mariadb_bins() -> anyhow::Result<MariaDbBins> {
+    let find = || -> Option<MariaDbBins> {
+        Some(MariaDbBins {
+            server: find_program(&["mariadbd", "mysqld"])?,
+            install_db: find_program(&["mariadb-install-db", "mysql_install_db"])?,
+            admin: find_program(&["mariadb-admin", "mysqladmin"])?,
+            client: find_program(&["mariadb", "mysql"])?,
+        })
+    };
+    if let Some(b) = find() {
+        return Ok(b);
+    }
+    // The start script installs the packages when they are missing.
+    server_url()?;
+    find().ok_or_else(|| {
+        anyhow::anyhow!(
+            "MariaDB programs (mariadbd, mariadb-install-db, mariadb-admin, mariadb) not found on PATH or in /usr/sbin"
+        )
+    })
+}
+
+fn os_user() -> String {
+    let out = Command::new("id").arg("-un").output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        _ => std::env::var("USER").unwrap_or_else(|_| "root".into()),
+    }
+}
+
+impl PrivateMariaDb {
+    /// Initializes a data directory and starts the server on a free port.
+    pub async fn start() -> anyhow::Result<PrivateMariaDb> {
+        let bins = tokio::task::spawn_blocking(mariadb_bins).await??;
+        let dir = tempfile::Builder::new().prefix("ks-mariadb-").tempdir()?;
+        let data = dir.path().join("data");
+        let out = Command::new(&bins.install_db)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--user={}", os_user()))
+            .args(["--auth-root-authentication-method=socket", "--skip-test-db"])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{} failed for {}: {}{}",
+            bins.install_db.display(),
+            data.display(),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut db = PrivateMariaDb {
+            dir,
+            port,
+            child: None,
+            bins,
+        };
+        db.start_server().await?;
+        let me = os_user();
+        let sql = format!(
+            "CREATE USER IF NOT EXISTS '{PRIVATE_USER}'@'127.0.0.1' IDENTIFIED BY '{PRIVATE_PASSWORD}';
+             GRANT ALL PRIVILEGES ON *.* TO '{PRIVATE_USER}'@'127.0.0.1' WITH GRANT OPTION;"
+        );
+        let out = Command::new(&db.bins.client)
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", db.socket().display()))
+            .arg(format!("--user={me}"))
+            .args(["-e", &sql])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "creating user {PRIVATE_USER} on the private MariaDB at {}: {}",
+            db.socket().display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(db)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("mysqld.sock")
+    }
+
+    /// The server log (for failure messages).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("mysqld.log")
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mysql://kubesink:kubesink@127.0.0.1:PORT` (no database).
+    pub fn server_url(&self) -> String {
+        format!(
+            "mysql://{PRIVATE_USER}:{PRIVATE_PASSWORD}@127.0.0.1:{}",
+            self.port
+        )
+    }
+
+    /// True while the server process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    async fn start_server(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.is_running(), "the private MariaDB already runs");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new(&self.bins.server)
+            .arg("--no-defaults")
+            .arg(format!(
+                "--datadir={}",
+                self.dir.path().join("data").display()
+            ))
+            .arg(format!("--user={}", os_user()))
+            .args(["--bind-address=127.0.0.1", "--skip-name-resolve"])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.path().join("mysqld.pid").display()
+            ))
+            .arg(format!("--log-error={}", self.log_path().display()))
+            .args(["--innodb-buffer-pool-size=64M", "--max-connections=200"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        for _ in 0..240 {
+            if !self.is_running() {
+                anyhow::bail!(
+                    "the private MariaDB on port {} exited during startup; see {}:\n{}",
+                    self.port,
+                    self.log_path().display(),
+                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                );
+            }
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() && self.socket().exists() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        anyhow::bail!(
+            "the private MariaDB did not answer on {addr} within 60 s; see {}",
+            self.log_path().display()
+        )
+    }
+
+    /// Shuts the server down cleanly (`mariadb-admin shutdown`) and waits
+    /// for the process to exit; connections to it then fail.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let out = Command::new(&self.bins.admin)
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!("--user={}", os_user()))
+            .arg("shutdown")
+            .output();
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            let _ = child.kill();
+        }
+        tokio::task::spawn_blocking(move || child.wait()).await??;
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.start_server().await
+    }
+
+    /// Creates an empty database on this server (`ks_<prefix>_...`).
+    pub async fn fresh_database(&self, prefix: &str) -> anyhow::Result<TestDb> {
+        let server = server_base(&self.server_url())?;
+        let name = unique_name(prefix);
+        let mut admin = admin_connection(&server).await?;
+        let sql =
+            format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
+        let created = execute(&mut admin, &server, sql).await;
+        let _ = admin.close().await;
+        created?;
+        let mut url = server.clone();
+        url.set_path(&name);
+        Ok(TestDb { name, server, url })
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 #[cfg(test)]

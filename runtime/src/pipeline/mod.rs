@@ -11,6 +11,15 @@
 //!   entries the sink rejects on their own are recorded as failed (logged
 //!   with the sink, the object and the cause); consecutive failures back the
 //!   sink off instead of spinning.
+//!
+//! A sink's module can be replaced while it runs ([`ModuleSlot::swap`], used
+//! by [`crate::modules`] for ConfigMap modules): the new instance, already
+//! compiled and initialized, takes over between batches — the batch in
+//! flight completes (or is recorded failed) on the old one, so nothing is
+//! lost or delivered twice; a batch waiting in a retry's backoff is
+//! redelivered to the new one instead of holding the swap back. A sink whose module comes from a ConfigMap
+//! starts without an instance: its records queue up (bounded, as for a slow
+//! sink) and are delivered once the first version is swapped in.
 
 pub mod backoff;
 pub mod queue;
@@ -29,6 +38,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::{RecordKind as RecordKind_, SinkPlan};
+use crate::ops::Ops;
+use crate::ops::health::Health;
+use crate::ops::metrics::SinkMetrics;
 use backoff::Backoff;
 use queue::{Pushed, SinkQueue};
 
@@ -38,10 +50,13 @@ pub enum PipelineError {
     /// Loading a sink failed; the host's error names the sink and the module.
     #[error(transparent)]
     Load(HostError),
+    /// A file module does not have its pinned `sha256`.
+    #[error(transparent)]
+    Pin(crate::modules::PinError),
 }
 
 /// Counters of one sink.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SinkStats {
     /// Entries queued for the sink (after coalescing, counted once each).
     pub received: AtomicU64,
@@ -57,6 +72,10 @@ pub struct SinkStats {
     pub faults: AtomicU64,
     /// Batches written.
     pub batches: AtomicU64,
+    /// The sink's Prometheus metrics ([`crate::ops::metrics`]).
+    metrics: SinkMetrics,
+    /// Readiness and liveness ([`crate::ops::health`]).
+    health: Arc<Health>,
 }
 
 /// A snapshot of [`SinkStats`].
@@ -73,6 +92,27 @@ pub struct SinkReport {
 }
 
 impl SinkStats {
+    /// Zero counters of sink `name`, reporting to `ops`.
+    fn new(name: &str, ops: &Ops) -> Self {
+        Self {
+            received: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            metrics: ops.metrics.sink(name),
+            health: ops.health.clone(),
+        }
+    }
+
+    /// Entries taken but not yet delivered or failed (queued or in flight).
+    fn undelivered(&self) -> u64 {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        g(&self.received).saturating_sub(g(&self.delivered) + g(&self.failed))
+    }
+
     fn report(&self, name: &str) -> SinkReport {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SinkReport {
@@ -97,8 +137,62 @@ enum Control {
     },
 }
 
+/// A new instance for a sink (a new module version, compiled and
+/// initialized), taken between batches, or during a retry's backoff (the
+/// batch is then redelivered to the new instance).
+struct Swap {
+    instance: SinkInstance,
+    reply: oneshot::Sender<()>,
+}
+
+/// Replaces the instance of one running sink; see [`Pipeline::module_slot`].
+#[derive(Debug, Clone)]
+pub struct ModuleSlot {
+    name: String,
+    swaps: mpsc::Sender<Swap>,
+}
+
+/// Why [`ModuleSlot::swap`] did not happen.
+#[derive(Debug, Error)]
+pub enum SwapError {
+    /// The sink's worker has stopped (kubesink is shutting down).
+    #[error("sink '{0}' has stopped; its new module was not swapped in")]
+    Stopped(String),
+}
+
+impl ModuleSlot {
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hands `instance` to the sink's worker and waits until it has taken
+    /// over: after the batch in flight, before the next one — or, when
+    /// that batch is waiting to be retried (a retryable error, or a fault's
+    /// backoff), right away, the batch going to the new instance. The old
+    /// instance is dropped.
+    pub async fn swap(&self, instance: SinkInstance) -> Result<(), SwapError> {
+        let (reply, done) = oneshot::channel();
+        self.swaps
+            .send(Swap { instance, reply })
+            .await
+            .map_err(|_| SwapError::Stopped(self.name.clone()))?;
+        done.await
+            .map_err(|_| SwapError::Stopped(self.name.clone()))
+    }
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Held { kind, .. } => write!(f, "Held({kind:?})"),
+        }
+    }
+}
+
 struct SinkHandle {
     control: mpsc::Sender<Control>,
+    swaps: mpsc::Sender<Swap>,
     name: String,
     records: Vec<RecordKind_>,
     queue: Arc<SinkQueue>,
@@ -109,6 +203,17 @@ struct SinkHandle {
 /// The running sinks.
 pub struct Pipeline {
     sinks: Vec<SinkHandle>,
+    ops: Arc<Ops>,
+}
+
+/// What [`Pipeline::shutdown`] achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Final counters of every sink, in configuration order.
+    pub reports: Vec<SinkReport>,
+    /// Sinks that still had records (queued or in flight) when the grace
+    /// period ran out, with how many; empty when everything was delivered.
+    pub undelivered: Vec<(String, u64)>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -215,27 +320,57 @@ impl Pipeline {
     /// starts its worker. A sink that cannot be loaded is a startup error
     /// naming it.
     pub async fn start(host: &Host, plans: Vec<SinkPlan>) -> Result<Pipeline, PipelineError> {
+        Self::start_with_ops(host, plans, Ops::new()).await
+    }
+
+    /// [`start`](Self::start), reporting metrics and readiness to `ops`
+    /// (every sink is declared not ready first, then ready once its
+    /// instance is initialized).
+    pub async fn start_with_ops(
+        host: &Host,
+        plans: Vec<SinkPlan>,
+        ops: Arc<Ops>,
+    ) -> Result<Pipeline, PipelineError> {
+        for plan in &plans {
+            ops.health.sink_pending(&plan.spec.name);
+        }
         let mut sinks = Vec::new();
         for plan in plans {
             let name = plan.spec.name.clone();
-            let instance = host
-                .load(plan.spec.clone())
-                .await
-                .map_err(PipelineError::Load)?;
             let queue = Arc::new(SinkQueue::new(plan.queue_capacity, plan.coalesce));
-            let stats = Arc::new(SinkStats::default());
+            let stats = Arc::new(SinkStats::new(&name, &ops));
+            ops.metrics.watch_queue(&name, Arc::downgrade(&queue));
             let (control, control_rx) = mpsc::channel(4);
-            let worker = tokio::spawn(
-                Worker {
-                    instance,
-                    queue: queue.clone(),
-                    stats: stats.clone(),
-                    plan: plan.clone(),
-                }
-                .run(control_rx),
-            );
+            let (swaps, swaps_rx) = mpsc::channel(1);
+            let worker = if plan.configmap.is_some() {
+                // Its module comes from a ConfigMap: `crate::modules` swaps
+                // the first version in when it has one.
+                tokio::spawn(Worker::wait_for_module(
+                    queue.clone(),
+                    stats.clone(),
+                    plan.clone(),
+                    control_rx,
+                    swaps_rx,
+                ))
+            } else {
+                let spec = crate::modules::pin_file(&plan)
+                    .await
+                    .map_err(PipelineError::Pin)?;
+                let instance = host.load(spec).await.map_err(PipelineError::Load)?;
+                tokio::spawn(
+                    Worker {
+                        instance,
+                        queue: queue.clone(),
+                        stats: stats.clone(),
+                        plan: plan.clone(),
+                        swaps: swaps_rx,
+                    }
+                    .run(control_rx),
+                )
+            };
             sinks.push(SinkHandle {
                 control,
+                swaps,
                 name,
                 records: plan.records,
                 queue,
@@ -243,7 +378,12 @@ impl Pipeline {
                 worker,
             });
         }
-        Ok(Pipeline { sinks })
+        Ok(Pipeline { sinks, ops })
+    }
+
+    /// The metrics and health state this pipeline reports to.
+    pub fn ops(&self) -> &Arc<Ops> {
+        &self.ops
     }
 
     /// Queues an entry for every sink that receives its kind, waiting while
@@ -268,9 +408,11 @@ impl Pipeline {
         match sink.queue.push(entry).await {
             Pushed::Queued => {
                 sink.stats.received.fetch_add(1, Ordering::Relaxed);
+                sink.stats.metrics.received.inc();
             }
             Pushed::Coalesced => {
                 sink.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                sink.stats.metrics.coalesced.inc();
             }
             Pushed::Closed => {
                 tracing::error!(sink = %sink.name, "queue closed; entry not taken");
@@ -326,6 +468,48 @@ impl Pipeline {
         sent
     }
 
+    /// The handle that swaps a new module into sink `name`, if it exists.
+    pub fn module_slot(&self, name: &str) -> Option<ModuleSlot> {
+        self.sinks
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| ModuleSlot {
+                name: s.name.clone(),
+                swaps: s.swaps.clone(),
+            })
+    }
+
+    /// Graceful stop: marks the process not ready, closes every queue (no
+    /// more entries are taken: stop the sources first) and lets the
+    /// workers deliver what is queued, for at most `grace`. Workers still
+    /// busy then are stopped; the report says how many records each of
+    /// their sinks had not delivered.
+    pub async fn shutdown(&self, grace: std::time::Duration) -> ShutdownReport {
+        self.ops.health.set_stopping();
+        for s in &self.sinks {
+            s.queue.close();
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.sinks.iter().all(|s| s.worker.is_finished())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let mut undelivered = Vec::new();
+        for s in &self.sinks {
+            if !s.worker.is_finished() {
+                s.worker.abort();
+                let left = s.stats.undelivered();
+                tracing::error!(sink = %s.name, undelivered = left, ?grace, "shutdown grace ran out; the sink's remaining records were not delivered");
+                undelivered.push((s.name.clone(), left));
+            }
+        }
+        ShutdownReport {
+            reports: self.reports(),
+            undelivered,
+        }
+    }
+
     /// Counters of every sink, in configuration order.
     pub fn reports(&self) -> Vec<SinkReport> {
         self.sinks.iter().map(|s| s.stats.report(&s.name)).collect()
@@ -371,6 +555,32 @@ impl Pipeline {
     }
 }
 
+/// The `cause` label of a failed call: the host's fault cause (`timeout`,
+/// `memory`, `trap`, ...), `fatal` for the sink's own fatal error,
+/// `retryable` for a retryable one.
+fn fault_cause(err: &WriteError) -> String {
+    match err {
+        WriteError::Fault { cause, .. } => cause.to_string(),
+        WriteError::Fatal(_) => "fatal".to_owned(),
+        WriteError::Retryable(_) => "retryable".to_owned(),
+    }
+}
+
+/// Reports a sink worker that unwinds from a panic to the health state
+/// (`/healthz` then fails).
+struct PanicGuard {
+    sink: String,
+    health: Arc<Health>,
+}
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.health.worker_died(&self.sink);
+        }
+    }
+}
+
 /// How many times a failing batch is halved at most (up to 64 pieces), so a
 /// sink that fails every call costs a bounded number of calls per batch.
 const MAX_SPLIT_DEPTH: u32 = 6;
@@ -380,12 +590,62 @@ struct Worker {
     queue: Arc<SinkQueue>,
     stats: Arc<SinkStats>,
     plan: SinkPlan,
+    /// New instances for the sink ([`ModuleSlot::swap`]).
+    swaps: mpsc::Receiver<Swap>,
 }
 
 impl Worker {
+    /// A sink without a module yet: answers control requests until the
+    /// first instance is swapped in, then runs as a worker. Its records
+    /// wait in the queue meanwhile. Ends (reporting what was not delivered)
+    /// when the queue is closed first.
+    async fn wait_for_module(
+        queue: Arc<SinkQueue>,
+        stats: Arc<SinkStats>,
+        plan: SinkPlan,
+        mut control: mpsc::Receiver<Control>,
+        mut swaps: mpsc::Receiver<Swap>,
+    ) {
+        let name = plan.spec.name.clone();
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                swap = swaps.recv() => match swap {
+                    Some(Swap { instance, reply }) => {
+                        tracing::info!(sink = %name, module = %instance.origin(), queued = queue.len(), "module loaded; the sink starts");
+                        let _ = reply.send(());
+                        return Worker { instance, queue, stats, plan, swaps }.run(control).await;
+                    }
+                    None => return,
+                },
+                request = control.recv() => match request {
+                    Some(Control::Held { reply, .. }) => {
+                        let _ = reply.send(Err(format!(
+                            "sink '{name}' has no module yet (waiting for {})",
+                            plan.spec.module.origin()
+                        )));
+                    }
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    if queue.is_closed() {
+                        tracing::error!(sink = %name, module = %plan.spec.module.origin(), undelivered = queue.len(), "stopping before the sink's module was ever loaded; its queued records were not delivered");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     async fn run(mut self, mut control: mpsc::Receiver<Control>) {
+        self.stats.health.sink_ready(&self.plan.spec.name);
+        let _panic_guard = PanicGuard {
+            sink: self.plan.spec.name.clone(),
+            health: self.stats.health.clone(),
+        };
         let mut failures = Backoff::new(self.plan.retry.initial, self.plan.retry.max);
         let mut control_open = true;
+        let mut swaps_open = true;
         loop {
             // `next_batch` takes entries only after its last await, so it is
             // safe to drop it when a control request wins.
@@ -403,10 +663,16 @@ impl Worker {
                             };
                             self.deliver(batch, &mut failures).await;
                         }
+                        let started = std::time::Instant::now();
                         let answer = self.instance.held(kind).await.map_err(|e| e.to_string());
+                        self.stats.metrics.add_guest_time(started.elapsed());
                         let _ = reply.send(answer);
                     }
                     None => control_open = false,
+                },
+                swap = self.swaps.recv(), if swaps_open => match swap {
+                    Some(swap) => self.take(swap, "between batches"),
+                    None => swaps_open = false,
                 },
                 batch = self.queue.next_batch(self.plan.batch.max_records, self.plan.batch.max_delay) => {
                     match batch {
@@ -414,6 +680,30 @@ impl Worker {
                         None => break,
                     }
                 }
+            }
+        }
+    }
+
+    /// Makes `swap`'s instance the sink's; the old one is dropped.
+    fn take(&mut self, swap: Swap, when: &str) {
+        let old = std::mem::replace(&mut self.instance, swap.instance);
+        tracing::info!(sink = %self.plan.spec.name, from = %old.origin(), to = %self.instance.origin(), "module swapped {when}");
+        drop(old);
+        let _ = swap.reply.send(());
+    }
+
+    /// Waits `delay` before a retry; a new instance arriving meanwhile is
+    /// taken at once, and the retry goes to it.
+    async fn pause(&mut self, delay: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + delay;
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            swap = self.swaps.recv() => match swap {
+                Some(swap) => {
+                    self.take(swap, "during a retry's backoff; the batch goes to the new instance");
+                }
+                // No more swaps can come: wait out the delay.
+                None => tokio::time::sleep_until(deadline).await,
             }
         }
     }
@@ -430,23 +720,28 @@ impl Worker {
                 let started = std::time::Instant::now();
                 let result = self.instance.write(&batch).await;
                 let elapsed = started.elapsed();
+                self.stats.metrics.observe_batch(elapsed);
+                self.stats.metrics.add_guest_time(elapsed);
                 match result {
                     Ok(()) => {
                         self.stats
                             .delivered
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        self.stats.metrics.delivered.inc_by(batch.len() as u64);
                         tracing::debug!(sink = %name, records = batch.len(), ?elapsed, "batch delivered");
                         failures.reset();
                         break;
                     }
                     Err(WriteError::Retryable(message)) => {
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        self.stats.metrics.retries.inc();
                         let delay = retry.next_delay();
                         tracing::warn!(sink = %name, records = batch.len(), %message, retry_in = ?delay, "retryable error; will redeliver the batch");
-                        tokio::time::sleep(delay).await;
+                        self.pause(delay).await;
                     }
                     Err(err) => {
                         self.stats.faults.fetch_add(1, Ordering::Relaxed);
+                        self.stats.metrics.fault(&fault_cause(&err));
                         let delay = failures.next_delay();
                         if batch.len() > 1 && depth < MAX_SPLIT_DEPTH {
                             tracing::warn!(sink = %name, records = batch.len(), error = %err, "batch failed; splitting it to isolate the entries at fault");
@@ -458,6 +753,7 @@ impl Worker {
                             self.stats
                                 .failed
                                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                            self.stats.metrics.failed.inc_by(batch.len() as u64);
                             for entry in &batch {
                                 let object = describe(entry);
                                 tracing::error!(sink = %name, %object, error = %err, "entry failed for good");
@@ -465,7 +761,7 @@ impl Worker {
                         }
                         // The next write runs in a fresh instance.
                         self.instance.invalidate();
-                        tokio::time::sleep(delay).await;
+                        self.pause(delay).await;
                         break;
                     }
                 }

@@ -89,6 +89,11 @@ impl SinkQueue {
         self.len() == 0
     }
 
+    /// True once [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Adds an entry, waiting while the queue is full.
     pub async fn push(&self, entry: Entry) -> Pushed {
         let k = self.coalesce.then(|| key(&entry));

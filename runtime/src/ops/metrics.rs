@@ -1,0 +1,449 @@
+//! Prometheus metrics of the runtime (`prometheus-client`), exposed by
+//! [`super::server`] at `/metrics` in the OpenMetrics text format.
+//!
+//! Per sink (label `sink`): records received, delivered, failed and
+//! coalesced, retries, faults by cause (label `cause`: `timeout`, `memory`,
+//! `trap`, ... as `kubesink_host` names them, and `fatal` for a sink's own
+//! fatal error), the queue depth, a histogram of batch (write call)
+//! latency, and the seconds spent in guest calls. Per watched resource
+//! (label `resource`): watch restarts.
+//!
+//! The pipeline takes a [`SinkMetrics`] per sink once and updates its
+//! handles directly (an atomic add each), so the hot path takes no lock.
+//! Queue depths are read from the queues when the metrics are encoded.
+
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, Weak};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::queue::SinkQueue;
+
+/// Label set of per-sink metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    /// The sink's name from the configuration.
+    pub sink: String,
+}
+
+/// Label set of sink faults.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabel {
+    /// The sink's name.
+    pub sink: String,
+    /// What stopped the call: `timeout`, `memory`, `trap`, `fatal`, ...
+    pub cause: String,
+}
+
+/// Label set of watch metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabel {
+    /// The watched resource, e.g. `pods (v1)`.
+    pub resource: String,
+}
+
+type SecondsCounter = Counter<f64, AtomicU64>;
+type HistogramFamily = Family<SinkLabel, Histogram, fn() -> Histogram>;
+
+/// Batch latency buckets: 1 ms doubling to about 33 s.
+fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// The runtime's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    received: Family<SinkLabel, Counter>,
+    delivered: Family<SinkLabel, Counter>,
+    failed: Family<SinkLabel, Counter>,
+    coalesced: Family<SinkLabel, Counter>,
+    retries: Family<SinkLabel, Counter>,
+    faults: Family<FaultLabel, Counter>,
+    queue_depth: Family<SinkLabel, Gauge>,
+    batch_seconds: HistogramFamily,
+    guest_seconds: Family<SinkLabel, SecondsCounter>,
+    watch_restarts: Family<ResourceLabel, Counter>,
+    queues: Mutex<Vec<(Gauge, Weak<SinkQueue>)>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The handles of one sink's metrics (cheap clones of shared atomics).
+#[derive(Clone, Debug)]
+pub struct SinkMetrics {
+    name: String,
+    /// Entries queued for the sink.
+    pub received: Counter,
+    /// Entries the sink accepted.
+    pub delivered: Counter,
+    /// Entries the sink rejected for good.
+    pub failed: Counter,
+    /// Entries replaced in the queue by a newer update of the same object.
+    pub coalesced: Counter,
+    /// Batches redelivered after a retryable error.
+    pub retries: Counter,
+    batch_seconds: Histogram,
+    guest_seconds: SecondsCounter,
+    faults: Family<FaultLabel, Counter>,
+}
+
+impl SinkMetrics {
+    /// Records the latency of one write call.
+    pub fn observe_batch(&self, elapsed: Duration) {
+        self.batch_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Adds time spent in guest calls.
+    pub fn add_guest_time(&self, elapsed: Duration) {
+        self.guest_seconds.inc_by(elapsed.as_secs_f64());
+    }
+
+    /// Counts one fault of `cause` (`timeout`, `memory`, `trap`, `fatal`, ...).
+    pub fn fault(&self, cause: &str) {
+        self.faults
+            .get_or_create(&FaultLabel {
+                sink: self.name.clone(),
+                cause: cause.to_owned(),
+            })
+            .inc();
+    }
+}
+
+impl Metrics {
+    /// An empty registry with every metric family registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kubesink");
+        let received = Family::<SinkLabel, Counter>::default();
+        let delivered = Family::<SinkLabel, Counter>::default();
+        let failed = Family::<SinkLabel, Counter>::default();
+        let coalesced = Family::<SinkLabel, Counter>::default();
+        let retries = Family::<SinkLabel, Counter>::default();
+        let faults = Family::<FaultLabel, Counter>::default();
+        let queue_depth = Family::<SinkLabel, Gauge>::default();
+        let batch_seconds: HistogramFamily = Family::new_with_constructor(batch_histogram);
+        let guest_seconds = Family::<SinkLabel, SecondsCounter>::default();
+        let watch_restarts = Family::<ResourceLabel, Counter>::default();
+        registry.register(
+            "sink_records_received",
+            "Records queued for a sink (an update replacing a queued one is counted as coalesced instead)",
+            received.clone(),
+        );
+        registry.register(
+            "sink_records_delivered",
+            "Records a sink accepted",
+            delivered.clone(),
+        );
+        registry.register(
+            "sink_records_failed",
+            "Records a sink rejected for good (fatal error or fault on the record alone)",
+            failed.clone(),
+        );
+        registry.register(
+            "sink_records_coalesced",
+            "Records replaced in a sink's queue by a newer update of the same object",
+            coalesced.clone(),
+        );
+        registry.register(
+            "sink_retries",
+            "Batches redelivered after a retryable error",
+            retries.clone(),
+        );
+        registry.register(
+            "sink_faults",
+            "Failed sink calls by cause (timeout, memory, trap, fatal, ...)",
+            faults.clone(),
+        );
+        registry.register(
+            "sink_queue_depth",
+            "Records waiting in a sink's queue",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "sink_batch_duration_seconds",
+            "Duration of one write call (one batch) into a sink",
+            batch_seconds.clone(),
+        );
+        registry.register(
+            "sink_guest_seconds",
+            "Wall time spent in a sink's guest calls (init, write, held)",
+            guest_seconds.clone(),
+        );
+        registry.register(
+            "watch_restarts",
+            "Watch failures of a resource after which the watch restarted with backoff",
+            watch_restarts.clone(),
+        );
+        Self {
+            registry,
+            received,
+            delivered,
+            failed,
+            coalesced,
+            retries,
+            faults,
+            queue_depth,
+            batch_seconds,
+            guest_seconds,
+            watch_restarts,
+            queues: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The handles of sink `name`'s metrics; its series appear (at 0) from
+    /// now on.
+    pub fn sink(&self, name: &str) -> SinkMetrics {
+        let l = SinkLabel {
+            sink: name.to_owned(),
+        };
+        SinkMetrics {
+            name: name.to_owned(),
+            received: self.received.get_or_create_owned(&l),
+            delivered: self.delivered.get_or_create_owned(&l),
+            failed: self.failed.get_or_create_owned(&l),
+            coalesced: self.coalesced.get_or_create_owned(&l),
+            retries: self.retries.get_or_create_owned(&l),
+            batch_seconds: self.batch_seconds.get_or_create_owned(&l),
+            guest_seconds: self.guest_seconds.get_or_create_owned(&l),
+            faults: self.faults.clone(),
+        }
+    }
+
+    /// Reports the depth of sink `name`'s queue (read at every encoding).
+    pub fn watch_queue(&self, name: &str, queue: Weak<SinkQueue>) {
+        let gauge = self.queue_depth.get_or_create_owned(&SinkLabel {
+            sink: name.to_owned(),
+        });
+        self.queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((gauge, queue));
+    }
+
+    /// Counts a restart of the watch on `resource`.
+    pub fn watch_restart(&self, resource: &str) {
+        self.watch_restarts
+            .get_or_create(&ResourceLabel {
+                resource: resource.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Makes the watch-restart series of `resource` appear (at 0).
+    pub fn watch_started(&self, resource: &str) {
+        let _ = self.watch_restarts.get_or_create(&ResourceLabel {
+            resource: resource.to_owned(),
+        });
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        for (gauge, queue) in self.queues.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let depth = queue.upgrade().map_or(0, |q| q.len());
+            gauge.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            // Writing into a String does not fail; say so if it ever does.
+            let _ = writeln!(out, "# encoding the metrics failed");
+        }
+        out
+    }
+}
+
+/// Reads one sample from an encoded exposition: the value of the line
+/// `name{labels}` (labels exactly as encoded, e.g. `sink="mysql"`), or of
+/// `name` without labels when `labels` is empty.
+pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = if labels.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{labels}}}")
+    };
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(&key)?;
+        let value = rest.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubesink_normalize::record::{Change, Entry, Event, Meta, ObjectRef, Record, Timestamp};
+    use std::sync::Arc;
+
+    fn entry(uid: &str) -> Entry {
+        let ts = Timestamp {
+            seconds: 0,
+            nanos: 0,
+        };
+        Entry {
+            change: Change::Applied,
+            record: Record::Event(Event {
+                meta: Meta {
+                    uid: uid.into(),
+                    name: uid.into(),
+                    namespace: "ns".into(),
+                    resource_version: "1".into(),
+                    resource_version_num: 1,
+                    labels: vec![],
+                    created: ts,
+                },
+                involved: ObjectRef {
+                    api_version: "v1".into(),
+                    kind: "Pod".into(),
+                    namespace: "ns".into(),
+                    name: "p".into(),
+                    uid: String::new(),
+                },
+                event_type: "Normal".into(),
+                reason: "r".into(),
+                message: "m".into(),
+                source: "s".into(),
+                count: 1,
+                first_seen: ts,
+                last_seen: ts,
+                region: String::new(),
+            }),
+        }
+    }
+
+    #[test]
+    fn sink_counters_faults_and_latency_are_encoded_per_sink() {
+        let m = Metrics::new();
+        let a = m.sink("a");
+        let b = m.sink("b");
+        a.received.inc_by(5);
+        a.delivered.inc_by(4);
+        a.failed.inc();
+        a.retries.inc_by(2);
+        a.fault("trap");
+        a.fault("trap");
+        a.fault("timeout");
+        a.observe_batch(Duration::from_millis(3));
+        a.observe_batch(Duration::from_millis(300));
+        a.add_guest_time(Duration::from_millis(1500));
+        b.coalesced.inc();
+        let text = m.encode();
+        let s = |name: &str, labels: &str| sample(&text, name, labels);
+        assert_eq!(
+            s("kubesink_sink_records_received_total", "sink=\"a\""),
+            Some(5.0)
+        );
+        assert_eq!(
+            s("kubesink_sink_records_delivered_total", "sink=\"a\""),
+            Some(4.0)
+        );
+        assert_eq!(
+            s("kubesink_sink_records_failed_total", "sink=\"a\""),
+            Some(1.0)
+        );
+        assert_eq!(
+            s("kubesink_sink_records_delivered_total", "sink=\"b\""),
+            Some(0.0)
+        );
+        assert_eq!(
+            s("kubesink_sink_records_coalesced_total", "sink=\"b\""),
+            Some(1.0)
+        );
+        assert_eq!(s("kubesink_sink_retries_total", "sink=\"a\""), Some(2.0));
+        assert_eq!(
+            s("kubesink_sink_faults_total", "sink=\"a\",cause=\"trap\""),
+            Some(2.0)
+        );
+        assert_eq!(
+            s("kubesink_sink_faults_total", "sink=\"a\",cause=\"timeout\""),
+            Some(1.0)
+        );
+        assert_eq!(
+            s("kubesink_sink_batch_duration_seconds_count", "sink=\"a\""),
+            Some(2.0)
+        );
+        // 3 ms falls in the 4 ms bucket, 300 ms in the 512 ms one.
+        assert_eq!(
+            s(
+                "kubesink_sink_batch_duration_seconds_bucket",
+                "le=\"0.004\",sink=\"a\""
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            s(
+                "kubesink_sink_batch_duration_seconds_bucket",
+                "le=\"0.512\",sink=\"a\""
+            ),
+            Some(2.0)
+        );
+        let guest = s("kubesink_sink_guest_seconds_total", "sink=\"a\"").expect("guest seconds");
+        assert!((guest - 1.5).abs() < 1e-9, "{guest}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn queue_depth_is_read_when_encoding_and_restarts_are_per_resource() {
+        let m = Metrics::new();
+        let q = Arc::new(SinkQueue::new(10, false));
+        m.watch_queue("a", Arc::downgrade(&q));
+        assert_eq!(
+            sample(&m.encode(), "kubesink_sink_queue_depth", "sink=\"a\""),
+            Some(0.0)
+        );
+        q.push(entry("1")).await;
+        q.push(entry("2")).await;
+        assert_eq!(
+            sample(&m.encode(), "kubesink_sink_queue_depth", "sink=\"a\""),
+            Some(2.0)
+        );
+        drop(q);
+        assert_eq!(
+            sample(&m.encode(), "kubesink_sink_queue_depth", "sink=\"a\""),
+            Some(0.0)
+        );
+        m.watch_started("pods (v1)");
+        m.watch_restart("events (v1)");
+        m.watch_restart("events (v1)");
+        let text = m.encode();
+        assert_eq!(
+            sample(
+                &text,
+                "kubesink_watch_restarts_total",
+                "resource=\"pods (v1)\""
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "kubesink_watch_restarts_total",
+                "resource=\"events (v1)\""
+            ),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn sample_matches_whole_names_only() {
+        let text = "a_total{sink=\"x\"} 3\na_total_more{sink=\"x\"} 4\nb 1.5\n";
+        assert_eq!(sample(text, "a_total", "sink=\"x\""), Some(3.0));
+        assert_eq!(sample(text, "b", ""), Some(1.5));
+        assert_eq!(sample(text, "a", "sink=\"x\""), None);
+    }
+}

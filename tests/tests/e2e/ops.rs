@@ -1,0 +1,546 @@
+//! Operations of a running `kubesink run` binary against the real control
+//! plane: `/readyz` is 503 while a watch has not listed (API server down)
+//! and 200 after; `/metrics` counts what was delivered (equal to the rows
+//! and to the objects in the cluster), watch restarts and queue depth; and
+//! SIGTERM delivers what is queued within `--shutdown-grace` and exits 0,
+//! or says what was left and exits 5 when the grace runs out.
+//!
+//! Also the helpers the outage test shares: building the binary, starting
+//! it with its stderr in a file, bare HTTP GETs, reading metrics.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, ListParams, PostParams};
+use kubesink::ops::metrics::sample;
+use kubesink_tests::mariadb::PrivateMariaDb;
+use kubesink_tests::{cluster, guests};
+use serde_json::json;
+use sqlx::Row;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Builds the `kubesink` binary (once per process) and returns its path.
+pub(crate) fn kubesink_bin() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = Command::new(&cargo)
+                .current_dir(guests::workspace_root())
+                .env("CARGO_TARGET_DIR", guests::target_dir())
+                .args(["build", "-p", "kubesink", "--bin", "kubesink"])
+                .output()
+                .map_err(|e| format!("running `{cargo} build -p kubesink`: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "`cargo build -p kubesink` failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            let bin = guests::target_dir().join("debug").join("kubesink");
+            if bin.is_file() {
+                Ok(bin)
+            } else {
+                Err(format!("{} was not built", bin.display()))
+            }
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// A `kubesink` child process whose stderr goes to a file.
+pub(crate) struct Kubesink {
+    pub child: Child,
+    pub stderr: PathBuf,
+}
+
+impl Kubesink {
+    /// Starts `kubesink ARGS` with `env`, stderr into `dir/name.stderr`.
+    pub fn spawn(
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        stdin: Stdio,
+    ) -> Result<Kubesink> {
+        let stderr = dir.join(format!("{name}.stderr"));
+        let file = std::fs::File::create(&stderr)?;
+        let mut cmd = Command::new(kubesink_bin()?);
+        cmd.args(args)
+            .env("NO_COLOR", "1")
+            .env("KUBESINK_LOG", "warn,kubesink=info,kubesink_host=info")
+            .stdin(stdin)
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting kubesink")?;
+        Ok(Kubesink { child, stderr })
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits (up to 120 s) for `listening on http://ADDR` in its log.
+    pub async fn listen_addr(&mut self) -> Result<SocketAddr> {
+        for _ in 0..1200 {
+            let log = self.log();
+            if let Some(addr) = log
+                .lines()
+                .find_map(|l| l.split("listening on http://").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+            {
+                return addr.parse().with_context(|| format!("address {addr}"));
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("kubesink exited ({status}) before listening:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("kubesink did not log its address:\n{}", self.log())
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) -> Result<()> {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+        ensure!(status.success(), "kill -TERM {pid} failed");
+        Ok(())
+    }
+
+    /// Waits up to `limit` for it to exit; its exit code.
+    pub async fn wait(&mut self, limit: Duration) -> Result<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return status
+                    .code()
+                    .with_context(|| format!("kubesink ended by a signal: {status}"));
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!(
+                    "kubesink did not exit within {limit:?}; its log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Peak resident set size so far (`VmHWM` of /proc/PID/status), bytes.
+    pub fn peak_rss(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .context("no VmHWM in /proc/PID/status")?;
+        Ok(kb * 1024)
+    }
+}
+
+impl Drop for Kubesink {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A bare HTTP/1.1 GET: status code and body.
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: kubesink\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("no status line in {out:?}"))?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// One sample of `/metrics` (0 when the series is absent).
+pub(crate) async fn metric(addr: SocketAddr, name: &str, labels: &str) -> Result<f64> {
+    let (code, text) = http_get(addr, "/metrics").await?;
+    ensure!(code == 200, "/metrics answered {code}");
+    Ok(sample(&text, name, labels).unwrap_or(0.0))
+}
+
+/// A config with the wasm mysql sink writing events (and jobs and pods)
+/// through connection `db` (`connection` is the YAML of the connection).
+pub(crate) fn mysql_sink_config(connection: &str, extra: &str) -> Result<String> {
+    let module = guests::guest_wasm("kubesink-sink-mysql")?;
+    Ok(format!(
+        "connections:\n  db: {connection}\nsinks:\n  - name: mysql\n    module: '{}'\n    connections: [db]\n    settings: {{ connection: db }}\n{extra}",
+        module.display()
+    ))
+}
+
+/// The YAML of a mysql connection to `db`.
+pub(crate) fn mysql_connection(db: &kubesink_tests::mariadb::TestDb) -> String {
+    let env = db.kubedl_env();
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    format!(
+        "{{ driver: mysql, host: '{}', port: {}, database: '{}', user: '{}', password: '{}' }}",
+        get("MYSQL_HOST"),
+        get("MYSQL_PORT"),
+        get("MYSQL_DB_NAME"),
+        get("MYSQL_USER"),
+        get("MYSQL_PASSWORD")
+    )
+}
+
+fn event(name: &str) -> Result<Event> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "involvedObject": {"kind": "Pod", "namespace": "default", "name": "p", "apiVersion": "v1"},
+        "reason": "Tested", "message": format!("event {name}"), "type": "Normal", "count": 1,
+        "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z",
+        "source": {"component": "e2e"},
+    }))?)
+}
+
+async fn create_events(api: &Api<Event>, prefix: &str, n: usize) -> Result<()> {
+    for i in 0..n {
+        api.create(&PostParams::default(), &event(&format!("{prefix}-{i}"))?)
+            .await
+            .with_context(|| format!("create event {prefix}-{i}"))?;
+    }
+    Ok(())
+}
+
+/// Events in all namespaces, as the API server has them.
+async fn events_in_cluster(client: &kube::Client) -> Result<usize> {
+    Ok(Api::<Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .len())
+}
+
+async fn sqlite_count(db: &Path, sql: &str) -> Result<i64> {
+    use sqlx::Connection;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await?;
+    let n: i64 = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut conn)
+        .await?
+        .try_get(0)?;
+    Ok(n)
+}
+
+/// Polls `check` every 200 ms for up to `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < deadline {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = None,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("timed out after {limit:?} waiting for {what}; last error: {last:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ops_readyz_waits_for_the_listing_and_metrics_count_the_rows() -> Result<()> {
+    let mut cluster = cluster::start().await?;
+    let client = cluster.client();
+    let events = Api::<Event>::namespaced(client.clone(), "default");
+    create_events(&events, "before", 40).await?;
+
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("ops.db");
+    let config = dir.path().join("kubesink.yaml");
+    std::fs::write(
+        &config,
+        mysql_sink_config(
+            &format!("{{ driver: sqlite, path: '{}' }}", db.display()),
+            "    batch: { max_records: 16, max_delay: 20ms }\n",
+        )?,
+    )?;
+    // The API server is down when kubesink starts: no watch can list.
+    cluster.stop_apiserver();
+    let kubeconfig = cluster.kubeconfig_path().display().to_string();
+    let config_arg = config.display().to_string();
+    let mut ks = Kubesink::spawn(
+        dir.path(),
+        "ops",
+        &[
+            "--config",
+            &config_arg,
+            "run",
+            "--kubeconfig",
+            &kubeconfig,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        Stdio::null(),
+    )?;
+    let addr = ks.listen_addr().await?;
+    // Sinks load, watches fail: live but not ready, saying why.
+    eventually(Duration::from_secs(60), "the watch to fail", || async {
+        Ok(metric(
+            addr,
+            "kubesink_watch_restarts_total",
+            "resource=\"events (v1)\"",
+        )
+        .await?
+            >= 1.0)
+    })
+    .await?;
+    let (code, body) = http_get(addr, "/readyz").await?;
+    ensure!(code == 503, "/readyz before any listing: {code} {body}");
+    ensure!(
+        body.contains("watch events (v1): first listing not complete"),
+        "{body}"
+    );
+    ensure!(
+        !body.contains("sink mysql"),
+        "the sink is initialized: {body}"
+    );
+    let (code, body) = http_get(addr, "/healthz").await?;
+    ensure!(
+        code == 200 && body.trim() == "ok",
+        "/healthz: {code} {body}"
+    );
+
+    // API server back: every watch lists (training kinds without a CRD are
+    // not served, which counts as listed), and the process is ready.
+    cluster.start_apiserver().await?;
+    let client = cluster.client();
+    eventually(Duration::from_secs(90), "/readyz 200", || async {
+        Ok(http_get(addr, "/readyz").await?.0 == 200)
+    })
+    .await?;
+    let (_, body) = http_get(addr, "/readyz").await?;
+    ensure!(body.contains("not served by the API server"), "{body}");
+
+    let events = Api::<Event>::namespaced(client.clone(), "default");
+    create_events(&events, "after", 25).await?;
+    let in_cluster = events_in_cluster(&client).await?;
+    ensure!(in_cluster >= 65, "{in_cluster} events in the cluster");
+    eventually(Duration::from_secs(60), "every event as a row", || async {
+        Ok(sqlite_count(&db, "SELECT COUNT(*) FROM event_info").await? == in_cluster as i64)
+    })
+    .await?;
+    // Each event was delivered once (no updates): the counter equals the rows.
+    eventually(Duration::from_secs(10), "delivered == rows", || async {
+        Ok(metric(
+            addr,
+            "kubesink_sink_records_delivered_total",
+            "sink=\"mysql\"",
+        )
+        .await?
+            == in_cluster as f64)
+    })
+    .await?;
+    let (_, text) = http_get(addr, "/metrics").await?;
+    let m = |name: &str, labels: &str| sample(&text, name, labels).unwrap_or(-1.0);
+    ensure!(
+        m("kubesink_sink_records_received_total", "sink=\"mysql\"") == in_cluster as f64,
+        "{text}"
+    );
+    ensure!(
+        m("kubesink_sink_records_failed_total", "sink=\"mysql\"") == 0.0,
+        "{text}"
+    );
+    ensure!(
+        m("kubesink_sink_queue_depth", "sink=\"mysql\"") == 0.0,
+        "{text}"
+    );
+    let batches = m(
+        "kubesink_sink_batch_duration_seconds_count",
+        "sink=\"mysql\"",
+    );
+    // At most 16 per batch: at least 65/16 batches.
+    ensure!(
+        batches >= (in_cluster as f64 / 16.0).ceil(),
+        "{batches} batches: {text}"
+    );
+    ensure!(
+        m("kubesink_sink_guest_seconds_total", "sink=\"mysql\"") > 0.0,
+        "{text}"
+    );
+    ensure!(
+        m("kubesink_watch_restarts_total", "resource=\"pods (v1)\"") >= 1.0,
+        "{text}"
+    );
+
+    ks.terminate()?;
+    let code = ks.wait(Duration::from_secs(60)).await?;
+    ensure!(code == 0, "exit {code}; log:\n{}", ks.log());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Result<()> {
+    let cluster = cluster::start().await?;
+    let client = cluster.client();
+    let mut mariadb = PrivateMariaDb::start().await?;
+    let testdb = mariadb.fresh_database("sigterm").await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("kubesink.yaml");
+    std::fs::write(
+        &config,
+        mysql_sink_config(
+            &mysql_connection(&testdb),
+            "    batch: { max_records: 50, max_delay: 20ms }\n    retry: { initial: 200ms, max: 2s }\n",
+        )?,
+    )?;
+    let kubeconfig = cluster.kubeconfig_path().display().to_string();
+    let config_arg = config.display().to_string();
+    let start = |name: &str, grace: &str| {
+        Kubesink::spawn(
+            dir.path(),
+            name,
+            &[
+                "--config",
+                &config_arg,
+                "run",
+                "--kubeconfig",
+                &kubeconfig,
+                "--listen",
+                "127.0.0.1:0",
+                "--shutdown-grace",
+                grace,
+            ],
+            &[],
+            Stdio::null(),
+        )
+    };
+    let pool = testdb.connect().await?;
+    let rows = || async {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM event_info")
+            .fetch_one(&pool)
+            .await?
+            .try_get(0)?;
+        anyhow::Ok(n)
+    };
+    let events = Api::<Event>::namespaced(client.clone(), "default");
+
+    // 1. The database goes away, records queue up behind the retrying sink;
+    //    SIGTERM; the database comes back within the grace: all delivered,
+    //    exit 0.
+    let mut ks = start("drain", "60s")?;
+    let addr = ks.listen_addr().await?;
+    eventually(Duration::from_secs(60), "/readyz 200", || async {
+        Ok(http_get(addr, "/readyz").await?.0 == 200)
+    })
+    .await?;
+    create_events(&events, "a", 30).await?;
+    eventually(Duration::from_secs(30), "30 rows", || async {
+        Ok(rows().await? == 30)
+    })
+    .await?;
+    mariadb.stop().await?;
+    create_events(&events, "b", 120).await?;
+    eventually(
+        Duration::from_secs(60),
+        "a queue behind retries",
+        || async {
+            let (_, text) = http_get(addr, "/metrics").await?;
+            let m = |n: &str| sample(&text, n, "sink=\"mysql\"").unwrap_or(0.0);
+            Ok(m("kubesink_sink_retries_total") >= 1.0
+                && m("kubesink_sink_records_received_total") == 150.0
+                && m("kubesink_sink_records_delivered_total") == 30.0)
+        },
+    )
+    .await?;
+    ks.terminate()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(
+        ks.child.try_wait()?.is_none(),
+        "kubesink exited while records were queued; log:\n{}",
+        ks.log()
+    );
+    let (code, body) = http_get(addr, "/readyz").await?;
+    ensure!(
+        code == 503 && body.contains("shutting down"),
+        "{code} {body}"
+    );
+    mariadb.restart().await?;
+    let code = ks.wait(Duration::from_secs(60)).await?;
+    let log = ks.log();
+    ensure!(code == 0, "exit {code}; log:\n{log}");
+    ensure!(log.contains("sink mysql: 150 delivered, 0 failed"), "{log}");
+    ensure!(
+        rows().await? == 150,
+        "rows after the drain: {}",
+        rows().await?
+    );
+
+    // 2. The database stays away: the grace runs out, kubesink says what it
+    //    did not deliver and exits 5.
+    let mut ks = start("grace", "3s")?;
+    let addr = ks.listen_addr().await?;
+    // It lists the 150 events again and upserts them (no new rows).
+    eventually(Duration::from_secs(60), "the listing delivered", || async {
+        Ok(http_get(addr, "/readyz").await?.0 == 200
+            && metric(
+                addr,
+                "kubesink_sink_records_delivered_total",
+                "sink=\"mysql\"",
+            )
+            .await?
+                == 150.0)
+    })
+    .await?;
+    mariadb.stop().await?;
+    create_events(&events, "c", 20).await?;
+    eventually(Duration::from_secs(60), "20 queued", || async {
+        let (_, text) = http_get(addr, "/metrics").await?;
+        let m = |n: &str| sample(&text, n, "sink=\"mysql\"").unwrap_or(0.0);
+        Ok(
+            m("kubesink_sink_records_received_total") - m("kubesink_sink_records_delivered_total")
+                == 20.0,
+        )
+    })
+    .await?;
+    let stopped_at = Instant::now();
+    ks.terminate()?;
+    let code = ks.wait(Duration::from_secs(30)).await?;
+    let took = stopped_at.elapsed();
+    let log = ks.log();
+    ensure!(code == 5, "exit {code}; log:\n{log}");
+    ensure!(
+        log.contains("sink mysql: 20 records left undelivered: the shutdown grace of 3s ran out"),
+        "{log}"
+    );
+    ensure!(took < Duration::from_secs(10), "stopping took {took:?}");
+    mariadb.restart().await?;
+    pool.close().await;
+    testdb.drop_database().await?;
+    Ok(())
+}
