@@ -1,8 +1,11 @@
-//! Where objects come from: [`replay`] (files and stdin) now, the live
-//! watch of a cluster later. Every source turns objects into entries with
+//! Where objects come from: [`replay`] (files and stdin) and the live
+//! [`watch`] of a cluster (with [`jobs`] reconciliation across the job
+//! resources, and [`leader`] election among replicas). Every source turns objects into entries with
 //! the same [`Normalizer`], so a replay delivers exactly what the live
 //! source would.
 
+pub mod jobs;
+pub mod leader;
 pub mod replay;
 pub mod split;
 pub mod watch;

@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use kubesink_normalize::record::{Change, Record, RecordKind};
 use serde_json::Value;
 
+use super::jobs::JobListings;
 use super::{Normalizer, now};
 use crate::pipeline::Pipeline;
 
@@ -61,6 +62,8 @@ pub struct WatchOptions {
     pub namespace: Option<String>,
     /// Event filters.
     pub events: EventFilter,
+    /// The API server's URL, named in messages about reaching it.
+    pub server: String,
 }
 
 /// One watched resource type.
@@ -111,6 +114,11 @@ fn resources(normalizer: &Normalizer) -> Vec<Resource> {
     out
 }
 
+/// The name of a watch in logs, metrics and readiness: `plural (apiVersion)`.
+fn watch_name(r: &Resource) -> String {
+    format!("{} ({})", r.resource.plural, r.resource.api_version)
+}
+
 /// `Kind namespace/name` of an object, for messages.
 fn describe(obj: &Value) -> String {
     let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("?");
@@ -138,8 +146,15 @@ pub async fn run(
                 .map(|k| k.kind.clone()),
         )
         .collect();
+    let all = resources(&normalizer);
+    let jobs = Arc::new(JobListings::new(
+        all.iter().filter(|r| is_job(r)).map(watch_name),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
-    for r in resources(&normalizer) {
+    for r in all {
+        // Readiness waits for this watch's first listing; restarts are counted.
+        pipeline.ops().health.watcher_pending(&watch_name(&r));
+        pipeline.ops().metrics.watch_started(&watch_name(&r));
         let api: Api<DynamicObject> = match &options.namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &r.resource),
             None => Api::all_with(client.clone(), &r.resource),
@@ -147,30 +162,71 @@ pub async fn run(
         let pipeline = pipeline.clone();
         let normalizer = normalizer.clone();
         let job_kinds = job_kinds.clone();
-        let events = options.events.clone();
+        let context = Context {
+            pipeline,
+            normalizer,
+            job_kinds,
+            events: options.events.clone(),
+            jobs: jobs.clone(),
+            server: options.server.clone(),
+        };
         tasks.spawn(async move {
-            watch_one(api, r, pipeline, normalizer, job_kinds, events).await;
+            watch_one(api, r, context).await;
         });
     }
     while tasks.join_next().await.is_some() {}
 }
 
-async fn watch_one(
-    api: Api<DynamicObject>,
-    r: Resource,
+/// What every watch shares.
+struct Context {
     pipeline: Arc<Pipeline>,
     normalizer: Normalizer,
     job_kinds: Vec<String>,
     events: EventFilter,
-) {
-    let name = format!("{} ({})", r.resource.plural, r.resource.api_version);
+    jobs: Arc<JobListings>,
+    server: String,
+}
+
+/// Whether a resource holds jobs (batch/v1 Jobs and the training kinds).
+fn is_job(r: &Resource) -> bool {
+    !matches!(r.resource.kind.as_str(), "Pod" | "Event")
+}
+
+/// Whether a watch failed because the API server does not serve the
+/// resource (404 on the list: a CRD not installed).
+fn not_served(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404)
+}
+
+async fn reconcile_jobs(jobs: &JobListings, pipeline: &Pipeline, name: &str) {
+    match jobs.reconcile(pipeline).await {
+        Ok(0) => {}
+        Ok(gone) => {
+            tracing::info!(resource = %name, removed = gone, "marked jobs deleted while not watching");
+        }
+        Err(blocked) => {
+            tracing::debug!(resource = %name, waiting_for = ?blocked, "jobs not reconciled yet: these job resources are served but not listed");
+        }
+    }
+}
+
+async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
+    let Context {
+        pipeline,
+        normalizer,
+        job_kinds,
+        events,
+        jobs,
+        server,
+    } = context;
+    let name = watch_name(&r);
+    let job = is_job(&r);
     let config = watcher::Config::default().any_semantic();
     let mut stream = watcher(api, config).default_backoff().boxed();
     let mut failing = false;
     // Pods and events come from one resource each, so a complete listing
     // tells which held records vanished while kubesink was not watching.
-    // (Jobs come from several resources; reconciling them needs the union
-    // of all their listings and is not done yet.)
+    // Jobs come from several resources: see `jobs.rs`.
     let reconcile_kind = match r.resource.kind.as_str() {
         "Pod" => Some(RecordKind::Pod),
         "Event" => Some(RecordKind::Event),
@@ -178,20 +234,48 @@ async fn watch_one(
     };
     let mut listed: Option<HashSet<String>> = None;
     while let Some(event) = stream.next().await {
+        // A job watcher records an object and queues its entry under the
+        // shared gate, so a job reconciliation never sees one without the
+        // other.
+        let _gate = match &event {
+            Ok(
+                watcher::Event::InitApply(_) | watcher::Event::Apply(_) | watcher::Event::Delete(_),
+            ) if job => Some(jobs.gate().await),
+            _ => None,
+        };
         let (object, removed) = match event {
             Ok(watcher::Event::InitApply(o)) => {
-                if let (Some(l), Some(uid)) = (listed.as_mut(), o.metadata.uid.clone()) {
-                    l.insert(uid);
+                if let Some(uid) = o.metadata.uid.as_deref() {
+                    if let Some(l) = listed.as_mut() {
+                        l.insert(uid.to_owned());
+                    }
+                    if job {
+                        jobs.listed(&name, uid);
+                    }
                 }
                 (o, false)
             }
-            Ok(watcher::Event::Apply(o)) => (o, false),
-            Ok(watcher::Event::Delete(o)) => (o, true),
+            Ok(watcher::Event::Apply(o)) => {
+                if let (true, Some(uid)) = (job, o.metadata.uid.as_deref()) {
+                    jobs.changed(&name, uid, true);
+                }
+                (o, false)
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                if let (true, Some(uid)) = (job, o.metadata.uid.as_deref()) {
+                    jobs.changed(&name, uid, false);
+                }
+                (o, true)
+            }
             Ok(watcher::Event::Init) => {
                 listed = reconcile_kind.map(|_| HashSet::new());
+                if job {
+                    jobs.list_started(&name);
+                }
                 continue;
             }
             Ok(watcher::Event::InitDone) => {
+                pipeline.ops().health.watcher_synced(&name);
                 if failing {
                     tracing::info!(resource = %name, "watching again");
                 }
@@ -202,16 +286,32 @@ async fn watch_one(
                         tracing::info!(resource = %name, removed = gone, "marked records of objects deleted while not watching");
                     }
                 }
+                if job {
+                    jobs.list_done(&name);
+                    reconcile_jobs(&jobs, &pipeline, &name).await;
+                }
                 tracing::info!(resource = %name, "listed; watching");
                 continue;
             }
             Err(e) => {
+                pipeline.ops().metrics.watch_restart(&name);
+                pipeline.ops().health.watcher_failed(&name, &e);
+                if matches!(&e, watcher::Error::WatchError(s) if s.code == 410) {
+                    // The resource version is compacted away: the watcher
+                    // lists again, and that listing reconciles.
+                    tracing::info!(resource = %name, error = %e, "watch expired (410 Gone); listing again");
+                    continue;
+                }
                 if failing {
                     tracing::debug!(resource = %name, error = %e, "watch still failing; retrying with backoff");
                 } else {
-                    tracing::warn!(resource = %name, error = %e, "cannot watch; retrying with backoff (a CRD not installed yet, a missing RBAC permission, or the API server unreachable)");
+                    tracing::warn!(resource = %name, %server, error = %e, "cannot watch; retrying with backoff (a CRD not installed yet, a missing RBAC permission, or the API server unreachable)");
                 }
                 failing = true;
+                if job && not_served(&e) && jobs.not_served(&name) {
+                    // Its CRD is absent: no job of it exists.
+                    reconcile_jobs(&jobs, &pipeline, &name).await;
+                }
                 continue;
             }
         };
