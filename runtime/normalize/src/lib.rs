@@ -37,6 +37,9 @@ pub mod record;
 pub mod resources;
 pub mod time;
 
+#[cfg(test)]
+mod proptests;
+
 use serde_json::Value;
 
 pub use error::NormalizeError;
