@@ -1,0 +1,24 @@
+//! kubesink's benchmark harness (`just bench`, issue 7): generated cluster
+//! history replayed through the wasm mysql sink, the same sink logic built
+//! natively, and plain sqlx upserts into MariaDB; the sls sink into the
+//! emulator; host→guest call costs (criterion, `benches/host_call.rs`);
+//! kubesink's resident memory while it holds many pods, and end-to-end
+//! latency at a fixed event rate against a real control plane. The binary
+//! `kubesink-bench` runs the scenarios and writes `docs/benchmarks.md`.
+//!
+//! Modules: [`data`] (generated stream → batches of entries), [`convert`]
+//! (host records → sink model), [`native`] (the native sink's database),
+//! [`ceiling`] (plain sqlx), [`mysql`] (the three MariaDB runs), [`sls`]
+//! (the sls run), [`live`] (memory and latency against the control plane),
+//! [`calls`] (criterion results), [`procfs`] (memory, machine), [`report`].
+
+pub mod calls;
+pub mod ceiling;
+pub mod convert;
+pub mod data;
+pub mod live;
+pub mod mysql;
+pub mod native;
+pub mod procfs;
+pub mod report;
+pub mod sls;

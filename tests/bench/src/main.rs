@@ -1,0 +1,712 @@
+//! `kubesink-bench`: runs kubesink's benchmarks and writes
+//! `docs/benchmarks.md`. Started by `just bench` (`tests/scripts/bench.sh`,
+//! which builds the binaries and guests and runs the criterion bench
+//! first). Starts what it needs itself: MariaDB (`tests/scripts/mariadb.sh`),
+//! the SLS emulator (in process) and a control plane (etcd +
+//! kube-apiserver).
+//!
+//! `BENCH_SCALE` (default 1) scales the data set (1 = 10k jobs, 100k pods,
+//! 1M events), the pods held for the memory figure and the latency run;
+//! `BENCH_ONLY=mysql,sls,calls,memory,latency` picks scenarios.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use kubesink_bench::report::{Figure, Report, Target};
+use kubesink_bench::{calls, data, live, mysql, procfs, sls};
+use kubesink_tests::guests::{guest_wasm, workspace_root};
+use kubesink_tests::mariadb;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubesink-bench",
+    about = "Runs kubesink's benchmarks and writes docs/benchmarks.md"
+)]
+struct Args {
+    /// Scale of the data set and of the live runs (1 = the sizes).
+    #[arg(long, env = "BENCH_SCALE", default_value_t = 1.0)]
+    scale: f64,
+    /// Scenarios to run (comma-separated): mysql, replay, sls, calls, memory, latency.
+    #[arg(
+        long,
+        env = "BENCH_ONLY",
+        value_delimiter = ',',
+        default_value = "mysql,replay,sls,calls,memory,latency"
+    )]
+    only: Vec<String>,
+    /// Pods for the memory figure (default: 100000 × scale, at least 2000).
+    #[arg(long, env = "BENCH_MEMORY_PODS")]
+    memory_pods: Option<u64>,
+    /// Event rate of the latency run, events/s.
+    #[arg(long, env = "BENCH_RATE", default_value_t = 500)]
+    rate: u64,
+    /// Duration of the latency run in seconds (default: 60 × scale, at least 10).
+    #[arg(long, env = "BENCH_LATENCY_SECS")]
+    latency_secs: Option<u64>,
+    /// Where to write the report (relative to the workspace).
+    #[arg(long, env = "BENCH_OUT", default_value = "docs/benchmarks.md")]
+    out: PathBuf,
+    /// The command line to print in the report.
+    #[arg(long, env = "BENCH_COMMAND", default_value = "just bench")]
+    command: String,
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("KUBESINK_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kubesink")))
+        .unwrap_or_else(|| workspace_root().join("target/kubesink-cache"))
+        .join("bench")
+}
+
+/// A binary built next to this one (`target/<profile>/NAME`).
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe().context("locating kubesink-bench")?;
+    let path = me.with_file_name(name);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found: build it first (`cargo build -p kubesink -p kubesink-tests --bins`; tests/scripts/bench.sh does)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn step(what: &str) {
+    eprintln!("\n==> {what}");
+}
+
+struct Bench {
+    args: Args,
+    report: Report,
+    cache: PathBuf,
+    batches: Option<Vec<Vec<kubesink_normalize::record::Entry>>>,
+    stream: Option<PathBuf>,
+}
+
+impl Bench {
+    fn wants(&self, s: &str) -> bool {
+        self.args.only.iter().any(|o| o.trim() == s)
+    }
+
+    fn record(&mut self, name: &str, result: anyhow::Result<()>) {
+        if let Err(e) = result {
+            let text = format!("{e:#}");
+            eprintln!("!! {name} failed: {text}");
+            self.report.failures.push((name.to_owned(), text));
+        }
+    }
+
+    fn shape(&self) -> data::Shape {
+        data::Shape::scaled(self.args.scale)
+    }
+
+    fn stream(&mut self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.stream {
+            return Ok(p.clone());
+        }
+        let shape = self.shape();
+        step(&format!(
+            "data: {} jobs, {} pods, {} events (kubesink-gen)",
+            shape.jobs,
+            shape.pods(),
+            shape.events
+        ));
+        let started = Instant::now();
+        let path = data::ensure_stream(&sibling("kubesink-gen")?, &self.cache, shape)?;
+        eprintln!(
+            "  {} ({:.1} s)",
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
+        self.stream = Some(path.clone());
+        Ok(path)
+    }
+
+    fn batches(&mut self) -> anyhow::Result<&[Vec<kubesink_normalize::record::Entry>]> {
+        if self.batches.is_none() {
+            let path = self.stream()?;
+            step("normalizing the stream into batches of 500");
+            let started = Instant::now();
+            let batches = data::load(&path, 500)?;
+            let n: usize = batches.iter().map(Vec::len).sum();
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!("  {n} entries in {secs:.1} s");
+            self.report.figures.push(Figure::new(
+                "parse + normalize (generated watch stream → entries)",
+                n as f64 / secs.max(1e-9),
+                "records/s",
+                Target::None,
+                "serde_json + kubesink_normalize on one thread, for context",
+            ));
+            self.batches = Some(batches);
+        }
+        Ok(self.batches.as_deref().unwrap_or_default())
+    }
+
+    async fn mysql(&mut self) -> anyhow::Result<()> {
+        let wasm = guest_wasm("kubesink-sink-mysql")?;
+        // Compiled components persist between runs (keyed by the engine's
+        // settings and the host CPU), so no run pays for Cranelift.
+        let components = self.cache.join("components");
+        let batches = std::mem::take(&mut self.batches);
+        let batches = match batches {
+            Some(b) => b,
+            None => {
+                self.batches()?;
+                self.batches.take().unwrap_or_default()
+            }
+        };
+        let records: usize = batches.iter().map(Vec::len).sum();
+
+        let all = self.wants("mysql");
+        let mut rows_seen: Option<[i64; 3]> = None;
+        let mut check_rows = |label: &str, rows: [i64; 3]| -> anyhow::Result<()> {
+            if let Some(prev) = rows_seen {
+                anyhow::ensure!(
+                    prev == rows,
+                    "{label} left different row counts than the sink before it: {rows:?} vs {prev:?}"
+                );
+            }
+            rows_seen = Some(rows);
+            Ok(())
+        };
+        let mut w = None;
+        if all || self.wants("wasm") {
+            step(&format!("mysql sink (wasm) → MariaDB: {records} records"));
+            let db = mariadb::fresh_database("bench_wasm").await?;
+            let cpu = mysqld_cpu();
+            let counters = mysql::statement_counters(&db).await?;
+            let t = mysql::wasm(&db, &wasm, &components, &batches).await?;
+            let server = cpu_since(cpu);
+            let after = mysql::statement_counters(&db).await?;
+            let prepares = after.0.saturating_sub(counters.0);
+            let executes = after.1.saturating_sub(counters.1);
+            let rows = mysql::row_counts(&db).await?;
+            eprintln!(
+                "  {:.0} records/s; mysqld CPU {server:.2} s; {prepares} prepares, {executes} executes; rows {rows:?}",
+                t.per_sec()
+            );
+            let server =
+                format!("{server:.1} s of CPU, {prepares} statement prepares, {executes} executes");
+            check_rows("wasm", rows)?;
+            db.drop_database().await?;
+            w = Some((t, server));
+        }
+        let mut n = None;
+        if all || self.wants("native") {
+            step("mysql sink (native) → MariaDB");
+            let db = mariadb::fresh_database("bench_native").await?;
+            let cpu = mysqld_cpu();
+            let counters = mysql::statement_counters(&db).await?;
+            let t = mysql::native(&db, &batches).await?;
+            let server = cpu_since(cpu);
+            let after = mysql::statement_counters(&db).await?;
+            let prepares = after.0.saturating_sub(counters.0);
+            let executes = after.1.saturating_sub(counters.1);
+            let rows = mysql::row_counts(&db).await?;
+            eprintln!(
+                "  {:.0} records/s; mysqld CPU {server:.2} s; {prepares} prepares, {executes} executes; rows {rows:?}",
+                t.per_sec()
+            );
+            let server =
+                format!("{server:.1} s of CPU, {prepares} statement prepares, {executes} executes");
+            check_rows("native", rows)?;
+            db.drop_database().await?;
+            n = Some((t, server));
+        }
+        let mut c = None;
+        if all || self.wants("ceiling") {
+            step("plain sqlx batched upserts → MariaDB (ceiling)");
+            let db = mariadb::fresh_database("bench_ceiling").await?;
+            let cpu = mysqld_cpu();
+            let counters = mysql::statement_counters(&db).await?;
+            let t = mysql::ceiling(&db, &batches).await?;
+            let server = cpu_since(cpu);
+            let after = mysql::statement_counters(&db).await?;
+            let prepares = after.0.saturating_sub(counters.0);
+            let executes = after.1.saturating_sub(counters.1);
+            let rows = mysql::row_counts(&db).await?;
+            eprintln!(
+                "  {:.0} records/s; mysqld CPU {server:.2} s; {prepares} prepares, {executes} executes; rows {rows:?}",
+                t.per_sec()
+            );
+            let server =
+                format!("{server:.1} s of CPU, {prepares} statement prepares, {executes} executes");
+            db.drop_database().await?;
+            c = Some((t, server));
+        }
+        let rows = rows_seen.unwrap_or_default();
+        let rows_note = format!(
+            "{} batches of ≤500 entries; {} job, {} pod, {} event rows",
+            batches.len(),
+            rows[0],
+            rows[1],
+            rows[2]
+        );
+        if let Some((t, server)) = &w {
+            self.report.figures.push(Figure::new(
+                "mysql sink, **wasm** (component in the host) → MariaDB",
+                t.per_sec(),
+                "records/s",
+                Target::AtLeast(50_000.0),
+                format!("`SinkInstance::write`, write time only; MariaDB: {server}; {rows_note}"),
+            ));
+        }
+        if let Some((t, server)) = &n {
+            self.report.figures.push(Figure::new(
+                "mysql sink, **native** (same logic, host's sql directly) → MariaDB",
+                t.per_sec(),
+                "records/s",
+                Target::None,
+                format!("`MysqlSink<NativeDb>` over `kubesink_host::sql::SqlConn`, incl. moving records into the sink model; MariaDB: {server}"),
+            ));
+        }
+        if let (Some((wt, _)), Some((nt, _))) = (&w, &n) {
+            self.report.figures.push(Figure::new(
+                "ratio wasm / native",
+                wt.per_sec() / nt.per_sec().max(1e-9),
+                "",
+                Target::AtLeast(0.9),
+                "same batches, same database server, fresh database each",
+            ));
+        }
+        if let Some((t, server)) = c {
+            let vs = w.as_ref().map_or(String::new(), |(wt, _)| {
+                format!(
+                    "; wasm reaches {:.0}% of it",
+                    100.0 * wt.per_sec() / t.per_sec().max(1e-9)
+                )
+            });
+            self.report.figures.push(Figure::new(
+                "ceiling: plain batched sqlx upserts of the same rows → MariaDB",
+                t.per_sec(),
+                "records/s",
+                Target::None,
+                format!(
+                    "multi-row `INSERT … ON DUPLICATE KEY UPDATE` (statement shapes as the sink's), one transaction per batch, no version guards, no collapse; MariaDB: {server}{vs}"
+                ),
+            ));
+        }
+        self.batches = Some(batches);
+        Ok(())
+    }
+
+    /// The whole binary: `kubesink replay` of the stream file.
+    async fn replay(&mut self) -> anyhow::Result<()> {
+        let path = self.stream()?;
+        let kubesink = sibling("kubesink")?;
+        let db = mariadb::fresh_database("bench_replay").await?;
+        step("kubesink replay (the binary: parse, normalize, pipeline, wasm sink) → MariaDB");
+        let dir = tempfile::tempdir()?;
+        let mut child = std::process::Command::new(&kubesink)
+            .args([
+                "--meta-storage",
+                "mysql",
+                "--event-storage",
+                "mysql",
+                "replay",
+            ])
+            .arg(&path)
+            .envs(db.kubedl_env())
+            .env("KUBESINK_CACHE_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", kubesink.display()))?;
+        let sampler = procfs::PeakSampler::start(child.id(), Duration::from_millis(20));
+        let started = Instant::now();
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read as _;
+            tokio::task::block_in_place(|| e.read_to_string(&mut stderr))?;
+        }
+        let status = tokio::task::block_in_place(|| child.wait())?;
+        let wall = started.elapsed().as_secs_f64();
+        let peak = sampler.finish();
+        anyhow::ensure!(
+            status.success(),
+            "kubesink replay failed ({status}):\n{stderr}"
+        );
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("replayed "))
+            .context("kubesink replay printed no summary")?;
+        eprintln!("  {line}");
+        let rate = line
+            .rsplit_once('(')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .context("no records/s in the replay summary")?;
+        let rows = mysql::row_counts(&db).await?;
+        db.drop_database().await?;
+        self.report.figures.push(Figure::new(
+            "`kubesink replay` (whole binary) → MariaDB",
+            rate,
+            "records/s",
+            Target::AtLeast(50_000.0),
+            format!(
+                "as it reports; wall {wall:.1} s incl. start-up; peak RSS {:.0} MB; rows {rows:?}",
+                peak as f64 / 1e6
+            ),
+        ));
+        Ok(())
+    }
+
+    async fn sls(&mut self) -> anyhow::Result<()> {
+        let wasm = guest_wasm("kubesink-sink-sls")?;
+        let cache = tempfile::tempdir()?;
+        self.batches()?;
+        let batches = self.batches.take().unwrap_or_default();
+        step("sls sink (wasm) → SLS emulator");
+        let result = sls::run(&wasm, cache.path(), &batches).await;
+        self.batches = Some(batches);
+        let s = result?;
+        eprintln!(
+            "  {:.0} events/s, {:.1} MB/s raw, {} requests",
+            s.events_per_sec(),
+            s.mb_per_sec(),
+            s.requests
+        );
+        let note = format!(
+            "{} events in batches of {}; {} PutLogs; raw {:.1} MB, lz4 {:.1} MB; emulator in the same process",
+            s.events,
+            sls::BATCH,
+            s.requests,
+            s.raw_bytes as f64 / 1e6,
+            s.wire_bytes as f64 / 1e6
+        );
+        self.report.figures.push(Figure::new(
+            "sls sink (wasm) → SLS emulator",
+            s.events_per_sec(),
+            "events/s",
+            Target::AtLeast(100_000.0),
+            note,
+        ));
+        self.report.figures.push(Figure::new(
+            "sls sink (wasm) → SLS emulator, raw protobuf",
+            s.mb_per_sec(),
+            "MB/s",
+            Target::None,
+            "`x-log-bodyrawsize` summed over write time",
+        ));
+        Ok(())
+    }
+
+    fn calls(&mut self) -> anyhow::Result<()> {
+        let dir = workspace_root().join("target/criterion");
+        let empty = calls::mean_ns(&dir, calls::GROUP, "empty_batch").context(
+            "no criterion results: run `cargo bench -p kubesink-bench --bench host_call` first (bench.sh does)",
+        )?;
+        self.report.figures.push(Figure::new(
+            "host→guest call, empty batch (criterion)",
+            empty / 1000.0,
+            "µs",
+            Target::None,
+            "`SinkInstance::write(&[])` on the mysql component (`pods`, `events` off, so no SQL)",
+        ));
+        for n in [100usize, 1000] {
+            let name = format!("events_{n}");
+            let Some(batch) = calls::mean_ns(&dir, calls::GROUP, &name) else {
+                continue;
+            };
+            self.report.figures.push(Figure::new(
+                &format!("host→guest cost per record, batch of {n} events (criterion)"),
+                calls::per_record_ns(empty, batch, n) / 1000.0,
+                "µs",
+                Target::None,
+                "(batch − empty) / n: lowering into the guest, lifting and the sink's model conversion",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn live(&mut self, memory: bool, latency: bool) -> anyhow::Result<()> {
+        let kubesink = sibling("kubesink")?;
+        let wasm = guest_wasm("kubesink-sink-mysql")?;
+        step("control plane (etcd + kube-apiserver)");
+        let cluster = kubesink_tests::cluster::start().await?;
+        let client = cluster.client();
+        let db = mariadb::fresh_database("bench_live").await?;
+        let pool = db.connect().await?;
+        let dir = tempfile::tempdir()?;
+        let job_uid = live::create_job(&client).await?;
+        step("kubesink run");
+        let mut ks = live::Kubesink::start(&kubesink, &wasm, &cluster, &db, dir.path())?;
+        live::wait_count(
+            &pool,
+            &mut ks,
+            "SELECT COUNT(*) FROM job_info",
+            1,
+            Duration::from_secs(120),
+        )
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (rss0, _) = ks.memory()?;
+        eprintln!("  running, RSS {:.1} MB with 1 job", rss0 as f64 / 1e6);
+        let pods = self
+            .args
+            .memory_pods
+            .unwrap_or_else(|| ((100_000.0 * self.args.scale) as u64).max(2000));
+        if memory {
+            step(&format!("memory: creating {pods} pods"));
+            let took = live::create_pods(&client, &job_uid, 0, pods).await?;
+            let rate = pods as f64 / took.as_secs_f64().max(1e-9);
+            eprintln!("  {pods} pods in {:.1} s ({rate:.0}/s)", took.as_secs_f64());
+            let caught_up = live::wait_count(
+                &pool,
+                &mut ks,
+                "SELECT COUNT(*) FROM replica_info",
+                pods as i64,
+                Duration::from_secs(600),
+            )
+            .await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let (rss, hwm) = ks.memory()?;
+            let slope = (rss.saturating_sub(rss0)) as f64 / pods as f64;
+            let at_100k = rss0 as f64 + slope * 100_000.0;
+            eprintln!(
+                "  RSS {:.1} MB (peak {:.1} MB) holding {pods} pods; {:.0} bytes/pod",
+                rss as f64 / 1e6,
+                hwm as f64 / 1e6,
+                slope
+            );
+            let measured = pods >= 100_000;
+            self.report.figures.push(Figure::new(
+                "kubesink resident memory holding 100k pods",
+                if measured { hwm as f64 } else { at_100k } / 1e6,
+                "MB",
+                Target::AtMost(150.0),
+                if measured {
+                    format!("peak RSS (VmHWM) of `kubesink run` with {pods} pods delivered; RSS now {:.1} MB, {:.1} MB with none", rss as f64 / 1e6, rss0 as f64 / 1e6)
+                } else {
+                    format!(
+                        "**extrapolated**: {:.1} MB with no pods + {slope:.0} bytes/pod (measured with {pods} pods: RSS {:.1} MB, peak {:.1} MB)",
+                        rss0 as f64 / 1e6,
+                        rss as f64 / 1e6,
+                        hwm as f64 / 1e6
+                    )
+                },
+            ));
+            self.report.figures.push(Figure::new(
+                "memory per held pod",
+                slope,
+                "bytes",
+                Target::None,
+                "(RSS with the pods − RSS without) / pods",
+            ));
+            self.report.figures.push(Figure::new(
+                "creating pods in the test API server (for context)",
+                rate,
+                "pods/s",
+                Target::None,
+                format!(
+                    "{} concurrent creates; kubesink delivered the last one {:.1} s after",
+                    live::CREATE_CONCURRENCY,
+                    caught_up.as_secs_f64()
+                ),
+            ));
+        }
+        if latency {
+            let secs = self
+                .args
+                .latency_secs
+                .unwrap_or_else(|| ((60.0 * self.args.scale) as u64).max(10));
+            let total = (self.args.rate * secs) as usize;
+            step(&format!(
+                "latency: {total} events at {}/s, API server → event_info row",
+                self.args.rate
+            ));
+            let l = live::latency(&client, &pool, &mut ks, self.args.rate, total).await?;
+            eprintln!(
+                "  p50 {:.3} s, p99 {:.3} s, max {:.3} s; {} of {} seen; rate achieved {:.0}/s",
+                l.p50, l.p99, l.max, l.seen, l.sent, l.achieved_rate
+            );
+            anyhow::ensure!(
+                l.seen == l.sent,
+                "only {} of {} events arrived within 30 s of the last create",
+                l.seen,
+                l.sent
+            );
+            let note = format!(
+                "{} events at {}/s (achieved {:.0}/s); from just before the create request to the row, polled every {} ms; max {:.3} s; default batch max_delay 200 ms",
+                l.sent,
+                self.args.rate,
+                l.achieved_rate,
+                live::POLL.as_millis(),
+                l.max
+            );
+            self.report.figures.push(Figure::new(
+                "end-to-end latency p50",
+                l.p50,
+                "s",
+                Target::None,
+                note.clone(),
+            ));
+            self.report.figures.push(Figure::new(
+                "end-to-end latency p99",
+                l.p99,
+                "s",
+                Target::AtMost(1.0),
+                note,
+            ));
+        }
+        drop(ks);
+        pool.close().await;
+        db.drop_database().await?;
+        drop(cluster);
+        Ok(())
+    }
+}
+
+/// CPU seconds (user + system) the MariaDB server has used so far, from
+/// its pid file (`tests/scripts/mariadb.sh` layout) and `/proc`.
+fn mysqld_cpu() -> Option<f64> {
+    let base = std::env::var_os("KUBESINK_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kubesink")))?;
+    let pid = std::fs::read_to_string(base.join("mariadb/mysqld.pid")).ok()?;
+    procfs::cpu_seconds(pid.trim().parse().ok()?)
+}
+
+/// CPU seconds MariaDB used since `before` (0 when unknown).
+fn cpu_since(before: Option<f64>) -> f64 {
+    match (before, mysqld_cpu()) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    }
+}
+
+async fn mariadb_version() -> Option<String> {
+    let db = mariadb::fresh_database("bench_version").await.ok()?;
+    let pool = db.connect().await.ok()?;
+    let v: Option<String> = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&pool)
+        .await
+        .ok();
+    pool.close().await;
+    let _ = db.drop_database().await;
+    v
+}
+
+fn rustc_version() -> String {
+    std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "rustc (unknown)".into())
+}
+
+fn write_report(out: &Path, report: &Report) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(out, report.render()).with_context(|| format!("writing {}", out.display()))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    kubesink_tests::cluster::install_crypto_provider();
+    let root = workspace_root();
+    let cache = cache_dir();
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    step("MariaDB");
+    let server = tokio::task::spawn_blocking(mariadb::server_url).await??;
+    let _ = server;
+    let mut versions = vec![("kubesink".to_owned(), env!("CARGO_PKG_VERSION").to_owned())];
+    versions.push((
+        "rustc".into(),
+        rustc_version().trim_start_matches("rustc ").to_owned(),
+    ));
+    for p in ["wasmtime", "sqlx", "kube", "tokio"] {
+        if let Some(v) = procfs::locked_version(&root, p) {
+            versions.push((p.into(), v));
+        }
+    }
+    if let Some(v) = mariadb_version().await {
+        versions.push(("MariaDB".into(), v));
+    }
+    let profile = if cfg!(debug_assertions) {
+        "dev profile (workspace crates opt-level 0, dependencies opt-level 2)"
+    } else {
+        "optimized profile"
+    };
+    versions.push(("build".into(), profile.into()));
+    let shape = data::Shape::scaled(args.scale);
+    let report = Report {
+        machine: procfs::machine(),
+        versions,
+        command: args.command.clone(),
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        data: format!(
+            "`kubesink-gen --jobs {} --pods-per-job {} --events {}` (scale {}), replayed as entries",
+            shape.jobs, shape.pods_per_job, shape.events, args.scale
+        ),
+        appendix: std::fs::read_to_string(root.join("tests/bench/profile.md")).unwrap_or_default(),
+        ..Report::default()
+    };
+    let mut bench = Bench {
+        args,
+        report,
+        cache,
+        batches: None,
+        stream: None,
+    };
+    let started = Instant::now();
+    if bench.wants("load") {
+        // Only normalize the data set: the baseline of instruction-count
+        // profiles (`valgrind --tool=callgrind kubesink-bench`).
+        let r = bench.batches().map(|_| ());
+        bench.record("load", r);
+    }
+    if ["mysql", "wasm", "native", "ceiling"]
+        .iter()
+        .any(|s| bench.wants(s))
+    {
+        let r = bench.mysql().await;
+        bench.record("mysql", r);
+    }
+    if bench.wants("replay") {
+        let r = bench.replay().await;
+        bench.record("replay", r);
+    }
+    if bench.wants("sls") {
+        let r = bench.sls().await;
+        bench.record("sls", r);
+    }
+    bench.batches = None;
+    if bench.wants("calls") {
+        let r = bench.calls();
+        bench.record("calls", r);
+    }
+    let (memory, latency) = (bench.wants("memory"), bench.wants("latency"));
+    if memory || latency {
+        let r = bench.live(memory, latency).await;
+        bench.record("memory/latency", r);
+    }
+    if bench.args.scale < 1.0 {
+        bench.report.notes.push(format!(
+            "Scale {}: the data set and the live runs are smaller than the issue's; rates are comparable, totals are not.",
+            bench.args.scale
+        ));
+    }
+    let out = root.join(&bench.args.out);
+    write_report(&out, &bench.report)?;
+    eprintln!(
+        "\nwrote {} in {:.0} s ({} figures, {} failures)",
+        out.display(),
+        started.elapsed().as_secs_f64(),
+        bench.report.figures.len(),
+        bench.report.failures.len()
+    );
+    print!("{}", bench.report.render());
+    if bench.report.failures.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} scenario(s) failed", bench.report.failures.len())
+    }
+}
