@@ -53,3 +53,11 @@ cluster:
 # Run the SLS emulator for demos on 127.0.0.1:9000 (SLS_EMULATOR_LISTEN, SLS_PROJECT, SLS_LOG_STORE, SLS_KEY_ID, SLS_KEY_SECRET override); prints the SLS_* settings for kubesink; runs until Ctrl-C.
 sls-emulator:
     cargo run -q -p kubesink-tests --bin sls-emulator
+
+# Build the bundled sinks and write them, gzipped, as ConfigMap kubesink-sinks to OUT (default deploy/generated/sinks-configmap.yaml); prints sizes and digests.
+configmap OUT="deploy/generated/sinks-configmap.yaml": setup
+    bash tests/scripts/configmap.sh {{ OUT }}
+
+# Benchmarks (issue 7): starts MariaDB, the SLS emulator and a control plane itself, writes docs/benchmarks.md. BENCH_SCALE=0.01 for a quick check; BENCH_ONLY=mysql,replay,sls,calls,memory,latency picks scenarios.
+bench: setup
+    bash tests/scripts/bench.sh

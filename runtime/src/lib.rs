@@ -8,9 +8,15 @@
 //! - [`pipeline`]: per-sink queues, batching, retry;
 //! - `kubesink_host`: the wasmtime engine, sink instances, limits and
 //!   capabilities;
-//! - [`config`]: the configuration file and command-line switches.
+//! - [`config`]: the configuration file and command-line switches;
+//! - [`modules`]: sink modules from ConfigMaps, watched and hot-swapped;
+//! - [`namespace`]: kubesink's own namespace;
+//! - [`ops`]: metrics, health and readiness, and their HTTP server.
 
 pub mod config;
+pub mod modules;
+pub mod namespace;
+pub mod ops;
 pub mod pipeline;
 pub mod show;
 pub mod source;

@@ -17,7 +17,8 @@ use kubesink::source::{Normalizer, replay};
 /// bundled mysql sink into a SQLite file (`./kubesink.db`).
 ///
 /// Exit status: 0 all delivered; 1 startup error; 3 some input was malformed
-/// and skipped (the rest delivered); 4 some records were rejected by a sink.
+/// and skipped (the rest delivered); 4 some records were rejected by a sink;
+/// 5 (`run`) the shutdown grace period ran out with records undelivered.
 #[derive(Debug, Parser)]
 #[command(name = "kubesink", version)]
 struct Cli {
@@ -65,7 +66,7 @@ enum Command {
     Show,
     /// Watch a cluster (`--kubeconfig`, `KUBECONFIG`, or in-cluster) and
     /// deliver its jobs, their pods and events until interrupted.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +93,46 @@ struct RunArgs {
     /// Only events with these reasons (repeatable).
     #[arg(long = "event-reason")]
     event_reasons: Vec<String>,
+    /// Run as one of several replicas: only the holder of a
+    /// `coordination.k8s.io/v1` Lease watches and delivers; the others
+    /// stand by and take over when it stops.
+    #[arg(long, env = "KUBESINK_LEADER_ELECT")]
+    leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "kubesink")]
+    lease_name: String,
+    /// The Lease's namespace (default: `POD_NAMESPACE`, else the service
+    /// account's namespace, else the kubeconfig's).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// How long the Lease stays valid without renewal: a standby takes over
+    /// within this time after the leader dies.
+    #[arg(long, value_parser = parse_lease_duration, default_value = "15s")]
+    lease_duration: std::time::Duration,
+    /// Address of the operations server: `/metrics` (Prometheus),
+    /// `/healthz`, `/readyz`. Port 0 picks a free port (the bound address
+    /// is logged as `listening on http://ADDR`).
+    #[arg(long, env = "KUBESINK_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: String,
+    /// On SIGTERM or Ctrl-C: how long to keep delivering what is queued
+    /// before giving up (exit status 5 when records are left undelivered).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    shutdown_grace: std::time::Duration,
+}
+
+/// A duration such as `30s`, `1m30s` or `500ms`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime_serde::re::humantime::parse_duration(text).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// A lease duration such as `15s` (whole seconds, at least 2).
+fn parse_lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime_serde::re::humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}`: {e}"))?;
+    if d.as_secs() < 2 {
+        return Err(format!("`{text}`: a lease lasts at least 2s"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -172,7 +213,7 @@ fn one_line(e: &anyhow::Error) -> String {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay { file, no_show } => replay_command(&cli.global, &file, no_show).await,
-        Command::Run(args) => run_command(&cli.global, args).await,
+        Command::Run(args) => run_command(&cli.global, *args).await,
         Command::Show => {
             print!("{}", kubesink::show::render(&cli.global.db).await?);
             Ok(ExitCode::SUCCESS)
@@ -180,7 +221,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
+/// The client and the API server's URL (for messages).
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<(kube::Client, String)> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -193,17 +235,61 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client> {
             .await
             .context("no kubeconfig: set --kubeconfig or KUBECONFIG, or run in a cluster")?,
     };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    let server = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    Ok((client, server))
 }
 
 async fn run_command(global: &Global, args: RunArgs) -> Result<ExitCode> {
     let (config, origin, _) = global.config()?;
     let plan = config.resolve(&origin)?;
     let normalizer = Normalizer::with_region(plan.region.clone());
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    // The operations server answers (not ready) while sinks load.
+    let ops = kubesink::ops::Ops::new();
+    let _heartbeat = ops.health.spawn_heartbeat();
+    let server = kubesink::ops::server::serve(&args.listen, ops.clone()).await?;
+    let (client, server_url) = kube_client(args.kubeconfig.as_deref()).await?;
     let host = kubesink_host::Host::new(plan.host.clone()).context("starting the sandbox host")?;
-    let pipeline = std::sync::Arc::new(Pipeline::start(&host, plan.sinks.clone()).await?);
+    let pipeline = std::sync::Arc::new(
+        Pipeline::start_with_ops(&host, plan.sinks.clone(), ops.clone()).await?,
+    );
+    // Sinks whose module is a ConfigMap key (in kubesink's namespace): watch
+    // it and swap each new version in; a missing one waits, the others run.
+    let modules = kubesink::modules::watch_modules(
+        &client,
+        &kubesink::namespace::own_namespace(&client),
+        &host,
+        &pipeline,
+        &plan.sinks,
+    );
+    // With --leader-elect, stand by (sinks loaded, nothing watched) until
+    // this replica holds the Lease; SIGTERM while standing by just exits.
+    let mut stop = std::pin::pin!(shutdown_signal());
+    let mut leadership = None;
+    if args.leader_elect {
+        let lease_namespace = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(|| kubesink::namespace::own_namespace(&client));
+        let options = kubesink::source::leader::LeaderOptions {
+            lease_name: args.lease_name.clone(),
+            lease_namespace,
+            lease_duration: args.lease_duration,
+            identity: kubesink::source::leader::identity(),
+            server: server_url.clone(),
+        };
+        tokio::select! {
+            acquired = kubesink::source::leader::Leadership::acquire(client.clone(), options) => {
+                leadership = Some(acquired?);
+            }
+            _ = &mut stop => {
+                tracing::info!("stopped while standing by");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
     let options = kubesink::source::watch::WatchOptions {
+        server: server_url,
         namespace: args.namespace,
         events: kubesink::source::watch::EventFilter {
             related_only: args.events == EventScope::Related,
@@ -220,22 +306,50 @@ async fn run_command(global: &Global, args: RunArgs) -> Result<ExitCode> {
         options,
     ));
     tracing::info!("watching; stop with Ctrl-C or SIGTERM");
-    shutdown_signal().await;
-    tracing::info!("stopping: delivering what is queued");
+    let lost = match leadership.as_mut() {
+        Some(l) => tokio::select! {
+            _ = &mut stop => None,
+            reason = l.lost() => Some(reason),
+        },
+        None => {
+            (&mut stop).await;
+            None
+        }
+    };
+    if lost.is_none() {
+        tracing::info!("stopping: delivering what is queued");
+    }
     watch.abort();
     let _ = watch.await;
-    let Ok(reports) = Pipeline::finish_shared(pipeline).await else {
-        anyhow::bail!("internal: pipeline still shared at shutdown");
-    };
+    drop(modules);
+    let grace = args.shutdown_grace;
+    let shutdown = pipeline.shutdown(grace).await;
+    server.stop();
     let mut failed = 0;
-    for s in reports {
+    for s in &shutdown.reports {
         eprintln!(
             "sink {}: {} delivered, {} failed, {} retries",
             s.name, s.delivered, s.failed, s.retries
         );
         failed += s.failed;
     }
-    Ok(if failed > 0 {
+    for (sink, left) in &shutdown.undelivered {
+        eprintln!(
+            "sink {sink}: {left} records left undelivered: the shutdown grace of {} ran out (--shutdown-grace)",
+            humantime_serde::re::humantime::format_duration(grace)
+        );
+    }
+    // The queues are delivered: give the Lease to a standby.
+    if let Some(l) = leadership {
+        l.release().await;
+    }
+    if let Some(reason) = lost {
+        return Err(anyhow::Error::new(reason)
+            .context("stopped delivering: this replica no longer leads (a restart stands by)"));
+    }
+    Ok(if !shutdown.undelivered.is_empty() {
+        ExitCode::from(5)
+    } else if failed > 0 {
         ExitCode::from(4)
     } else {
         ExitCode::SUCCESS
@@ -268,6 +382,13 @@ async fn shutdown_signal() {
 async fn replay_command(global: &Global, file: &str, no_show: bool) -> Result<ExitCode> {
     let (config, origin, embedded) = global.config()?;
     let plan = config.resolve(&origin)?;
+    if let Some(sink) = plan.sinks.iter().find(|s| s.configmap.is_some()) {
+        anyhow::bail!(
+            "sink '{}': module {} comes from a ConfigMap, which needs a cluster: use `kubesink run`, or give replay a file module",
+            sink.spec.name,
+            sink.spec.module.origin()
+        );
+    }
     let normalizer = Normalizer::with_region(plan.region.clone());
     let host = kubesink_host::Host::new(plan.host.clone()).context("starting the sandbox host")?;
     let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;

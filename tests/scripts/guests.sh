@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the bundled sinks (every Rust crate in sinks/*/) as wasm32-wasip2
+# Builds the bundled sinks (every Rust crate in sinks/*/, and every other
+# sinks/*/build.sh) as wasm32-wasip2
 # components with the `guest` profile and prints their sizes. The runtime
 # finds them in <target>/wasm32-wasip2/guest/.
 set -euo pipefail
@@ -13,6 +14,14 @@ for manifest in sinks/*/Cargo.toml; do
     pkgs+=("$name")
 done
 [ "${#pkgs[@]}" -gt 0 ] || { echo "guests.sh: no Rust sinks under sinks/" >&2; exit 1; }
+# The test guests (tests/guests/*: spin, balloon, crash, noisy, counter,
+# hostile), so the e2e tests find them built.
+for manifest in tests/guests/*/Cargo.toml; do
+    [ -f "$manifest" ] || continue
+    name="$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)"
+    [ -n "$name" ] || { echo "guests.sh: no package name in $manifest" >&2; exit 1; }
+    pkgs+=("$name")
+done
 
 args=()
 for p in "${pkgs[@]}"; do args+=(-p "$p"); done
@@ -24,4 +33,13 @@ for p in "${pkgs[@]}"; do
     [ -f "$wasm" ] || { echo "guests.sh: $p built no $wasm" >&2; exit 1; }
     size="$(stat -c %s "$wasm")"
     printf '%-24s %9d bytes  %6d KiB  %s\n' "$p" "$size" "$(( (size + 1023) / 1024 ))" "$wasm"
+done
+
+# Sinks in other languages: each folder under sinks/ with a build.sh and no
+# Cargo.toml builds itself into $out and prints its size line
+# (sinks/webhook-py: Python, componentize-py from PyPI into a cached venv).
+for script in sinks/*/build.sh; do
+    [ -f "$script" ] || continue
+    [ -f "$(dirname "$script")/Cargo.toml" ] && continue
+    bash "$script"
 done

@@ -2,8 +2,10 @@
 //! demand (MariaDB, the control plane, the SLS emulator), guest components
 //! built on demand, and fixtures.
 
+pub mod binary;
 pub mod cluster;
 pub mod guests;
+pub mod kustomize;
 pub mod mariadb;
 pub mod records;
 pub mod sls;

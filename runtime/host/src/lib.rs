@@ -39,6 +39,9 @@ pub use kubesink_normalize::record::SinkError;
 /// of call deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Default of [`Limits::max_module_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
+
 /// Where a sink's component comes from.
 #[derive(Debug, Clone)]
 pub enum ModuleSource {
@@ -92,6 +95,11 @@ pub struct Limits {
     pub max_http_request_bytes: usize,
     /// Largest HTTP response body handed to the guest. Default 4 MiB.
     pub max_http_response_bytes: usize,
+    /// Largest component (after decompression, for a gzipped ConfigMap
+    /// key) the host compiles for this sink; a bigger one is refused before
+    /// compiling. Default 64 MiB (the Rust sinks are 0.1–0.2 MiB; components
+    /// that bundle an interpreter are tens of MiB).
+    pub max_module_bytes: usize,
 }
 
 impl Default for Limits {
@@ -106,6 +114,7 @@ impl Default for Limits {
             http_timeout: Duration::from_secs(20),
             max_http_request_bytes: 16 << 20,
             max_http_response_bytes: 4 << 20,
+            max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         }
     }
 }
@@ -162,6 +171,20 @@ pub enum HostError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// The component is bigger than the sink's [`Limits::max_module_bytes`].
+    #[error(
+        "sink '{sink}': {origin}: the component is {size} bytes, over the sink's module size limit of {limit} bytes (limits.max_module)"
+    )]
+    TooLarge {
+        /// The sink.
+        sink: String,
+        /// The file or origin.
+        origin: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: usize,
     },
     /// The bytes are not a usable component.
     #[error("sink '{sink}': {origin}: {source}")]
@@ -355,16 +378,31 @@ impl Host {
         spec: SinkSpec,
     ) -> Result<(SinkInstance, CacheOutcome), HostError> {
         let origin = spec.module.origin();
+        let limit = spec.limits.max_module_bytes;
+        let too_large = |size: u64| HostError::TooLarge {
+            sink: spec.name.clone(),
+            origin: origin.clone(),
+            size,
+            limit,
+        };
         let bytes = match &spec.module {
-            ModuleSource::Path(path) => Arc::new(tokio::fs::read(path).await.map_err(
-                |source| HostError::Read {
+            ModuleSource::Path(path) => {
+                let read = |source| HostError::Read {
                     sink: spec.name.clone(),
                     origin: origin.clone(),
                     source,
-                },
-            )?),
+                };
+                let size = tokio::fs::metadata(path).await.map_err(read)?.len();
+                if size > limit as u64 {
+                    return Err(too_large(size));
+                }
+                Arc::new(tokio::fs::read(path).await.map_err(read)?)
+            }
             ModuleSource::Bytes { bytes, .. } => bytes.clone(),
         };
+        if bytes.len() > limit {
+            return Err(too_large(bytes.len() as u64));
+        }
         let engine = self.inner.engine.clone();
         let cache_dir = self.inner.cache_dir.clone();
         let compiled = tokio::task::spawn_blocking(move || {
@@ -458,6 +496,67 @@ mod tests {
             "{msg}"
         );
         assert!(!err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn module_over_the_size_limit_is_refused_before_compiling() {
+        let host = Host::new(HostOptions::default()).expect("host");
+        let err = host
+            .load(SinkSpec {
+                name: "big".into(),
+                module: ModuleSource::Bytes {
+                    origin: "configmap ns/cm key big.wasm".into(),
+                    bytes: Arc::new(vec![0; 2048]),
+                },
+                settings: vec![],
+                sql_grants: vec![],
+                limits: Limits {
+                    max_module_bytes: 1024,
+                    ..Limits::default()
+                },
+            })
+            .await
+            .expect_err("too large");
+        assert!(
+            matches!(
+                err,
+                HostError::TooLarge {
+                    size: 2048,
+                    limit: 1024,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("big") && msg.contains("configmap ns/cm key big.wasm"),
+            "{msg}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_component_without_the_sink_export_is_the_wrong_world() {
+        let host = Host::new(HostOptions::default()).expect("host");
+        let err = host
+            .load(SinkSpec {
+                name: "empty".into(),
+                module: ModuleSource::Bytes {
+                    origin: "configmap ns/cm key empty.wasm".into(),
+                    // The smallest valid component: a header, nothing else.
+                    bytes: Arc::new(b"\0asm\x0d\0\x01\0".to_vec()),
+                },
+                settings: vec![],
+                sql_grants: vec![],
+                limits: Limits::default(),
+            })
+            .await
+            .expect_err("no sink export");
+        assert!(matches!(err, HostError::World { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("kubesink:sink/sink-world"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -492,9 +492,12 @@ fn parse_sqlite_timestamp(text: &str) -> Option<Value> {
 type MySqlQuery<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
 type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
 
+/// Binds `params` by reference: the driver encodes each value into its
+/// argument buffer right away, so borrowing saves a copy of every text and
+/// bytes parameter (see `docs/benchmarks.md`, profile).
 fn bind_mysql<'q>(
     mut q: MySqlQuery<'q>,
-    params: &[Value],
+    params: &'q [Value],
     e: &PoolEntry,
 ) -> Result<MySqlQuery<'q>, SqlError> {
     for (i, v) in params.iter().enumerate() {
@@ -503,8 +506,8 @@ fn bind_mysql<'q>(
             Value::Int(n) => q.bind(*n),
             Value::Uint(n) => q.bind(*n),
             Value::Float(f) => q.bind(*f),
-            Value::Text(s) => q.bind(s.clone()),
-            Value::Bytes(b) => q.bind(b.clone()),
+            Value::Text(s) => q.bind(s.as_str()),
+            Value::Bytes(b) => q.bind(b.as_slice()),
             Value::Timestamp(ts) => q.bind(to_naive(ts).ok_or_else(|| {
                 e.rejected(format_args!(
                     "parameter {}: timestamp {ts:?} out of range",

@@ -125,6 +125,7 @@ impl KubedlFlags {
             sinks.push(SinkConfig {
                 name: "aliyun-sls".into(),
                 module: "builtin:sls".into(),
+                sha256: None,
                 records: vec![RecordKind::Events],
                 connections: vec![],
                 allow_hosts,
@@ -174,6 +175,7 @@ fn mysql_sink(name: &str, connection: &str, records: Vec<RecordKind>) -> SinkCon
     SinkConfig {
         name: name.to_owned(),
         module: "builtin:mysql".into(),
+        sha256: None,
         records,
         connections: vec![connection.to_owned()],
         allow_hosts: vec![],

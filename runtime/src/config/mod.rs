@@ -21,7 +21,8 @@
 //!     path: ./kubesink.db
 //! sinks:
 //!   - name: kubedl-mysql
-//!     module: builtin:mysql      # or a path to a .wasm file
+//!     module: builtin:mysql      # or a path to a .wasm file, or configmap:NAME/KEY
+//!     # sha256: <hex>            # optional pin of the component's digest
 //!     records: [jobs, pods, events]
 //!     connections: [kubedl]      # what the sink may open
 //!     settings: { connection: kubedl }
@@ -166,9 +167,18 @@ impl RecordKind {
 pub struct SinkConfig {
     /// Unique name; tags logs, errors and metrics.
     pub name: String,
-    /// `builtin:NAME` for a sink shipped with kubesink (`mysql`, `sls`), or
-    /// a path to a `.wasm` component.
+    /// `builtin:NAME` for a sink shipped with kubesink (`mysql`, `sls`), a
+    /// path to a `.wasm` component, or `configmap:NAME/KEY`: the
+    /// `binaryData` key KEY of ConfigMap NAME in kubesink's own namespace
+    /// (gzip-decompressed when KEY ends in `.gz`), watched and swapped in
+    /// when it changes (see [`crate::modules`]).
     pub module: String,
+    /// The SHA-256 (64 hex digits) the component must have, after
+    /// decompression: `sha256sum sink.wasm`. A module with another digest
+    /// is refused (at start for a file; a ConfigMap version is rejected and
+    /// the running one kept). Default: not pinned.
+    #[serde(default)]
+    pub sha256: Option<String>,
     /// Which records it receives. Default: all.
     #[serde(default = "all_kinds")]
     pub records: Vec<RecordKind>,
@@ -220,6 +230,10 @@ pub struct LimitsConfig {
     /// Guest stdout/stderr bytes logged per second, e.g. `64Ki`.
     #[serde(default)]
     pub log_rate: Option<String>,
+    /// Largest component accepted (after decompression), e.g. `8Mi`.
+    /// Default 64 MiB.
+    #[serde(default)]
+    pub max_module: Option<String>,
 }
 
 /// Batching of one sink.
@@ -375,6 +389,12 @@ impl Config {
             if let Err(e) = kubesink_host::http::AllowList::parse(&sink.allow_hosts) {
                 return Err(invalid(at("allow_hosts"), e.to_string()));
             }
+            if let Some(spec) = sink.module.strip_prefix(crate::modules::CONFIGMAP_PREFIX) {
+                crate::modules::ConfigMapRef::parse(spec).map_err(|m| invalid(at("module"), m))?;
+            }
+            if let Some(pin) = &sink.sha256 {
+                crate::modules::check_sha256(pin).map_err(|m| invalid(at("sha256"), m))?;
+            }
             if sink.records.is_empty() {
                 return Err(invalid(
                     at("records"),
@@ -395,6 +415,7 @@ impl Config {
                 ("limits.max_statement", &sink.limits.max_statement),
                 ("limits.max_result", &sink.limits.max_result),
                 ("limits.log_rate", &sink.limits.log_rate),
+                ("limits.max_module", &sink.limits.max_module),
             ] {
                 if let Some(v) = v {
                     parse_size(v).map_err(|m| invalid(at(f), m))?;
@@ -493,6 +514,42 @@ sinks:
             .unwrap_err()
             .to_string();
         assert!(err.contains("sinks[1].name"), "{err}");
+    }
+
+    #[test]
+    fn configmap_module_and_sha256_are_checked() {
+        let pin = "ab".repeat(32);
+        let text = format!(
+            "sinks:\n  - {{name: a, module: 'configmap:sinks/mysql.wasm.gz', sha256: '{pin}', limits: {{max_module: 2Mi}}}}\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        c.check("f.yaml").unwrap();
+        assert_eq!(c.sinks[0].sha256.as_deref(), Some(pin.as_str()));
+        for (text, field) in [
+            (
+                "sinks:\n  - {name: a, module: 'configmap:sinks'}\n",
+                "sinks[0].module",
+            ),
+            (
+                "sinks:\n  - {name: a, module: 'configmap:/k'}\n",
+                "sinks[0].module",
+            ),
+            (
+                "sinks:\n  - {name: a, module: x.wasm, sha256: abc}\n",
+                "sinks[0].sha256",
+            ),
+            (
+                "sinks:\n  - {name: a, module: x.wasm, limits: {max_module: big}}\n",
+                "sinks[0].limits.max_module",
+            ),
+        ] {
+            let err = Config::parse(text)
+                .unwrap()
+                .check("f.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{text}: {err}");
+        }
     }
 
     #[test]

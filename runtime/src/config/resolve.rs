@@ -30,6 +30,12 @@ pub struct SinkPlan {
     pub queue_capacity: usize,
     /// Whether a newer update replaces an older one still queued.
     pub coalesce: bool,
+    /// For `module: configmap:NAME/KEY`: the ConfigMap key to watch. The
+    /// sink then starts without a module (`spec.module` holds no bytes)
+    /// and [`crate::modules`] loads each version of the key.
+    pub configmap: Option<crate::modules::ConfigMapRef>,
+    /// The pinned SHA-256 of the component (lowercase hex), if any.
+    pub sha256: Option<String>,
 }
 
 /// Environment variable naming a directory with the bundled sinks.
@@ -104,11 +110,23 @@ impl Config {
                 let v = expand_process_env(v).map_err(env_err(at(&format!("settings.{k}"))))?;
                 settings.push((k.clone(), v));
             }
-            let module = locate_module(&s.module).map_err(|message| ConfigError::Invalid {
+            let invalid_module = |message| ConfigError::Invalid {
                 origin: origin.to_owned(),
                 field: at("module"),
                 message,
-            })?;
+            };
+            let (module, configmap) = match s.module.strip_prefix(crate::modules::CONFIGMAP_PREFIX)
+            {
+                Some(spec) => {
+                    let cm = crate::modules::ConfigMapRef::parse(spec).map_err(invalid_module)?;
+                    let placeholder = ModuleSource::Bytes {
+                        origin: cm.to_string(),
+                        bytes: std::sync::Arc::new(Vec::new()),
+                    };
+                    (placeholder, Some(cm))
+                }
+                None => (locate_module(&s.module).map_err(invalid_module)?, None),
+            };
             let mut limits = Limits::default();
             let size = |f: &str, v: &Option<String>, d: usize| -> Result<usize, ConfigError> {
                 v.as_deref().map_or(Ok(d), |v| {
@@ -135,6 +153,11 @@ impl Config {
                 &s.limits.log_rate,
                 limits.log_bytes_per_sec,
             )?;
+            limits.max_module_bytes = size(
+                "limits.max_module",
+                &s.limits.max_module,
+                limits.max_module_bytes,
+            )?;
             limits.http_allow = s.allow_hosts.clone();
             if let Some(t) = s.limits.call_timeout {
                 limits.call_timeout = t;
@@ -156,6 +179,8 @@ impl Config {
                 retry: s.retry.clone(),
                 queue_capacity: s.queue.capacity,
                 coalesce,
+                configmap,
+                sha256: s.sha256.as_deref().map(str::to_ascii_lowercase),
             });
         }
         let cache_dir = self.cache_dir.clone().or_else(default_cache_dir);
@@ -273,6 +298,33 @@ connections:
         assert!(
             err.contains("connections.m.password") && err.contains("KUBESINK_TEST_SURELY_UNSET"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn configmap_module_is_planned_without_bytes() {
+        let text = "sinks:\n  - {name: a, module: 'configmap:sinks/mysql.wasm.gz', sha256: 'ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789', limits: {max_module: 1Mi}}\n  - {name: b, module: x.wasm}\n";
+        let plan = Config::parse(text).unwrap().resolve("t").unwrap();
+        let a = &plan.sinks[0];
+        let cm = a.configmap.as_ref().expect("configmap");
+        assert_eq!(
+            (cm.name.as_str(), cm.key.as_str()),
+            ("sinks", "mysql.wasm.gz")
+        );
+        assert_eq!(
+            a.sha256.as_deref(),
+            Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789")
+        );
+        assert_eq!(a.spec.limits.max_module_bytes, 1 << 20);
+        assert!(
+            matches!(&a.spec.module, ModuleSource::Bytes { bytes, .. } if bytes.is_empty()),
+            "{:?}",
+            a.spec.module
+        );
+        assert!(plan.sinks[1].configmap.is_none());
+        assert_eq!(
+            plan.sinks[1].spec.limits.max_module_bytes,
+            kubesink_host::DEFAULT_MAX_MODULE_BYTES
         );
     }
 

@@ -77,7 +77,10 @@
 //!
 //! Each batch is one `execute-batch` transaction of multi-row upserts
 //! grouped by table (MySQL: `INSERT ... ON DUPLICATE KEY UPDATE` with
-//! `VALUES()`; SQLite: `INSERT ... ON CONFLICT (key) DO UPDATE`). Entries
+//! `VALUES()`; SQLite: `INSERT ... ON CONFLICT (key) DO UPDATE`) of
+//! `max_rows_per_statement` rows, the rest in power-of-two row counts, so
+//! that the host's driver prepares each statement text once and then finds
+//! it in its statement cache ([`sink::statement_sizes`]). Entries
 //! for the same uid in a batch collapse first (a statement may not touch a
 //! row twice). The rule, in SQL and in the collapse alike: a record whose
 //! `version_num` is lower than the stored one is ignored; `applied` sets

@@ -147,6 +147,19 @@ pub fn truncate_chars(s: &mut String, max: usize) {
     }
 }
 
+/// Cut `s` to at most `max` bytes of UTF-8, at a character boundary (so a
+/// multi-byte character is dropped whole, never split).
+pub fn truncate_bytes(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+}
+
 /// The kind of table `record` goes to.
 #[must_use]
 pub fn kind_of(record: &Record) -> Kind {
@@ -168,8 +181,13 @@ pub fn row_of(table: &Table, entry: &Entry) -> Row {
     };
     debug_assert_eq!(values.len(), table.columns.len());
     for (v, c) in values.iter_mut().zip(table.columns) {
-        if let (Value::Text(s), Some(max)) = (v, c.max_chars) {
-            truncate_chars(s, max);
+        if let Value::Text(s) = v {
+            if let Some(max) = c.max_chars {
+                truncate_chars(s, max);
+            }
+            if let Some(max) = c.max_bytes {
+                truncate_bytes(s, max);
+            }
         }
     }
     Row {
@@ -423,6 +441,63 @@ mod tests {
         let mut short = "ab".to_owned();
         truncate_chars(&mut short, 5);
         assert_eq!(short, "ab");
+    }
+
+    #[test]
+    fn truncate_bytes_never_splits_a_character() {
+        // "😀" is 4 bytes: a cut inside it drops it whole.
+        for (max, want) in [
+            (0, ""),
+            (1, "a"),
+            (2, "a"),
+            (4, "a"),
+            (5, "a😀"),
+            (6, "a😀"),
+            (7, "a😀é"),
+        ] {
+            let mut s = "a😀éz".to_owned();
+            truncate_bytes(&mut s, max);
+            assert_eq!(s, want, "max {max}");
+            assert!(s.len() <= max);
+        }
+        let mut short = "é".to_owned();
+        truncate_bytes(&mut short, 10);
+        assert_eq!(short, "é");
+    }
+
+    #[test]
+    fn text_columns_are_cut_to_what_mysql_text_holds() {
+        use crate::schema::TEXT_MAX_BYTES;
+        let events = Table::new(Kind::Event, Ident::new("event_info").expect("valid"));
+        // 3-byte characters: 65,535 is a multiple of 3, so make the cut
+        // land inside one by starting with a 1-byte prefix.
+        let message = format!("x{}", "€".repeat(30_000));
+        let ev = Event {
+            meta: Meta {
+                uid: "e1".into(),
+                ..Meta::default()
+            },
+            message: message.clone(),
+            reason: "R".repeat(500),
+            ..Event::default()
+        };
+        let row = row_of(
+            &events,
+            &Entry {
+                change: Change::Applied,
+                record: Record::Event(ev),
+            },
+        );
+        let Value::Text(stored) = col(&events, &row, "message") else {
+            panic!("message is text");
+        };
+        assert!(stored.len() <= TEXT_MAX_BYTES, "{}", stored.len());
+        assert!(
+            stored.len() > TEXT_MAX_BYTES - 4,
+            "cut at most one character short"
+        );
+        assert!(message.starts_with(&stored), "a prefix of the message");
+        assert_eq!(col(&events, &row, "reason"), text(&"R".repeat(128)));
     }
 
     #[test]

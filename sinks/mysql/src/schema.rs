@@ -30,7 +30,14 @@ pub struct Column {
     /// Longest text in characters (varchar columns); longer text is cut at
     /// a character boundary.
     pub max_chars: Option<usize>,
+    /// Longest text in bytes of UTF-8 (`text` columns hold 65,535 bytes on
+    /// MySQL/MariaDB); longer text is cut at a character boundary. The same
+    /// cut applies on SQLite, so both databases hold the same rows.
+    pub max_bytes: Option<usize>,
 }
+
+/// What a MySQL `text` column holds, in bytes.
+pub const TEXT_MAX_BYTES: usize = 65_535;
 
 const fn col(name: &'static str, mysql: &'static str, sqlite: &'static str) -> Column {
     Column {
@@ -38,6 +45,7 @@ const fn col(name: &'static str, mysql: &'static str, sqlite: &'static str) -> C
         mysql,
         sqlite,
         max_chars: None,
+        max_bytes: None,
     }
 }
 
@@ -47,6 +55,18 @@ const fn varchar(name: &'static str, mysql: &'static str, n: usize) -> Column {
         mysql,
         sqlite: mysql,
         max_chars: Some(n),
+        max_bytes: None,
+    }
+}
+
+/// A `text` column: at most [`TEXT_MAX_BYTES`] bytes.
+const fn text_col(name: &'static str) -> Column {
+    Column {
+        name,
+        mysql: TEXT,
+        sqlite: TEXT,
+        max_chars: None,
+        max_bytes: Some(TEXT_MAX_BYTES),
     }
 }
 
@@ -72,13 +92,13 @@ pub const JOB_COLUMNS: &[Column] = &[
     varchar("version", "varchar(32)", 32),
     varchar("status", "varchar(32)", 32),
     varchar("kind", "varchar(32)", 32),
-    col("resources", TEXT, TEXT),
+    text_col("resources"),
     varchar("deploy_region", "varchar(64)", 64),
     varchar("tenant", "varchar(255)", 255),
     varchar("owner", "varchar(255)", 255),
     col("deleted", TINYINT, TINYINT),
     col(IS_IN_ETCD, TINYINT, TINYINT),
-    col("remark", TEXT, TEXT),
+    text_col("remark"),
     col("gmt_created", DATETIME, DATETIME),
     col("gmt_modified", DATETIME, DATETIME),
     col("gmt_job_running", DATETIME, DATETIME),
@@ -102,7 +122,7 @@ pub const POD_COLUMNS: &[Column] = &[
     varchar("deploy_region", "varchar(64)", 64),
     col("deleted", TINYINT, TINYINT),
     col(IS_IN_ETCD, TINYINT, TINYINT),
-    col("remark", TEXT, TEXT),
+    text_col("remark"),
     col("gmt_created", DATETIME, DATETIME),
     col("gmt_modified", DATETIME, DATETIME),
     col("gmt_started", DATETIME, DATETIME),
@@ -123,7 +143,7 @@ pub const EVENT_COLUMNS: &[Column] = &[
     varchar("obj_uid", "varchar(64)", 64),
     varchar("type", "varchar(32)", 32),
     varchar("reason", "varchar(128)", 128),
-    col("message", TEXT, TEXT),
+    text_col("message"),
     varchar("source", "varchar(255)", 255),
     col("count", "int(10) unsigned", "int unsigned"),
     col("first_timestamp", DATETIME, DATETIME),

@@ -2,11 +2,20 @@
 //! Tests that need a service say so in their name and start it (or fail
 //! loudly); none skips itself.
 
+mod bad_input;
 mod cluster;
+mod configmap;
+mod crash;
+mod deploy;
+mod ha;
 mod host;
+mod hostile;
 mod isolation;
 mod live;
 mod mariadb;
 mod mysql_sink;
+mod ops;
+mod outage;
 mod replay;
 mod sls;
+mod webhook;
