@@ -13,6 +13,8 @@
 # ${KUBESINK_CACHE:-~/.cache/kubesink}/mariadb/, listening on 127.0.0.1 only,
 # on port ${KUBESINK_TEST_MYSQL_PORT:-3307}. Running it again reuses a server
 # that answers. Several callers at once are serialized by a lock file.
+# KUBESINK_MARIADB_ARGS adds server options (words, e.g.
+# `--innodb-buffer-pool-size=2G`), taken when the server starts.
 set -euo pipefail
 
 cmd="${1:-start}"
@@ -88,7 +90,7 @@ start_server() {
     setsid "$server" --no-defaults --datadir="$data" --user="$me" \
         --bind-address=127.0.0.1 --port="$port" --socket="$sock" --pid-file="$pidf" \
         --log-error="$log" --skip-name-resolve --innodb-buffer-pool-size=128M \
-        --max-connections=500 </dev/null >>"$log" 2>&1 9>&- &
+        --max-connections=500 ${KUBESINK_MARIADB_ARGS:-} </dev/null >>"$log" 2>&1 9>&- &
     local starter=$! i
     for i in $(seq 1 120); do
         answers && return 0

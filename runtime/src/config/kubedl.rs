@@ -137,6 +137,7 @@ impl KubedlFlags {
                     ..QueueConfig::default()
                 },
                 retry: RetryConfig::default(),
+                workers: 1,
             });
         }
         Ok(Config {
@@ -184,6 +185,7 @@ fn mysql_sink(name: &str, connection: &str, records: Vec<RecordKind>) -> SinkCon
         batch: BatchConfig::default(),
         queue: QueueConfig::default(),
         retry: RetryConfig::default(),
+        workers: 1,
     }
 }
 

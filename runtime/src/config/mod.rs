@@ -205,6 +205,19 @@ pub struct SinkConfig {
     /// Retry of retryable failures.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Instances of the sink writing in parallel (1 to [`MAX_WORKERS`]).
+    /// Records are shared out by object (kind and uid), each worker with
+    /// its own queue, instance and batches, so the updates of one object
+    /// stay in order. Default 1.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+/// Most workers a sink may have.
+pub const MAX_WORKERS: usize = 16;
+
+fn default_workers() -> usize {
+    1
 }
 
 fn all_kinds() -> Vec<RecordKind> {
@@ -410,6 +423,12 @@ impl Config {
             if sink.queue.capacity == 0 {
                 return Err(invalid(at("queue.capacity"), "must be at least 1".into()));
             }
+            if !(1..=MAX_WORKERS).contains(&sink.workers) {
+                return Err(invalid(
+                    at("workers"),
+                    format!("must be between 1 and {MAX_WORKERS}"),
+                ));
+            }
             for (f, v) in [
                 ("limits.memory", &sink.limits.memory),
                 ("limits.max_statement", &sink.limits.max_statement),
@@ -514,6 +533,26 @@ sinks:
             .unwrap_err()
             .to_string();
         assert!(err.contains("sinks[1].name"), "{err}");
+    }
+
+    #[test]
+    fn workers_are_between_1_and_the_maximum() {
+        for (n, ok) in [
+            (0, false),
+            (1, true),
+            (MAX_WORKERS, true),
+            (MAX_WORKERS + 1, false),
+        ] {
+            let text = format!("sinks:\n  - {{name: a, module: x.wasm, workers: {n}}}\n");
+            let checked = Config::parse(&text).unwrap().check("f.yaml");
+            match checked {
+                Ok(()) => assert!(ok, "{n} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{n} refused: {e}");
+                    assert!(e.to_string().contains("sinks[0].workers"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct SinkPlan {
     pub queue_capacity: usize,
     /// Whether a newer update replaces an older one still queued.
     pub coalesce: bool,
+    /// Instances writing in parallel, each for its share of the objects.
+    pub workers: usize,
     /// For `module: configmap:NAME/KEY`: the ConfigMap key to watch. The
     /// sink then starts without a module (`spec.module` holds no bytes)
     /// and [`crate::modules`] loads each version of the key.
@@ -179,6 +181,7 @@ impl Config {
                 retry: s.retry.clone(),
                 queue_capacity: s.queue.capacity,
                 coalesce,
+                workers: s.workers,
                 configmap,
                 sha256: s.sha256.as_deref().map(str::to_ascii_lowercase),
             });

@@ -219,9 +219,21 @@ impl Loader {
             },
             ..self.spec.clone()
         };
-        match self.host.load(spec).await {
-            Ok(instance) => {
-                if let Err(e) = self.slot.swap(instance).await {
+        // One instance per worker of the sink.
+        let mut instances = Vec::with_capacity(self.slot.workers());
+        let mut loaded = Ok(());
+        for _ in 0..self.slot.workers() {
+            match self.host.load(spec.clone()).await {
+                Ok(instance) => instances.push(instance),
+                Err(e) => {
+                    loaded = Err(e);
+                    break;
+                }
+            }
+        }
+        match loaded.map(|()| instances) {
+            Ok(instances) => {
+                if let Err(e) = self.slot.swap(instances).await {
                     tracing::warn!(sink = %self.spec.name, configmap = %self.at, error = %e, "new module version not swapped in");
                     return;
                 }

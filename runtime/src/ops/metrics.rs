@@ -70,7 +70,7 @@ pub struct Metrics {
     batch_seconds: HistogramFamily,
     guest_seconds: Family<SinkLabel, SecondsCounter>,
     watch_restarts: Family<ResourceLabel, Counter>,
-    queues: Mutex<Vec<(Gauge, Weak<SinkQueue>)>>,
+    queues: Mutex<Vec<(Gauge, Vec<Weak<SinkQueue>>)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -225,15 +225,16 @@ impl Metrics {
         }
     }
 
-    /// Reports the depth of sink `name`'s queue (read at every encoding).
-    pub fn watch_queue(&self, name: &str, queue: Weak<SinkQueue>) {
+    /// Reports the depth of sink `name`'s queues, one per worker, summed
+    /// (read at every encoding).
+    pub fn watch_queue(&self, name: &str, queues: Vec<Weak<SinkQueue>>) {
         let gauge = self.queue_depth.get_or_create_owned(&SinkLabel {
             sink: name.to_owned(),
         });
         self.queues
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((gauge, queue));
+            .push((gauge, queues));
     }
 
     /// Counts a restart of the watch on `resource`.
@@ -254,8 +255,11 @@ impl Metrics {
 
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> String {
-        for (gauge, queue) in self.queues.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let depth = queue.upgrade().map_or(0, |q| q.len());
+        for (gauge, queues) in self.queues.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let depth: usize = queues
+                .iter()
+                .map(|q| q.upgrade().map_or(0, |q| q.len()))
+                .sum();
             gauge.set(i64::try_from(depth).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
@@ -401,7 +405,7 @@ mod tests {
     async fn queue_depth_is_read_when_encoding_and_restarts_are_per_resource() {
         let m = Metrics::new();
         let q = Arc::new(SinkQueue::new(10, false));
-        m.watch_queue("a", Arc::downgrade(&q));
+        m.watch_queue("a", vec![Arc::downgrade(&q)]);
         assert_eq!(
             sample(&m.encode(), "kubesink_sink_queue_depth", "sink=\"a\""),
             Some(0.0)

@@ -145,11 +145,12 @@ struct Swap {
     reply: oneshot::Sender<()>,
 }
 
-/// Replaces the instance of one running sink; see [`Pipeline::module_slot`].
+/// Replaces the instances of one running sink; see [`Pipeline::module_slot`].
 #[derive(Debug, Clone)]
 pub struct ModuleSlot {
     name: String,
-    swaps: mpsc::Sender<Swap>,
+    /// One per worker.
+    swaps: Vec<mpsc::Sender<Swap>>,
 }
 
 /// Why [`ModuleSlot::swap`] did not happen.
@@ -166,19 +167,38 @@ impl ModuleSlot {
         &self.name
     }
 
-    /// Hands `instance` to the sink's worker and waits until it has taken
-    /// over: after the batch in flight, before the next one — or, when
-    /// that batch is waiting to be retried (a retryable error, or a fault's
-    /// backoff), right away, the batch going to the new instance. The old
-    /// instance is dropped.
-    pub async fn swap(&self, instance: SinkInstance) -> Result<(), SwapError> {
-        let (reply, done) = oneshot::channel();
-        self.swaps
-            .send(Swap { instance, reply })
-            .await
-            .map_err(|_| SwapError::Stopped(self.name.clone()))?;
-        done.await
-            .map_err(|_| SwapError::Stopped(self.name.clone()))
+    /// How many instances [`swap`](Self::swap) takes: the sink's workers.
+    pub fn workers(&self) -> usize {
+        self.swaps.len()
+    }
+
+    /// Hands one new instance to each of the sink's workers (`instances`
+    /// holds [`workers`](Self::workers) of them) and waits until all have
+    /// taken over: each after its batch in flight, before its next one —
+    /// or, when that batch is waiting to be retried (a retryable error, or
+    /// a fault's backoff), right away, the batch going to the new instance.
+    /// The old instances are dropped.
+    pub async fn swap(&self, instances: Vec<SinkInstance>) -> Result<(), SwapError> {
+        assert_eq!(
+            instances.len(),
+            self.swaps.len(),
+            "one instance per worker of sink '{}'",
+            self.name
+        );
+        let mut waits = Vec::with_capacity(instances.len());
+        for (swaps, instance) in self.swaps.iter().zip(instances) {
+            let (reply, done) = oneshot::channel();
+            swaps
+                .send(Swap { instance, reply })
+                .await
+                .map_err(|_| SwapError::Stopped(self.name.clone()))?;
+            waits.push(done);
+        }
+        for done in waits {
+            done.await
+                .map_err(|_| SwapError::Stopped(self.name.clone()))?;
+        }
+        Ok(())
     }
 }
 
@@ -190,14 +210,41 @@ impl std::fmt::Debug for Control {
     }
 }
 
-struct SinkHandle {
+/// One worker of a sink: its queue, its task (which owns its instance),
+/// and how to reach it.
+struct Lane {
     control: mpsc::Sender<Control>,
     swaps: mpsc::Sender<Swap>,
+    queue: Arc<SinkQueue>,
+    worker: JoinHandle<()>,
+}
+
+struct SinkHandle {
     name: String,
     records: Vec<RecordKind_>,
-    queue: Arc<SinkQueue>,
     stats: Arc<SinkStats>,
-    worker: JoinHandle<()>,
+    /// `workers` lanes; an object's entries always go to the same one.
+    lanes: Vec<Lane>,
+}
+
+impl SinkHandle {
+    fn lane(&self, entry: &Entry) -> &Lane {
+        &self.lanes[queue::lane_of(entry, self.lanes.len())]
+    }
+
+    fn queued(&self) -> usize {
+        self.lanes.iter().map(|l| l.queue.len()).sum()
+    }
+
+    fn close(&self) {
+        for l in &self.lanes {
+            l.queue.close();
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.lanes.iter().all(|l| l.worker.is_finished())
+    }
 }
 
 /// The running sinks.
@@ -337,45 +384,66 @@ impl Pipeline {
         let mut sinks = Vec::new();
         for plan in plans {
             let name = plan.spec.name.clone();
-            let queue = Arc::new(SinkQueue::new(plan.queue_capacity, plan.coalesce));
             let stats = Arc::new(SinkStats::new(&name, &ops));
-            ops.metrics.watch_queue(&name, Arc::downgrade(&queue));
-            let (control, control_rx) = mpsc::channel(4);
-            let (swaps, swaps_rx) = mpsc::channel(1);
-            let worker = if plan.configmap.is_some() {
+            let workers = plan.workers.max(1);
+            // The sink's capacity is shared by its workers' queues.
+            let capacity = plan.queue_capacity.div_ceil(workers);
+            let spec = match plan.configmap {
                 // Its module comes from a ConfigMap: `crate::modules` swaps
                 // the first version in when it has one.
-                tokio::spawn(Worker::wait_for_module(
-                    queue.clone(),
-                    stats.clone(),
-                    plan.clone(),
-                    control_rx,
-                    swaps_rx,
-                ))
-            } else {
-                let spec = crate::modules::pin_file(&plan)
-                    .await
-                    .map_err(PipelineError::Pin)?;
-                let instance = host.load(spec).await.map_err(PipelineError::Load)?;
-                tokio::spawn(
-                    Worker {
-                        instance,
-                        queue: queue.clone(),
-                        stats: stats.clone(),
-                        plan: plan.clone(),
-                        swaps: swaps_rx,
-                    }
-                    .run(control_rx),
-                )
+                Some(_) => None,
+                None => Some(
+                    crate::modules::pin_file(&plan)
+                        .await
+                        .map_err(PipelineError::Pin)?,
+                ),
             };
+            let mut lanes = Vec::with_capacity(workers);
+            for _ in 0..workers {
+                let queue = Arc::new(SinkQueue::new(capacity, plan.coalesce));
+                let (control, control_rx) = mpsc::channel(4);
+                let (swaps, swaps_rx) = mpsc::channel(1);
+                let worker = match &spec {
+                    None => tokio::spawn(Worker::wait_for_module(
+                        queue.clone(),
+                        stats.clone(),
+                        plan.clone(),
+                        control_rx,
+                        swaps_rx,
+                    )),
+                    Some(spec) => {
+                        // Loaded one after another: a sink's `init` (its
+                        // schema, say) never races another instance's.
+                        let instance =
+                            host.load(spec.clone()).await.map_err(PipelineError::Load)?;
+                        tokio::spawn(
+                            Worker {
+                                instance,
+                                queue: queue.clone(),
+                                stats: stats.clone(),
+                                plan: plan.clone(),
+                                swaps: swaps_rx,
+                            }
+                            .run(control_rx),
+                        )
+                    }
+                };
+                lanes.push(Lane {
+                    control,
+                    swaps,
+                    queue,
+                    worker,
+                });
+            }
+            ops.metrics.watch_queue(
+                &name,
+                lanes.iter().map(|l| Arc::downgrade(&l.queue)).collect(),
+            );
             sinks.push(SinkHandle {
-                control,
-                swaps,
                 name,
                 records: plan.records,
-                queue,
                 stats,
-                worker,
+                lanes,
             });
         }
         Ok(Pipeline { sinks, ops })
@@ -405,7 +473,7 @@ impl Pipeline {
     }
 
     async fn push(sink: &SinkHandle, entry: Entry) {
-        match sink.queue.push(entry).await {
+        match sink.lane(&entry).queue.push(entry).await {
             Pushed::Queued => {
                 sink.stats.received.fetch_add(1, Ordering::Relaxed);
                 sink.stats.metrics.received.inc();
@@ -443,29 +511,47 @@ impl Pipeline {
             .iter()
             .filter(|s| s.records.contains(&record_kind))
         {
-            let (reply, answer) = oneshot::channel();
-            if sink
-                .control
-                .send(Control::Held { kind, reply })
-                .await
-                .is_err()
-            {
-                continue;
-            }
-            match answer.await {
-                Ok(Ok(held)) => {
+            match Self::held(sink, kind).await {
+                Ok(held) => {
                     for uid in held.into_iter().filter(|u| !listed.contains(u)) {
                         Self::push(sink, tombstone(kind, uid, at)).await;
                         sent += 1;
                     }
                 }
-                Ok(Err(message)) => {
+                Err(Some(message)) => {
                     tracing::warn!(sink = %sink.name, ?kind, %message, "cannot ask the sink what it holds; objects removed while not watching are marked at the next listing");
                 }
-                Err(_) => {}
+                Err(None) => {}
             }
         }
         sent
+    }
+
+    /// What `sink` holds of `kind`: every worker first delivers what is
+    /// queued for it, then each instance is asked, and the answers are
+    /// joined (a sink that stores in a database answers alike from each; one
+    /// that keeps state per instance answers for its share). `Err(None)`:
+    /// the sink is stopping.
+    async fn held(sink: &SinkHandle, kind: RecordKind) -> Result<Vec<String>, Option<String>> {
+        let mut answers = Vec::with_capacity(sink.lanes.len());
+        for lane in &sink.lanes {
+            let (reply, answer) = oneshot::channel();
+            lane.control
+                .send(Control::Held { kind, reply })
+                .await
+                .map_err(|_| None)?;
+            answers.push(answer);
+        }
+        let mut held = Vec::new();
+        let mut seen = HashSet::new();
+        for answer in answers {
+            for uid in answer.await.map_err(|_| None)?.map_err(Some)? {
+                if seen.insert(uid.clone()) {
+                    held.push(uid);
+                }
+            }
+        }
+        Ok(held)
     }
 
     /// The handle that swaps a new module into sink `name`, if it exists.
@@ -475,7 +561,7 @@ impl Pipeline {
             .find(|s| s.name == name)
             .map(|s| ModuleSlot {
                 name: s.name.clone(),
-                swaps: s.swaps.clone(),
+                swaps: s.lanes.iter().map(|l| l.swaps.clone()).collect(),
             })
     }
 
@@ -487,18 +573,19 @@ impl Pipeline {
     pub async fn shutdown(&self, grace: std::time::Duration) -> ShutdownReport {
         self.ops.health.set_stopping();
         for s in &self.sinks {
-            s.queue.close();
+            s.close();
         }
         let deadline = tokio::time::Instant::now() + grace;
-        while !self.sinks.iter().all(|s| s.worker.is_finished())
-            && tokio::time::Instant::now() < deadline
+        while !self.sinks.iter().all(SinkHandle::finished) && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let mut undelivered = Vec::new();
         for s in &self.sinks {
-            if !s.worker.is_finished() {
-                s.worker.abort();
+            if !s.finished() {
+                for l in &s.lanes {
+                    l.worker.abort();
+                }
                 let left = s.stats.undelivered();
                 tracing::error!(sink = %s.name, undelivered = left, ?grace, "shutdown grace ran out; the sink's remaining records were not delivered");
                 undelivered.push((s.name.clone(), left));
@@ -519,7 +606,7 @@ impl Pipeline {
     pub fn depths(&self) -> Vec<(String, usize)> {
         self.sinks
             .iter()
-            .map(|s| (s.name.clone(), s.queue.len()))
+            .map(|s| (s.name.clone(), s.queued()))
             .collect()
     }
 
@@ -542,12 +629,14 @@ impl Pipeline {
     /// returns the final counters.
     pub async fn finish(self) -> Vec<SinkReport> {
         for s in &self.sinks {
-            s.queue.close();
+            s.close();
         }
         let mut reports = Vec::new();
         for s in self.sinks {
-            if let Err(e) = s.worker.await {
-                tracing::error!(sink = %s.name, error = %e, "sink worker ended abnormally");
+            for l in s.lanes {
+                if let Err(e) = l.worker.await {
+                    tracing::error!(sink = %s.name, error = %e, "sink worker ended abnormally");
+                }
             }
             reports.push(s.stats.report(&s.name));
         }

@@ -14,13 +14,32 @@ use std::time::Duration;
 use kubesink_normalize::record::{Entry, Record};
 use tokio::sync::Notify;
 
-/// Identity of a queued entry for coalescing: record kind and uid.
-fn key(entry: &Entry) -> (u8, String) {
+/// Identity of an entry's object: record kind and uid.
+fn object(entry: &Entry) -> (u8, &str) {
     match &entry.record {
-        Record::Job(j) => (0, j.meta.uid.clone()),
-        Record::Pod(p) => (1, p.meta.uid.clone()),
-        Record::Event(e) => (2, e.meta.uid.clone()),
+        Record::Job(j) => (0, &j.meta.uid),
+        Record::Pod(p) => (1, &p.meta.uid),
+        Record::Event(e) => (2, &e.meta.uid),
     }
+}
+
+/// Identity of a queued entry for coalescing.
+fn key(entry: &Entry) -> (u8, String) {
+    let (kind, uid) = object(entry);
+    (kind, uid.to_owned())
+}
+
+/// Which of `lanes` queues takes `entry`: the same for every update of one
+/// object (kind and uid), spread evenly over objects.
+pub fn lane_of(entry: &Entry, lanes: usize) -> usize {
+    use std::hash::{Hash as _, Hasher as _};
+    if lanes <= 1 {
+        return 0;
+    }
+    // `DefaultHasher::new` hashes alike in every instance of the process.
+    let mut h = std::hash::DefaultHasher::new();
+    object(entry).hash(&mut h);
+    (h.finish() % lanes as u64) as usize
 }
 
 #[derive(Default)]
@@ -304,5 +323,22 @@ mod tests {
         q.close();
         assert_eq!(q.push(event("a", 1)).await, Pushed::Closed);
         assert!(q.next_batch(1, Duration::ZERO).await.is_none());
+    }
+
+    #[test]
+    fn lanes_keep_an_object_together_and_spread_objects() {
+        assert_eq!(lane_of(&event("a", 1), 1), 0);
+        for uid in ["a", "b", "c"] {
+            let lane = lane_of(&event(uid, 1), 4);
+            assert_eq!(lane, lane_of(&event(uid, 9), 4), "{uid}");
+        }
+        let mut per_lane = [0usize; 4];
+        for i in 0..4000 {
+            per_lane[lane_of(&event(&format!("uid-{i}"), 1), 4)] += 1;
+        }
+        assert!(
+            per_lane.iter().all(|&n| (800..1200).contains(&n)),
+            "{per_lane:?}"
+        );
     }
 }

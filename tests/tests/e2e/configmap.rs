@@ -500,7 +500,7 @@ async fn configmap_swap_during_a_retry_redelivers_the_batch_to_the_new_version()
         })
         .await?;
     let slot = pipeline.module_slot("stuck").context("slot")?;
-    tokio::time::timeout(Duration::from_secs(5), slot.swap(fixed))
+    tokio::time::timeout(Duration::from_secs(5), slot.swap(vec![fixed]))
         .await
         .context("the swap waited for the stuck batch instead of taking over")??;
     eventually("the batch in the new version", || async {
