@@ -6,12 +6,16 @@ use std::cell::RefCell;
 use crate::bindings::exports::kubesink::sink::sink::Guest;
 use crate::bindings::kubesink::sink::types::{Entry, Error, RecordKind};
 use crate::bindings::wasi::http::outgoing_handler;
+use crate::bindings::wasi::http::types::FutureIncomingResponse;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, Method, OutgoingBody, OutgoingRequest, Scheme as WasiScheme,
 };
+use crate::bindings::wasi::io::poll::{self, Pollable};
 use crate::bindings::wasi::io::streams::StreamError;
 use crate::settings::{Scheme, Settings};
-use crate::sink::{HttpRequest, HttpResponse, SinkError, SlsSink, Transport, TransportError};
+use crate::sink::{
+    Flow, HttpRequest, HttpResponse, Sent, SinkError, SlsSink, Transport, TransportError,
+};
 
 /// Most response body bytes read (SLS answers PutLogs with small JSON).
 const MAX_RESPONSE_BODY: usize = 1 << 20;
@@ -20,7 +24,8 @@ thread_local! {
     static SINK: RefCell<Option<SlsSink>> = const { RefCell::new(None) };
 }
 
-/// `wasi:http/outgoing-handler`, blocking.
+/// `wasi:http/outgoing-handler`, several requests in flight, waited for
+/// together with `wasi:io/poll`.
 struct WasiHttp;
 
 fn denied_or_network(code: ErrorCode) -> TransportError {
@@ -34,94 +39,173 @@ fn denied_or_network(code: ErrorCode) -> TransportError {
     }
 }
 
-impl Transport for WasiHttp {
-    fn send(&mut self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
-        let headers = Fields::new();
-        for (k, v) in &req.headers {
-            headers
-                .append(k, v.as_bytes())
-                .map_err(|e| TransportError::Denied(format!("header {k}: {e:?}")))?;
-        }
-        let out = OutgoingRequest::new(headers);
-        let bad = |what: &str| TransportError::Denied(format!("invalid request {what}"));
-        out.set_method(&Method::Post).map_err(|()| bad("method"))?;
-        out.set_scheme(Some(&match req.scheme {
-            Scheme::Http => WasiScheme::Http,
-            Scheme::Https => WasiScheme::Https,
-        }))
-        .map_err(|()| bad("scheme"))?;
-        out.set_authority(Some(&req.authority))
-            .map_err(|()| bad("authority"))?;
-        out.set_path_with_query(Some(&req.path_with_query))
-            .map_err(|()| bad("path"))?;
-        let body = out.body().map_err(|()| bad("body"))?;
-        let future = outgoing_handler::handle(out, None).map_err(denied_or_network)?;
-        // Stream the body after `handle`, so the host consumes it as we write.
-        let mut write_error = None;
-        match body.write() {
-            Ok(stream) => {
-                for chunk in req.body.chunks(4096) {
-                    if let Err(e) = stream.blocking_write_and_flush(chunk) {
+/// A started request: the response to come, and what went wrong writing
+/// the body (reported if no response comes).
+struct InFlight {
+    index: usize,
+    future: FutureIncomingResponse,
+    write_error: Option<String>,
+}
+
+/// Starts a request: `handle`, then the whole body written and finished
+/// (the host sends it on its own task, so this does not wait for the
+/// response).
+fn start(index: usize, req: HttpRequest) -> Result<InFlight, TransportError> {
+    let headers = Fields::new();
+    for (k, v) in &req.headers {
+        headers
+            .append(k, v.as_bytes())
+            .map_err(|e| TransportError::Denied(format!("header {k}: {e:?}")))?;
+    }
+    let out = OutgoingRequest::new(headers);
+    let bad = |what: &str| TransportError::Denied(format!("invalid request {what}"));
+    out.set_method(&Method::Post).map_err(|()| bad("method"))?;
+    out.set_scheme(Some(&match req.scheme {
+        Scheme::Http => WasiScheme::Http,
+        Scheme::Https => WasiScheme::Https,
+    }))
+    .map_err(|()| bad("scheme"))?;
+    out.set_authority(Some(&req.authority))
+        .map_err(|()| bad("authority"))?;
+    out.set_path_with_query(Some(&req.path_with_query))
+        .map_err(|()| bad("path"))?;
+    let body = out.body().map_err(|()| bad("body"))?;
+    let future = outgoing_handler::handle(out, None).map_err(denied_or_network)?;
+    // Write after `handle`, so the host consumes the body as it comes; in
+    // as few writes as the stream permits (one, below its 1 MiB budget).
+    let mut write_error = None;
+    match body.write() {
+        Ok(stream) => {
+            let mut rest: &[u8] = &req.body;
+            while !rest.is_empty() {
+                match stream.check_write() {
+                    Ok(0) => stream.subscribe().block(),
+                    Ok(n) => {
+                        let n = rest.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                        if let Err(e) = stream.write(&rest[..n]) {
+                            write_error = Some(format!("writing the body: {e:?}"));
+                            break;
+                        }
+                        rest = &rest[n..];
+                    }
+                    Err(e) => {
                         write_error = Some(format!("writing the body: {e:?}"));
                         break;
                     }
                 }
             }
-            Err(()) => write_error = Some("the body stream was taken".into()),
         }
-        if let Err(e) = OutgoingBody::finish(body, None) {
-            write_error.get_or_insert(format!("finishing the body: {e:?}"));
+        Err(()) => write_error = Some("the body stream was taken".into()),
+    }
+    if let Err(e) = OutgoingBody::finish(body, None) {
+        write_error.get_or_insert(format!("finishing the body: {e:?}"));
+    }
+    Ok(InFlight {
+        index,
+        future,
+        write_error,
+    })
+}
+
+/// The response of a request whose future is ready.
+fn finish(flight: InFlight) -> Sent {
+    let response = match flight.future.get() {
+        Some(Ok(Ok(r))) => r,
+        Some(Ok(Err(code))) => return Err(denied_or_network(code)),
+        Some(Err(())) | None => {
+            return Err(TransportError::Network(
+                flight.write_error.unwrap_or_else(|| "no response".into()),
+            ));
         }
-        future.subscribe().block();
-        let response = match future.get() {
-            Some(Ok(Ok(r))) => r,
-            Some(Ok(Err(code))) => return Err(denied_or_network(code)),
-            Some(Err(())) | None => {
-                return Err(TransportError::Network(
-                    write_error.unwrap_or_else(|| "no response".into()),
-                ));
-            }
-        };
-        let status = response.status();
-        let headers = response
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.to_ascii_lowercase(),
-                    String::from_utf8_lossy(&v).into_owned(),
-                )
-            })
-            .collect();
-        let mut bytes = Vec::new();
-        let incoming = response
-            .consume()
-            .map_err(|()| TransportError::Network("response body taken".into()))?;
-        {
-            let stream = incoming
-                .stream()
-                .map_err(|()| TransportError::Network("response stream taken".into()))?;
-            loop {
-                match stream.blocking_read(64 << 10) {
-                    Ok(chunk) => {
-                        let room = MAX_RESPONSE_BODY.saturating_sub(bytes.len());
-                        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                    }
-                    Err(StreamError::Closed) => break,
-                    Err(e) => {
-                        return Err(TransportError::Network(format!(
-                            "reading the response: {e:?}"
-                        )));
-                    }
+    };
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k.to_ascii_lowercase(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    let incoming = response
+        .consume()
+        .map_err(|()| TransportError::Network("response body taken".into()))?;
+    {
+        let stream = incoming
+            .stream()
+            .map_err(|()| TransportError::Network("response stream taken".into()))?;
+        loop {
+            match stream.blocking_read(64 << 10) {
+                Ok(chunk) => {
+                    let room = MAX_RESPONSE_BODY.saturating_sub(bytes.len());
+                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Err(StreamError::Closed) => break,
+                Err(e) => {
+                    return Err(TransportError::Network(format!(
+                        "reading the response: {e:?}"
+                    )));
                 }
             }
         }
-        Ok(HttpResponse {
-            status,
-            headers,
-            body: bytes,
-        })
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body: bytes,
+    })
+}
+
+impl Transport for WasiHttp {
+    fn send_all(
+        &mut self,
+        requests: &mut dyn Iterator<Item = HttpRequest>,
+        max_in_flight: usize,
+        done: &mut dyn FnMut(usize, Sent) -> Flow,
+    ) {
+        let max_in_flight = max_in_flight.max(1);
+        let mut in_flight: Vec<InFlight> = Vec::with_capacity(max_in_flight);
+        let mut next = 0;
+        let mut go = true;
+        loop {
+            while go && in_flight.len() < max_in_flight {
+                let Some(request) = requests.next() else {
+                    break;
+                };
+                let index = next;
+                next += 1;
+                match start(index, request) {
+                    Ok(flight) => in_flight.push(flight),
+                    Err(e) => go = done(index, Err(e)) == Flow::Continue,
+                }
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            let mut ready = {
+                // Pollables are children of their futures: dropped here,
+                // before any future is.
+                let pollables: Vec<Pollable> =
+                    in_flight.iter().map(|f| f.future.subscribe()).collect();
+                let refs: Vec<&Pollable> = pollables.iter().collect();
+                poll::poll(&refs)
+            };
+            // Highest position first, so `swap_remove` leaves the lower
+            // ready positions in place.
+            ready.sort_unstable_by(|a, b| b.cmp(a));
+            ready.dedup();
+            for position in ready {
+                let flight = in_flight.swap_remove(position as usize);
+                let index = flight.index;
+                if done(index, finish(flight)) == Flow::Stop {
+                    go = false;
+                }
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@
 //! | `max_body_bytes` | most raw bytes per PutLogs, 64 KiB..=10 MiB, default 10 MiB |
 //! | `max_logs_per_request` | 1..=4096, default 4096 |
 //! | `compression` | `lz4` (default, raw LZ4 block) or `none` |
+//! | `max_in_flight` | most PutLogs requests of one batch outstanding at once, 1..=64, default 8 |
 //!
 //! Any other key is a fatal `init` error naming it.
 //!
@@ -33,7 +34,9 @@
 //! `x-log-bodyrawsize`, `x-log-compresstype: lz4`, `Date`, and signature v1
 //! ([`sign`]). The connection goes to `<project>.<endpoint host>`; for an
 //! IPv4 endpoint it goes to the IP, and `Host: <project>.<ip>` names the
-//! project, as the official SDK does ([`settings::Endpoint`]).
+//! project, as the official SDK does ([`settings::Endpoint`]). A batch's
+//! requests go out concurrently, at most `max_in_flight` at once; after a
+//! failure no more are started ([`sink`]).
 //!
 //! Events map to KubeDL's keys ([`mapping`]). Errors ([`sink::check_response`]):
 //! 403 quota, 429, 5xx and network failures are `retryable`; 400, 401, 404,

@@ -9,6 +9,10 @@ pub const SLS_MAX_RAW_BODY: usize = 10 << 20;
 pub const SLS_MAX_VALUE: usize = 1 << 20;
 /// Most bytes of a topic or source SLS accepts.
 pub const SLS_MAX_TOPIC: usize = 128;
+/// Default of `max_in_flight`.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+/// Largest `max_in_flight`.
+pub const MAX_IN_FLIGHT: usize = 64;
 
 /// A setting is missing or wrong. Messages never contain the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,6 +172,8 @@ pub struct Settings {
     pub max_logs_per_request: usize,
     /// Body compression. Default lz4.
     pub compression: Compression,
+    /// Most PutLogs requests of a batch outstanding at once. Default 8.
+    pub max_in_flight: usize,
 }
 
 impl fmt::Debug for Settings {
@@ -189,6 +195,7 @@ impl fmt::Debug for Settings {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_logs_per_request", &self.max_logs_per_request)
             .field("compression", &self.compression)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -251,6 +258,7 @@ impl Settings {
             max_body_bytes: SLS_MAX_RAW_BODY,
             max_logs_per_request: 4096,
             compression: Compression::Lz4,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         };
         for (k, v) in pairs {
             match k.as_str() {
@@ -276,6 +284,7 @@ impl Settings {
                 "max_logs_per_request" => {
                     s.max_logs_per_request = number("max_logs_per_request", v, 1, 4096)?
                 }
+                "max_in_flight" => s.max_in_flight = number("max_in_flight", v, 1, MAX_IN_FLIGHT)?,
                 "compression" => {
                     s.compression = match v.trim() {
                         "lz4" => Compression::Lz4,
@@ -406,6 +415,7 @@ mod tests {
             ("security_token", "tok"),
             ("max_logs_per_request", "10"),
             ("compression", "none"),
+            ("max_in_flight", "3"),
         ]))
         .expect("valid");
         assert_eq!(s.jobs_topic.as_deref(), Some("jobs"));
@@ -414,6 +424,18 @@ mod tests {
         assert_eq!(s.security_token.as_deref(), Some("tok"));
         assert_eq!(s.max_logs_per_request, 10);
         assert_eq!(s.compression, Compression::None);
+        assert_eq!(s.max_in_flight, 3);
+        assert_eq!(
+            Settings::parse(&pairs(&[])).expect("valid").max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT
+        );
         assert!(Settings::parse(&pairs(&[("max_logs_per_request", "0")])).is_err());
+        for bad in ["0", "65", "many"] {
+            let err = Settings::parse(&pairs(&[("max_in_flight", bad)])).expect_err(bad);
+            assert!(
+                err.to_string().contains("`max_in_flight`") && err.to_string().contains("1..=64"),
+                "{err}"
+            );
+        }
     }
 }

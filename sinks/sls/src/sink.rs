@@ -3,11 +3,18 @@
 //! count limits, signed, lz4-compressed), responses become errors the host
 //! understands.
 //!
+//! Concurrency: a batch's requests are sent with up to `max_in_flight` of
+//! them outstanding at once ([`Transport::send_all`]). After the first
+//! failure no further request is started; the ones in flight are waited for,
+//! and the batch fails with the first fatal error, or else the first
+//! retryable one (in request order).
+//!
 //! Redelivery: SLS appends, so a batch redelivered after a partial failure
 //! would duplicate the requests that had succeeded. The sink remembers the
-//! MD5 of the last 4096 raw bodies SLS accepted and skips a request whose
-//! body it already delivered, so a batch retried on the same instance lands
-//! once.
+//! MD5 of the last 4096 raw bodies SLS accepted (only those: a body whose
+//! request failed or was never started is sent again) and skips a request
+//! whose body it already delivered, so a batch retried on the same instance
+//! lands once.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -55,10 +62,32 @@ pub enum TransportError {
     Network(String),
 }
 
+/// What the caller of [`Transport::send_all`] wants after a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Start more requests.
+    Continue,
+    /// Start no more requests; wait for the ones in flight.
+    Stop,
+}
+
+/// The outcome of one request.
+pub type Sent = Result<HttpResponse, TransportError>;
+
 /// Sends HTTP requests (wasi:http in the component, fakes in tests).
 pub trait Transport {
-    /// Sends one request and returns the response.
-    fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, TransportError>;
+    /// Sends the requests `requests` yields, in order, with at most
+    /// `max_in_flight` (at least 1) outstanding at once, pulling the next
+    /// one only when there is room. Each outcome goes to `done` with the
+    /// request's index (its position in `requests`), in completion order.
+    /// Once `done` returns [`Flow::Stop`] no request is started any more;
+    /// returns after every started request has gone to `done`.
+    fn send_all(
+        &mut self,
+        requests: &mut dyn Iterator<Item = HttpRequest>,
+        max_in_flight: usize,
+        done: &mut dyn FnMut(usize, Sent) -> Flow,
+    );
 }
 
 /// A failed write, as the host's `error` variant.
@@ -316,7 +345,8 @@ impl SlsSink {
         )
     }
 
-    /// Writes one batch: maps, plans, and sends each group not delivered yet.
+    /// Writes one batch: maps, plans, and sends each group not delivered
+    /// yet, `max_in_flight` at a time.
     pub fn write(
         &mut self,
         transport: &mut dyn Transport,
@@ -332,35 +362,86 @@ impl SlsSink {
             self.settings.max_body_bytes,
             self.settings.max_logs_per_request,
         );
-        for group in groups {
+        let target = self.target();
+        let settings = &self.settings;
+        let delivered = &self.delivered;
+        // Digest of request i; bodies already delivered (before or earlier
+        // in this batch) are not sent.
+        let mut digests: Vec<[u8; 16]> = Vec::new();
+        let mut in_batch: HashSet<[u8; 16]> = HashSet::new();
+        let mut requests = groups.into_iter().filter_map(|group| {
             let raw = group.encode();
             let digest: [u8; 16] = {
                 use md5::Digest as _;
                 md5::Md5::digest(&raw).into()
             };
-            if self.delivered.contains(&digest) {
-                continue;
+            if delivered.contains(&digest) || !in_batch.insert(digest) {
+                return None;
             }
-            let request = put_logs_request(&self.settings, &raw, now_secs);
-            let response = transport.send(request).map_err(|e| match e {
-                TransportError::Denied(m) => SinkError::Fatal(format!(
-                    "sls sink: PutLogs to {}: the host denied the request (is the endpoint in the sink's allow-list?): {m}",
-                    self.target()
-                )),
-                TransportError::Network(m) => {
-                    SinkError::Retryable(format!("sls sink: PutLogs to {}: {m}", self.target()))
+            digests.push(digest);
+            Some(put_logs_request(settings, &raw, now_secs))
+        });
+        let mut accepted: Vec<usize> = Vec::new();
+        // (request index, error) of failed requests.
+        let mut failed: Vec<(usize, SinkError)> = Vec::new();
+        transport.send_all(
+            &mut requests,
+            settings.max_in_flight,
+            &mut |i, sent| {
+                let result = match sent {
+                    Ok(response) => check_response(&target, &response),
+                    Err(TransportError::Denied(m)) => Err(SinkError::Fatal(format!(
+                        "sls sink: PutLogs to {target}: the host denied the request (is the endpoint in the sink's allow-list?): {m}"
+                    ))),
+                    Err(TransportError::Network(m)) => Err(SinkError::Retryable(format!(
+                        "sls sink: PutLogs to {target}: {m}"
+                    ))),
+                };
+                match result {
+                    Ok(()) => {
+                        accepted.push(i);
+                        Flow::Continue
+                    }
+                    Err(e) => {
+                        failed.push((i, e));
+                        Flow::Stop
+                    }
                 }
-            })?;
-            check_response(&self.target(), &response)?;
-            self.delivered.insert(digest);
-            self.delivered_order.push_back(digest);
-            if self.delivered_order.len() > REMEMBER
-                && let Some(old) = self.delivered_order.pop_front()
-            {
-                self.delivered.remove(&old);
+            },
+        );
+        drop(requests);
+        for i in accepted {
+            // A transport that reports an index it never pulled is a bug;
+            // remembering nothing for it is the safe side (resend).
+            if let Some(digest) = digests.get(i) {
+                self.remember(*digest);
             }
         }
-        Ok(())
+        failed.sort_by_key(|(i, e)| (matches!(e, SinkError::Retryable(_)), *i));
+        let more = failed.len().saturating_sub(1);
+        match failed.into_iter().next() {
+            None => Ok(()),
+            Some((_, e)) if more == 0 => Err(e),
+            Some((_, SinkError::Fatal(m))) => Err(SinkError::Fatal(format!(
+                "{m} (and {more} more failed requests in this batch)"
+            ))),
+            Some((_, SinkError::Retryable(m))) => Err(SinkError::Retryable(format!(
+                "{m} (and {more} more failed requests in this batch)"
+            ))),
+        }
+    }
+
+    /// Remembers a body SLS accepted, forgetting the oldest past [`REMEMBER`].
+    fn remember(&mut self, digest: [u8; 16]) {
+        if !self.delivered.insert(digest) {
+            return;
+        }
+        self.delivered_order.push_back(digest);
+        if self.delivered_order.len() > REMEMBER
+            && let Some(old) = self.delivered_order.pop_front()
+        {
+            self.delivered.remove(&old);
+        }
     }
 }
 
@@ -370,30 +451,59 @@ mod tests {
     use crate::bindings::kubesink::sink::types::{Change, Record};
     use crate::mapping::tests::{event, settings};
 
-    /// Records requests and answers from a script.
+    fn ok() -> Sent {
+        Ok(HttpResponse {
+            status: 200,
+            ..Default::default()
+        })
+    }
+
+    /// Records requests and answers from a script (in the order requests
+    /// are started; 200 when it runs out). Completes the newest request in
+    /// flight first, so responses come back out of order.
     struct Fake {
         sent: Vec<HttpRequest>,
-        answers: VecDeque<Result<HttpResponse, TransportError>>,
+        answers: VecDeque<Sent>,
+        most_in_flight: usize,
     }
 
     impl Transport for Fake {
-        fn send(&mut self, request: HttpRequest) -> Result<HttpResponse, TransportError> {
-            self.sent.push(request);
-            self.answers.pop_front().unwrap_or(Ok(HttpResponse {
-                status: 200,
-                ..Default::default()
-            }))
+        fn send_all(
+            &mut self,
+            requests: &mut dyn Iterator<Item = HttpRequest>,
+            max_in_flight: usize,
+            done: &mut dyn FnMut(usize, Sent) -> Flow,
+        ) {
+            let mut in_flight: Vec<(usize, Sent)> = Vec::new();
+            let mut go = true;
+            loop {
+                while go && in_flight.len() < max_in_flight {
+                    let Some(request) = requests.next() else {
+                        break;
+                    };
+                    in_flight.push((self.sent.len(), self.answers.pop_front().unwrap_or_else(ok)));
+                    self.sent.push(request);
+                }
+                self.most_in_flight = self.most_in_flight.max(in_flight.len());
+                let Some((i, answer)) = in_flight.pop() else {
+                    break;
+                };
+                if done(i, answer) == Flow::Stop {
+                    go = false;
+                }
+            }
         }
     }
 
-    fn fake(answers: Vec<Result<HttpResponse, TransportError>>) -> Fake {
+    fn fake(answers: Vec<Sent>) -> Fake {
         Fake {
             sent: vec![],
             answers: answers.into(),
+            most_in_flight: 0,
         }
     }
 
-    fn sls_error(status: u16, code: &str) -> Result<HttpResponse, TransportError> {
+    fn sls_error(status: u16, code: &str) -> Sent {
         Ok(HttpResponse {
             status,
             headers: vec![("x-log-requestid".into(), "RID".into())],
@@ -547,25 +657,113 @@ mod tests {
 
     #[test]
     fn redelivered_batch_skips_groups_already_delivered() {
-        let mut sink = SlsSink::new(settings(&[("max_logs_per_request", "2")]));
+        let mut sink = SlsSink::new(settings(&[
+            ("max_logs_per_request", "2"),
+            ("max_in_flight", "1"),
+        ]));
         let batch = entries(5); // 3 requests
-        let mut t = fake(vec![
-            Ok(HttpResponse {
-                status: 200,
-                ..Default::default()
-            }),
-            sls_error(503, "ServerBusy"),
-        ]);
+        let mut t = fake(vec![ok(), sls_error(503, "ServerBusy")]);
         assert!(matches!(
             sink.write(&mut t, &batch, 0),
             Err(SinkError::Retryable(_))
         ));
-        assert_eq!(t.sent.len(), 2);
+        assert_eq!(t.sent.len(), 2, "one at a time: nothing after the failure");
+        assert_eq!(t.most_in_flight, 1);
         let mut t = fake(vec![]);
         sink.write(&mut t, &batch, 0).expect("retry succeeds");
         assert_eq!(t.sent.len(), 2, "the first group was not sent again");
         let mut t = fake(vec![]);
         sink.write(&mut t, &batch, 0).expect("third time");
         assert!(t.sent.is_empty());
+    }
+
+    /// Bodies (raw MD5 hex) of the requests sent.
+    fn bodies(t: &Fake) -> Vec<String> {
+        t.sent
+            .iter()
+            .map(|r| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == "content-md5")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn concurrent_partial_failure_resends_only_what_sls_did_not_accept() {
+        let mut sink = SlsSink::new(settings(&[
+            ("max_logs_per_request", "1"),
+            ("max_in_flight", "4"),
+        ]));
+        let batch = entries(10); // 10 requests
+        // Started 0..4; completed newest first: 3 fails (stop), then 2, 1
+        // and 0 succeed. 4..10 are never started.
+        let mut t = fake(vec![ok(), ok(), ok(), sls_error(503, "ServerBusy")]);
+        let err = sink.write(&mut t, &batch, 0).expect_err("fails");
+        assert!(
+            matches!(&err, SinkError::Retryable(m) if m.contains("ServerBusy")),
+            "{err}"
+        );
+        assert_eq!(t.sent.len(), 4, "no request started after the failure");
+        assert_eq!(t.most_in_flight, 4);
+        let mut accepted: Vec<String> = bodies(&t);
+        let failed = accepted.remove(3);
+        let mut t = fake(vec![]);
+        sink.write(&mut t, &batch, 0).expect("retry succeeds");
+        let resent = bodies(&t);
+        assert_eq!(resent.len(), 7, "the failed one and the 6 never started");
+        assert_eq!(resent[0], failed);
+        for body in &accepted {
+            assert!(!resent.contains(body), "an accepted body was sent again");
+        }
+        assert_eq!(t.most_in_flight, 4, "at most max_in_flight at once");
+        let mut all = accepted;
+        all.extend(resent);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 10, "every body landed exactly once");
+    }
+
+    #[test]
+    fn fatal_wins_over_retryable_and_the_others_are_counted() {
+        let mut sink = SlsSink::new(settings(&[
+            ("max_logs_per_request", "1"),
+            ("max_in_flight", "3"),
+        ]));
+        let mut t = fake(vec![
+            sls_error(503, "ServerBusy"),
+            Err(TransportError::Denied("HttpRequestDenied".into())),
+            sls_error(429, "TooManyRequests"),
+        ]);
+        let err = sink.write(&mut t, &entries(3), 0).expect_err("fails");
+        match err {
+            SinkError::Fatal(m) => {
+                assert!(m.contains("allow-list"), "{m}");
+                assert!(m.contains("2 more failed requests"), "{m}");
+            }
+            other => panic!("expected fatal, got {other}"),
+        }
+        // Two retryable failures: the first by request order is reported.
+        let mut t = fake(vec![
+            sls_error(429, "TooManyRequests"),
+            Err(TransportError::Network("reset".into())),
+            ok(),
+        ]);
+        let err = sink.write(&mut t, &entries(3), 0).expect_err("fails");
+        assert!(
+            matches!(&err, SinkError::Retryable(m) if m.contains("TooManyRequests") && m.contains("1 more")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn identical_bodies_in_one_batch_are_sent_once() {
+        let mut sink = SlsSink::new(settings(&[("max_logs_per_request", "1")]));
+        let batch: Vec<Entry> = entries(1).into_iter().cycle().take(3).collect();
+        let mut t = fake(vec![]);
+        sink.write(&mut t, &batch, 0).expect("writes");
+        assert_eq!(t.sent.len(), 1);
     }
 }

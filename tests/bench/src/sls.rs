@@ -1,7 +1,8 @@
 //! The sls sink into the SLS emulator: the events of the data set, in
 //! batches of [`BATCH`], through the real host and the sls component;
 //! events/s and raw (uncompressed protobuf) MB/s, checked against what the
-//! emulator stored.
+//! emulator stored. `BENCH_SLS_MAX_IN_FLIGHT` sets the sink's
+//! `max_in_flight` (default: the sink's).
 
 use std::time::{Duration, Instant};
 
@@ -60,17 +61,22 @@ pub async fn run(
         cache_dir: Some(cache.to_path_buf()),
         ..HostOptions::default()
     })?;
+    let mut settings: Vec<(String, String)> = vec![
+        ("endpoint".into(), emu.endpoint()),
+        ("project".into(), "kubesink".into()),
+        ("logstore".into(), "events".into()),
+        ("access_key_id".into(), key.id.clone()),
+        ("access_key_secret".into(), key.secret.clone()),
+    ];
+    // The sink's default unless set (to compare concurrency levels).
+    if let Ok(n) = std::env::var("BENCH_SLS_MAX_IN_FLIGHT") {
+        settings.push(("max_in_flight".into(), n));
+    }
     let mut sink = host
         .load(SinkSpec {
             name: "sls".into(),
             module: ModuleSource::Path(wasm.to_path_buf()),
-            settings: vec![
-                ("endpoint".into(), emu.endpoint()),
-                ("project".into(), "kubesink".into()),
-                ("logstore".into(), "events".into()),
-                ("access_key_id".into(), key.id.clone()),
-                ("access_key_secret".into(), key.secret.clone()),
-            ],
+            settings,
             sql_grants: vec![],
             limits: Limits {
                 http_allow: vec![format!("http://{}", emu.addr())],

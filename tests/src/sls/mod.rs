@@ -236,6 +236,9 @@ struct Data {
     requests: Vec<RequestRecord>,
     next_request_id: u64,
     round_robin: u64,
+    /// Requests being handled now, and the most at once.
+    in_flight: usize,
+    most_in_flight: usize,
 }
 
 /// State shared by the server tasks and the [`Emulator`] handle.
@@ -357,13 +360,22 @@ impl Emulator {
         self.state.data().requests.len()
     }
 
-    /// Forgets stored logs and recorded requests (keeps config and faults).
+    /// The most requests that were being handled at once (received, not
+    /// yet answered) since the start or the last [`Emulator::clear`]: how
+    /// concurrent a client was.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.data().most_in_flight
+    }
+
+    /// Forgets stored logs, recorded requests and the most requests in
+    /// flight (keeps config and faults).
     pub fn clear(&self) {
         let mut data = self.state.data();
         for shards in data.stores.values_mut() {
             shards.iter_mut().for_each(Vec::clear);
         }
         data.requests.clear();
+        data.most_in_flight = data.in_flight;
     }
 
     /// Stops serving (also done on drop).

@@ -136,10 +136,31 @@ impl Req<'_> {
     }
 }
 
+/// Counts a request in flight while alive (also when the connection drops
+/// the handler mid-way).
+struct InFlight<'a>(&'a State);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a State) -> Self {
+        let mut data = state.data();
+        data.in_flight += 1;
+        data.most_in_flight = data.most_in_flight.max(data.in_flight);
+        Self(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut data = self.0.data();
+        data.in_flight = data.in_flight.saturating_sub(1);
+    }
+}
+
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let _in_flight = InFlight::enter(&state);
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let raw_query = parts.uri.query().unwrap_or("").to_string();

@@ -382,6 +382,55 @@ async fn sls_sink_retries_quota_and_busy_then_lands_once() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A batch's PutLogs go out `max_in_flight` at a time: with every request
+/// held 1 s by the emulator, 4 are in flight at once (not 1, not 5), and
+/// each event lands once; with `max_in_flight` 1 they go one by one.
+#[tokio::test]
+async fn sls_sink_sends_a_batch_max_in_flight_at_a_time() -> anyhow::Result<()> {
+    let emu = sls::start(EmulatorConfig::default()).await?;
+    let mut rig = rig(
+        &emu,
+        &emulator_allow(&emu),
+        &[("max_logs_per_request", "1"), ("max_in_flight", "4")],
+        None,
+    )
+    .await?;
+    let batch: Vec<Entry> = (0..8).map(|i| event(&format!("u{i}"), 1)).collect(); // 8 PutLogs
+    emu.inject(Fault::Delay(std::time::Duration::from_secs(1)), 8);
+    rig.sink.write(&batch).await?;
+    ensure!(
+        emu.most_in_flight() == 4,
+        "{} PutLogs in flight at most, want max_in_flight 4",
+        emu.most_in_flight()
+    );
+    let mut names: Vec<_> = emu
+        .logs("kubesink", "events")
+        .iter()
+        .filter_map(|l| l.get("Name").map(str::to_string))
+        .collect();
+    names.sort_unstable();
+    let want: Vec<String> = (0..8).map(|i| format!("ev-u{i}")).collect();
+    ensure!(names == want, "each event once: {names:?}");
+
+    let mut one = self::rig(
+        &emu,
+        &emulator_allow(&emu),
+        &[("max_logs_per_request", "1"), ("max_in_flight", "1")],
+        None,
+    )
+    .await?;
+    emu.clear();
+    emu.inject(Fault::Delay(std::time::Duration::from_millis(200)), 3);
+    one.sink.write(&batch[..3]).await?;
+    ensure!(
+        emu.most_in_flight() == 1 && emu.request_count() == 3,
+        "max_in_flight 1: {} at once, {} requests",
+        emu.most_in_flight(),
+        emu.request_count()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn sls_sink_wrong_key_is_fatal_and_names_no_secret() -> anyhow::Result<()> {
     let emu = sls::start(EmulatorConfig::default()).await?;
