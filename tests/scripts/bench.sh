@@ -9,17 +9,25 @@
 #   BENCH_ONLY=mysql,sls tests/scripts/bench.sh   some scenarios
 #
 # Environment: BENCH_SCALE (1), BENCH_ONLY (all: mysql,replay,sls,calls,
-# memory,latency), BENCH_MEMORY_PODS, BENCH_RATE (500), BENCH_LATENCY_SECS,
-# BENCH_OUT (docs/benchmarks.md), BENCH_PROFILE (cargo profile, default dev).
+# memory,latency), BENCH_MARIADB_ARGS, BENCH_MYSQL_PORT (3308), BENCH_MEMORY_PODS, BENCH_RATE (500), BENCH_LATENCY_SECS,
+# BENCH_OUT (docs/benchmarks.md), BENCH_PROFILE (cargo profile, default
+# release: the figures are for the build users run).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-profile="${BENCH_PROFILE:-dev}"
+export BENCH_PROFILE="${BENCH_PROFILE:-release}"
+profile="$BENCH_PROFILE"
 say() { echo "bench.sh: $*" >&2; }
 
+# A MariaDB server of the benchmarks' own (its own port and data under
+# ~/.cache/kubesink/bench), sized as a database server is, not as the
+# tests' small one: BENCH_MARIADB_ARGS (server options) overrides.
 if [ -z "${KUBESINK_TEST_MYSQL_URL:-}" ]; then
-    line="$(bash tests/scripts/mariadb.sh start)"
+    export BENCH_MARIADB_ARGS="${BENCH_MARIADB_ARGS:---innodb-buffer-pool-size=2G --innodb-log-file-size=1G}"
+    line="$(KUBESINK_CACHE="$HOME/.cache/kubesink/bench" KUBESINK_TEST_MYSQL_PORT="${BENCH_MYSQL_PORT:-3308}" \
+        KUBESINK_MARIADB_ARGS="$BENCH_MARIADB_ARGS" bash tests/scripts/mariadb.sh start)"
     export "${line?}"
+    export BENCH_MYSQLD_PID_FILE="$HOME/.cache/kubesink/bench/mariadb/mysqld.pid"
 fi
 
 say "building the sink components (wasm32-wasip2, profile guest)"
@@ -40,4 +48,4 @@ case "$profile" in
     *) dir="$profile" ;;
 esac
 export BENCH_COMMAND="${BENCH_COMMAND:-BENCH_SCALE=${BENCH_SCALE:-1} just bench}"
-exec "target/$dir/kubesink-bench"
+exec "${CARGO_TARGET_DIR:-target}/$dir/kubesink-bench"

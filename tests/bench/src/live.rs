@@ -2,16 +2,19 @@
 //! `kubesink_tests::cluster`) with the `kubesink` binary running `run` as a
 //! child process, delivering through the wasm mysql sink into MariaDB:
 //!
-//! - **memory**: kubesink's resident memory with no pods, then after it has
-//!   delivered `pods` pods (it holds their state in its watch caches); the
-//!   slope per pod, and the figure for 100k pods (measured when `pods` is
-//!   100k, else extrapolated from the slope and said so). Creating the pods
-//!   is timed too (the API server's cost, not kubesink's).
+//! - **memory**: kubesink's resident memory with no pods; after it has
+//!   delivered `pods` pods created while it watched; and, the hard case, a
+//!   new kubesink started while the `pods` pods exist, which lists them all
+//!   and reconciles them with what the sink holds (peak `VmHWM` and settled
+//!   RSS of each); the slope per pod, and the figure for 100k pods (measured
+//!   when `pods` is 100k, else extrapolated from the slope and said so).
+//!   Creating the pods is timed too (the API server's cost, not kubesink's).
 //! - **latency**: events created at a fixed rate; for each, the time from
 //!   just before the create request to its row appearing in `event_info`
 //!   (polled every [`POLL`]); p50 and p99.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -21,11 +24,12 @@ use anyhow::{Context as _, bail};
 use futures_util::stream::{self, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kubesink_tests::cluster::Cluster;
 use kubesink_tests::mariadb::TestDb;
 use serde_json::json;
 use sqlx::MySqlPool;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::procfs;
 
@@ -33,7 +37,7 @@ use crate::procfs;
 pub const POLL: Duration = Duration::from_millis(5);
 
 /// Concurrent create requests while loading pods.
-pub const CREATE_CONCURRENCY: usize = 32;
+pub const CREATE_CONCURRENCY: usize = 64;
 
 /// Namespace of everything created.
 const NS: &str = "default";
@@ -43,6 +47,8 @@ const NS: &str = "default";
 pub struct Kubesink {
     child: Child,
     log: PathBuf,
+    /// Address of its operations server.
+    ops: SocketAddr,
 }
 
 impl Kubesink {
@@ -74,13 +80,18 @@ impl Kubesink {
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
+        // A free port for the operations server (`/readyz`, `/metrics`).
+        let ops = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port for kubesink's operations server")?;
         let child = Command::new(kubesink)
             .arg("--config")
             .arg(&config_path)
             .arg("run")
             .arg("--kubeconfig")
             .arg(cluster.kubeconfig_path())
-            .args(["--listen", "127.0.0.1:0"])
+            .arg("--listen")
+            .arg(ops.to_string())
             .env("KUBESINK_CACHE_DIR", dir.join("cache"))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -88,7 +99,7 @@ impl Kubesink {
             .stderr(Stdio::from(err))
             .spawn()
             .with_context(|| format!("starting {}", kubesink.display()))?;
-        Ok(Self { child, log })
+        Ok(Self { child, log, ops })
     }
 
     /// Its process id.
@@ -113,6 +124,81 @@ impl Kubesink {
         self.check_alive()?;
         procfs::memory(self.pid()).context("reading kubesink's /proc status")
     }
+
+    /// Its resident memory split into anonymous and file-backed pages.
+    pub fn rollup(&mut self) -> anyhow::Result<procfs::Rollup> {
+        self.check_alive()?;
+        procfs::rollup(self.pid()).context("reading kubesink's /proc smaps_rollup")
+    }
+
+    /// `GET path` on its operations server: status code and body.
+    async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(self.ops)
+            .await
+            .with_context(|| format!("connecting to kubesink's operations server {}", self.ops))?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.ops
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        parse_response(&response)
+            .with_context(|| format!("kubesink answered GET {path} with {response:?}"))
+    }
+
+    /// Waits until it is ready (every watch listed), its sink has
+    /// delivered at least `delivered` records in all and its queue is
+    /// empty; fails after `timeout`. Returns the time taken.
+    pub async fn wait_settled(
+        &mut self,
+        delivered: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let mut last = String::new();
+        loop {
+            self.check_alive()?;
+            if let Ok((200, _)) = self.get("/readyz").await
+                && let Ok((200, text)) = self.get("/metrics").await
+            {
+                let done = sample(&text, "kubesink_sink_records_delivered_total", SINK);
+                let depth = sample(&text, "kubesink_sink_queue_depth", SINK);
+                if done.is_some_and(|d| d >= delivered as f64) && depth == Some(0.0) {
+                    return Ok(started.elapsed());
+                }
+                last = format!("delivered {done:?}, queue depth {depth:?}");
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "kubesink did not settle within {timeout:?} (want ready, {delivered} delivered, an empty queue; last: {last})"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The label of the bench's one sink in kubesink's metrics.
+const SINK: &str = "sink=\"mysql\"";
+
+/// Status code and body of an HTTP/1.1 response without chunking.
+fn parse_response(text: &str) -> Option<(u16, String)> {
+    let code = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    Some((code, body.to_owned()))
+}
+
+/// The value of the sample `name{labels}` in an OpenMetrics exposition.
+fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
+    let key = format!("{name}{{{labels}}} ");
+    text.lines().find_map(|l| {
+        l.strip_prefix(&key)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 impl Drop for Kubesink {
@@ -208,6 +294,21 @@ pub async fn create_pods(
         }
     }
     Ok(started.elapsed())
+}
+
+/// Size in bytes of pod `name` as JSON, the way the API server stores and
+/// lists it (with `status` and `managedFields`).
+pub async fn pod_json_bytes(client: &kube::Client, name: &str) -> anyhow::Result<usize> {
+    let pods: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        NS,
+        &kube::api::ApiResource::erase::<Pod>(&()),
+    );
+    let pod = pods
+        .get(name)
+        .await
+        .with_context(|| format!("reading pod {name}"))?;
+    Ok(serde_json::to_vec(&pod)?.len())
 }
 
 /// Latency figures in seconds.
@@ -341,6 +442,21 @@ pub async fn latency(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_status_body_and_samples() {
+        let r = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\na_total{sink=\"mysql\"} 7\nb{sink=\"mysql\"} 0\n# EOF\n";
+        let (code, body) = parse_response(r).expect("a response");
+        assert_eq!(code, 200);
+        assert_eq!(sample(&body, "a_total", SINK), Some(7.0));
+        assert_eq!(sample(&body, "b", SINK), Some(0.0));
+        assert_eq!(sample(&body, "a", SINK), None);
+        assert_eq!(
+            parse_response("HTTP/1.1 503 Service Unavailable\r\n\r\nno").map(|r| r.0),
+            Some(503)
+        );
+        assert!(parse_response("garbage").is_none());
+    }
 
     #[test]
     fn quantiles_by_nearest_rank() {

@@ -29,7 +29,8 @@ struct Args {
     /// Scale of the data set and of the live runs (1 = the sizes).
     #[arg(long, env = "BENCH_SCALE", default_value_t = 1.0)]
     scale: f64,
-    /// Scenarios to run (comma-separated): mysql, replay, sls, calls, memory, latency.
+    /// Scenarios to run (comma-separated): mysql (= wasm, native, pipeline,
+    /// ceiling), replay, sls, calls, memory, latency.
     #[arg(
         long,
         env = "BENCH_ONLY",
@@ -46,6 +47,14 @@ struct Args {
     /// Duration of the latency run in seconds (default: 60 × scale, at least 10).
     #[arg(long, env = "BENCH_LATENCY_SECS")]
     latency_secs: Option<u64>,
+    /// Worker counts of the pipeline runs of the mysql sink (`workers:`).
+    #[arg(
+        long,
+        env = "BENCH_WORKERS",
+        value_delimiter = ',',
+        default_value = "1,2"
+    )]
+    workers: Vec<usize>,
     /// Where to write the report (relative to the workspace).
     #[arg(long, env = "BENCH_OUT", default_value = "docs/benchmarks.md")]
     out: PathBuf,
@@ -217,6 +226,26 @@ impl Bench {
             db.drop_database().await?;
             n = Some((t, server));
         }
+        let mut piped = Vec::new();
+        if all || self.wants("pipeline") {
+            for &workers in &self.args.workers {
+                step(&format!(
+                    "kubesink's pipeline, {workers} worker(s) of the mysql sink (wasm) → MariaDB"
+                ));
+                let db = mariadb::fresh_database("bench_pipeline").await?;
+                let cpu = mysqld_cpu();
+                let t = mysql::pipeline(&db, &wasm, &components, &batches, workers).await?;
+                let server = cpu_since(cpu);
+                let rows = mysql::row_counts(&db).await?;
+                eprintln!(
+                    "  {:.0} records/s; mysqld CPU {server:.2} s; rows {rows:?}",
+                    t.per_sec()
+                );
+                check_rows(&format!("pipeline ({workers} workers)"), rows)?;
+                db.drop_database().await?;
+                piped.push((workers, t, server));
+            }
+        }
         let mut c = None;
         if all || self.wants("ceiling") {
             step("plain sqlx batched upserts → MariaDB (ceiling)");
@@ -271,6 +300,17 @@ impl Bench {
                 "",
                 Target::AtLeast(0.9),
                 "same batches, same database server, fresh database each",
+            ));
+        }
+        for (workers, t, server) in &piped {
+            self.report.figures.push(Figure::new(
+                &format!("mysql sink (wasm) through kubesink's pipeline, **{workers} worker(s)** → MariaDB"),
+                t.per_sec(),
+                "records/s",
+                Target::AtLeast(50_000.0),
+                format!(
+                    "`Pipeline::send` of every entry to the last delivered: queue, batches of 500, `workers: {workers}` (objects shared out by uid, one connection each), `coalesce: false`; MariaDB: {server:.1} s of CPU"
+                ),
             ));
         }
         if let Some((t, server)) = c {
@@ -445,13 +485,24 @@ impl Bench {
         .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (rss0, _) = ks.memory()?;
-        eprintln!("  running, RSS {:.1} MB with 1 job", rss0 as f64 / 1e6);
+        let base = ks.rollup()?;
+        let guest0 = procfs::linear_memory(ks.pid()).unwrap_or(0);
+        eprintln!(
+            "  running, RSS {:.1} MB with 1 job ({:.1} MB anonymous, of which {:.1} MB the guest's linear memory; {:.1} MB file-backed)",
+            rss0 as f64 / 1e6,
+            base.anon as f64 / 1e6,
+            guest0 as f64 / 1e6,
+            base.file as f64 / 1e6
+        );
         let pods = self
             .args
             .memory_pods
             .unwrap_or_else(|| ((100_000.0 * self.args.scale) as u64).max(2000));
         if memory {
-            step(&format!("memory: creating {pods} pods"));
+            // 1. Pods created while kubesink watches: one watch event each.
+            step(&format!(
+                "memory: creating {pods} pods while kubesink watches"
+            ));
             let took = live::create_pods(&client, &job_uid, 0, pods).await?;
             let rate = pods as f64 / took.as_secs_f64().max(1e-9);
             eprintln!("  {pods} pods in {:.1} s ({rate:.0}/s)", took.as_secs_f64());
@@ -463,39 +514,116 @@ impl Bench {
                 Duration::from_secs(600),
             )
             .await?;
+            ks.wait_settled(pods + 1, Duration::from_secs(600)).await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let (rss, hwm) = ks.memory()?;
-            let slope = (rss.saturating_sub(rss0)) as f64 / pods as f64;
-            let at_100k = rss0 as f64 + slope * 100_000.0;
+            let (rss_w, hwm_w) = ks.memory()?;
+            let guest_w = procfs::linear_memory(ks.pid()).unwrap_or(0);
+            let slope_w = (rss_w.saturating_sub(rss0)) as f64 / pods as f64;
             eprintln!(
-                "  RSS {:.1} MB (peak {:.1} MB) holding {pods} pods; {:.0} bytes/pod",
-                rss as f64 / 1e6,
-                hwm as f64 / 1e6,
-                slope
+                "  watched: RSS {:.1} MB (peak {:.1} MB; guest linear memory {:.1} MB) holding {pods} pods; {slope_w:.0} bytes/pod",
+                rss_w as f64 / 1e6,
+                hwm_w as f64 / 1e6,
+                guest_w as f64 / 1e6,
             );
+            let pod_bytes = live::pod_json_bytes(&client, "load-0").await?;
+            // 2. The hard case: kubesink (re)started while the pods exist
+            // lists them all and reconciles them with what the sink holds
+            // (the same database, so it holds them all).
+            step(&format!(
+                "memory: restarting kubesink with {pods} pods in the cluster (list + reconcile)"
+            ));
+            drop(ks);
+            ks = live::Kubesink::start(&kubesink, &wasm, &cluster, &db, dir.path())?;
+            let relisted = ks.wait_settled(pods + 1, Duration::from_secs(900)).await?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let (rss_r, hwm_r) = ks.memory()?;
+            let roll_r = ks.rollup()?;
+            let guest_r = procfs::linear_memory(ks.pid()).unwrap_or(0);
+            let slope_r = (rss_r.saturating_sub(rss0)) as f64 / pods as f64;
+            let peak_slope_r = (hwm_r.saturating_sub(rss0)) as f64 / pods as f64;
+            eprintln!(
+                "  relisted in {:.1} s: RSS {:.1} MB ({:.1} MB anonymous, guest linear memory {:.1} MB), peak {:.1} MB; {slope_r:.0} bytes/pod held, {peak_slope_r:.0} bytes/pod at the peak",
+                relisted.as_secs_f64(),
+                rss_r as f64 / 1e6,
+                roll_r.anon as f64 / 1e6,
+                guest_r as f64 / 1e6,
+                hwm_r as f64 / 1e6,
+            );
+            let mb = |b: u64| b as f64 / 1e6;
             let measured = pods >= 100_000;
+            let peak = hwm_w.max(hwm_r);
+            // Extrapolated from the steeper of the two peaks.
+            let at_100k = rss0 as f64
+                + peak_slope_r.max((hwm_w.saturating_sub(rss0)) as f64 / pods as f64) * 100_000.0;
             self.report.figures.push(Figure::new(
                 "kubesink resident memory holding 100k pods",
-                if measured { hwm as f64 } else { at_100k } / 1e6,
+                if measured { mb(peak) } else { at_100k / 1e6 },
                 "MB",
                 Target::AtMost(150.0),
                 if measured {
-                    format!("peak RSS (VmHWM) of `kubesink run` with {pods} pods delivered; RSS now {:.1} MB, {:.1} MB with none", rss as f64 / 1e6, rss0 as f64 / 1e6)
+                    format!(
+                        "peak RSS (VmHWM) of `kubesink run`, the larger of: {pods} pods created while it watched (peak {:.1} MB, {:.1} MB after) and restarted with them existing (peak {:.1} MB, {:.1} MB after); {:.1} MB with none",
+                        mb(hwm_w),
+                        mb(rss_w),
+                        mb(hwm_r),
+                        mb(rss_r),
+                        mb(rss0)
+                    )
                 } else {
                     format!(
-                        "**extrapolated**: {:.1} MB with no pods + {slope:.0} bytes/pod (measured with {pods} pods: RSS {:.1} MB, peak {:.1} MB)",
-                        rss0 as f64 / 1e6,
-                        rss as f64 / 1e6,
-                        hwm as f64 / 1e6
+                        "**extrapolated** from peaks measured with {pods} pods ({:.1} MB created while watching, {:.1} MB restarted with them existing): {:.1} MB with none + the steeper peak slope × 100k",
+                        mb(hwm_w),
+                        mb(hwm_r),
+                        mb(rss0)
                     )
                 },
             ));
             self.report.figures.push(Figure::new(
-                "memory per held pod",
-                slope,
+                "kubesink restarted with the pods existing: peak RSS",
+                mb(hwm_r),
+                "MB",
+                Target::None,
+                format!(
+                    "{pods} pods listed and reconciled with the {pods} the sink holds; settled after {:.1} s at RSS {:.1} MB ({:.1} MB anonymous, of which {:.1} MB the guest's linear memory; {:.1} MB file-backed)",
+                    relisted.as_secs_f64(),
+                    mb(rss_r),
+                    mb(roll_r.anon),
+                    mb(guest_r),
+                    mb(roll_r.file)
+                ),
+            ));
+            self.report.figures.push(Figure::new(
+                "kubesink with no pods (baseline RSS)",
+                mb(rss0),
+                "MB",
+                Target::None,
+                format!(
+                    "one job delivered: {:.1} MB anonymous (heap, stacks, and {:.1} MB the guest's linear memory), {:.1} MB file-backed (binary, libraries, the mapped compiled component)",
+                    mb(base.anon),
+                    mb(guest0),
+                    mb(base.file)
+                ),
+            ));
+            self.report.figures.push(Figure::new(
+                "memory per pod, created while watching",
+                slope_w,
                 "bytes",
                 Target::None,
-                "(RSS with the pods − RSS without) / pods",
+                format!(
+                    "(RSS after delivering them − RSS with none) / {pods} pods; peak {:.1} MB; the guest's linear memory {:.1} MB (from {:.1} MB)",
+                    mb(hwm_w),
+                    mb(guest_w),
+                    mb(guest0)
+                ),
+            ));
+            self.report.figures.push(Figure::new(
+                "memory per pod, listed at start (peak)",
+                peak_slope_r,
+                "bytes",
+                Target::None,
+                format!(
+                    "(peak RSS of the restarted kubesink − RSS with none) / {pods} pods; {slope_r:.0} bytes/pod once settled"
+                ),
             ));
             self.report.figures.push(Figure::new(
                 "creating pods in the test API server (for context)",
@@ -503,7 +631,7 @@ impl Bench {
                 "pods/s",
                 Target::None,
                 format!(
-                    "{} concurrent creates; kubesink delivered the last one {:.1} s after",
+                    "{} concurrent creates of pods of {pod_bytes} bytes of JSON as stored (one container, labels, owner reference, status, managedFields); kubesink delivered the last one {:.1} s after",
                     live::CREATE_CONCURRENCY,
                     caught_up.as_secs_f64()
                 ),
@@ -564,10 +692,14 @@ impl Bench {
 /// CPU seconds (user + system) the MariaDB server has used so far, from
 /// its pid file (`tests/scripts/mariadb.sh` layout) and `/proc`.
 fn mysqld_cpu() -> Option<f64> {
-    let base = std::env::var_os("KUBESINK_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kubesink")))?;
-    let pid = std::fs::read_to_string(base.join("mariadb/mysqld.pid")).ok()?;
+    let pid_file = match std::env::var_os("BENCH_MYSQLD_PID_FILE") {
+        Some(f) => PathBuf::from(f),
+        None => std::env::var_os("KUBESINK_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kubesink")))?
+            .join("mariadb/mysqld.pid"),
+    };
+    let pid = std::fs::read_to_string(pid_file).ok()?;
     procfs::cpu_seconds(pid.trim().parse().ok()?)
 }
 
@@ -627,15 +759,22 @@ async fn main() -> anyhow::Result<()> {
             versions.push((p.into(), v));
         }
     }
-    if let Some(v) = mariadb_version().await {
+    if let Some(mut v) = mariadb_version().await {
+        if let Ok(args) = std::env::var("BENCH_MARIADB_ARGS") {
+            v = format!("{v} (server options `{}`, others default)", args.trim());
+        }
         versions.push(("MariaDB".into(), v));
     }
     let profile = if cfg!(debug_assertions) {
         "dev profile (workspace crates opt-level 0, dependencies opt-level 2)"
     } else {
-        "optimized profile"
+        "optimized"
     };
-    versions.push(("build".into(), profile.into()));
+    let profile = match std::env::var("BENCH_PROFILE") {
+        Ok(name) => format!("cargo profile `{name}` ({profile})"),
+        Err(_) => profile.to_owned(),
+    };
+    versions.push(("build".into(), profile));
     let shape = data::Shape::scaled(args.scale);
     let report = Report {
         machine: procfs::machine(),
@@ -663,7 +802,7 @@ async fn main() -> anyhow::Result<()> {
         let r = bench.batches().map(|_| ());
         bench.record("load", r);
     }
-    if ["mysql", "wasm", "native", "ceiling"]
+    if ["mysql", "wasm", "native", "pipeline", "ceiling"]
         .iter()
         .any(|s| bench.wants(s))
     {

@@ -98,6 +98,57 @@ pub async fn wasm(
     Ok(Throughput { records, elapsed })
 }
 
+/// Sends the entries of `batches` through kubesink's own pipeline — the
+/// sink's queue(s), batching (500 records, 200 ms), and `workers`
+/// instances of the mysql component, as `kubesink` runs it — into `db`,
+/// without coalescing (so every entry is written, as in [`wasm`]). Timed
+/// from the first entry sent to the last one delivered.
+pub async fn pipeline(
+    db: &TestDb,
+    wasm: &std::path::Path,
+    cache: &std::path::Path,
+    batches: &[Vec<Entry>],
+    workers: usize,
+) -> anyhow::Result<Throughput> {
+    use kubesink::config::Config;
+    use kubesink::pipeline::Pipeline;
+    let env: std::collections::BTreeMap<&str, String> = db.kubedl_env().into_iter().collect();
+    let yaml = format!(
+        "cache_dir: '{cache}'\nconnections:\n  {CONNECTION}: {{ driver: mysql, host: '{host}', port: {port}, database: '{name}', user: '{user}', password: '{password}' }}\nsinks:\n  - name: mysql\n    module: '{module}'\n    connections: [{CONNECTION}]\n    settings: {{ connection: {CONNECTION} }}\n    queue: {{ coalesce: false }}\n    workers: {workers}\n",
+        cache = cache.display(),
+        host = env["MYSQL_HOST"],
+        port = env["MYSQL_PORT"],
+        name = env["MYSQL_DB_NAME"],
+        user = env["MYSQL_USER"],
+        password = env.get("MYSQL_PASSWORD").cloned().unwrap_or_default(),
+        module = wasm.display(),
+    );
+    let plan = Config::parse(&yaml)
+        .map_err(|(field, message)| anyhow::anyhow!("bench config: {field}: {message}"))?
+        .resolve("bench config")?;
+    let host = Host::new(plan.host.clone())?;
+    let pipeline = Pipeline::start(&host, plan.sinks.clone())
+        .await
+        .context("starting the pipeline")?;
+    let entries: Vec<Entry> = batches.iter().flatten().cloned().collect();
+    let records = entries.len() as u64;
+    let started = Instant::now();
+    for entry in entries {
+        pipeline.send(entry).await;
+    }
+    let reports = pipeline.finish().await;
+    let elapsed = started.elapsed();
+    host.sql_pools().close().await;
+    let report = reports.first().context("no sink report")?;
+    anyhow::ensure!(
+        report.delivered == records && report.failed == 0,
+        "pipeline with {workers} workers delivered {} of {records} records ({} failed)",
+        report.delivered,
+        report.failed
+    );
+    Ok(Throughput { records, elapsed })
+}
+
 /// Writes `batches` through the natively compiled sink logic into `db`
 /// (on a blocking thread: the sink is synchronous).
 pub async fn native(db: &TestDb, batches: &[Vec<Entry>]) -> anyhow::Result<Throughput> {
