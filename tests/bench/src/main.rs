@@ -52,7 +52,7 @@ struct Args {
         long,
         env = "BENCH_WORKERS",
         value_delimiter = ',',
-        default_value = "1,2"
+        default_value = "1,2,4"
     )]
     workers: Vec<usize>,
     /// Where to write the report (relative to the workspace).
@@ -436,7 +436,10 @@ impl Bench {
     }
 
     fn calls(&mut self) -> anyhow::Result<()> {
-        let dir = workspace_root().join("target/criterion");
+        // Criterion writes under the cargo target directory.
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+            .join("criterion");
         let empty = calls::mean_ns(&dir, calls::GROUP, "empty_batch").context(
             "no criterion results: run `cargo bench -p kubesink-bench --bench host_call` first (bench.sh does)",
         )?;
