@@ -15,19 +15,22 @@ pub fn memory(pid: u32) -> Option<(u64, u64)> {
     parse_status(&text)
 }
 
+/// The `NAME: <n> kB` line of a /proc file, in bytes.
+fn kb_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kb| kb * 1024)
+}
+
 fn parse_status(text: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kb| kb * 1024)
-    };
+    let field = |name: &str| kb_field(text, name);
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
@@ -53,18 +56,7 @@ pub fn rollup(pid: u32) -> Option<Rollup> {
 }
 
 fn parse_rollup(text: &str) -> Option<Rollup> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map(|kb| kb * 1024)
-    };
+    let field = |name: &str| kb_field(text, name);
     let rss = field("Rss:")?;
     let anon = field("Anonymous:")?;
     Some(Rollup {
