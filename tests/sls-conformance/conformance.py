@@ -23,7 +23,7 @@ from aliyun.log import LogClient, LogItem, PutLogsRequest, LogException
 def client_for(endpoint, key_id, secret):
     client = LogClient(endpoint, key_id, secret, source="conformance")
     # Against http://127.0.0.1:PORT the SDK would otherwise connect to
-    # <project>.127.0.0.1 (see DESIGN.md, "Python SDK quirks").
+    # <project>.127.0.0.1 (see docs/reference.md, Simple Log Service).
     client._isRowIp = True
     return client
 

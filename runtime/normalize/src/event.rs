@@ -2,7 +2,7 @@
 //! events are the same stored object seen through two APIs; both give one
 //! record per uid, updated in place as the event repeats.
 //!
-//! Rules (DESIGN.md "Events: core/v1 vs events.k8s.io/v1"):
+//! Rules (docs/reference.md "Events: core/v1 and events.k8s.io/v1"):
 //!
 //! - **count**: `series.count`, else `count` (`deprecatedCount`), at least 1.
 //! - **first-seen**: `eventTime`, else `firstTimestamp`

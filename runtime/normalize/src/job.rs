@@ -3,7 +3,7 @@
 //! objects: only metadata, the replica specs and the status conditions are
 //! needed).
 //!
-//! Rules (KubeDL's `ConvertJobToDMOJob`, DESIGN.md "KubeDL conversion rules"):
+//! Rules (KubeDL's `ConvertJobToDMOJob`, docs/reference.md "KubeDL conversion rules"):
 //!
 //! - **status**, training jobs: `Created` without conditions, else the type
 //!   of the last condition (KubeDL appends the newest condition last).

@@ -11,7 +11,7 @@
 //! - [`removed_at`] reads `metadata.deletionTimestamp`, and [`entry`] builds
 //!   the [`Entry`] a sink receives for an applied or removed object.
 //!
-//! The rules each module applies where KubeDL or DESIGN.md are silent are
+//! The rules each module applies where KubeDL and docs/reference.md are silent are
 //! listed in that module's documentation. Errors ([`NormalizeError`]) name
 //! the object (`Kind namespace/name`) and the field at fault.
 //!

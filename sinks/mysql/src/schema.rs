@@ -495,7 +495,7 @@ mod tests {
         Table::new(kind, Ident::new(name).expect("valid"))
     }
 
-    /// KubeDL's columns and types (DESIGN.md "KubeDL tables").
+    /// KubeDL's columns and types (docs/reference.md "KubeDL tables").
     const KUBEDL_JOB: &[(&str, &str)] = &[
         ("name", "varchar(128)"),
         ("namespace", "varchar(128)"),

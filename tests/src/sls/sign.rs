@@ -1,6 +1,6 @@
 //! SLS request signature, version 1 (HMAC-SHA1), as the emulator verifies it.
 //!
-//! This is written from the protocol description (DESIGN.md, the official
+//! This is written from the protocol description (docs/reference.md, the official
 //! Python SDK's `auth.py`), independently of the sls sink's signer, so the
 //! two check each other; the conformance test checks this one against the
 //! unchanged Python SDK.

@@ -429,7 +429,7 @@ async fn removal_marks_rows_and_is_final(mariadb: bool) -> anyhow::Result<()> {
     f.close().await
 }
 
-/// KubeDL's `job_info` and `replica_info` columns (DESIGN.md "KubeDL
+/// KubeDL's `job_info` and `replica_info` columns (docs/reference.md "KubeDL
 /// tables"; the seed document lists a subset).
 const KUBEDL_JOB: &[(&str, &str)] = &[
     ("name", "varchar(128)"),
