@@ -2,7 +2,7 @@
 # Builds kustomize (sigs.k8s.io/kustomize/kustomize/v5) from Go modules
 # fetched through the Go module proxy, the way build.sh builds the control
 # plane, and caches the binary under
-#   ${KUBESINK_CACHE_DIR:-~/.cache/kubesink}/kustomize/<version>/bin/kustomize
+#   ${KUBESINK_CACHE:-~/.cache/kubesink}/kustomize/<version>/bin/kustomize
 # keyed by the version pinned in kustomize/go.mod (a `tool` directive; go.sum
 # is committed). When the binary is already there nothing is built.
 #
@@ -10,7 +10,7 @@
 #   Prints the bin directory as the last line of stdout; progress goes to
 #   stderr. With --print-dir it only prints the directory (no build).
 #
-# Environment: KUBESINK_CACHE_DIR (default ~/.cache/kubesink; XDG_CACHE_HOME
+# Environment: KUBESINK_CACHE (default ~/.cache/kubesink; XDG_CACHE_HOME
 # is honoured), the usual Go variables (GOPROXY, GOMODCACHE, ...).
 set -euo pipefail
 
@@ -27,7 +27,7 @@ main() {
         exit 1
     fi
 
-    cache_root=${KUBESINK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesink}
+    cache_root=${KUBESINK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesink}
     key_dir="$cache_root/kustomize/$version"
     bin_dir="$key_dir/bin"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test control plane (kube-apiserver and etcd) from Go modules
 # fetched through the Go module proxy, and caches the binaries under
-#   ${KUBESINK_CACHE_DIR:-~/.cache/kubesink}/controlplane/<k8s>-<etcd>/bin/
+#   ${KUBESINK_CACHE:-~/.cache/kubesink}/controlplane/<k8s>-<etcd>/bin/
 # keyed by the versions pinned in kube-apiserver/go.mod and etcd/go.mod.
 # When both binaries are already there nothing is built.
 #
@@ -9,7 +9,7 @@
 #   Prints the bin directory as the last line of stdout; progress goes to
 #   stderr. With --print-dir it only prints the directory (no build).
 #
-# Environment: KUBESINK_CACHE_DIR (default ~/.cache/kubesink; XDG_CACHE_HOME
+# Environment: KUBESINK_CACHE (default ~/.cache/kubesink; XDG_CACHE_HOME
 # is honoured), the usual Go variables (GOPROXY, GOMODCACHE, ...).
 set -euo pipefail
 
@@ -33,7 +33,7 @@ main() {
     k8s_version=$(required_version "$here/kube-apiserver/go.mod" k8s.io/kubernetes)
     etcd_version=$(required_version "$here/etcd/go.mod" go.etcd.io/etcd/server/v3)
 
-    cache_root=${KUBESINK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesink}
+    cache_root=${KUBESINK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesink}
     key_dir="$cache_root/controlplane/${k8s_version}-${etcd_version}"
     bin_dir="$key_dir/bin"
 
