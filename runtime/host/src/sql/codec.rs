@@ -1,0 +1,181 @@
+//! Values between the WIT [`Value`] and the drivers: parameter binding,
+//! row decoding by column type, timestamps, and the sizes the caps count.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use kubesink_normalize::record::Timestamp;
+use sqlx::mysql::MySqlRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Column, Row, TypeInfo, ValueRef};
+
+use super::{SqlError, Value};
+use super::pool::PoolEntry;
+
+/// Payload bytes of a value, for the caps.
+pub(super) fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Null => 1,
+        Value::Int(_) | Value::Uint(_) | Value::Float(_) => 8,
+        Value::Text(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        Value::Timestamp(_) => 12,
+    }
+}
+
+fn to_naive(ts: &Timestamp) -> Option<NaiveDateTime> {
+    DateTime::<Utc>::from_timestamp(ts.seconds, ts.nanos).map(|dt| dt.naive_utc())
+}
+
+fn from_naive(dt: NaiveDateTime) -> Value {
+    let utc = dt.and_utc();
+    Value::Timestamp(Timestamp {
+        seconds: utc.timestamp(),
+        nanos: utc.timestamp_subsec_nanos(),
+    })
+}
+
+/// Timestamps go to SQLite as RFC 3339 text in UTC (`...Z`), which sorts
+/// chronologically and which SQLite's date functions understand.
+pub(super) fn sqlite_timestamp_text(ts: &Timestamp) -> Option<String> {
+    DateTime::<Utc>::from_timestamp(ts.seconds, ts.nanos)
+        .map(|dt| dt.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+pub(super) fn parse_sqlite_timestamp(text: &str) -> Option<Value> {
+    if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
+        return Some(from_naive(dt.naive_utc()));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(from_naive(dt));
+        }
+    }
+    None
+}
+
+type MySqlQuery<'q> = sqlx::query::Query<'q, sqlx::MySql, sqlx::mysql::MySqlArguments>;
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds `params` by reference: the driver encodes each value into its
+/// argument buffer right away, so borrowing saves a copy of every text and
+/// bytes parameter (see `docs/benchmarks.md`, profile).
+pub(super) fn bind_mysql<'q>(
+    mut q: MySqlQuery<'q>,
+    params: &'q [Value],
+    e: &PoolEntry,
+) -> Result<MySqlQuery<'q>, SqlError> {
+    for (i, v) in params.iter().enumerate() {
+        q = match v {
+            Value::Null => q.bind(None::<String>),
+            Value::Int(n) => q.bind(*n),
+            Value::Uint(n) => q.bind(*n),
+            Value::Float(f) => q.bind(*f),
+            Value::Text(s) => q.bind(s.as_str()),
+            Value::Bytes(b) => q.bind(b.as_slice()),
+            Value::Timestamp(ts) => q.bind(to_naive(ts).ok_or_else(|| {
+                e.rejected(format_args!(
+                    "parameter {}: timestamp {ts:?} out of range",
+                    i + 1
+                ))
+            })?),
+        };
+    }
+    Ok(q)
+}
+
+pub(super) fn bind_sqlite<'q>(
+    mut q: SqliteQuery<'q>,
+    params: &[Value],
+    e: &PoolEntry,
+) -> Result<SqliteQuery<'q>, SqlError> {
+    for (i, v) in params.iter().enumerate() {
+        q = match v {
+            Value::Null => q.bind(None::<String>),
+            Value::Int(n) => q.bind(*n),
+            Value::Uint(n) => q.bind(i64::try_from(*n).map_err(|_| {
+                e.rejected(format_args!(
+                    "parameter {}: unsigned value {n} exceeds SQLite's integer range",
+                    i + 1
+                ))
+            })?),
+            Value::Float(f) => q.bind(*f),
+            Value::Text(s) => q.bind(s.clone()),
+            Value::Bytes(b) => q.bind(b.clone()),
+            Value::Timestamp(ts) => q.bind(sqlite_timestamp_text(ts).ok_or_else(|| {
+                e.rejected(format_args!(
+                    "parameter {}: timestamp {ts:?} out of range",
+                    i + 1
+                ))
+            })?),
+        };
+    }
+    Ok(q)
+}
+
+pub(super) fn mysql_row(row: &MySqlRow) -> Result<Vec<Value>, sqlx::Error> {
+    let mut cells = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        if row.try_get_raw(i)?.is_null() {
+            cells.push(Value::Null);
+            continue;
+        }
+        let ty = column.type_info().name();
+        let cell = match ty {
+            "BOOLEAN" | "TINYINT" | "SMALLINT" | "INT" | "MEDIUMINT" | "BIGINT" => {
+                Value::Int(row.try_get::<i64, _>(i)?)
+            }
+            "YEAR" => Value::Int(row.try_get_unchecked::<u16, _>(i)?.into()),
+            t if t.ends_with("UNSIGNED") => Value::Uint(row.try_get::<u64, _>(i)?),
+            "FLOAT" => Value::Float(row.try_get::<f32, _>(i)?.into()),
+            "DOUBLE" => Value::Float(row.try_get::<f64, _>(i)?),
+            "DATETIME" | "TIMESTAMP" => from_naive(row.try_get::<NaiveDateTime, _>(i)?),
+            "DATE" => from_naive(
+                row.try_get::<NaiveDate, _>(i)?
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap_or_default(),
+            ),
+            "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT"
+            | "GEOMETRY" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(i)?),
+            "TIME" => Value::Text(row.try_get::<chrono::NaiveTime, _>(i)?.to_string()),
+            // CHAR, VARCHAR, TEXT, ENUM, SET, JSON, DECIMAL: sent as text.
+            _ => {
+                let bytes = row.try_get_unchecked::<Vec<u8>, _>(i)?;
+                match String::from_utf8(bytes) {
+                    Ok(s) => Value::Text(s),
+                    Err(e) => Value::Bytes(e.into_bytes()),
+                }
+            }
+        };
+        cells.push(cell);
+    }
+    Ok(cells)
+}
+
+pub(super) fn sqlite_row(row: &SqliteRow) -> Result<Vec<Value>, sqlx::Error> {
+    let mut cells = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let declared = column.type_info().name().to_ascii_uppercase();
+        let (is_null, storage) = {
+            let raw = row.try_get_raw(i)?;
+            (raw.is_null(), raw.type_info().name().to_owned())
+        };
+        let cell = if is_null {
+            Value::Null
+        } else {
+            match storage.as_str() {
+                "INTEGER" | "BOOLEAN" => Value::Int(row.try_get_unchecked::<i64, _>(i)?),
+                "REAL" => Value::Float(row.try_get_unchecked::<f64, _>(i)?),
+                "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(i)?),
+                _ => {
+                    let text = row.try_get_unchecked::<String, _>(i)?;
+                    let temporal = matches!(declared.as_str(), "DATETIME" | "TIMESTAMP" | "DATE");
+                    match temporal.then(|| parse_sqlite_timestamp(&text)).flatten() {
+                        Some(ts) => ts,
+                        None => Value::Text(text),
+                    }
+                }
+            }
+        };
+        cells.push(cell);
+    }
+    Ok(cells)
+}

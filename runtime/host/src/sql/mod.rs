@@ -1,0 +1,493 @@
+//! The `kubesink:sink/sql` capability, backed by sqlx pools the host owns.
+//!
+//! Two layers:
+//!
+//! - [`SqlPools`] / [`SqlConn`]: the named pools (MySQL/MariaDB or SQLite),
+//!   usable natively (no wasm) with typed parameters ([`Value`]), size caps
+//!   ([`SqlCaps`]) and errors already mapped to the WIT [`SqlError`] cases.
+//!   Pools are created lazily, so a database that is down at start-up gives
+//!   `unavailable` errors (retryable) instead of a failed start.
+//! - The capability proper, following wasmtime's View pattern: [`SqlCtx`]
+//!   (per store: the sink's name, its grants, the pools, the caps), the
+//!   [`SqlView`] trait the store data implements, and [`add_to_linker`].
+//!
+//! Connection URLs carry credentials: they never appear in errors or logs.
+//! Errors show `scheme://host:port/database` only (see [`redact_url`]), and
+//! any message coming back from a driver is scrubbed of the URL's user
+//! information before it is shown.
+
+use std::time::Duration;
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+use crate::bindings::kubesink::sink::sql as wit;
+pub use crate::bindings::kubesink::sink::sql::{Dialect, SqlError, Statement, Value};
+
+mod codec;
+mod pool;
+mod redact;
+
+#[cfg(test)]
+use codec::{parse_sqlite_timestamp, sqlite_timestamp_text};
+#[cfg(test)]
+use kubesink_normalize::record::Timestamp;
+pub use pool::{SqlConn, SqlPools};
+pub use redact::redact_url;
+#[cfg(test)]
+use redact::{scrub, url_secrets};
+
+/// default per-call deadline so that a database that is down shows up as a
+/// retryable error rather than a timeout fault.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One named connection from the runtime configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    /// The name sinks open it by.
+    pub name: String,
+    /// `mysql://user:pass@host:port/db` or `sqlite://path?mode=rwc`.
+    /// Never shown in logs or errors (only scheme, host and database are).
+    pub url: String,
+    /// Most pooled connections. Default 4.
+    pub max_connections: u32,
+}
+
+impl ConnectionConfig {
+    /// A connection named `name` at `url` with the default pool size (4).
+    #[must_use]
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            max_connections: 4,
+        }
+    }
+}
+
+/// A connection configuration the host cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlConfigError {
+    /// Two connections share a name.
+    #[error("sql connection '{name}' is configured twice")]
+    Duplicate {
+        /// The repeated name.
+        name: String,
+    },
+    /// The URL's scheme is not one the host supports.
+    #[error(
+        "sql connection '{name}' ({shown}): unsupported database, expected mysql:// or sqlite://"
+    )]
+    Unsupported {
+        /// The connection's name.
+        name: String,
+        /// The URL without credentials.
+        shown: String,
+    },
+    /// The driver refused the URL.
+    #[error("sql connection '{name}' ({shown}): invalid url: {reason}")]
+    InvalidUrl {
+        /// The connection's name.
+        name: String,
+        /// The URL without credentials.
+        shown: String,
+        /// The driver's reason, scrubbed of credentials.
+        reason: String,
+    },
+}
+
+/// Caps on the sizes a caller (the guest) controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlCaps {
+    /// Most bytes of one statement: its text plus its text/bytes parameters.
+    pub max_statement_bytes: usize,
+    /// Most bytes a query may return (cells' payload sizes, summed).
+    pub max_result_bytes: usize,
+}
+
+impl Default for SqlCaps {
+    fn default() -> Self {
+        let limits = crate::Limits::default();
+        Self {
+            max_statement_bytes: limits.max_statement_bytes,
+            max_result_bytes: limits.max_result_bytes,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The capability (View pattern).
+
+/// Per-store state of the `sql` capability for one sink.
+#[derive(Debug, Clone)]
+pub struct SqlCtx {
+    sink: String,
+    grants: Vec<String>,
+    pools: SqlPools,
+    caps: SqlCaps,
+    /// The sink's host memory budget (result rows are charged to it).
+    budget: crate::budget::HostBudget,
+}
+
+impl SqlCtx {
+    /// The capability for sink `sink`, which may open the connections named
+    /// in `grants` (and only those that are also configured in `pools`);
+    /// host memory it causes is reserved from `budget`.
+    pub fn new(
+        sink: impl Into<String>,
+        grants: Vec<String>,
+        pools: SqlPools,
+        caps: SqlCaps,
+        budget: crate::budget::HostBudget,
+    ) -> Self {
+        Self {
+            sink: sink.into(),
+            grants,
+            pools,
+            caps,
+            budget,
+        }
+    }
+
+    /// The sink's host memory budget.
+    pub fn budget(&self) -> &crate::budget::HostBudget {
+        &self.budget
+    }
+
+    /// Opens `name` if this sink is granted it and it is configured.
+    pub fn open(&self, name: &str) -> Result<SqlConn, SqlError> {
+        if !self.grants.iter().any(|g| g == name) {
+            return Err(SqlError::Denied(format!(
+                "sink '{}' is not granted sql connection '{name}'",
+                self.sink
+            )));
+        }
+        self.pools
+            .get(name)
+            .map(|c| c.with_caps(self.caps))
+            .ok_or_else(|| {
+                SqlError::Denied(format!(
+                    "sink '{}': sql connection '{name}' is not configured on this host",
+                    self.sink
+                ))
+            })
+    }
+}
+
+/// Host side of the WIT `connection` resource.
+#[derive(Debug)]
+pub struct Connection {
+    conn: SqlConn,
+}
+
+/// What the host functions of the capability borrow from the store.
+pub struct SqlCtxView<'a> {
+    /// The sink's grants and pools.
+    pub ctx: &'a mut SqlCtx,
+    /// The store's resource table (holds [`Connection`]s).
+    pub table: &'a mut ResourceTable,
+}
+
+/// Implemented by store data that offers the `sql` capability.
+pub trait SqlView: Send {
+    /// Borrow the capability's state.
+    fn sql(&mut self) -> SqlCtxView<'_>;
+}
+
+struct HasSql;
+
+impl HasData for HasSql {
+    type Data<'a> = SqlCtxView<'a>;
+}
+
+/// Adds `kubesink:sink/sql` to `linker`.
+pub fn add_to_linker<T: SqlView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<T, HasSql>(linker, T::sql)
+}
+
+impl SqlCtxView<'_> {
+    fn conn(&self, handle: &Resource<Connection>) -> wasmtime::Result<SqlConn> {
+        Ok(self.table.get(handle)?.conn.clone())
+    }
+}
+
+impl wit::Host for SqlCtxView<'_> {}
+
+impl wit::HostConnection for SqlCtxView<'_> {
+    async fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<Connection>, SqlError>> {
+        match self.ctx.open(&name) {
+            Ok(conn) => {
+                tracing::debug!(target: "kubesink::sink", sink = %self.ctx.sink, connection = %name, url = %conn.shown_url(), "sql connection opened");
+                Ok(Ok(self.table.push(Connection { conn })?))
+            }
+            Err(err) => {
+                tracing::warn!(target: "kubesink::sink", sink = %self.ctx.sink, connection = %name, error = ?err, "sql connection denied");
+                Ok(Err(err))
+            }
+        }
+    }
+
+    async fn dialect(&mut self, this: Resource<Connection>) -> wasmtime::Result<Dialect> {
+        Ok(self.conn(&this)?.dialect())
+    }
+
+    async fn execute(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, SqlError>> {
+        let conn = self.conn(&this)?;
+        Ok(conn.execute(&statement, &params).await)
+    }
+
+    async fn query(
+        &mut self,
+        this: Resource<Connection>,
+        statement: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Vec<Vec<Value>>, SqlError>> {
+        let conn = self.conn(&this)?;
+        Ok(conn.query(&statement, &params).await)
+    }
+
+    async fn execute_batch(
+        &mut self,
+        this: Resource<Connection>,
+        statements: Vec<Statement>,
+    ) -> wasmtime::Result<Result<u64, SqlError>> {
+        let conn = self.conn(&this)?;
+        Ok(conn.execute_batch(&statements).await)
+    }
+
+    async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
+        self.table.delete(this)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials_and_query() {
+        assert_eq!(
+            redact_url("mysql://root:s3cret@db.example:3306/kubedl?ssl-mode=disabled"),
+            "mysql://db.example:3306/kubedl"
+        );
+        assert_eq!(redact_url("mysql://db/kubedl"), "mysql://db/kubedl");
+        assert_eq!(redact_url("mysql://u:p@h"), "mysql://h");
+        assert_eq!(
+            redact_url("sqlite://data/kubesink.db?mode=rwc"),
+            "sqlite://data/kubesink.db"
+        );
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+        // An `@` in the password is split at the last one.
+        assert_eq!(redact_url("mysql://u:p@ss@h:1/d"), "mysql://h:1/d");
+    }
+
+    #[test]
+    fn scrubs_every_form_of_the_password() {
+        let url = "mysql://kube:p%40ss@h/db?password=other";
+        let secrets = url_secrets(url);
+        let msg = format!("failed for {url}: user kube:p%40ss, p@ss, other");
+        let scrubbed = scrub(&msg, &secrets);
+        assert!(!scrubbed.contains("p@ss"), "{scrubbed}");
+        assert!(!scrubbed.contains("p%40ss"), "{scrubbed}");
+        assert!(!scrubbed.contains("other"), "{scrubbed}");
+        assert!(!scrubbed.contains(url), "{scrubbed}");
+    }
+
+    #[test]
+    fn rejects_duplicate_and_unknown_connections() {
+        let dup = SqlPools::new(&[
+            ConnectionConfig::new("a", "sqlite::memory:"),
+            ConnectionConfig::new("a", "sqlite::memory:"),
+        ]);
+        assert!(matches!(dup, Err(SqlConfigError::Duplicate { name }) if name == "a"));
+        let pg = SqlPools::new(&[ConnectionConfig::new("pg", "postgres://u:pw@h/d")]);
+        match pg {
+            Err(e @ SqlConfigError::Unsupported { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("postgres://h/d"), "{msg}");
+                assert!(!msg.contains("pw"), "{msg}");
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn denies_ungranted_and_unconfigured_names() {
+        let pools =
+            SqlPools::new(&[ConnectionConfig::new("main", "sqlite::memory:")]).expect("pools");
+        let ctx = SqlCtx::new(
+            "s1",
+            vec!["main".into(), "ghost".into()],
+            pools,
+            SqlCaps::default(),
+            crate::budget::HostBudget::unlimited("s1"),
+        );
+        match ctx.open("other") {
+            Err(SqlError::Denied(m)) => assert!(m.contains("s1") && m.contains("other"), "{m}"),
+            other => panic!("expected denied, got {other:?}"),
+        }
+        match ctx.open("ghost") {
+            Err(SqlError::Denied(m)) => assert!(m.contains("not configured"), "{m}"),
+            other => panic!("expected denied, got {other:?}"),
+        }
+        assert_eq!(
+            ctx.open("main").expect("granted").dialect(),
+            Dialect::Sqlite
+        );
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_sqlite_text() {
+        let ts = Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 123_000_000,
+        };
+        let text = sqlite_timestamp_text(&ts).expect("in range");
+        assert_eq!(text, "2023-11-14T22:13:20.123Z");
+        assert_eq!(parse_sqlite_timestamp(&text), Some(Value::Timestamp(ts)));
+        assert_eq!(
+            parse_sqlite_timestamp("2023-11-14 22:13:20"),
+            Some(Value::Timestamp(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0
+            }))
+        );
+        assert_eq!(parse_sqlite_timestamp("yesterday"), None);
+    }
+
+    #[tokio::test]
+    async fn sqlite_execute_query_batch_and_caps() {
+        // An in-memory database lives in one connection: keep the pool to one.
+        let pools = SqlPools::new(&[ConnectionConfig {
+            max_connections: 1,
+            ..ConnectionConfig::new("m", "sqlite::memory:")
+        }])
+        .expect("pools");
+        let conn = pools.get("m").expect("configured").with_caps(SqlCaps {
+            max_statement_bytes: 200,
+            max_result_bytes: 100,
+        });
+        conn.execute(
+            "CREATE TABLE t (id INTEGER, name TEXT, at DATETIME, b BLOB, f REAL)",
+            &[],
+        )
+        .await
+        .expect("create");
+        let ts = Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        };
+        let n = conn
+            .execute_batch(&[
+                Statement {
+                    sql: "INSERT INTO t VALUES (?, ?, ?, ?, ?)".into(),
+                    params: vec![
+                        Value::Int(1),
+                        Value::Text("a".into()),
+                        Value::Timestamp(ts),
+                        Value::Bytes(vec![1, 2]),
+                        Value::Float(0.5),
+                    ],
+                },
+                Statement {
+                    sql: "INSERT INTO t VALUES (?, ?, ?, ?, ?)".into(),
+                    params: vec![
+                        Value::Uint(2),
+                        Value::Null,
+                        Value::Null,
+                        Value::Null,
+                        Value::Null,
+                    ],
+                },
+            ])
+            .await
+            .expect("batch");
+        assert_eq!(n, 2);
+        let rows = conn
+            .query("SELECT id, name, at, b, f FROM t ORDER BY id", &[])
+            .await
+            .expect("query");
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    Value::Int(1),
+                    Value::Text("a".into()),
+                    Value::Timestamp(ts),
+                    Value::Bytes(vec![1, 2]),
+                    Value::Float(0.5)
+                ],
+                vec![
+                    Value::Int(2),
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null
+                ],
+            ]
+        );
+        // A failing statement rolls the whole batch back.
+        let err = conn
+            .execute_batch(&[
+                Statement {
+                    sql: "INSERT INTO t (id) VALUES (3)".into(),
+                    params: vec![],
+                },
+                Statement {
+                    sql: "INSERT INTO nope VALUES (1)".into(),
+                    params: vec![],
+                },
+            ])
+            .await
+            .expect_err("second statement fails");
+        assert!(matches!(err, SqlError::Rejected(_)), "{err:?}");
+        let count = conn
+            .query("SELECT count(*) FROM t", &[])
+            .await
+            .expect("count");
+        assert_eq!(count, vec![vec![Value::Int(2)]]);
+        // Caps.
+        let long = "x".repeat(300);
+        let err = conn
+            .execute("SELECT ?", &[Value::Text(long)])
+            .await
+            .expect_err("cap");
+        assert!(matches!(err, SqlError::TooLarge(_)), "{err:?}");
+        let err = conn
+            .query("SELECT printf('%.200c', 'y')", &[])
+            .await
+            .expect_err("result cap");
+        assert!(matches!(err, SqlError::TooLarge(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_mysql_is_unavailable_and_hides_password() {
+        // Port 1 on loopback: nothing listens there.
+        let pools = SqlPools::new(&[ConnectionConfig::new(
+            "down",
+            "mysql://kube:hunter2@127.0.0.1:1/kubedl",
+        )])
+        .expect("lazy pools do not connect");
+        let err = pools
+            .get("down")
+            .expect("configured")
+            .execute("SELECT 1", &[])
+            .await
+            .expect_err("nothing listens");
+        match err {
+            SqlError::Unavailable(m) => {
+                assert!(m.contains("127.0.0.1:1/kubedl"), "{m}");
+                assert!(!m.contains("hunter2"), "{m}");
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+}
