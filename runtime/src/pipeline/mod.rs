@@ -478,7 +478,9 @@ impl Pipeline {
                 sink.stats.received.fetch_add(1, Ordering::Relaxed);
                 sink.stats.metrics.received.inc();
             }
-            Pushed::Coalesced => {
+            // A stale update dropped counts as coalesced: the object's
+            // newer entry, already waiting, stands for both.
+            Pushed::Coalesced | Pushed::Stale => {
                 sink.stats.coalesced.fetch_add(1, Ordering::Relaxed);
                 sink.stats.metrics.coalesced.inc();
             }

@@ -6,12 +6,16 @@
 //! of an object that is still waiting replaces the older one in place, so a
 //! slow state sink's queue holds at most one entry per object and fills up
 //! only when more distinct objects are pending than its capacity.
+//!
+//! "Newer" is decided by [`supersedes`]: a removal beats any update, and
+//! between two updates the higher `resource-version-num` wins, not the one
+//! that arrived last (a stale update arriving late is dropped).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use kubesink_normalize::record::{Entry, Record};
+use kubesink_normalize::record::{Change, Entry, Record};
 use tokio::sync::Notify;
 
 /// Identity of an entry's object: record kind and uid.
@@ -27,6 +31,32 @@ fn object(entry: &Entry) -> (u8, &str) {
 fn key(entry: &Entry) -> (u8, String) {
     let (kind, uid) = object(entry);
     (kind, uid.to_owned())
+}
+
+/// Whether `incoming` should replace `queued`, an entry of the same object
+/// still waiting:
+/// - a removal (a watch `DELETED` or a reconciliation tombstone) wins over
+///   any update: a deleted object never comes back under its uid, so an
+///   update arriving after its removal is stale;
+/// - between two updates, or two removals, the higher resource version
+///   wins; equal versions go to the one that arrived last;
+/// - a version of 0 (missing or not a number; every tombstone) cannot be
+///   compared: between updates the one that arrived last wins; between
+///   removals a tombstone never replaces a removal that carries the
+///   object's final fields.
+pub fn supersedes(incoming: &Entry, queued: &Entry) -> bool {
+    let removed = |e: &Entry| matches!(e.change, Change::Removed(_));
+    let rv = |e: &Entry| match &e.record {
+        Record::Job(j) => j.meta.resource_version_num,
+        Record::Pod(p) => p.meta.resource_version_num,
+        Record::Event(e) => e.meta.resource_version_num,
+    };
+    match (removed(queued), removed(incoming)) {
+        (false, true) => true,
+        (true, false) => false,
+        (true, true) => rv(incoming) >= rv(queued),
+        (false, false) => rv(incoming) == 0 || rv(queued) == 0 || rv(incoming) >= rv(queued),
+    }
 }
 
 /// Which of `lanes` queues takes `entry`: the same for every update of one
@@ -66,6 +96,9 @@ pub enum Pushed {
     Queued,
     /// Replaced an older update of the same object still waiting.
     Coalesced,
+    /// Dropped: a newer update (or the removal) of the same object is
+    /// still waiting ([`supersedes`]).
+    Stale,
     /// The queue is closed; the entry was not taken.
     Closed,
 }
@@ -128,8 +161,12 @@ impl SinkQueue {
                     && let Some(seq) = s.index.get(k).copied()
                     && let Some(slot) = s.items.get_mut(&seq)
                 {
-                    *slot = entry.take().expect("entry is pushed once");
-                    return Pushed::Coalesced;
+                    let incoming = entry.take().expect("entry is pushed once");
+                    if supersedes(&incoming, slot) {
+                        *slot = incoming;
+                        return Pushed::Coalesced;
+                    }
+                    return Pushed::Stale;
                 }
                 if s.items.len() < self.capacity {
                     let seq = s.next_seq;
@@ -273,6 +310,67 @@ mod tests {
         );
         // After a batch is taken, a new update of `a` is queued again.
         assert_eq!(q.push(event("a", 3)).await, Pushed::Queued);
+    }
+
+    fn removed(mut e: Entry) -> Entry {
+        e.change = Change::Removed(Timestamp {
+            seconds: 1,
+            nanos: 0,
+        });
+        e
+    }
+
+    /// Drains a closed queue: (count, removed) of every entry, in order.
+    async fn drain(q: &SinkQueue) -> Vec<(u32, bool)> {
+        q.close();
+        let mut out = Vec::new();
+        while let Some(b) = q.next_batch(100, Duration::ZERO).await {
+            out.extend(
+                b.iter()
+                    .map(|e| (count(e), matches!(e.change, Change::Removed(_)))),
+            );
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn the_higher_resource_version_wins_not_the_last_arrival() {
+        let q = SinkQueue::new(10, true);
+        assert_eq!(q.push(event("a", 7)).await, Pushed::Queued);
+        // A stale update arriving late is dropped ...
+        assert_eq!(q.push(event("a", 5)).await, Pushed::Stale);
+        // ... a newer (or the same) version replaces it in place.
+        assert_eq!(q.push(event("a", 9)).await, Pushed::Coalesced);
+        assert_eq!(q.push(event("a", 9)).await, Pushed::Coalesced);
+        assert_eq!(q.push(event("a", 8)).await, Pushed::Stale);
+        assert_eq!(drain(&q).await, vec![(9, false)]);
+    }
+
+    #[tokio::test]
+    async fn without_comparable_versions_the_last_arrival_wins() {
+        // `event(_, 0)` has resource-version-num 0: missing or not a number.
+        let q = SinkQueue::new(10, true);
+        q.push(event("a", 7)).await;
+        assert_eq!(q.push(event("a", 0)).await, Pushed::Coalesced);
+        assert_eq!(q.push(event("a", 3)).await, Pushed::Coalesced);
+        assert_eq!(drain(&q).await, vec![(3, false)]);
+    }
+
+    #[tokio::test]
+    async fn a_removal_wins_over_any_update_and_tombstones_keep_final_fields() {
+        let q = SinkQueue::new(10, true);
+        q.push(event("a", 7)).await;
+        // A removal with a lower version (or a tombstone, version 0) still
+        // replaces the update; an update after it is stale.
+        assert_eq!(q.push(removed(event("a", 0))).await, Pushed::Coalesced);
+        assert_eq!(q.push(event("a", 9)).await, Pushed::Stale);
+        // The watch's DELETED, carrying the final fields, replaces the
+        // tombstone; a tombstone does not replace it back.
+        assert_eq!(q.push(removed(event("a", 10))).await, Pushed::Coalesced);
+        assert_eq!(q.push(removed(event("a", 0))).await, Pushed::Stale);
+        q.push(event("b", 2)).await;
+        assert_eq!(q.push(removed(event("b", 1))).await, Pushed::Coalesced);
+        assert_eq!(drain(&q).await, vec![(10, true), (1, true)]);
     }
 
     #[tokio::test]

@@ -32,6 +32,14 @@ fn fixture(name: &str) -> PathBuf {
 /// Replays the watch fixture through a pipeline built from `config_yaml`
 /// (`{module}` is replaced by the mysql sink's path).
 async fn replay_fixture(config_yaml: &str) -> Result<Vec<SinkReport>> {
+    replay_fixture_with(config_yaml, |_| {}).await
+}
+
+/// [`replay_fixture`], with `tamper` changing the fixture's entries first.
+async fn replay_fixture_with(
+    config_yaml: &str,
+    tamper: impl FnOnce(&mut Vec<kubesink_normalize::record::Entry>),
+) -> Result<Vec<SinkReport>> {
     let module = guests::guest_wasm("kubesink-sink-mysql")?;
     let yaml = config_yaml.replace("{module}", &module.display().to_string());
     let config = Config::parse(&yaml).map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?;
@@ -50,6 +58,7 @@ async fn replay_fixture(config_yaml: &str) -> Result<Vec<SinkReport>> {
         "fixture problems: {:?}",
         report.problems
     );
+    tamper(&mut entries);
     for e in entries {
         pipeline.send(e).await;
     }
@@ -91,7 +100,8 @@ async fn sqlite_rows(path: &Path) -> Result<Rows> {
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
     let mut out = Rows::new();
     for (table, key) in TABLES {
-        let cols: Vec<String> = sqlx::query(AssertSqlSafe(format!("PRAGMA table_info({table})")))
+        // table_xinfo: generated columns too (job_info.gmt_finished).
+        let cols: Vec<String> = sqlx::query(AssertSqlSafe(format!("PRAGMA table_xinfo({table})")))
             .fetch_all(&mut conn)
             .await?
             .iter()
@@ -239,6 +249,56 @@ async fn mariadb_replay_with_parallel_workers_gives_the_same_rows() -> Result<()
         "expected many small batches over the workers: {reports:?}"
     );
     check_expected(&mariadb_rows(db.url()).await?, false)?;
+    db.drop_database().await?;
+    Ok(())
+}
+
+/// Out-of-order updates: every job's first update arrives again after all
+/// the others (as a watch delivering a stale version late would), while the
+/// job's final update still waits in the queue (one batch: the queue is
+/// drained only when the replay ends). The higher resource version wins in
+/// the queue, so the rows are exactly the expected ones: a finished job
+/// stays `Succeeded` instead of going back to its first status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_replay_with_stale_updates_arriving_last_keeps_the_newest_versions() -> Result<()> {
+    use kubesink_normalize::record::{Change, Record};
+    let db = mariadb::fresh_database("replay_stale").await?;
+    let cfg = mariadb_config(
+        &db,
+        "    queue: { capacity: 100000 }\n    batch: { max_records: 100000, max_delay: 1h }\n",
+    );
+    let mut stale = Vec::new();
+    let reports = replay_fixture_with(&cfg, |entries| {
+        let mut seen = std::collections::HashSet::new();
+        let late: Vec<_> = entries
+            .iter()
+            .filter(|e| match (&e.record, &e.change) {
+                (Record::Job(j), Change::Applied) => seen.insert(j.meta.uid.clone()),
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        for e in &late {
+            if let Record::Job(j) = &e.record {
+                stale.push((j.meta.name.clone(), j.status.clone()));
+            }
+        }
+        entries.extend(late);
+    })
+    .await?;
+    assert_eq!(stale.len(), 2, "the fixture has two jobs: {stale:?}");
+    assert_eq!(reports[0].failed, 0, "{reports:?}");
+    assert_eq!(reports[0].batches, 1, "one batch: {reports:?}");
+    let rows = mariadb_rows(db.url()).await?;
+    for (name, first_status) in &stale {
+        assert_ne!(first_status, "Succeeded", "{stale:?}");
+        let job = rows["job_info"]
+            .iter()
+            .find(|r| r["name"] == name.as_str())
+            .with_context(|| format!("row of job {name}"))?;
+        assert_eq!(job["status"], "Succeeded", "job {name}: {job:?}");
+    }
+    check_expected(&rows, false)?;
     db.drop_database().await?;
     Ok(())
 }
