@@ -231,6 +231,8 @@ struct SinkHooks {
 pub struct HttpCtx {
     wasi: WasiHttpCtx,
     hooks: SinkHooks,
+    /// The sink's host memory budget (buffered bodies are charged to it).
+    budget: crate::budget::HostBudget,
 }
 
 impl fmt::Debug for HttpCtx {
@@ -246,8 +248,9 @@ impl fmt::Debug for HttpCtx {
 impl HttpCtx {
     /// The context for sink `sink` with the allow-list and caps of `limits`.
     /// A bad allow-list entry denies every request (and is logged); check
-    /// lists up front with [`AllowList::parse`].
-    pub fn new(sink: &str, limits: &Limits) -> Self {
+    /// lists up front with [`AllowList::parse`]. Host memory it causes is
+    /// reserved from `budget`.
+    pub fn new(sink: &str, limits: &Limits, budget: crate::budget::HostBudget) -> Self {
         let allow = AllowList::parse(&limits.http_allow);
         if let Err(e) = &allow {
             tracing::error!(sink, "{e}; every HTTP request of this sink is denied");
@@ -264,7 +267,13 @@ impl HttpCtx {
                 },
                 client: shared_client(),
             },
+            budget,
         }
+    }
+
+    /// The sink's host memory budget.
+    pub fn budget(&self) -> &crate::budget::HostBudget {
+        &self.budget
     }
 
     /// The view wasmtime-wasi-http works on.

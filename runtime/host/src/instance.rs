@@ -7,19 +7,26 @@
 //! around the whole call (this stops a call stuck in a host function, e.g.
 //! SQL waiting on a slow database, which epochs do not interrupt). Memory is
 //! capped by a [`wasmtime::ResourceLimiter`] that turns a refused growth
-//! into a trap naming the cap. After a trap or timeout the store is
-//! discarded; the next call builds a fresh one from the pre-instantiated
-//! component and runs `init` again.
+//! into a trap naming the cap. Wasm tables are charged to the sink's host
+//! memory budget ([`crate::budget`]) and resource handles are capped
+//! ([`Limits::max_resources`]). Guest CPU is metered and held to the sink's
+//! quota ([`crate::cpu`]) by the store's call hook and epoch callback. After
+//! a trap or timeout the store is discarded; the next call builds a fresh
+//! one from the pre-instantiated component and runs `init` again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::component::{ResourceTable, ResourceTableError};
+use wasmtime::{
+    CallHook, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{SinkWorld, SinkWorldPre};
+use crate::budget::{BudgetExceeded, HostBudget, Reservation};
+use crate::cpu::{CpuClock, CpuQuota};
 use crate::log::{GuestLog, LogCounters};
 use crate::sql::{SqlCaps, SqlCtx, SqlCtxView, SqlPools, SqlView};
 use crate::{Entry, Limits, SinkError};
@@ -35,7 +42,9 @@ const TIMEOUT_GRACE: Duration = Duration::from_millis(100);
 pub enum FaultCause {
     /// The call ran past its wall-time deadline.
     Timeout,
-    /// The guest tried to grow its memory (or tables) past the cap.
+    /// The guest tried to grow its memory past the cap, its tables past the
+    /// sink's host memory budget, or to hold more resource handles than
+    /// [`Limits::max_resources`].
     Memory,
     /// Any other trap: a guest panic, `unreachable`, an out-of-bounds access,
     /// a stack overflow, or a host function that failed.
@@ -99,6 +108,9 @@ pub struct SinkStats {
     pub builds: u64,
     /// Wall time spent in guest calls (`init` and `write`).
     pub guest_time: Duration,
+    /// CPU time the guest's wasm code ran (host calls and pauses excluded;
+    /// see [`crate::cpu`]).
+    pub guest_cpu: Duration,
     /// Duration of the last call.
     pub last_call: Duration,
     /// Bytes of stdout/stderr logged.
@@ -115,21 +127,32 @@ struct MemoryCapExceeded {
     wanted: usize,
 }
 
+/// Host bytes one wasm table element takes (a pointer), as charged to the
+/// sink's host memory budget.
+pub const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
 /// Counts memory across all of an instance's linear memories against the
-/// cap; tables and instance counts go through [`StoreLimits`].
+/// cap; charges table elements to the sink's host memory budget; table
+/// sizes and instance counts also go through [`StoreLimits`].
 struct SinkLimiter {
     memory_cap: usize,
     memory_used: usize,
     hit: bool,
+    /// The store's tables, reserved from the sink's host memory budget
+    /// (given back when the store is dropped).
+    tables: Reservation,
     others: StoreLimits,
 }
 
 impl SinkLimiter {
-    fn new(memory_cap: usize) -> Self {
+    fn new(memory_cap: usize, budget: &HostBudget) -> Self {
         Self {
             memory_cap,
             memory_used: 0,
             hit: false,
+            tables: budget
+                .try_reserve_for("wasm tables", 0)
+                .expect("an empty reservation always fits"),
             others: StoreLimitsBuilder::new()
                 .table_elements(1 << 20)
                 .instances(100)
@@ -171,6 +194,14 @@ impl ResourceLimiter for SinkLimiter {
         let result = self.others.table_growing(current, desired, maximum);
         if result.is_err() {
             self.hit = true;
+            return result;
+        }
+        let more = desired
+            .saturating_sub(current)
+            .saturating_mul(TABLE_ELEMENT_BYTES);
+        if let Err(e) = self.tables.grow(more) {
+            self.hit = true;
+            return Err(wasmtime::Error::new(e));
         }
         result
     }
@@ -200,6 +231,7 @@ pub struct StoreData {
     sql: SqlCtx,
     http: crate::http::HttpCtx,
     limiter: SinkLimiter,
+    cpu: CpuClock,
     deadline: Option<Instant>,
     timed_out: bool,
 }
@@ -253,6 +285,10 @@ pub(crate) struct Blueprint {
     pub(crate) pre: SinkWorldPre<StoreData>,
     pub(crate) pools: SqlPools,
     pub(crate) engine: wasmtime::Engine,
+    /// The sink's host memory budget, shared by all its instances.
+    pub(crate) budget: HostBudget,
+    /// The sink's CPU meter and quota, shared by all its instances.
+    pub(crate) cpu: CpuQuota,
 }
 
 struct Live {
@@ -267,6 +303,7 @@ pub struct SinkInstance {
     log_counters: Arc<LogCounters>,
     stats: SinkStats,
     guest_nanos: Arc<AtomicU64>,
+    guest_cpu_nanos: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SinkInstance {
@@ -288,7 +325,18 @@ impl SinkInstance {
             log_counters: Arc::new(LogCounters::default()),
             stats: SinkStats::default(),
             guest_nanos: Arc::new(AtomicU64::new(0)),
+            guest_cpu_nanos: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The sink's host memory budget (shared by all its instances).
+    pub fn budget(&self) -> &HostBudget {
+        &self.blueprint.budget
+    }
+
+    /// The sink's CPU meter and quota (shared by all its instances).
+    pub fn cpu(&self) -> &CpuQuota {
+        &self.blueprint.cpu
     }
 
     /// The sink's name.
@@ -312,6 +360,7 @@ impl SinkInstance {
             log_bytes: self.log_counters.logged.load(Ordering::Relaxed),
             log_dropped_bytes: self.log_counters.dropped.load(Ordering::Relaxed),
             guest_time: Duration::from_nanos(self.guest_nanos.load(Ordering::Relaxed)),
+            guest_cpu: Duration::from_nanos(self.guest_cpu_nanos.load(Ordering::Relaxed)),
             ..self.stats.clone()
         }
     }
@@ -338,9 +387,11 @@ impl SinkInstance {
             bp.limits.log_bytes_per_sec,
             self.log_counters.clone(),
         );
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(bp.limits.max_resources);
         let data = StoreData {
             wasi: sandbox_wasi(&log),
-            table: ResourceTable::new(),
+            table,
             sql: SqlCtx::new(
                 bp.name.clone(),
                 bp.grants.clone(),
@@ -349,24 +400,47 @@ impl SinkInstance {
                     max_statement_bytes: bp.limits.max_statement_bytes,
                     max_result_bytes: bp.limits.max_result_bytes,
                 },
+                bp.budget.clone(),
             ),
-            http: crate::http::HttpCtx::new(&bp.name, &bp.limits),
-            limiter: SinkLimiter::new(bp.limits.memory_bytes),
+            http: crate::http::HttpCtx::new(&bp.name, &bp.limits, bp.budget.clone()),
+            limiter: SinkLimiter::new(bp.limits.memory_bytes, &bp.budget),
+            cpu: CpuClock::new(bp.cpu.clone(), self.guest_cpu_nanos.clone()),
             deadline: None,
             timed_out: false,
         };
         let mut store = Store::new(&bp.engine, data);
         store.limiter(|d| &mut d.limiter);
+        // Guest CPU: the thread clock runs while wasm code runs (crate::cpu).
+        store.call_hook(|mut ctx, hook| {
+            let cpu = &mut ctx.data_mut().cpu;
+            match hook {
+                CallHook::CallingWasm | CallHook::ReturningFromHost => cpu.enter(),
+                CallHook::ReturningFromWasm | CallHook::CallingHost => cpu.leave(),
+            }
+            Ok(())
+        });
         store.epoch_deadline_callback(|mut ctx| {
             let data = ctx.data_mut();
+            let now = Instant::now();
             match data.deadline {
-                Some(deadline) if Instant::now() >= deadline => {
+                Some(deadline) if now >= deadline => {
                     data.timed_out = true;
                     Ok(UpdateDeadline::Interrupt)
                 }
-                // Yield to the executor every tick so that a busy guest does
-                // not hold a runtime thread for its whole deadline.
-                _ => Ok(UpdateDeadline::Yield(1)),
+                deadline => match data.cpu.quota().pause_needed() {
+                    // Over its CPU quota: pause (the thread runs other
+                    // sinks meanwhile), at most until the call's deadline.
+                    Some(wait) => {
+                        let wait = deadline.map_or(wait, |d| wait.min(d - now));
+                        Ok(UpdateDeadline::YieldCustom(
+                            1,
+                            Box::pin(data.cpu.quota().pause(wait)),
+                        ))
+                    }
+                    // Yield to the executor every tick so that a busy guest
+                    // does not hold a runtime thread for its whole deadline.
+                    None => Ok(UpdateDeadline::Yield(1)),
+                },
             }
         });
         self.stats.builds += 1;
@@ -446,6 +520,10 @@ macro_rules! guest_call {
     ($self:ident, $name:literal, |$sink:ident, $store:ident| $call:expr) => {{
         $self.ensure_live().await?;
         let bp = $self.blueprint.clone();
+        // A sink over its CPU quota waits before its next call too.
+        if let Some(wait) = bp.cpu.pause_needed() {
+            bp.cpu.pause(wait).await;
+        }
         let Some(live) = $self.live.as_mut() else {
             return Err(WriteError::Fault {
                 cause: FaultCause::Trap,
@@ -533,6 +611,19 @@ fn fault(bp: &Blueprint, call: &str, data: &StoreData, err: &wasmtime::Error) ->
                 bp.name, bp.limits.call_timeout
             ),
         )
+    } else if let Some(e) = err.downcast_ref::<BudgetExceeded>() {
+        (
+            FaultCause::Memory,
+            format!("sink '{}': {call} failed: {e}", bp.name),
+        )
+    } else if let Some(ResourceTableError::Full) = err.downcast_ref::<ResourceTableError>() {
+        (
+            FaultCause::Memory,
+            format!(
+                "sink '{}': {call} holds too many resource handles: the cap of {} was reached (limits.max_resources)",
+                bp.name, bp.limits.max_resources
+            ),
+        )
     } else if data.limiter.hit || err.downcast_ref::<MemoryCapExceeded>().is_some() {
         (
             FaultCause::Memory,
@@ -556,7 +647,7 @@ mod tests {
 
     #[test]
     fn limiter_counts_all_memories_against_the_cap() {
-        let mut l = SinkLimiter::new(100);
+        let mut l = SinkLimiter::new(100, &HostBudget::unlimited("s"));
         assert!(l.memory_growing(0, 60, None).expect("fits"));
         assert!(l.memory_growing(0, 30, None).expect("fits"));
         let err = l.memory_growing(60, 80, None).expect_err("over the cap");
@@ -567,6 +658,27 @@ mod tests {
         assert_eq!((cap.cap, cap.wanted), (100, 110));
         // A growth within the cap still works after a refusal.
         assert!(l.memory_growing(30, 40, None).expect("fits"));
+    }
+
+    #[test]
+    fn table_growth_is_charged_to_the_host_memory_budget() {
+        let budget = HostBudget::new("tbl", 1000 * TABLE_ELEMENT_BYTES);
+        let mut l = SinkLimiter::new(100, &budget);
+        assert!(l.table_growing(0, 600, None).expect("fits"));
+        assert_eq!(budget.used(), 600 * TABLE_ELEMENT_BYTES);
+        let err = l.table_growing(600, 1200, None).expect_err("over");
+        assert!(l.hit);
+        let e = err.downcast_ref::<BudgetExceeded>().expect("typed error");
+        assert_eq!(e.sink, "tbl");
+        assert_eq!(e.what, "wasm tables");
+        assert!(err.to_string().contains("limits.host_memory"), "{err}");
+        // Another store of the same sink shares the budget.
+        let mut other = SinkLimiter::new(100, &budget);
+        assert!(other.table_growing(0, 400, None).expect("fits exactly"));
+        assert!(other.table_growing(400, 401, None).is_err());
+        drop(l);
+        drop(other);
+        assert_eq!(budget.used(), 0, "dropping the stores gives it back");
     }
 
     #[test]

@@ -11,18 +11,23 @@
 //! ```
 //!
 //! Module map: [`cache`] (compile + on-disk artifacts), [`instance`]
-//! (stores, limits, faults, rebuilds), [`log`] (guest stdout/stderr to
-//! `tracing`), [`sql`] (the SQL capability and native pools).
+//! (stores, limits, faults, rebuilds), [`budget`] (the per-sink host
+//! memory budget), [`cpu`] (the per-sink CPU quota), [`log`] (guest
+//! stdout/stderr to `tracing`), [`sql`] (the SQL capability and native
+//! pools).
 
 pub mod bindings;
+pub mod budget;
 pub mod cache;
+pub mod cpu;
 pub mod http;
 pub mod instance;
 pub mod log;
 pub mod sql;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,7 +35,9 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, Strategy};
 
+pub use budget::{BudgetExceeded, DEFAULT_HOST_MEMORY_BYTES, HostBudget, Reservation};
 pub use cache::{CacheOutcome, CompileError};
+pub use cpu::CpuQuota;
 pub use instance::{FaultCause, SinkInstance, SinkStats, StoreData, WriteError};
 pub use kubesink_normalize::record::Entry;
 pub use kubesink_normalize::record::SinkError;
@@ -41,6 +48,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Default of [`Limits::max_module_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_MODULE_BYTES: usize = 64 << 20;
+
+/// Default of [`Limits::max_resources`]: 10 000 handles.
+pub const DEFAULT_MAX_RESOURCES: usize = 10_000;
 
 /// Where a sink's component comes from.
 #[derive(Debug, Clone)]
@@ -100,6 +110,21 @@ pub struct Limits {
     /// compiling. Default 64 MiB (the Rust sinks are 0.1–0.2 MiB; components
     /// that bundle an interpreter are tens of MiB).
     pub max_module_bytes: usize,
+    /// Host memory the sink may cause outside its linear memory, all its
+    /// workers' instances together (`limits.host_memory`): SQL result rows,
+    /// HTTP bodies buffered, wasm tables. Going past it fails that call,
+    /// naming the sink (see [`budget`]). Default 64 MiB.
+    pub host_memory_bytes: usize,
+    /// Most resource handles (SQL connections, HTTP requests and bodies,
+    /// streams, pollables, ...) one instance may hold at once
+    /// (`limits.max_resources`). One more faults the call. Default 10 000.
+    pub max_resources: usize,
+    /// CPU quota in cores of guest execution (wasm code, not host calls),
+    /// all the sink's workers together (`limits.cpu`, e.g. `200m` = 0.2).
+    /// A sink over it is paused at its next epoch check until its share
+    /// refills (see [`cpu`]). Default `None`: no quota (the call deadline
+    /// still applies).
+    pub cpu: Option<f64>,
 }
 
 impl Default for Limits {
@@ -115,6 +140,9 @@ impl Default for Limits {
             max_http_request_bytes: 16 << 20,
             max_http_response_bytes: 4 << 20,
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
+            host_memory_bytes: DEFAULT_HOST_MEMORY_BYTES,
+            max_resources: DEFAULT_MAX_RESOURCES,
+            cpu: None,
         }
     }
 }
@@ -279,7 +307,16 @@ struct HostInner {
     linker: Linker<StoreData>,
     pools: sql::SqlPools,
     cache_dir: Option<PathBuf>,
+    sinks: Mutex<HashMap<String, SinkShared>>,
     _ticker: Ticker,
+}
+
+/// What all instances of one sink share: its host memory budget and its
+/// CPU meter and quota.
+#[derive(Clone)]
+struct SinkShared {
+    budget: HostBudget,
+    cpu: CpuQuota,
 }
 
 /// The sandbox host: one engine, one linker, the SQL pools and the cache.
@@ -344,6 +381,7 @@ impl Host {
                 linker,
                 pools,
                 cache_dir: options.cache_dir,
+                sinks: Mutex::new(HashMap::new()),
                 _ticker: ticker,
             }),
         })
@@ -362,6 +400,39 @@ impl Host {
     /// The cache directory, if any.
     pub fn cache_dir(&self) -> Option<&std::path::Path> {
         self.inner.cache_dir.as_deref()
+    }
+
+    /// The host memory budget and CPU meter of sink `name`, shared by every
+    /// instance loaded for it (its workers, its rebuilds, a new module
+    /// version). Created on first use with `limits`; a later call with
+    /// another `host_memory_bytes` or `cpu` starts a new budget and meter
+    /// for the instances loaded from then on.
+    fn shared(&self, name: &str, limits: &Limits) -> SinkShared {
+        let mut sinks = self.inner.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = sinks.get(name)
+            && s.budget.limit() == limits.host_memory_bytes
+            && s.cpu.cores() == CpuQuota::new(name, limits.cpu).cores()
+        {
+            return s.clone();
+        }
+        let shared = SinkShared {
+            budget: HostBudget::new(name, limits.host_memory_bytes),
+            cpu: CpuQuota::new(name, limits.cpu),
+        };
+        sinks.insert(name.to_owned(), shared.clone());
+        shared
+    }
+
+    /// Sink `spec.name`'s host memory budget (see [`budget`]), shared by all
+    /// its instances.
+    pub fn sink_budget(&self, spec: &SinkSpec) -> HostBudget {
+        self.shared(&spec.name, &spec.limits).budget
+    }
+
+    /// Sink `spec.name`'s guest CPU meter and quota (see [`cpu`]), shared
+    /// by all its instances: e.g. for `/metrics`.
+    pub fn sink_cpu(&self, spec: &SinkSpec) -> CpuQuota {
+        self.shared(&spec.name, &spec.limits).cpu
     }
 
     /// Reads, compiles (or loads from the cache), links and instantiates
@@ -429,6 +500,7 @@ impl Host {
             .instantiate_pre(&component)
             .map_err(|e| world(error_text(&e)))?;
         let pre = bindings::SinkWorldPre::new(pre).map_err(|e| world(error_text(&e)))?;
+        let shared = self.shared(&spec.name, &spec.limits);
         let mut instance = SinkInstance::new(instance::Blueprint {
             name: spec.name.clone(),
             origin: origin.clone(),
@@ -438,6 +510,8 @@ impl Host {
             pre,
             pools: self.inner.pools.clone(),
             engine: self.inner.engine.clone(),
+            budget: shared.budget,
+            cpu: shared.cpu,
         });
         instance.rebuild().await.map_err(|source| HostError::Init {
             sink: spec.name,

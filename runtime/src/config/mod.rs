@@ -26,7 +26,7 @@
 //!     records: [jobs, pods, events]
 //!     connections: [kubedl]      # what the sink may open
 //!     settings: { connection: kubedl }
-//!     limits: { memory: 64Mi, call_timeout: 30s }
+//!     limits: { memory: 64Mi, call_timeout: 30s, host_memory: 64Mi, cpu: 500m }
 //!     batch: { max_records: 500, max_delay: 200ms }
 //!     queue: { capacity: 10000 }
 //! ```
@@ -247,6 +247,38 @@ pub struct LimitsConfig {
     /// Default 64 MiB.
     #[serde(default)]
     pub max_module: Option<String>,
+    /// Host memory the sink may cause outside its linear memory (SQL
+    /// results, HTTP bodies, wasm tables), all its workers together, e.g.
+    /// `64Mi`. Default 64 MiB.
+    #[serde(default)]
+    pub host_memory: Option<String>,
+    /// Most resource handles one instance may hold at once. Default 10000.
+    #[serde(default)]
+    pub max_resources: Option<usize>,
+    /// CPU quota of the sink's guest code, all its workers together, in
+    /// cores as in Kubernetes: `200m`, `0.5`, `1`. Default: none.
+    #[serde(default)]
+    pub cpu: Option<CpuQuantity>,
+}
+
+/// A CPU quantity as written: `200m` (a string) or `0.5` / `1` (a number).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum CpuQuantity {
+    /// A number of cores.
+    Number(f64),
+    /// A quantity like `200m` or `1.5`.
+    Text(String),
+}
+
+impl CpuQuantity {
+    /// The quota in cores (see `kubesink_host::cpu::parse_cores`).
+    pub fn cores(&self) -> Result<f64, String> {
+        match self {
+            CpuQuantity::Number(n) => kubesink_host::cpu::parse_cores(&n.to_string()),
+            CpuQuantity::Text(t) => kubesink_host::cpu::parse_cores(t),
+        }
+    }
 }
 
 /// Batching of one sink.
@@ -435,10 +467,20 @@ impl Config {
                 ("limits.max_result", &sink.limits.max_result),
                 ("limits.log_rate", &sink.limits.log_rate),
                 ("limits.max_module", &sink.limits.max_module),
+                ("limits.host_memory", &sink.limits.host_memory),
             ] {
                 if let Some(v) = v {
                     parse_size(v).map_err(|m| invalid(at(f), m))?;
                 }
+            }
+            if let Some(cpu) = &sink.limits.cpu {
+                cpu.cores().map_err(|m| invalid(at("limits.cpu"), m))?;
+            }
+            if sink.limits.max_resources == Some(0) {
+                return Err(invalid(
+                    at("limits.max_resources"),
+                    "must be at least 1".into(),
+                ));
             }
         }
         for (name, c) in &self.connections {
@@ -600,5 +642,24 @@ sinks:
             .unwrap_err()
             .to_string();
         assert!(err.contains("sinks[0].limits.memory"), "{err}");
+    }
+
+    #[test]
+    fn check_rejects_bad_host_memory_cpu_and_resources() {
+        for (limits, field) in [
+            ("{ host_memory: lots }", "sinks[0].limits.host_memory"),
+            ("{ cpu: 2cores }", "sinks[0].limits.cpu"),
+            ("{ cpu: 0 }", "sinks[0].limits.cpu"),
+            ("{ cpu: -1 }", "sinks[0].limits.cpu"),
+            ("{ max_resources: 0 }", "sinks[0].limits.max_resources"),
+        ] {
+            let text = format!("sinks:\n  - name: a\n    module: x.wasm\n    limits: {limits}\n");
+            let err = Config::parse(&text)
+                .unwrap()
+                .check("f.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field) && err.contains("f.yaml"), "{limits}: {err}");
+        }
     }
 }

@@ -160,6 +160,21 @@ impl Config {
                 &s.limits.max_module,
                 limits.max_module_bytes,
             )?;
+            limits.host_memory_bytes = size(
+                "limits.host_memory",
+                &s.limits.host_memory,
+                limits.host_memory_bytes,
+            )?;
+            if let Some(n) = s.limits.max_resources {
+                limits.max_resources = n;
+            }
+            if let Some(cpu) = &s.limits.cpu {
+                limits.cpu = Some(cpu.cores().map_err(|message| ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    field: at("limits.cpu"),
+                    message,
+                })?);
+            }
             limits.http_allow = s.allow_hosts.clone();
             if let Some(t) = s.limits.call_timeout {
                 limits.call_timeout = t;
@@ -339,5 +354,28 @@ connections:
         assert_eq!(plan.sinks[0].spec.limits.call_timeout.as_secs(), 2);
         assert!(plan.sinks[0].coalesce);
         assert!(!plan.sinks[1].coalesce);
+    }
+
+    #[test]
+    fn host_memory_resources_and_cpu() {
+        let text = "sinks:
+  - {name: a, module: x.wasm, limits: {host_memory: 8Mi, max_resources: 100, cpu: 200m}}
+  - {name: b, module: y.wasm, limits: {cpu: 1}}
+  - {name: c, module: z.wasm, limits: {cpu: 0.5}}
+  - {name: d, module: w.wasm}
+";
+        let plan = Config::parse(text).unwrap().resolve("t").unwrap();
+        let l = |i: usize| &plan.sinks[i].spec.limits;
+        assert_eq!(l(0).host_memory_bytes, 8 << 20);
+        assert_eq!(l(0).max_resources, 100);
+        assert_eq!(l(0).cpu, Some(0.2));
+        assert_eq!(l(1).cpu, Some(1.0));
+        assert_eq!(l(2).cpu, Some(0.5));
+        assert_eq!(l(3).cpu, None, "no quota by default");
+        assert_eq!(
+            l(3).host_memory_bytes,
+            kubesink_host::DEFAULT_HOST_MEMORY_BYTES
+        );
+        assert_eq!(l(3).max_resources, kubesink_host::DEFAULT_MAX_RESOURCES);
     }
 }

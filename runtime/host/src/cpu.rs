@@ -1,0 +1,340 @@
+//! Guest CPU time and the per-sink CPU quota (`limits.cpu`).
+//!
+//! **Measuring.** A store's call hook ([`wasmtime::Store::call_hook`])
+//! marks every entry into and exit from wasm code (calls into the guest,
+//! host calls and libcalls, the epoch check included). The thread's CPU
+//! clock (`CLOCK_THREAD_CPUTIME_ID`) is read at both ends and the
+//! difference charged to the sink: time the guest spends waiting in host
+//! calls (SQL, HTTP, a throttle pause) is not counted, and time the OS gives
+//! another thread is not counted either. Between an entry and an exit the
+//! fiber never leaves its thread (it can only be suspended inside a host
+//! call), so the thread clock measures the guest alone.
+//!
+//! **Limiting.** A token bucket per sink, shared by all its instances
+//! (workers and rebuilds): it refills at `cores` CPU-seconds per wall
+//! second and holds at most [`BURST`] of wall time's worth. Charges may
+//! take it below zero. At every epoch tick the running guest checks it
+//! (the store's epoch callback), and before every call the instance checks
+//! it too: while it is below zero the guest is paused (an async sleep, the
+//! thread runs other sinks meanwhile) until it is back at zero. A guest that
+//! computes flat out thus runs about one epoch tick, then pauses, and gets
+//! `cores` of CPU on average. Pauses inside a call count against that
+//! call's wall-time deadline.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Wall time whose worth of quota a sink may save up and spend at once:
+/// 100 ms (a `200m` sink may run 20 ms without a pause after idling).
+pub const BURST: Duration = Duration::from_millis(100);
+
+/// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) in ns.
+pub fn thread_cpu_nanos() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+}
+
+/// Parses a CPU quantity the way Kubernetes does for `cpu`: `200m`
+/// (millicores), `0.5`, `1`, `2`. Returns cores; must be above zero.
+///
+/// ```
+/// assert_eq!(kubesink_host::cpu::parse_cores("200m"), Ok(0.2));
+/// assert_eq!(kubesink_host::cpu::parse_cores("1.5"), Ok(1.5));
+/// ```
+pub fn parse_cores(text: &str) -> Result<f64, String> {
+    let bad = || format!("`{text}` is not a CPU quantity (use e.g. 200m, 0.5, 1)");
+    let t = text.trim();
+    let (num, scale) = match t.strip_suffix('m') {
+        Some(milli) => (milli, 1e-3),
+        None => (t, 1.0),
+    };
+    if num.is_empty()
+        || !num.chars().all(|c| c.is_ascii_digit() || c == '.')
+        || num.starts_with('.')
+        || num.ends_with('.')
+    {
+        return Err(bad());
+    }
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let cores = value * scale;
+    if !(cores.is_finite() && cores > 0.0) {
+        return Err(format!("`{text}` must be above zero"));
+    }
+    if cores < 0.001 {
+        return Err(format!("`{text}` is below the smallest quota of 1m"));
+    }
+    Ok(cores)
+}
+
+struct Bucket {
+    /// CPU nanoseconds the sink may still use; negative when in debt.
+    tokens: f64,
+    refilled: Instant,
+}
+
+struct Inner {
+    sink: String,
+    cores: Option<f64>,
+    used_nanos: AtomicU64,
+    paused_nanos: AtomicU64,
+    pauses: AtomicU64,
+    bucket: Mutex<Bucket>,
+}
+
+/// One sink's guest CPU meter and (optional) quota, shared by its
+/// instances. Cheap to clone.
+#[derive(Clone)]
+pub struct CpuQuota {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for CpuQuota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CpuQuota")
+            .field("sink", &self.inner.sink)
+            .field("cores", &self.inner.cores)
+            .field("used", &self.used())
+            .field("paused", &self.paused())
+            .finish()
+    }
+}
+
+impl CpuQuota {
+    /// The meter of sink `sink`, limited to `cores` (None: no limit).
+    pub fn new(sink: &str, cores: Option<f64>) -> Self {
+        let cores = cores.filter(|c| c.is_finite() && *c > 0.0);
+        Self {
+            inner: Arc::new(Inner {
+                sink: sink.to_owned(),
+                cores,
+                used_nanos: AtomicU64::new(0),
+                paused_nanos: AtomicU64::new(0),
+                pauses: AtomicU64::new(0),
+                bucket: Mutex::new(Bucket {
+                    tokens: cores.map_or(0.0, |c| capacity(c)),
+                    refilled: Instant::now(),
+                }),
+            }),
+        }
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &str {
+        &self.inner.sink
+    }
+
+    /// The quota in cores, if any.
+    pub fn cores(&self) -> Option<f64> {
+        self.inner.cores
+    }
+
+    /// Guest CPU time used so far, all instances together.
+    pub fn used(&self) -> Duration {
+        Duration::from_nanos(self.inner.used_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Wall time guests of this sink spent paused by the quota so far.
+    pub fn paused(&self) -> Duration {
+        Duration::from_nanos(self.inner.paused_nanos.load(Ordering::Relaxed))
+    }
+
+    /// How many pauses the quota imposed so far.
+    pub fn pauses(&self) -> u64 {
+        self.inner.pauses.load(Ordering::Relaxed)
+    }
+
+    /// True when two handles are the same sink's meter.
+    pub fn same(&self, other: &CpuQuota) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Charges `nanos` of guest CPU.
+    pub fn charge(&self, nanos: u64) {
+        if nanos == 0 {
+            return;
+        }
+        self.inner.used_nanos.fetch_add(nanos, Ordering::Relaxed);
+        if self.inner.cores.is_some() {
+            let mut b = self.lock();
+            b.tokens -= nanos as f64;
+        }
+    }
+
+    /// How long the sink must pause now: `None` when it is within its
+    /// quota (or has none), else the wall time until its bucket is back at
+    /// zero.
+    pub fn pause_needed(&self) -> Option<Duration> {
+        let cores = self.inner.cores?;
+        let now = Instant::now();
+        let mut b = self.lock();
+        let elapsed = now.saturating_duration_since(b.refilled).as_nanos() as f64;
+        b.tokens = (b.tokens + elapsed * cores).min(capacity(cores));
+        b.refilled = now;
+        if b.tokens >= 0.0 {
+            return None;
+        }
+        let wait = (-b.tokens / cores).ceil() as u64;
+        Some(Duration::from_nanos(wait.max(1)))
+    }
+
+    /// Records a pause of `wall` (taken by the caller).
+    pub fn note_pause(&self, wall: Duration) {
+        self.inner.pauses.fetch_add(1, Ordering::Relaxed);
+        self.inner.paused_nanos.fetch_add(
+            u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A future that pauses for `wait` and records it.
+    pub fn pause(&self, wait: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let me = self.clone();
+        async move {
+            let started = Instant::now();
+            tokio::time::sleep(wait).await;
+            me.note_pause(started.elapsed());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bucket> {
+        self.inner.bucket.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn capacity(cores: f64) -> f64 {
+    BURST.as_nanos() as f64 * cores
+}
+
+/// The per-store half of the meter: open while the guest's wasm code runs.
+pub(crate) struct CpuClock {
+    quota: CpuQuota,
+    /// Thread CPU time when the guest last entered wasm, if it is in wasm.
+    since: Option<u64>,
+    /// Guest CPU of this store's instance (shared with its `SinkInstance`).
+    instance_nanos: Arc<AtomicU64>,
+}
+
+impl CpuClock {
+    pub(crate) fn new(quota: CpuQuota, instance_nanos: Arc<AtomicU64>) -> Self {
+        Self {
+            quota,
+            since: None,
+            instance_nanos,
+        }
+    }
+
+    pub(crate) fn quota(&self) -> &CpuQuota {
+        &self.quota
+    }
+
+    /// The guest enters wasm code.
+    pub(crate) fn enter(&mut self) {
+        self.since = Some(thread_cpu_nanos());
+    }
+
+    /// The guest leaves wasm code: charge what it used since `enter`.
+    pub(crate) fn leave(&mut self) {
+        if let Some(since) = self.since.take() {
+            let used = thread_cpu_nanos().saturating_sub(since);
+            self.instance_nanos.fetch_add(used, Ordering::Relaxed);
+            self.quota.charge(used);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kubernetes_cpu_quantities() {
+        assert_eq!(parse_cores("200m"), Ok(0.2));
+        assert_eq!(parse_cores("1"), Ok(1.0));
+        assert_eq!(parse_cores("0.5"), Ok(0.5));
+        assert_eq!(parse_cores(" 2 "), Ok(2.0));
+        assert_eq!(parse_cores("1500m"), Ok(1.5));
+        for bad in ["", "m", "-1", "1.", ".5", "1e3", "2 cores", "0", "0m", "0.0001"] {
+            assert!(parse_cores(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_cores("lots").expect_err("bad").contains("`lots`"));
+    }
+
+    #[test]
+    fn no_quota_never_pauses_but_counts() {
+        let q = CpuQuota::new("s", None);
+        q.charge(5_000_000_000);
+        assert_eq!(q.pause_needed(), None);
+        assert_eq!(q.used(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_debt_pauses_for_its_refill_time() {
+        let q = CpuQuota::new("s", Some(0.5));
+        // The full bucket (50 ms of CPU at 0.5 cores) absorbs a first charge.
+        q.charge(40_000_000);
+        assert_eq!(q.pause_needed(), None);
+        // 100 ms more: about 90 ms of debt, paid back at 0.5 s/s.
+        q.charge(100_000_000);
+        let wait = q.pause_needed().expect("in debt");
+        assert!(
+            wait > Duration::from_millis(150) && wait <= Duration::from_millis(180),
+            "{wait:?}"
+        );
+    }
+
+    #[test]
+    fn the_bucket_refills_with_wall_time_up_to_the_burst() {
+        let q = CpuQuota::new("s", Some(1.0));
+        q.charge(BURST.as_nanos() as u64 + 5_000_000);
+        let first = q.pause_needed().expect("5 ms of debt");
+        assert!(first <= Duration::from_millis(5), "{first:?}");
+        // Refill: wait (bounded) until the debt is gone.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while q.pause_needed().is_some() {
+            assert!(Instant::now() < deadline, "never refilled");
+            std::thread::yield_now();
+        }
+        // Never more than the burst is saved up.
+        let b = q.lock();
+        assert!(b.tokens <= capacity(1.0));
+    }
+
+    #[test]
+    fn thread_cpu_time_counts_work_not_sleep() {
+        let t0 = thread_cpu_nanos();
+        std::thread::sleep(Duration::from_millis(50));
+        let slept = thread_cpu_nanos() - t0;
+        assert!(slept < 20_000_000, "sleeping used {slept} ns of CPU");
+        let t1 = thread_cpu_nanos();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let busy = thread_cpu_nanos() - t1;
+        assert!(busy > 10_000_000, "busy loop used only {busy} ns of CPU");
+    }
+
+    #[test]
+    fn the_clock_charges_only_between_enter_and_leave() {
+        let q = CpuQuota::new("s", None);
+        let mine = Arc::new(AtomicU64::new(0));
+        let mut c = CpuClock::new(q.clone(), mine.clone());
+        c.leave(); // not in wasm: nothing
+        assert_eq!(q.used(), Duration::ZERO);
+        c.enter();
+        let start = Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        c.leave();
+        let used = q.used();
+        assert!(used > Duration::from_millis(5), "{used:?}");
+        assert_eq!(mine.load(Ordering::Relaxed), used.as_nanos() as u64);
+    }
+}
