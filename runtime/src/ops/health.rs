@@ -9,7 +9,10 @@
 //!   that is not installed, counts as listed: there is nothing to list),
 //!   every sink has been initialized, and the process is not shutting down.
 //!   At least one watcher must have been declared, so a process that has
-//!   not started its watches yet is not ready.
+//!   not started its watches yet is not ready. A sink that lags or catches
+//!   up ([`crate::pipeline::lag`]) does not make the process unready — the
+//!   watches and the other sinks go on, and restarting kubesink would not
+//!   help the sink — but the answer names it, with its lag.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::runtime::watcher;
+
+use crate::pipeline::lag::{LagState, SinkLag};
 
 /// How often the heartbeat ticks.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -47,6 +52,7 @@ struct State {
     sinks: BTreeMap<String, SinkState>,
     dead_workers: Vec<String>,
     stopping: bool,
+    lags: Vec<std::sync::Weak<SinkLag>>,
 }
 
 /// Tracks what `/healthz` and `/readyz` answer.
@@ -117,6 +123,11 @@ impl Health {
     /// Sink `sink` is initialized.
     pub fn sink_ready(&self, sink: &str) {
         self.lock().sinks.insert(sink.to_owned(), SinkState::Ready);
+    }
+
+    /// Names sink `lag` in the readiness answer while it lags.
+    pub fn watch_lag(&self, lag: std::sync::Weak<SinkLag>) {
+        self.lock().lags.push(lag);
     }
 
     /// The worker of `sink` ended by a panic.
@@ -217,6 +228,19 @@ impl Health {
                 absent.join(", ")
             ));
         }
+        for lag in s.lags.iter().filter_map(std::sync::Weak::upgrade) {
+            let doing = match lag.state() {
+                LagState::Ok => continue,
+                LagState::Lagging => "lagging: gets no records until it has delivered its queue",
+                LagState::CatchingUp => "catching up from a fresh listing",
+            };
+            text.push_str(&format!(
+                "sink {} {doing} (behind by {:.0} s, {} records skipped)\n",
+                lag.name(),
+                lag.lag().as_secs_f64(),
+                lag.skipped()
+            ));
+        }
         Ok(text)
     }
 }
@@ -270,6 +294,27 @@ mod tests {
                 .expect_err("stopping")
                 .contains("shutting down")
         );
+    }
+
+    #[test]
+    fn a_lagging_sink_is_named_but_keeps_the_process_ready() {
+        let h = Health::new();
+        h.sink_pending("slow");
+        h.sink_ready("slow");
+        h.watcher_pending("pods (v1)");
+        h.watcher_synced("pods (v1)");
+        let lag = std::sync::Arc::new(SinkLag::new("slow"));
+        h.watch_lag(std::sync::Arc::downgrade(&lag));
+        assert!(!h.readiness().expect("ready").contains("slow"));
+        lag.fall_behind();
+        let ok = h.readiness().expect("still ready");
+        assert!(ok.contains("sink slow lagging"), "{ok}");
+        assert!(ok.contains("1 records skipped"), "{ok}");
+        lag.start_catch_up();
+        let ok = h.readiness().expect("still ready");
+        assert!(ok.contains("sink slow catching up"), "{ok}");
+        lag.caught_up();
+        assert!(!h.readiness().expect("ready").contains("slow"));
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! coalesced, retries, faults by cause (label `cause`: `timeout`, `memory`,
 //! `trap`, ... as `kubesink_host` names them, and `fatal` for a sink's own
 //! fatal error), the queue depth, a histogram of batch (write call)
-//! latency, and the seconds spent in guest calls. Per watched resource
-//! (label `resource`): watch restarts.
+//! latency, and the seconds spent in guest calls; how far behind it is
+//! (`kubesink_sink_lag_seconds`), its state (`kubesink_sink_state`, one
+//! series per `state` — `ok`, `lagging`, `catching_up` — set to one for
+//! the current state) and the records it missed while lagging
+//! (`kubesink_sink_records_skipped_total`; see [`crate::pipeline::lag`]).
+//! Per watched resource (label `resource`): watch restarts.
 //!
 //! The pipeline takes a [`SinkMetrics`] per sink once and updates its
 //! handles directly (an atomic add each), so the hot path takes no lock.
@@ -24,6 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::pipeline::lag::{LagState, SinkLag};
 use crate::pipeline::queue::SinkQueue;
 
 /// Label set of per-sink metrics.
@@ -40,6 +45,15 @@ pub struct FaultLabel {
     pub sink: String,
     /// What stopped the call: `timeout`, `memory`, `trap`, `fatal`, ...
     pub cause: String,
+}
+
+/// Label set of the sink state gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// The sink's name.
+    pub sink: String,
+    /// `ok`, `lagging` or `catching_up`.
+    pub state: String,
 }
 
 /// Label set of watch metrics.
@@ -71,6 +85,10 @@ pub struct Metrics {
     guest_seconds: Family<SinkLabel, SecondsCounter>,
     watch_restarts: Family<ResourceLabel, Counter>,
     queues: Mutex<Vec<(Gauge, Vec<Weak<SinkQueue>>)>>,
+    skipped: Family<SinkLabel, Counter>,
+    lag_seconds: Family<SinkLabel, Gauge<f64, AtomicU64>>,
+    state: Family<StateLabel, Gauge>,
+    lags: Mutex<Vec<Weak<SinkLag>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -99,6 +117,8 @@ pub struct SinkMetrics {
     pub coalesced: Counter,
     /// Batches redelivered after a retryable error.
     pub retries: Counter,
+    /// Entries not queued because the sink was lagging.
+    pub skipped: Counter,
     batch_seconds: Histogram,
     guest_seconds: SecondsCounter,
     faults: Family<FaultLabel, Counter>,
@@ -140,6 +160,24 @@ impl Metrics {
         let batch_seconds: HistogramFamily = Family::new_with_constructor(batch_histogram);
         let guest_seconds = Family::<SinkLabel, SecondsCounter>::default();
         let watch_restarts = Family::<ResourceLabel, Counter>::default();
+        let skipped = Family::<SinkLabel, Counter>::default();
+        let lag_seconds = Family::<SinkLabel, Gauge<f64, AtomicU64>>::default();
+        let state = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "sink_records_skipped",
+            "Records not queued for a sink because it was lagging (it catches up from a fresh listing)",
+            skipped.clone(),
+        );
+        registry.register(
+            "sink_lag_seconds",
+            "How far behind a sink is: seconds since it started lagging, or else the age of its oldest queued record",
+            lag_seconds.clone(),
+        );
+        registry.register(
+            "sink_state",
+            "A sink's state: 1 for the current one of ok, lagging, catching_up",
+            state.clone(),
+        );
         registry.register(
             "sink_records_received",
             "Records queued for a sink (an update replacing a queued one is counted as coalesced instead)",
@@ -203,6 +241,10 @@ impl Metrics {
             guest_seconds,
             watch_restarts,
             queues: Mutex::new(Vec::new()),
+            skipped,
+            lag_seconds,
+            state,
+            lags: Mutex::new(Vec::new()),
         }
     }
 
@@ -219,6 +261,7 @@ impl Metrics {
             failed: self.failed.get_or_create_owned(&l),
             coalesced: self.coalesced.get_or_create_owned(&l),
             retries: self.retries.get_or_create_owned(&l),
+            skipped: self.skipped.get_or_create_owned(&l),
             batch_seconds: self.batch_seconds.get_or_create_owned(&l),
             guest_seconds: self.guest_seconds.get_or_create_owned(&l),
             faults: self.faults.clone(),
@@ -235,6 +278,14 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((gauge, queues));
+    }
+
+    /// Reports a sink's lag and state (read at every encoding).
+    pub fn watch_lag(&self, lag: Weak<SinkLag>) {
+        self.lags
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(lag);
     }
 
     /// Counts a restart of the watch on `resource`.
@@ -261,6 +312,22 @@ impl Metrics {
                 .map(|q| q.upgrade().map_or(0, |q| q.len()))
                 .sum();
             gauge.set(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        for lag in self.lags.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let Some(lag) = lag.upgrade() else { continue };
+            let sink = lag.name().to_owned();
+            self.lag_seconds
+                .get_or_create(&SinkLabel { sink: sink.clone() })
+                .set(lag.lag().as_secs_f64());
+            let current = lag.state();
+            for state in LagState::ALL {
+                self.state
+                    .get_or_create(&StateLabel {
+                        sink: sink.clone(),
+                        state: state.as_str().to_owned(),
+                    })
+                    .set(i64::from(state == current));
+            }
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -441,6 +508,71 @@ mod tests {
             ),
             Some(2.0)
         );
+    }
+
+    #[test]
+    fn lag_state_and_skipped_records_are_encoded_per_sink() {
+        let m = Metrics::new();
+        let lag = Arc::new(SinkLag::new("slow"));
+        m.watch_lag(Arc::downgrade(&lag));
+        let s = m.sink("slow");
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "kubesink_sink_state", "sink=\"slow\",state=\"ok\""),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "kubesink_sink_lag_seconds", "sink=\"slow\""),
+            Some(0.0)
+        );
+        lag.fall_behind();
+        s.skipped.inc();
+        let text = m.encode();
+        assert_eq!(
+            sample(
+                &text,
+                "kubesink_sink_state",
+                "sink=\"slow\",state=\"lagging\""
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "kubesink_sink_state", "sink=\"slow\",state=\"ok\""),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "kubesink_sink_records_skipped_total",
+                "sink=\"slow\""
+            ),
+            Some(1.0)
+        );
+        assert!(sample(&text, "kubesink_sink_lag_seconds", "sink=\"slow\"").is_some());
+    }
+
+    #[test]
+    fn guest_cpu_seconds_and_quota_are_read_from_the_meters() {
+        let m = Metrics::new();
+        let spin = kubesink_host::CpuQuota::new("spin", Some(0.2));
+        let free = kubesink_host::CpuQuota::new("free", None);
+        m.watch_cpu(spin.clone());
+        m.watch_cpu(free.clone());
+        spin.charge(1_500_000_000);
+        let text = m.encode();
+        let cpu = "kubesink_sink_guest_cpu_seconds_total";
+        assert_eq!(sample(&text, cpu, "sink=\"spin\""), Some(1.5), "{text}");
+        assert_eq!(sample(&text, cpu, "sink=\"free\""), Some(0.0), "{text}");
+        let quota = "kubesink_sink_cpu_quota_cores";
+        assert_eq!(sample(&text, quota, "sink=\"spin\""), Some(0.2), "{text}");
+        assert_eq!(sample(&text, quota, "sink=\"free\""), None, "{text}");
+        spin.charge(500_000_000);
+        free.charge(250_000_000);
+        let text = m.encode();
+        assert_eq!(sample(&text, cpu, "sink=\"spin\""), Some(2.0), "{text}");
+        assert_eq!(sample(&text, cpu, "sink=\"free\""), Some(0.25), "{text}");
     }
 
     #[test]

@@ -22,10 +22,12 @@
 //! sink) and are delivered once the first version is swapped in.
 
 pub mod backoff;
+pub mod lag;
 pub mod queue;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use std::collections::HashSet;
 
@@ -42,7 +44,36 @@ use crate::ops::Ops;
 use crate::ops::health::Health;
 use crate::ops::metrics::SinkMetrics;
 use backoff::Backoff;
+use lag::{LagState, SinkLag};
 use queue::{Pushed, SinkQueue};
+
+/// Bounds on asking a sink what it holds (reconciliation), so that a stuck
+/// sink, or one answering with more than kubesink should keep in memory,
+/// costs only its own reconciliation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldLimits {
+    /// How long to wait for every worker of the sink to deliver what is
+    /// queued and answer. Past it the sink is skipped (logged, naming it).
+    pub deadline: Duration,
+    /// The most uids an answer may hold.
+    pub max_uids: usize,
+    /// The most bytes (sum of the uids' lengths) an answer may hold.
+    pub max_bytes: usize,
+}
+
+impl Default for HeldLimits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_secs(30),
+            max_uids: 2_000_000,
+            max_bytes: 128 << 20,
+        }
+    }
+}
+
+/// Where catch-up requests go: the name of each sink that starts catching
+/// up ([`Pipeline::enable_catch_up`]).
+type CatchUpLink = Arc<OnceLock<mpsc::UnboundedSender<String>>>;
 
 /// Errors starting the pipeline.
 #[derive(Debug, Error)]
@@ -223,6 +254,9 @@ struct SinkHandle {
     name: String,
     records: Vec<RecordKind_>,
     stats: Arc<SinkStats>,
+    lag: Arc<SinkLag>,
+    /// Headroom above a queue's capacity for live entries while catching up.
+    headroom: usize,
     /// `workers` lanes; an object's entries always go to the same one.
     lanes: Vec<Lane>,
 }
@@ -251,6 +285,8 @@ impl SinkHandle {
 pub struct Pipeline {
     sinks: Vec<SinkHandle>,
     ops: Arc<Ops>,
+    catch_up: CatchUpLink,
+    held_limits: HeldLimits,
 }
 
 /// What [`Pipeline::shutdown`] achieved.
@@ -382,9 +418,11 @@ impl Pipeline {
             ops.health.sink_pending(&plan.spec.name);
         }
         let mut sinks = Vec::new();
+        let catch_up = CatchUpLink::default();
         for plan in plans {
             let name = plan.spec.name.clone();
             let stats = Arc::new(SinkStats::new(&name, &ops));
+            let lag = Arc::new(SinkLag::new(&name));
             let workers = plan.workers.max(1);
             // The sink's capacity is shared by its workers' queues.
             let capacity = plan.queue_capacity.div_ceil(workers);
@@ -408,6 +446,7 @@ impl Pipeline {
                         queue.clone(),
                         stats.clone(),
                         plan.clone(),
+                        (lag.clone(), catch_up.clone()),
                         control_rx,
                         swaps_rx,
                     )),
@@ -423,6 +462,8 @@ impl Pipeline {
                                 stats: stats.clone(),
                                 plan: plan.clone(),
                                 swaps: swaps_rx,
+                                lag: lag.clone(),
+                                catch_up: catch_up.clone(),
                             }
                             .run(control_rx),
                         )
@@ -439,14 +480,67 @@ impl Pipeline {
                 &name,
                 lanes.iter().map(|l| Arc::downgrade(&l.queue)).collect(),
             );
+            lag.set_queues(lanes.iter().map(|l| Arc::downgrade(&l.queue)).collect());
+            ops.metrics.watch_lag(Arc::downgrade(&lag));
+            ops.health.watch_lag(Arc::downgrade(&lag));
             sinks.push(SinkHandle {
                 name,
                 records: plan.records,
                 stats,
+                lag,
+                headroom: capacity,
                 lanes,
             });
         }
-        Ok(Pipeline { sinks, ops })
+        Ok(Pipeline {
+            sinks,
+            ops,
+            catch_up,
+            held_limits: HeldLimits::default(),
+        })
+    }
+
+    /// Bounds on asking sinks what they hold (default [`HeldLimits`]).
+    pub fn set_held_limits(&mut self, limits: HeldLimits) {
+        self.held_limits = limits;
+    }
+
+    /// Lets sinks fall behind (see [`lag`]): from now on a sink whose queue
+    /// is full while another sink takes the entry is not waited for, and
+    /// the returned receiver gets the name of each sink that needs a
+    /// catch-up (a fresh listing for it alone, through
+    /// [`send_to`](Self::send_to), then
+    /// [`reconcile_sink`](Self::reconcile_sink) and
+    /// [`caught_up`](Self::caught_up)). Only a source that can list again
+    /// calls this (the live watch); without it every sink paces the source
+    /// (replay). `None` if it was called before.
+    pub fn enable_catch_up(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.catch_up.set(tx).ok()?;
+        Some(rx)
+    }
+
+    fn sink(&self, name: &str) -> Option<&SinkHandle> {
+        self.sinks.iter().find(|s| s.name == name)
+    }
+
+    /// The state of sink `name` (`None`: no such sink).
+    pub fn lag_state(&self, name: &str) -> Option<LagState> {
+        self.sink(name).map(|s| s.lag.state())
+    }
+
+    /// The record kinds sink `name` receives.
+    pub fn sink_kinds(&self, name: &str) -> Vec<RecordKind> {
+        self.sink(name).map_or_else(Vec::new, |s| {
+            s.records
+                .iter()
+                .map(|r| match r {
+                    RecordKind_::Jobs => RecordKind::Job,
+                    RecordKind_::Pods => RecordKind::Pod,
+                    RecordKind_::Events => RecordKind::Event,
+                })
+                .collect()
+        })
     }
 
     /// The metrics and health state this pipeline reports to.
@@ -454,26 +548,89 @@ impl Pipeline {
         &self.ops
     }
 
-    /// Queues an entry for every sink that receives its kind, waiting while
-    /// a queue is full.
+    /// Queues an entry for every sink that receives its kind.
+    ///
+    /// Until [`enable_catch_up`](Self::enable_catch_up), it waits while a
+    /// queue is full (every sink paces the source). After it, it waits only
+    /// while the queues of *all* its sinks that are not lagging are full:
+    /// once one sink took the entry, a sink whose queue is still full falls
+    /// behind ([`lag`]) instead of holding the others back, and lagging
+    /// sinks are skipped until they catch up.
     pub async fn send(&self, entry: Entry) {
         let kind = kind_of(&entry.record);
-        let targets: Vec<&SinkHandle> = self
-            .sinks
-            .iter()
-            .filter(|s| s.records.contains(&kind))
-            .collect();
-        let Some((last, rest)) = targets.split_last() else {
+        let targets = self.sinks.iter().filter(|s| s.records.contains(&kind));
+        if self.catch_up.get().is_none() {
+            let targets: Vec<&SinkHandle> = targets.collect();
+            let Some((last, rest)) = targets.split_last() else {
+                return;
+            };
+            for s in rest {
+                Self::push(s, entry.clone()).await;
+            }
+            Self::push(last, entry).await;
             return;
-        };
-        for s in rest {
-            Self::push(s, entry.clone()).await;
         }
-        Self::push(last, entry).await;
+        let mut pending: Vec<&SinkHandle> = Vec::new();
+        for s in targets {
+            if s.lag.state() == LagState::Lagging {
+                s.lag.skip();
+                s.stats.metrics.skipped.inc();
+            } else {
+                pending.push(s);
+            }
+        }
+        let mut taken = false;
+        while !pending.is_empty() {
+            // Registered before trying, so that no room made in between is
+            // missed.
+            let rooms: Vec<_> = pending
+                .iter()
+                .map(|s| Box::pin(s.lane(&entry).queue.room()))
+                .collect();
+            let mut full = Vec::new();
+            for (s, room) in pending.into_iter().zip(rooms) {
+                let extra = match s.lag.state() {
+                    LagState::CatchingUp => s.headroom,
+                    _ => 0,
+                };
+                match s.lane(&entry).queue.try_push(entry.clone(), extra) {
+                    Ok(pushed) => {
+                        taken = true;
+                        if pushed == Pushed::Queued && !matches!(entry.change, Change::Removed(_)) {
+                            let (k, uid) = queue::object_of(&entry);
+                            s.lag.queued_live(k, uid);
+                        }
+                        Self::count(s, pushed);
+                    }
+                    Err(_) => full.push((s, room)),
+                }
+            }
+            if full.is_empty() {
+                return;
+            }
+            if taken {
+                for (s, _) in full {
+                    Self::fall_behind(s);
+                }
+                return;
+            }
+            // Every sink is full: the source waits for the first to make room.
+            let (rooms, sinks): (Vec<_>, Vec<_>) = full.into_iter().map(|(s, r)| (r, s)).unzip();
+            futures_util::future::select_all(rooms).await;
+            pending = sinks;
+        }
     }
 
-    async fn push(sink: &SinkHandle, entry: Entry) {
-        match sink.lane(&entry).queue.push(entry).await {
+    /// `sink`'s queue was full while another sink took the entry.
+    fn fall_behind(sink: &SinkHandle) {
+        sink.stats.metrics.skipped.inc();
+        if sink.lag.fall_behind() {
+            tracing::warn!(sink = %sink.name, queued = sink.queued(), "sink falls behind: its queue is full while the other sinks take records; it gets nothing more until it has delivered what is queued, then catches up from a fresh listing");
+        }
+    }
+
+    fn count(sink: &SinkHandle, pushed: Pushed) {
+        match pushed {
             Pushed::Queued => {
                 sink.stats.received.fetch_add(1, Ordering::Relaxed);
                 sink.stats.metrics.received.inc();
@@ -490,12 +647,59 @@ impl Pipeline {
         }
     }
 
+    async fn push(sink: &SinkHandle, entry: Entry) {
+        let pushed = sink.lane(&entry).queue.push(entry).await;
+        Self::count(sink, pushed);
+    }
+
+    /// Queues `entry` for sink `name` alone (a catch-up's listing), waiting
+    /// while its queue is full. Returns false, not queueing it, once the
+    /// sink is no longer catching up (it fell behind again: the catch-up
+    /// is abandoned and starts over later).
+    pub async fn send_to(&self, name: &str, entry: Entry) -> bool {
+        let Some(sink) = self.sink(name) else {
+            return false;
+        };
+        let queue = &sink.lane(&entry).queue;
+        let mut entry = entry;
+        loop {
+            let room = queue.room();
+            if sink.lag.state() != LagState::CatchingUp {
+                return false;
+            }
+            match queue.try_push(entry, 0) {
+                Ok(pushed) => {
+                    Self::count(sink, pushed);
+                    return pushed != Pushed::Closed;
+                }
+                Err(back) => entry = back,
+            }
+            // Room, or a look at the state again (it may have fallen behind).
+            let _ = tokio::time::timeout(Duration::from_millis(500), room).await;
+        }
+    }
+
+    /// The end of sink `name`'s catch-up: `ok` again unless it fell behind
+    /// meanwhile. Returns whether it is `ok`.
+    pub fn caught_up(&self, name: &str) -> bool {
+        let Some(sink) = self.sink(name) else {
+            return false;
+        };
+        let ok = sink.lag.caught_up();
+        if ok {
+            tracing::info!(sink = %name, skipped = sink.lag.skipped(), "sink caught up");
+        }
+        ok
+    }
+
     /// After a complete listing of `kind` (`listed`: the uids the cluster
     /// has), delivers a `removed` tombstone to every sink for each uid it
     /// holds that the cluster no longer has (deleted while kubesink was not
-    /// watching). Each sink first delivers what is queued for it. Returns
-    /// how many tombstones were queued; a sink that cannot answer is logged
-    /// and skipped (the next listing tries again).
+    /// watching). The sinks are asked at once, each within the
+    /// [`HeldLimits`]; a lagging or catching-up sink is skipped (its
+    /// catch-up reconciles it). Returns how many tombstones were queued; a
+    /// sink that cannot answer is logged and skipped (the next listing
+    /// tries again).
     pub async fn reconcile(
         &self,
         kind: RecordKind,
@@ -507,17 +711,51 @@ impl Pipeline {
             RecordKind::Pod => RecordKind_::Pods,
             RecordKind::Event => RecordKind_::Events,
         };
-        let mut sent = 0;
-        for sink in self
+        let lagging = self.catch_up.get().is_some();
+        let asked = self
             .sinks
             .iter()
             .filter(|s| s.records.contains(&record_kind))
-        {
-            match Self::held(sink, kind).await {
+            .filter(|s| {
+                let state = s.lag.state();
+                if state != LagState::Ok {
+                    tracing::debug!(sink = %s.name, ?kind, state = state.as_str(), "not reconciled now: its catch-up reconciles it");
+                    return false;
+                }
+                // A sink retrying a failed write would answer only after
+                // it: it catches up (and is reconciled) once it delivers.
+                if lagging && s.lag.retrying() {
+                    if s.lag.lag_behind() {
+                        tracing::warn!(sink = %s.name, ?kind, "sink is retrying a write and cannot say what it holds now; it falls behind and is reconciled when it catches up");
+                    }
+                    return false;
+                }
+                true
+            })
+            .map(|s| async move { (s, self.held(s, kind).await) });
+        let answers = futures_util::future::join_all(asked).await;
+        let mut sent = 0;
+        for (sink, answer) in answers {
+            match answer {
                 Ok(held) => {
                     for uid in held.into_iter().filter(|u| !listed.contains(u)) {
-                        Self::push(sink, tombstone(kind, uid, at)).await;
-                        sent += 1;
+                        let entry = tombstone(kind, uid, at);
+                        match sink.lane(&entry).queue.try_push(entry, 0) {
+                            Ok(pushed) => {
+                                Self::count(sink, pushed);
+                                sent += 1;
+                            }
+                            Err(entry) if self.catch_up.get().is_none() => {
+                                Self::push(sink, entry).await;
+                                sent += 1;
+                            }
+                            Err(_) => Self::fall_behind(sink),
+                        }
+                    }
+                }
+                Err(Some(message)) if lagging => {
+                    if sink.lag.lag_behind() {
+                        tracing::warn!(sink = %sink.name, ?kind, %message, "cannot ask the sink what it holds; it falls behind and is reconciled when it catches up");
                     }
                 }
                 Err(Some(message)) => {
@@ -529,31 +767,89 @@ impl Pipeline {
         sent
     }
 
+    /// A catch-up's reconciliation of sink `name` alone: a tombstone for
+    /// each uid of `kind` it holds that is neither in `listed` (the
+    /// catch-up's listing) nor queued live since the catch-up started.
+    /// Returns how many were queued, or why the sink could not be asked.
+    pub async fn reconcile_sink(
+        &self,
+        name: &str,
+        kind: RecordKind,
+        listed: &HashSet<String>,
+        at: Timestamp,
+    ) -> Result<usize, String> {
+        let sink = self.sink(name).ok_or_else(|| format!("no sink '{name}'"))?;
+        let held = self
+            .held(sink, kind)
+            .await
+            .map_err(|m| m.unwrap_or_else(|| format!("sink '{name}' is stopping")))?;
+        let code = queue::kind_code(kind);
+        let mut sent = 0;
+        for uid in held {
+            if listed.contains(&uid) || sink.lag.was_queued_live(code, &uid) {
+                continue;
+            }
+            if !self.send_to(name, tombstone(kind, uid, at)).await {
+                return Err(format!("sink '{name}' fell behind again"));
+            }
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
     /// What `sink` holds of `kind`: every worker first delivers what is
     /// queued for it, then each instance is asked, and the answers are
     /// joined (a sink that stores in a database answers alike from each; one
-    /// that keeps state per instance answers for its share). `Err(None)`:
-    /// the sink is stopping.
-    async fn held(sink: &SinkHandle, kind: RecordKind) -> Result<Vec<String>, Option<String>> {
+    /// that keeps state per instance answers for its share). All within the
+    /// [`HeldLimits`]: past the deadline, or with an answer over the caps,
+    /// it is an error naming the sink. `Err(None)`: the sink is stopping.
+    async fn held(
+        &self,
+        sink: &SinkHandle,
+        kind: RecordKind,
+    ) -> Result<Vec<String>, Option<String>> {
+        let limits = self.held_limits;
         let mut answers = Vec::with_capacity(sink.lanes.len());
         for lane in &sink.lanes {
             let (reply, answer) = oneshot::channel();
             lane.control
-                .send(Control::Held { kind, reply })
-                .await
-                .map_err(|_| None)?;
+                .try_send(Control::Held { kind, reply })
+                .map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(_) => Some(format!(
+                        "sink '{}' has not answered earlier requests yet (a write is being retried)",
+                        sink.name
+                    )),
+                    mpsc::error::TrySendError::Closed(_) => None,
+                })?;
             answers.push(answer);
         }
-        let mut held = Vec::new();
-        let mut seen = HashSet::new();
-        for answer in answers {
-            for uid in answer.await.map_err(|_| None)?.map_err(Some)? {
-                if seen.insert(uid.clone()) {
-                    held.push(uid);
+        let joined = async {
+            let mut held = Vec::new();
+            let mut seen = HashSet::new();
+            let mut bytes = 0usize;
+            for answer in answers {
+                for uid in answer.await.map_err(|_| None)?.map_err(Some)? {
+                    bytes += uid.len();
+                    if seen.len() >= limits.max_uids || bytes > limits.max_bytes {
+                        return Err(Some(format!(
+                            "sink '{}' holds more {kind:?} uids than kubesink takes in one answer (at most {} uids, {} bytes); not reconciled",
+                            sink.name, limits.max_uids, limits.max_bytes
+                        )));
+                    }
+                    if seen.insert(uid.clone()) {
+                        held.push(uid);
+                    }
                 }
             }
+            Ok(held)
+        };
+        match tokio::time::timeout(limits.deadline, joined).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Some(format!(
+                "sink '{}' did not deliver its queue and answer what it holds within {:?}",
+                sink.name, limits.deadline
+            ))),
         }
-        Ok(held)
     }
 
     /// The handle that swaps a new module into sink `name`, if it exists.
@@ -683,6 +979,10 @@ struct Worker {
     plan: SinkPlan,
     /// New instances for the sink ([`ModuleSlot::swap`]).
     swaps: mpsc::Receiver<Swap>,
+    /// The sink's lag, shared by its workers.
+    lag: Arc<SinkLag>,
+    /// Where to ask for a catch-up.
+    catch_up: CatchUpLink,
 }
 
 impl Worker {
@@ -694,6 +994,7 @@ impl Worker {
         queue: Arc<SinkQueue>,
         stats: Arc<SinkStats>,
         plan: SinkPlan,
+        (lag, catch_up): (Arc<SinkLag>, CatchUpLink),
         mut control: mpsc::Receiver<Control>,
         mut swaps: mpsc::Receiver<Swap>,
     ) {
@@ -705,7 +1006,7 @@ impl Worker {
                     Some(Swap { instance, reply }) => {
                         tracing::info!(sink = %name, module = %instance.origin(), queued = queue.len(), "module loaded; the sink starts");
                         let _ = reply.send(());
-                        return Worker { instance, queue, stats, plan, swaps }.run(control).await;
+                        return Worker { instance, queue, stats, plan, swaps, lag, catch_up }.run(control).await;
                     }
                     None => return,
                 },
@@ -744,6 +1045,10 @@ impl Worker {
                 biased;
                 request = control.recv(), if control_open => match request {
                     Some(Control::Held { kind, reply }) => {
+                        if reply.is_closed() {
+                            // Asked long ago; the asker gave up (deadline).
+                            continue;
+                        }
                         while !self.queue.is_empty() {
                             let Some(batch) = self
                                 .queue
@@ -767,10 +1072,30 @@ impl Worker {
                 },
                 batch = self.queue.next_batch(self.plan.batch.max_records, self.plan.batch.max_delay) => {
                     match batch {
-                        Some(batch) => self.deliver(batch, &mut failures).await,
+                        Some(batch) => {
+                            self.deliver(batch, &mut failures).await;
+                            self.maybe_catch_up();
+                        }
                         None => break,
                     }
                 }
+            }
+        }
+    }
+
+    /// A lagging sink whose queues are now empty asks for its catch-up.
+    fn maybe_catch_up(&self) {
+        if !self.lag.start_catch_up() {
+            return;
+        }
+        let name = &self.plan.spec.name;
+        match self.catch_up.get().map(|tx| tx.send(name.clone())) {
+            Some(Ok(())) => {
+                tracing::info!(sink = %name, skipped = self.lag.skipped(), lag = ?self.lag.lag(), "sink delivered its queue; catching up from a fresh listing");
+            }
+            _ => {
+                tracing::warn!(sink = %name, "no source takes catch-up requests; the sink stays lagging");
+                self.lag.catch_up_failed();
             }
         }
     }
@@ -820,10 +1145,12 @@ impl Worker {
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
                         self.stats.metrics.delivered.inc_by(batch.len() as u64);
                         tracing::debug!(sink = %name, records = batch.len(), ?elapsed, "batch delivered");
+                        self.lag.set_retrying(false);
                         failures.reset();
                         break;
                     }
                     Err(WriteError::Retryable(message)) => {
+                        self.lag.set_retrying(true);
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
                         self.stats.metrics.retries.inc();
                         let delay = retry.next_delay();
@@ -831,6 +1158,7 @@ impl Worker {
                         self.pause(delay).await;
                     }
                     Err(err) => {
+                        self.lag.set_retrying(true);
                         self.stats.faults.fetch_add(1, Ordering::Relaxed);
                         self.stats.metrics.fault(&fault_cause(&err));
                         let delay = failures.next_delay();

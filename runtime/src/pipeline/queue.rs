@@ -13,10 +13,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kubesink_normalize::record::{Change, Entry, Record};
 use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 /// Identity of an entry's object: record kind and uid.
 fn object(entry: &Entry) -> (u8, &str) {
@@ -24,6 +25,22 @@ fn object(entry: &Entry) -> (u8, &str) {
         Record::Job(j) => (0, &j.meta.uid),
         Record::Pod(p) => (1, &p.meta.uid),
         Record::Event(e) => (2, &e.meta.uid),
+    }
+}
+
+/// Identity of an entry's object: the code of its kind (as
+/// [`kind_code`]) and its uid.
+pub fn object_of(entry: &Entry) -> (u8, &str) {
+    object(entry)
+}
+
+/// The code of a record kind in [`object_of`].
+pub fn kind_code(kind: kubesink_normalize::record::RecordKind) -> u8 {
+    use kubesink_normalize::record::RecordKind;
+    match kind {
+        RecordKind::Job => 0,
+        RecordKind::Pod => 1,
+        RecordKind::Event => 2,
     }
 }
 
@@ -75,7 +92,9 @@ pub fn lane_of(entry: &Entry, lanes: usize) -> usize {
 #[derive(Default)]
 struct State {
     next_seq: u64,
-    items: BTreeMap<u64, Entry>,
+    /// Entries with when they were queued (kept when coalesced: the object
+    /// has waited since then).
+    items: BTreeMap<u64, (Instant, Entry)>,
     index: HashMap<(u8, String), u64>,
     closed: bool,
 }
@@ -146,43 +165,70 @@ impl SinkQueue {
         self.lock().closed
     }
 
+    /// The capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// When the entry waiting longest was queued.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.lock().items.first_key_value().map(|(_, (at, _))| *at)
+    }
+
+    /// Resolves after the next batch is taken (room may have been made).
+    /// Create it before [`try_push`](Self::try_push) so that no wake-up is
+    /// missed in between.
+    pub fn room(&self) -> Notified<'_> {
+        self.not_full.notified()
+    }
+
     /// Adds an entry, waiting while the queue is full.
     pub async fn push(&self, entry: Entry) -> Pushed {
-        let k = self.coalesce.then(|| key(&entry));
-        let mut entry = Some(entry);
+        let mut entry = entry;
         loop {
             let notified = self.not_full.notified();
-            {
-                let mut s = self.lock();
-                if s.closed {
-                    return Pushed::Closed;
-                }
-                if let Some(k) = &k
-                    && let Some(seq) = s.index.get(k).copied()
-                    && let Some(slot) = s.items.get_mut(&seq)
-                {
-                    let incoming = entry.take().expect("entry is pushed once");
-                    if supersedes(&incoming, slot) {
-                        *slot = incoming;
-                        return Pushed::Coalesced;
-                    }
-                    return Pushed::Stale;
-                }
-                if s.items.len() < self.capacity {
-                    let seq = s.next_seq;
-                    s.next_seq += 1;
-                    s.items
-                        .insert(seq, entry.take().expect("entry is pushed once"));
-                    if let Some(k) = k {
-                        s.index.insert(k, seq);
-                    }
-                    drop(s);
-                    self.not_empty.notify_one();
-                    return Pushed::Queued;
-                }
+            match self.try_push(entry, 0) {
+                Ok(pushed) => return pushed,
+                Err(back) => entry = back,
             }
             notified.await;
         }
+    }
+
+    /// Adds an entry without waiting: coalesced with a waiting entry of the
+    /// same object, or appended while fewer than capacity plus `extra`
+    /// entries wait. `Err` gives the entry back when the queue is full.
+    // The entry is handed back whole (not boxed): the caller retries it,
+    // and a full queue is the rare path.
+    #[allow(clippy::result_large_err)]
+    pub fn try_push(&self, entry: Entry, extra: usize) -> Result<Pushed, Entry> {
+        let mut s = self.lock();
+        if s.closed {
+            return Ok(Pushed::Closed);
+        }
+        let k = self.coalesce.then(|| key(&entry));
+        if let Some(k) = &k
+            && let Some(seq) = s.index.get(k).copied()
+            && let Some((_, slot)) = s.items.get_mut(&seq)
+        {
+            if supersedes(&entry, slot) {
+                *slot = entry;
+                return Ok(Pushed::Coalesced);
+            }
+            return Ok(Pushed::Stale);
+        }
+        if s.items.len() >= self.capacity.saturating_add(extra) {
+            return Err(entry);
+        }
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        s.items.insert(seq, (Instant::now(), entry));
+        if let Some(k) = k {
+            s.index.insert(k, seq);
+        }
+        drop(s);
+        self.not_empty.notify_one();
+        Ok(Pushed::Queued)
     }
 
     /// Takes the next batch: waits for a first entry, then up to `max_delay`
@@ -222,7 +268,7 @@ impl SinkQueue {
         let n = s.items.len().min(max_records);
         let mut batch = Vec::with_capacity(n);
         for _ in 0..n {
-            let Some((seq, entry)) = s.items.pop_first() else {
+            let Some((seq, (_, entry))) = s.items.pop_first() else {
                 break;
             };
             if self.coalesce {

@@ -8,16 +8,21 @@
 //! A resource the API server does not serve (a CRD not installed yet) or
 //! may not be listed (RBAC) is reported once, naming it, and retried with
 //! backoff, so it is picked up when it appears or is granted.
+//!
+//! With several sinks, the watches go at the pace of the fastest: a sink
+//! that falls behind ([`crate::pipeline::lag`]) is caught up here once it
+//! has delivered its queue — every resource is listed again (in pages) for
+//! that sink alone, and what it holds is reconciled against the listing.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::HashSet;
 
-use kubesink_normalize::record::{Change, Record, RecordKind};
+use kubesink_normalize::record::{Change, Entry, Record, RecordKind};
 use serde_json::Value;
 
 use super::jobs::JobListings;
@@ -151,6 +156,18 @@ pub async fn run(
         all.iter().filter(|r| is_job(r)).map(watch_name),
     ));
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(requests) = pipeline.enable_catch_up() {
+        let catch_up = Arc::new(CatchUp {
+            client: client.clone(),
+            pipeline: pipeline.clone(),
+            normalizer: normalizer.clone(),
+            job_kinds: job_kinds.clone(),
+            events: options.events.clone(),
+            namespace: options.namespace.clone(),
+            resources: all.clone(),
+        });
+        tasks.spawn(serve_catch_ups(requests, catch_up));
+    }
     for r in all {
         // Readiness waits for this watch's first listing; restarts are counted.
         pipeline.ops().health.watcher_pending(&watch_name(&r));
@@ -315,40 +332,179 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
                 continue;
             }
         };
-        let mut value = match serde_json::to_value(&object) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(resource = %name, error = %e, "object could not be read; skipped");
-                continue;
-            }
-        };
-        // Watch objects of a typed list may omit apiVersion/kind.
-        if let Value::Object(m) = &mut value {
-            m.entry("apiVersion")
-                .or_insert_with(|| Value::String(r.resource.api_version.clone()));
-            m.entry("kind")
-                .or_insert_with(|| Value::String(r.resource.kind.clone()));
+        if let Some(entry) = entry_of(&object, &r, removed, &normalizer, &job_kinds, &events) {
+            pipeline.send(entry).await;
         }
-        if r.pods_of_jobs && !controlled_by_job(&value, &job_kinds) {
-            continue;
+    }
+}
+
+/// The entry of a watched or listed object, or `None` when it is not
+/// delivered (a pod no watched job controls, an event filtered out, a
+/// malformed object: logged).
+fn entry_of(
+    object: &DynamicObject,
+    r: &Resource,
+    removed: bool,
+    normalizer: &Normalizer,
+    job_kinds: &[String],
+    events: &EventFilter,
+) -> Option<Entry> {
+    let name = watch_name(r);
+    let mut value = match serde_json::to_value(object) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(resource = %name, error = %e, "object could not be read; skipped");
+            return None;
         }
-        let change = if removed {
-            Change::Removed(kubesink_normalize::removed_at(&value).unwrap_or_else(now))
-        } else {
-            Change::Applied
-        };
-        match normalizer.normalize(&value, change) {
-            Ok(Some(entry)) => {
-                if events.accepts(&entry.record, &job_kinds) {
-                    pipeline.send(entry).await;
+    };
+    // Watch objects of a typed list may omit apiVersion/kind.
+    if let Value::Object(m) = &mut value {
+        m.entry("apiVersion")
+            .or_insert_with(|| Value::String(r.resource.api_version.clone()));
+        m.entry("kind")
+            .or_insert_with(|| Value::String(r.resource.kind.clone()));
+    }
+    if r.pods_of_jobs && !controlled_by_job(&value, job_kinds) {
+        return None;
+    }
+    let change = if removed {
+        Change::Removed(kubesink_normalize::removed_at(&value).unwrap_or_else(now))
+    } else {
+        Change::Applied
+    };
+    match normalizer.normalize(&value, change) {
+        Ok(Some(entry)) => events.accepts(&entry.record, job_kinds).then_some(entry),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(resource = %name, object = %describe(&value), error = %e, "malformed object skipped");
+            None
+        }
+    }
+}
+
+/// What a catch-up needs: how to list, and the filters of the watches.
+struct CatchUp {
+    client: Client,
+    pipeline: Arc<Pipeline>,
+    normalizer: Normalizer,
+    job_kinds: Vec<String>,
+    events: EventFilter,
+    namespace: Option<String>,
+    resources: Vec<Resource>,
+}
+
+/// Objects per page of a catch-up's listing.
+const CATCH_UP_PAGE: u32 = 500;
+
+/// Runs a catch-up for each sink named by `requests`, each in its own task
+/// (one sink's catch-up never waits for another's).
+async fn serve_catch_ups(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<String>,
+    cx: Arc<CatchUp>,
+) {
+    while let Some(sink) = requests.recv().await {
+        tokio::spawn(catch_up(sink, cx.clone()));
+    }
+}
+
+/// Catches sink `sink` up, retrying a failed listing or reconciliation
+/// with backoff while it is still catching up.
+async fn catch_up(sink: String, cx: Arc<CatchUp>) {
+    use crate::pipeline::lag::LagState;
+    let mut backoff = crate::pipeline::backoff::Backoff::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    );
+    loop {
+        let started = std::time::Instant::now();
+        match catch_up_once(&sink, &cx).await {
+            Ok(Some((listed, removed))) => {
+                if cx.pipeline.caught_up(&sink) {
+                    tracing::info!(%sink, listed, removed, took = ?started.elapsed(), "catch-up delivered and reconciled");
+                } else {
+                    tracing::info!(%sink, "fell behind again while catching up; catches up again once its queue is delivered");
                 }
+                return;
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(resource = %name, object = %describe(&value), error = %e, "malformed object skipped");
+            Ok(None) => {
+                tracing::info!(%sink, "fell behind again while catching up; catches up again once its queue is delivered");
+                return;
+            }
+            Err(message) => {
+                if cx.pipeline.lag_state(&sink) != Some(LagState::CatchingUp) {
+                    return;
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(%sink, %message, retry_in = ?delay, "catch-up failed; trying again");
+                tokio::time::sleep(delay).await;
             }
         }
     }
+}
+
+/// One catch-up of `sink`: every resource it receives is listed and queued
+/// for it alone, then what it holds is reconciled. `Ok(None)` when it fell
+/// behind again meanwhile; else how many objects were listed and how many
+/// tombstones queued.
+async fn catch_up_once(sink: &str, cx: &CatchUp) -> Result<Option<(usize, usize)>, String> {
+    let kinds = cx.pipeline.sink_kinds(sink);
+    let mut listed: [HashSet<String>; 3] = Default::default();
+    let slot = |k: RecordKind| match k {
+        RecordKind::Job => 0,
+        RecordKind::Pod => 1,
+        RecordKind::Event => 2,
+    };
+    let mut count = 0;
+    for r in &cx.resources {
+        let kind = match r.resource.kind.as_str() {
+            "Pod" => RecordKind::Pod,
+            "Event" => RecordKind::Event,
+            _ => RecordKind::Job,
+        };
+        if !kinds.contains(&kind) {
+            continue;
+        }
+        let api: Api<DynamicObject> = match &cx.namespace {
+            Some(ns) => Api::namespaced_with(cx.client.clone(), ns, &r.resource),
+            None => Api::all_with(cx.client.clone(), &r.resource),
+        };
+        let mut params = ListParams::default().limit(CATCH_UP_PAGE);
+        loop {
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                // Not served (a CRD not installed): none of it exists.
+                Err(kube::Error::Api(s)) if s.code == 404 => break,
+                Err(e) => return Err(format!("listing {}: {e}", watch_name(r))),
+            };
+            for object in &page.items {
+                if let Some(uid) = object.metadata.uid.as_deref() {
+                    listed[slot(kind)].insert(uid.to_owned());
+                }
+                let Some(entry) =
+                    entry_of(object, r, false, &cx.normalizer, &cx.job_kinds, &cx.events)
+                else {
+                    continue;
+                };
+                if !cx.pipeline.send_to(sink, entry).await {
+                    return Ok(None);
+                }
+                count += 1;
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => break,
+            }
+        }
+    }
+    let at = now();
+    let mut removed = 0;
+    for kind in kinds {
+        removed += cx
+            .pipeline
+            .reconcile_sink(sink, kind, &listed[slot(kind)], at)
+            .await?;
+    }
+    Ok(Some((count, removed)))
 }
 
 fn controlled_by_job(pod: &Value, job_kinds: &[String]) -> bool {
