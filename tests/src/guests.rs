@@ -27,6 +27,8 @@ pub const CRASH: &str = "kubesink-guest-crash";
 pub const NOISY: &str = "kubesink-guest-noisy";
 /// Records every entry's uid through `sql` (table `received`).
 pub const COUNTER: &str = "kubesink-guest-counter";
+/// Opens sql connections without end and keeps every handle.
+pub const HOARDER: &str = "kubesink-guest-hoarder";
 
 /// The workspace root (the parent of the `tests` crate).
 pub fn workspace_root() -> PathBuf {

@@ -115,7 +115,7 @@ impl CpuQuota {
                 paused_nanos: AtomicU64::new(0),
                 pauses: AtomicU64::new(0),
                 bucket: Mutex::new(Bucket {
-                    tokens: cores.map_or(0.0, |c| capacity(c)),
+                    tokens: cores.map_or(0.0, capacity),
                     refilled: Instant::now(),
                 }),
             }),
@@ -257,7 +257,9 @@ mod tests {
         assert_eq!(parse_cores("0.5"), Ok(0.5));
         assert_eq!(parse_cores(" 2 "), Ok(2.0));
         assert_eq!(parse_cores("1500m"), Ok(1.5));
-        for bad in ["", "m", "-1", "1.", ".5", "1e3", "2 cores", "0", "0m", "0.0001"] {
+        for bad in [
+            "", "m", "-1", "1.", ".5", "1e3", "2 cores", "0", "0m", "0.0001",
+        ] {
             assert!(parse_cores(bad).is_err(), "{bad:?} accepted");
         }
         assert!(parse_cores("lots").expect_err("bad").contains("`lots`"));

@@ -659,7 +659,10 @@ sinks:
                 .check("f.yaml")
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains(field) && err.contains("f.yaml"), "{limits}: {err}");
+            assert!(
+                err.contains(field) && err.contains("f.yaml"),
+                "{limits}: {err}"
+            );
         }
     }
 }

@@ -85,6 +85,7 @@ pub struct Metrics {
     guest_seconds: Family<SinkLabel, SecondsCounter>,
     watch_restarts: Family<ResourceLabel, Counter>,
     queues: Mutex<Vec<(Gauge, Vec<Weak<SinkQueue>>)>>,
+    cpu: CpuMetrics,
     skipped: Family<SinkLabel, Counter>,
     lag_seconds: Family<SinkLabel, Gauge<f64, AtomicU64>>,
     state: Family<StateLabel, Gauge>,
@@ -160,6 +161,7 @@ impl Metrics {
         let batch_seconds: HistogramFamily = Family::new_with_constructor(batch_histogram);
         let guest_seconds = Family::<SinkLabel, SecondsCounter>::default();
         let watch_restarts = Family::<ResourceLabel, Counter>::default();
+        let cpu = CpuMetrics::register(&mut registry);
         let skipped = Family::<SinkLabel, Counter>::default();
         let lag_seconds = Family::<SinkLabel, Gauge<f64, AtomicU64>>::default();
         let state = Family::<StateLabel, Gauge>::default();
@@ -241,6 +243,7 @@ impl Metrics {
             guest_seconds,
             watch_restarts,
             queues: Mutex::new(Vec::new()),
+            cpu,
             skipped,
             lag_seconds,
             state,
@@ -304,8 +307,15 @@ impl Metrics {
         });
     }
 
+    /// Reports sink `meter.sink()`'s guest CPU seconds and CPU quota (read
+    /// at every encoding).
+    pub fn watch_cpu(&self, meter: kubesink_host::CpuQuota) {
+        self.cpu.watch(meter);
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> String {
+        self.cpu.update();
         for (gauge, queues) in self.queues.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let depth: usize = queues
                 .iter()
@@ -352,6 +362,72 @@ pub fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
         let value = rest.strip_prefix(' ')?;
         value.split_whitespace().next()?.parse().ok()
     })
+}
+
+/// Per sink: `kubesink_sink_guest_cpu_seconds_total` (CPU time of the
+/// sink's wasm code, all workers; its rate is the sink's CPU use in cores)
+/// and `kubesink_sink_cpu_quota_cores` (its `limits.cpu`; absent without a
+/// quota). See `kubesink_host::cpu`.
+struct CpuMetrics {
+    seconds: Family<SinkLabel, SecondsCounter>,
+    quota: Family<SinkLabel, Gauge<f64, AtomicU64>>,
+    /// Each meter with the nanoseconds already added to its counter.
+    meters: Mutex<Vec<(kubesink_host::CpuQuota, u64)>>,
+}
+
+impl CpuMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let seconds = Family::<SinkLabel, SecondsCounter>::default();
+        let quota = Family::<SinkLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "sink_guest_cpu_seconds",
+            "CPU time of a sink's wasm code (host calls and quota pauses excluded), all its workers",
+            seconds.clone(),
+        );
+        registry.register(
+            "sink_cpu_quota_cores",
+            "A sink's CPU quota (limits.cpu) in cores; absent when it has none",
+            quota.clone(),
+        );
+        Self {
+            seconds,
+            quota,
+            meters: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn watch(&self, meter: kubesink_host::CpuQuota) {
+        let l = SinkLabel {
+            sink: meter.sink().to_owned(),
+        };
+        let _ = self.seconds.get_or_create(&l);
+        if let Some(cores) = meter.cores() {
+            self.quota.get_or_create(&l).set(cores);
+        }
+        let mut meters = self.meters.lock().unwrap_or_else(|e| e.into_inner());
+        meters.retain(|(m, _)| m.sink() != meter.sink());
+        meters.push((meter, 0));
+    }
+
+    fn update(&self) {
+        for (meter, counted) in self
+            .meters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter_mut()
+        {
+            let used = u64::try_from(meter.used().as_nanos()).unwrap_or(u64::MAX);
+            let new = used.saturating_sub(*counted);
+            if new > 0 {
+                self.seconds
+                    .get_or_create(&SinkLabel {
+                        sink: meter.sink().to_owned(),
+                    })
+                    .inc_by(new as f64 / 1e9);
+                *counted = used;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,5 +17,6 @@ mod mysql_sink;
 mod ops;
 mod outage;
 mod replay;
+mod sandbox_limits;
 mod sls;
 mod webhook;

@@ -1,0 +1,282 @@
+//! Resource limits of the sandbox against hostile guests: the per-sink CPU
+//! quota (`limits.cpu`) and the cap on resource handles
+//! (`limits.max_resources`), with the process's peak RSS.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kubesink::ops::metrics::{Metrics, sample};
+use kubesink_host::sql::ConnectionConfig;
+use kubesink_host::{FaultCause, Host, HostOptions, Limits, ModuleSource, SinkSpec, WriteError};
+use kubesink_normalize::record::{Entry, Record};
+use kubesink_tests::guests::{self, guest_wasm};
+use kubesink_tests::records;
+
+/// A host with one SQLite connection `main` in `dir`.
+fn host_in(dir: &Path) -> anyhow::Result<Host> {
+    let url = format!("sqlite://{}?mode=rwc", dir.join("sink.db").display());
+    Ok(Host::new(HostOptions {
+        cache_dir: Some(dir.join("cache")),
+        sql: vec![ConnectionConfig::new("main", url)],
+    })?)
+}
+
+fn spec(name: &str, wasm: PathBuf, settings: &[(&str, &str)], limits: Limits) -> SinkSpec {
+    SinkSpec {
+        name: name.into(),
+        module: ModuleSource::Path(wasm),
+        settings: settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        sql_grants: vec!["main".into()],
+        limits,
+    }
+}
+
+fn batch(i: usize) -> Vec<Entry> {
+    vec![records::applied(Record::Job(records::job(
+        &format!("job-{i}"),
+        42,
+        "Running",
+    )))]
+}
+
+/// Writes `n` batches to `sink`, one every 10 ms (or right after the
+/// previous one when that took longer); returns each write's latency.
+async fn latencies(sink: &mut kubesink_host::SinkInstance, n: usize) -> Vec<Duration> {
+    let mut pace = tokio::time::interval(Duration::from_millis(10));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        pace.tick().await;
+        let started = Instant::now();
+        sink.write(&batch(i)).await.expect("the good sink writes");
+        out.push(started.elapsed());
+    }
+    out
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 99).div_ceil(100) - 1]
+}
+
+/// Quota of the spinning sink in the CPU test.
+const SPIN_QUOTA: f64 = 0.2;
+
+/// A sink that computes flat out on every call (`spin` with `spin_ms`)
+/// beside a good sink (`counter`, SQLite): with a quota of 200m the
+/// spinner gets 0.2 cores (±30%, read from `/metrics` as the rate of
+/// `kubesink_sink_guest_cpu_seconds_total`), and the good sink's p99 batch
+/// latency stays within 2× of its p99 alone, plus 25 ms to absorb the noise
+/// of a shared 2-core machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_quota_holds_a_spinning_sink_to_its_share() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let mut good = host
+        .load(spec(
+            "good",
+            guest_wasm(guests::COUNTER)?,
+            &[],
+            Limits::default(),
+        ))
+        .await?;
+    let spin_limits = Limits {
+        cpu: Some(SPIN_QUOTA),
+        call_timeout: Duration::from_secs(10),
+        ..Limits::default()
+    };
+    let mut spinner = host
+        .load(spec(
+            "spinner",
+            guest_wasm(guests::SPIN)?,
+            &[("spin_ms", "300")],
+            spin_limits,
+        ))
+        .await?;
+    let meter = spinner.cpu().clone();
+    assert_eq!(meter.cores(), Some(SPIN_QUOTA));
+    let metrics = Metrics::new();
+    metrics.watch_cpu(meter.clone());
+    let cpu_seconds = |text: &str| {
+        sample(
+            text,
+            "kubesink_sink_guest_cpu_seconds_total",
+            "sink=\"spinner\"",
+        )
+        .expect("the spinner's CPU series")
+    };
+    assert_eq!(
+        sample(
+            &metrics.encode(),
+            "kubesink_sink_cpu_quota_cores",
+            "sink=\"spinner\""
+        ),
+        Some(SPIN_QUOTA)
+    );
+
+    // Warm up, then the good sink alone.
+    latencies(&mut good, 20).await;
+    let alone = latencies(&mut good, 200).await;
+
+    // The spinner starts; measure once the quota has paused it (its saved-up
+    // burst is spent).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_flag = stop.clone();
+    let spinning = tokio::spawn(async move {
+        let mut calls = 0u64;
+        while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+            spinner.write(&batch(0)).await.expect("the spinner's call");
+            calls += 1;
+        }
+        (spinner, calls)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while meter.pauses() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the quota never paused the spinner"
+        );
+        tokio::task::yield_now().await;
+    }
+    let (t0, c0) = (Instant::now(), cpu_seconds(&metrics.encode()));
+    let together = latencies(&mut good, 200).await;
+    let (t1, c1) = (Instant::now(), cpu_seconds(&metrics.encode()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (spinner, calls) = spinning.await?;
+
+    let rate = (c1 - c0) / (t1 - t0).as_secs_f64();
+    let (p_alone, p_together) = (p99(alone), p99(together));
+    println!(
+        "good sink p99 alone {p_alone:?}, beside the spinner {p_together:?}; spinner CPU {rate:.3} cores \
+         (quota {SPIN_QUOTA}), {calls} calls, paused {} times for {:?} in all, guest CPU {:?}",
+        meter.pauses(),
+        meter.paused(),
+        spinner.stats().guest_cpu,
+    );
+    assert!(
+        (rate - SPIN_QUOTA).abs() <= 0.3 * SPIN_QUOTA,
+        "spinner used {rate:.3} cores, quota {SPIN_QUOTA}"
+    );
+    assert!(
+        p_together <= p_alone * 2 + Duration::from_millis(25),
+        "good sink p99 {p_together:?} beside the spinner vs {p_alone:?} alone"
+    );
+    assert_eq!(
+        spinner.stats().faults,
+        0,
+        "the spinner was paused, not stopped"
+    );
+    Ok(())
+}
+
+/// The process's peak resident set (`VmHWM`) in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("VmHWM in /proc/self/status")
+        * 1024
+}
+
+/// Handle cap of the hoarder test.
+const MAX_RESOURCES: usize = 2000;
+
+/// A guest that opens sql connections without end and keeps every handle
+/// is stopped by `limits.max_resources`: its call faults (cause `memory`,
+/// naming the sink and the limit), the store is discarded, and the next
+/// call gets a fresh instance that faults the same way.
+#[tokio::test]
+async fn resource_handles_are_capped() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let limits = Limits {
+        max_resources: MAX_RESOURCES,
+        call_timeout: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let mut sink = host
+        .load(spec("hoarder", guest_wasm(guests::HOARDER)?, &[], limits))
+        .await?;
+    for attempt in 1..=2u64 {
+        let started = Instant::now();
+        match sink.write(&batch(0)).await {
+            Err(WriteError::Fault {
+                cause: FaultCause::Memory,
+                detail,
+            }) => {
+                assert!(
+                    detail.contains("sink 'hoarder'")
+                        && detail.contains("limits.max_resources")
+                        && detail.contains(&MAX_RESOURCES.to_string()),
+                    "{detail}"
+                );
+                println!(
+                    "attempt {attempt}: {detail} (after {:?})",
+                    started.elapsed()
+                );
+            }
+            other => panic!("expected a memory fault, got {other:?}"),
+        }
+        assert!(!sink.is_live());
+        assert_eq!(sink.stats().faults, attempt);
+    }
+    // A well-behaved amount on a fresh instance of the same sink works.
+    let mut polite = host
+        .load(spec(
+            "hoarder",
+            guest_wasm(guests::HOARDER)?,
+            &[("count", "100")],
+            Limits {
+                max_resources: MAX_RESOURCES,
+                ..Limits::default()
+            },
+        ))
+        .await?;
+    polite.write(&batch(0)).await?;
+    println!("peak_rss_bytes={}", peak_rss());
+    Ok(())
+}
+
+/// [`resource_handles_are_capped`] in a process of its own (this test
+/// binary, run for that one test), so that its peak RSS is its own: below
+/// the guest's memory cap plus the host memory budget plus 64 MiB for the
+/// test process, the engine and compiling the guest.
+#[test]
+fn resource_handles_peak_rss_in_a_process_of_its_own() -> anyhow::Result<()> {
+    let bound =
+        (Limits::default().memory_bytes + Limits::default().host_memory_bytes) as u64 + (64 << 20);
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "sandbox_limits::resource_handles_are_capped",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak_rss_bytes="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak_rss_bytes in the child's output:\n{stdout}"));
+    println!(
+        "hoarder process peak RSS {} MiB (bound {} MiB)",
+        peak >> 20,
+        bound >> 20
+    );
+    assert!(peak < bound, "peak RSS {peak} bytes over {bound}");
+    Ok(())
+}
