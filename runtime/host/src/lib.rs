@@ -552,6 +552,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sinks_instances_share_one_budget_and_one_cpu_meter() {
+        let host = Host::new(HostOptions::default()).expect("host");
+        let spec = |name: &str, limits: Limits| SinkSpec {
+            name: name.into(),
+            module: ModuleSource::Path("unused.wasm".into()),
+            settings: vec![],
+            sql_grants: vec![],
+            limits,
+        };
+        let quota = Limits {
+            cpu: Some(0.5),
+            host_memory_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let a = spec("a", quota.clone());
+        assert!(host.sink_budget(&a).same(&host.sink_budget(&a)));
+        assert!(host.sink_cpu(&a).same(&host.sink_cpu(&a)));
+        assert_eq!(host.sink_budget(&a).limit(), 1 << 20);
+        assert_eq!(host.sink_cpu(&a).cores(), Some(0.5));
+        let b = spec("b", quota.clone());
+        assert!(!host.sink_budget(&a).same(&host.sink_budget(&b)));
+        assert!(!host.sink_cpu(&a).same(&host.sink_cpu(&b)));
+        // New limits for the same name: a new budget and meter from then on.
+        let a2 = spec("a", Limits::default());
+        let old = host.sink_budget(&a);
+        let new = host.sink_budget(&a2);
+        assert!(!old.same(&new));
+        assert_eq!(new.limit(), DEFAULT_HOST_MEMORY_BYTES);
+        assert_eq!(host.sink_cpu(&a2).cores(), None);
+    }
+
+    #[tokio::test]
     async fn missing_file_names_sink_and_path() {
         let host = Host::new(HostOptions::default()).expect("host");
         let err = host

@@ -65,9 +65,10 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 /// Quota of the spinning sink in the CPU test.
 const SPIN_QUOTA: f64 = 0.2;
 
-/// A sink that computes flat out on every call (`spin` with `spin_ms`)
-/// beside a good sink (`counter`, SQLite): with a quota of 200m the
-/// spinner gets 0.2 cores (±30%, read from `/metrics` as the rate of
+/// A sink that computes flat out on every call (`spin` with `spin_ms`,
+/// two instances as with `workers: 2`) beside a good sink (`counter`,
+/// SQLite): with a quota of 200m the spinner's instances together get 0.2
+/// cores (±30%, read from `/metrics` as the rate of
 /// `kubesink_sink_guest_cpu_seconds_total`), and the good sink's p99 batch
 /// latency stays within 2× of its p99 alone, plus 25 ms to absorb the noise
 /// of a shared 2-core machine.
@@ -88,15 +89,20 @@ async fn cpu_quota_holds_a_spinning_sink_to_its_share() -> anyhow::Result<()> {
         call_timeout: Duration::from_secs(10),
         ..Limits::default()
     };
-    let mut spinner = host
-        .load(spec(
-            "spinner",
-            guest_wasm(guests::SPIN)?,
-            &[("spin_ms", "300")],
-            spin_limits,
-        ))
-        .await?;
-    let meter = spinner.cpu().clone();
+    // Two instances of the spinner, as a sink with `workers: 2`: they share
+    // the sink's one quota.
+    let spin_spec = spec(
+        "spinner",
+        guest_wasm(guests::SPIN)?,
+        &[("spin_ms", "300")],
+        spin_limits,
+    );
+    let spinners = [
+        host.load(spin_spec.clone()).await?,
+        host.load(spin_spec).await?,
+    ];
+    let meter = spinners[0].cpu().clone();
+    assert!(meter.same(spinners[1].cpu()), "one meter per sink");
     assert_eq!(meter.cores(), Some(SPIN_QUOTA));
     let metrics = Metrics::new();
     metrics.watch_cpu(meter.clone());
@@ -124,15 +130,20 @@ async fn cpu_quota_holds_a_spinning_sink_to_its_share() -> anyhow::Result<()> {
     // The spinner starts; measure once the quota has paused it (its saved-up
     // burst is spent).
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop_flag = stop.clone();
-    let spinning = tokio::spawn(async move {
-        let mut calls = 0u64;
-        while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
-            spinner.write(&batch(0)).await.expect("the spinner's call");
-            calls += 1;
-        }
-        (spinner, calls)
-    });
+    let spinning: Vec<_> = spinners
+        .into_iter()
+        .map(|mut spinner| {
+            let stop_flag = stop.clone();
+            tokio::spawn(async move {
+                let mut calls = 0u64;
+                while !stop_flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    spinner.write(&batch(0)).await.expect("the spinner's call");
+                    calls += 1;
+                }
+                (spinner, calls)
+            })
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     while meter.pauses() == 0 {
         assert!(
@@ -145,7 +156,15 @@ async fn cpu_quota_holds_a_spinning_sink_to_its_share() -> anyhow::Result<()> {
     let together = latencies(&mut good, 200).await;
     let (t1, c1) = (Instant::now(), cpu_seconds(&metrics.encode()));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (spinner, calls) = spinning.await?;
+    let mut calls = 0;
+    let mut faults = 0;
+    let mut guest_cpu = Duration::ZERO;
+    for task in spinning {
+        let (spinner, n) = task.await?;
+        calls += n;
+        faults += spinner.stats().faults;
+        guest_cpu += spinner.stats().guest_cpu;
+    }
 
     let rate = (c1 - c0) / (t1 - t0).as_secs_f64();
     let (p_alone, p_together) = (p99(alone), p99(together));
@@ -154,7 +173,7 @@ async fn cpu_quota_holds_a_spinning_sink_to_its_share() -> anyhow::Result<()> {
          (quota {SPIN_QUOTA}), {calls} calls, paused {} times for {:?} in all, guest CPU {:?}",
         meter.pauses(),
         meter.paused(),
-        spinner.stats().guest_cpu,
+        guest_cpu,
     );
     assert!(
         (rate - SPIN_QUOTA).abs() <= 0.3 * SPIN_QUOTA,
@@ -164,11 +183,7 @@ async fn cpu_quota_holds_a_spinning_sink_to_its_share() -> anyhow::Result<()> {
         p_together <= p_alone * 2 + Duration::from_millis(25),
         "good sink p99 {p_together:?} beside the spinner vs {p_alone:?} alone"
     );
-    assert_eq!(
-        spinner.stats().faults,
-        0,
-        "the spinner was paused, not stopped"
-    );
+    assert_eq!(faults, 0, "the spinner was paused, not stopped");
     Ok(())
 }
 
