@@ -205,6 +205,10 @@ impl Guest for Component {
                 .map_err(from_wit_error)
         })
         .map_err(to_wit_error)?;
+        // stderr goes to the host's log (escaped there).
+        for line in sink.migrations() {
+            eprintln!("mysql sink: migrated: {line}");
+        }
         SINK.with(|s| *s.borrow_mut() = Some(sink));
         Ok(())
     }

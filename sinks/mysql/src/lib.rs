@@ -34,13 +34,30 @@
 //!
 //! ## Tables
 //!
-//! `job_info` and `replica_info` have every column of KubeDL's gorm models,
-//! with the same names and types (`gmt_finished` named as in KubeDL's
-//! documentation), an auto-increment `id` primary key, plus:
+//! `job_info` and `replica_info` have every column of KubeDL's gorm models
+//! (`pkg/storage/dmo` of `github.com/alibaba/kubedl` v0.5.0), with the same
+//! names and types, so KubeDL's own reader and its console work on them
+//! (`tests/tests/e2e/kubedl_compat.rs` runs KubeDL's code against them),
+//! an auto-increment `id` primary key, plus:
 //! - a `UNIQUE` key on `job_id` / `pod_id`, which makes upserts idempotent;
 //! - `version_num bigint unsigned`: `resourceVersion` as a number, compared
-//!   to ignore stale writes (`version` keeps the string).
+//!   to ignore stale writes (`version` keeps the string);
+//! - `job_info.gmt_finished`, the seed document's name for a job's finish
+//!   time, as a virtual generated column over KubeDL's `gmt_job_finished`:
+//!   never written, always equal, also when KubeDL's console stops a job
+//!   (a second stored column would drift from it).
 //!
+//! On an existing table (KubeDL's, or an earlier kubesink's) `init` adds
+//! what is missing, in this order, and logs each step (`mysql sink:
+//! migrated: ...` in the host's log): missing columns (`version_num`, then
+//! filled from `version`); a stored `gmt_finished` an earlier kubesink
+//! wrote is copied into `gmt_job_finished` where that is NULL, dropped and
+//! re-added as generated; then, without a unique key, the duplicate rows
+//! KubeDL's find-then-create race leaves are merged (per key the newest
+//! version, then the latest insert, is kept; one transaction) and the key
+//! is added (merged again if a concurrent writer inserted a duplicate in
+//! between, up to 3 times).
+
 //! `event_info` (kubesink's design), one row per event uid:
 //!
 //! | column | type | from |
@@ -69,8 +86,12 @@
 //!
 //! Columns: `gmt_created` = creation, `gmt_modified` = the record's
 //! `modified` (events: last seen), `gmt_job_running` = running-at,
-//! `gmt_started` = started-at, `gmt_finished` = finished-at, `deleted` = 0,
-//! `deploy_region` = region. Text longer than its varchar is cut at a
+//! `gmt_started` = started-at, `gmt_job_finished` (jobs) / `gmt_finished`
+//! (pods) = finished-at, `deploy_region` = region. As KubeDL writes them:
+//! `remark`, `deploy_region`, `host_ip` and `pod_ip` are NULL when empty
+//! (`tenant` and `owner` are `''`); `deleted` is 0, and 1 once a job left
+//! the cluster (KubeDL's job controller calls `DeleteJob`) or KubeDL's
+//! console deleted it (kept by later writes). Text longer than its varchar is cut at a
 //! character boundary (e.g. pod `resources`, varchar(1024)).
 //!
 //! ## Writes
@@ -86,7 +107,7 @@
 //! `version_num` is lower than the stored one is ignored; `applied` sets
 //! `is_in_etcd = 1`, `removed` stores the last state with `is_in_etcd = 0`,
 //! and a job or pod removed before `Succeeded`/`Failed` becomes `Stopped`
-//! with `gmt_finished` = the removal time (when it had none). A removal is
+//! with its finish time = the removal time (when it had none). A removal is
 //! final: no later `applied` (of any version) brings a removed row back.
 //!
 //! Errors: the sql capability's `unavailable` is `retryable`; `denied`,

@@ -23,6 +23,13 @@ fn text(s: &str) -> Value {
     Value::Text(s.to_owned())
 }
 
+/// Text, or NULL when empty: the columns KubeDL's `dmo` models map to a
+/// `*string` it leaves nil when there is no value (`deploy_region`,
+/// `remark`, `host_ip`, `pod_ip`).
+fn opt_text(s: &str) -> Value {
+    if s.is_empty() { Value::Null } else { text(s) }
+}
+
 fn ts(t: Timestamp) -> Value {
     Value::Timestamp(t)
 }
@@ -72,12 +79,15 @@ fn job_values(job: &Job, change: Change) -> Vec<Value> {
         status,
         text(&job.kind),
         text(&job.resources),
-        text(&job.region),
+        opt_text(&job.region),
+        // KubeDL writes "" (not NULL) without a tenancy annotation.
         text(&job.tenant),
         text(&job.owner),
-        Value::Int(0),
+        // KubeDL's job controller calls StopJob then DeleteJob (deleted = 1)
+        // when a job leaves the cluster.
+        Value::Int(i64::from(change != Change::Applied)),
         in_etcd(change),
-        text(&job.remark),
+        opt_text(&job.remark),
         ts(job.meta.created),
         ts(job.modified),
         opt_ts(job.running_at),
@@ -99,12 +109,12 @@ fn pod_values(pod: &Pod, change: Change) -> Vec<Value> {
         text(&pod.job_uid),
         text(&pod.replica_type),
         text(&pod.resources),
-        text(&pod.host_ip),
-        text(&pod.pod_ip),
-        text(&pod.region),
+        opt_text(&pod.host_ip),
+        opt_text(&pod.pod_ip),
+        opt_text(&pod.region),
         Value::Int(0),
         in_etcd(change),
-        text(&pod.remark),
+        opt_text(&pod.remark),
         ts(pod.meta.created),
         ts(pod.modified),
         opt_ts(pod.started_at),
@@ -225,6 +235,10 @@ pub fn merge(table: &Table, stored: &mut Row, new: Row) {
         let slot = &mut stored.values[i];
         if i == table.in_etcd {
             *slot = Value::Int(i64::from(old_in && new_in));
+        } else if Some(i) == table.deleted {
+            // Once 1, stays 1 (see the upsert).
+            let was = int(slot, 0) != 0;
+            *slot = Value::Int(i64::from(was || int(&v, 0) != 0));
         } else if Some(i) == table.finished {
             if finished_from_new {
                 *slot = v;
@@ -373,7 +387,11 @@ mod tests {
             col(&table, &row, "gmt_job_running"),
             Value::Timestamp(t(120))
         );
-        assert_eq!(col(&table, &row, "gmt_finished"), Value::Null);
+        assert_eq!(col(&table, &row, "gmt_job_finished"), Value::Null);
+        let bare = row_of(&table, &applied(job("u2", 1, "Created")));
+        assert_eq!(col(&table, &bare, "remark"), Value::Null);
+        assert_eq!(col(&table, &bare, "deploy_region"), Value::Null);
+        assert_eq!(col(&table, &bare, "tenant"), text(""));
     }
 
     #[test]
@@ -405,6 +423,10 @@ mod tests {
         assert_eq!(col(&pods, &row, "gmt_started"), Value::Timestamp(t(5)));
         assert_eq!(col(&pods, &row, "gmt_finished"), Value::Timestamp(t(9)));
         assert_eq!(col(&pods, &row, "is_in_etcd"), Value::Int(0));
+        // Empty optional text is NULL, as KubeDL leaves it.
+        for c in ["host_ip", "pod_ip", "deploy_region", "remark"] {
+            assert_eq!(col(&pods, &row, c), Value::Null, "{c}");
+        }
         // varchar(1024): cut at 1024 characters, not bytes.
         assert_eq!(col(&pods, &row, "resources"), text(&"é".repeat(1024)));
 
@@ -534,9 +556,14 @@ mod tests {
             applied(job("u", 4, "Created")),
         ]);
         assert_eq!(col(&table, &row, "status"), text("Stopped"));
-        assert_eq!(col(&table, &row, "gmt_finished"), Value::Timestamp(t(500)));
+        assert_eq!(
+            col(&table, &row, "gmt_job_finished"),
+            Value::Timestamp(t(500))
+        );
         assert_eq!(col(&table, &row, "is_in_etcd"), Value::Int(0));
         assert_eq!(col(&table, &row, "version_num"), Value::Int(6));
+        // KubeDL's DeleteJob on removal; a later replay does not undo it.
+        assert_eq!(col(&table, &row, "deleted"), Value::Int(1));
     }
 
     #[test]
@@ -546,7 +573,10 @@ mod tests {
         done.finished_at = Some(t(300));
         let row = fold(&[applied(done.clone()), removed(done, 900)]);
         assert_eq!(col(&table, &row, "status"), text("Succeeded"));
-        assert_eq!(col(&table, &row, "gmt_finished"), Value::Timestamp(t(300)));
+        assert_eq!(
+            col(&table, &row, "gmt_job_finished"),
+            Value::Timestamp(t(300))
+        );
         assert_eq!(col(&table, &row, "is_in_etcd"), Value::Int(0));
     }
 
@@ -561,7 +591,10 @@ mod tests {
         assert_eq!(col(&table, &row, "version_num"), Value::Int(9));
         assert_eq!(col(&table, &row, "gmt_modified"), Value::Timestamp(t(109)));
         assert_eq!(col(&table, &row, "status"), text("Stopped"));
-        assert_eq!(col(&table, &row, "gmt_finished"), Value::Timestamp(t(700)));
+        assert_eq!(
+            col(&table, &row, "gmt_job_finished"),
+            Value::Timestamp(t(700))
+        );
         assert_eq!(col(&table, &row, "is_in_etcd"), Value::Int(0));
     }
 
@@ -572,7 +605,10 @@ mod tests {
             removed(job("u", 6, "Running"), 500),
             removed(job("u", 6, "Running"), 650),
         ]);
-        assert_eq!(col(&table, &row, "gmt_finished"), Value::Timestamp(t(500)));
+        assert_eq!(
+            col(&table, &row, "gmt_job_finished"),
+            Value::Timestamp(t(500))
+        );
         assert_eq!(col(&table, &row, "status"), text("Stopped"));
     }
 

@@ -84,7 +84,9 @@ pub const FINISHED_STATUSES: [&str; 2] = ["Succeeded", "Failed"];
 /// Status of a job or pod removed before it finished.
 pub const STOPPED: &str = "Stopped";
 
-/// `job_info`: KubeDL's columns, then `version_num`.
+/// `job_info`: KubeDL's columns (those of its `dmo.Job` gorm model), then
+/// `version_num`. The seed document's `gmt_finished` is a generated column
+/// over `gmt_job_finished` ([`JOB_GENERATED`]), not written.
 pub const JOB_COLUMNS: &[Column] = &[
     varchar("name", "varchar(128)", 128),
     varchar("namespace", "varchar(128)", 128),
@@ -102,9 +104,34 @@ pub const JOB_COLUMNS: &[Column] = &[
     col("gmt_created", DATETIME, DATETIME),
     col("gmt_modified", DATETIME, DATETIME),
     col("gmt_job_running", DATETIME, DATETIME),
-    col("gmt_finished", DATETIME, DATETIME),
+    col(JOB_FINISHED, DATETIME, DATETIME),
     col(VERSION_NUM, "bigint(20) unsigned", "bigint unsigned"),
 ];
+
+/// KubeDL's finish time column of `job_info` (`dmo.Job.GmtJobFinished`).
+pub const JOB_FINISHED: &str = "gmt_job_finished";
+/// The seed document's name for a job's finish time.
+pub const SEED_FINISHED: &str = "gmt_finished";
+
+/// A column the database computes from another one: never written, always
+/// equal to its source (also when KubeDL's console writes the source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Generated {
+    /// Column name.
+    pub name: &'static str,
+    /// Type on both dialects.
+    pub ty: &'static str,
+    /// The column it mirrors.
+    pub source: &'static str,
+}
+
+/// `job_info.gmt_finished` (the seed document's name) mirrors KubeDL's
+/// `gmt_job_finished`.
+pub const JOB_GENERATED: &[Generated] = &[Generated {
+    name: SEED_FINISHED,
+    ty: DATETIME,
+    source: JOB_FINISHED,
+}];
 
 /// `replica_info`: KubeDL's columns, then `version_num`.
 pub const POD_COLUMNS: &[Column] = &[
@@ -169,8 +196,14 @@ pub struct Table {
     pub key: usize,
     /// Position of `status` (jobs and pods).
     pub status: Option<usize>,
-    /// Position of `gmt_finished` (jobs and pods).
+    /// Position of the finish time (`gmt_job_finished` of jobs,
+    /// `gmt_finished` of pods).
     pub finished: Option<usize>,
+    /// Position of `deleted` (jobs and pods): set on insert only, so a
+    /// deletion recorded by KubeDL's console stays.
+    pub deleted: Option<usize>,
+    /// Generated (read-only) columns.
+    pub generated: &'static [Generated],
     /// Position of `version_num`.
     pub version: usize,
     /// Position of `is_in_etcd`.
@@ -187,10 +220,10 @@ impl Table {
     /// The table for `kind` under `name`.
     #[must_use]
     pub fn new(kind: Kind, name: Ident) -> Self {
-        let (columns, key, indexed): (_, _, &'static [&'static str]) = match kind {
-            Kind::Job => (JOB_COLUMNS, "job_id", &[]),
-            Kind::Pod => (POD_COLUMNS, "pod_id", &["job_id"]),
-            Kind::Event => (EVENT_COLUMNS, "event_id", &["obj_uid"]),
+        let (columns, key, indexed, generated): (_, _, &'static [&'static str], _) = match kind {
+            Kind::Job => (JOB_COLUMNS, "job_id", &[], JOB_GENERATED),
+            Kind::Pod => (POD_COLUMNS, "pod_id", &["job_id"], &[][..]),
+            Kind::Event => (EVENT_COLUMNS, "event_id", &["obj_uid"], &[][..]),
         };
         // The column lists above are constants; these positions exist.
         let must = |n: &str| position(columns, n).unwrap_or(usize::MAX);
@@ -200,7 +233,9 @@ impl Table {
             columns,
             key: must(key),
             status: position(columns, "status"),
-            finished: position(columns, "gmt_finished"),
+            finished: position(columns, JOB_FINISHED).or(position(columns, SEED_FINISHED)),
+            deleted: position(columns, "deleted"),
+            generated,
             version: must(VERSION_NUM),
             in_etcd: must(IS_IN_ETCD),
             indexed,
@@ -253,6 +288,9 @@ pub fn create_statements(dialect: Dialect, table: &Table) -> Vec<Statement> {
         // Always followed by the key clauses below.
         sql.push_str(&format!("  {} {ty}{constraint},\n", q(c.name)));
     }
+    for g in table.generated {
+        sql.push_str(&format!("  {},\n", generated_definition(dialect, g)));
+    }
     let mut out = Vec::new();
     match dialect {
         Dialect::Mysql => {
@@ -279,16 +317,31 @@ pub fn create_statements(dialect: Dialect, table: &Table) -> Vec<Statement> {
     out
 }
 
-/// A query returning the names of the table's existing columns (no rows
-/// when the table does not exist).
+/// `name type GENERATED ALWAYS AS (source) VIRTUAL` (MySQL 5.7+, MariaDB
+/// 10.2+, SQLite 3.31+).
+#[must_use]
+pub fn generated_definition(dialect: Dialect, g: &Generated) -> String {
+    format!(
+        "{} {} GENERATED ALWAYS AS ({}) VIRTUAL",
+        quote(dialect, g.name),
+        g.ty,
+        quote(dialect, g.source)
+    )
+}
+
+/// A query returning the table's existing columns, each as its name and
+/// whether it is generated (1) or stored (0); no rows when the table does
+/// not exist. (SQLite's `table_info` hides generated columns; `table_xinfo`
+/// shows them, `hidden` 2 or 3.)
 #[must_use]
 pub fn columns_query(dialect: Dialect, table: &Table) -> Statement {
     let sql = match dialect {
         Dialect::Mysql => {
-            "SELECT column_name FROM information_schema.columns \
+            "SELECT column_name, CASE WHEN extra LIKE '%GENERATED%' THEN 1 ELSE 0 END \
+             FROM information_schema.columns \
              WHERE table_schema = DATABASE() AND table_name = ?"
         }
-        _ => "SELECT name FROM pragma_table_info(?)",
+        _ => "SELECT name, CASE WHEN hidden IN (2, 3) THEN 1 ELSE 0 END FROM pragma_table_xinfo(?)",
     };
     Statement {
         sql: sql.to_owned(),
@@ -338,6 +391,92 @@ pub fn add_column_statement(dialect: Dialect, table: &Table, column: &Column) ->
         "ALTER TABLE {} ADD COLUMN {} {ty}{default}",
         quote(dialect, table.name.as_str()),
         quote(dialect, column.name)
+    ))
+}
+
+/// `ALTER TABLE ... ADD COLUMN` for a generated column.
+#[must_use]
+pub fn add_generated_statement(dialect: Dialect, table: &Table, g: &Generated) -> Statement {
+    Statement::plain(format!(
+        "ALTER TABLE {} ADD COLUMN {}",
+        quote(dialect, table.name.as_str()),
+        generated_definition(dialect, g)
+    ))
+}
+
+/// Copies a stored column that is to become generated into its source
+/// where the source has no value (a table on which an earlier kubesink
+/// wrote `gmt_finished` and left `gmt_job_finished` NULL).
+#[must_use]
+pub fn copy_into_source_statement(dialect: Dialect, table: &Table, g: &Generated) -> Statement {
+    let (t, n, s) = (
+        quote(dialect, table.name.as_str()),
+        quote(dialect, g.name),
+        quote(dialect, g.source),
+    );
+    Statement::plain(format!(
+        "UPDATE {t} SET {s} = {n} WHERE {s} IS NULL AND {n} IS NOT NULL"
+    ))
+}
+
+/// `ALTER TABLE ... DROP COLUMN` (SQLite 3.35+).
+#[must_use]
+pub fn drop_column_statement(dialect: Dialect, table: &Table, column: &str) -> Statement {
+    Statement::plain(format!(
+        "ALTER TABLE {} DROP COLUMN {}",
+        quote(dialect, table.name.as_str()),
+        quote(dialect, column)
+    ))
+}
+
+/// Sets `version_num` from `version` (KubeDL's resourceVersion string)
+/// where it is still 0 and `version` is all digits: rows KubeDL wrote
+/// before `version_num` existed then compare like kubesink's own.
+#[must_use]
+pub fn fill_version_num_statement(dialect: Dialect, table: &Table) -> Statement {
+    let t = quote(dialect, table.name.as_str());
+    let digits = match dialect {
+        Dialect::Mysql => "`version` REGEXP '^[0-9]{1,19}$'",
+        _ => "\"version\" <> '' AND \"version\" NOT GLOB '*[^0-9]*' AND length(\"version\") <= 19",
+    };
+    let cast = match dialect {
+        Dialect::Mysql => "CAST(`version` AS UNSIGNED)",
+        _ => "CAST(\"version\" AS INTEGER)",
+    };
+    let v = quote(dialect, VERSION_NUM);
+    Statement::plain(format!(
+        "UPDATE {t} SET {v} = {cast} WHERE COALESCE({v}, 0) = 0 AND {digits}"
+    ))
+}
+
+/// A query returning one row: how many rows share their key with another
+/// row, and how many keys they share.
+#[must_use]
+pub fn duplicates_query(dialect: Dialect, table: &Table) -> Statement {
+    let t = quote(dialect, table.name.as_str());
+    let k = quote(dialect, table.key_name());
+    Statement::plain(format!(
+        "SELECT COALESCE(SUM(n), 0), COUNT(*) FROM \
+         (SELECT COUNT(*) AS n FROM {t} WHERE {k} IS NOT NULL GROUP BY {k} HAVING COUNT(*) > 1) AS d"
+    ))
+}
+
+/// Deletes every row that has a newer row with the same key, newer meaning
+/// a greater `version_num`, or an equal one and a greater `id` (the later
+/// insert): one row per key is left, the newest version.
+#[must_use]
+pub fn delete_duplicates_statement(dialect: Dialect, table: &Table) -> Statement {
+    let t = quote(dialect, table.name.as_str());
+    let k = quote(dialect, table.key_name());
+    let v = quote(dialect, VERSION_NUM);
+    let id = quote(dialect, "id");
+    // MySQL refuses a subquery on the table being deleted from unless it is
+    // materialized first (the derived table `x`).
+    Statement::plain(format!(
+        "DELETE FROM {t} WHERE {id} IN (SELECT x.{id} FROM (\
+         SELECT o.{id} FROM {t} AS o JOIN {t} AS n ON n.{k} = o.{k} \
+         AND (COALESCE(n.{v}, 0) > COALESCE(o.{v}, 0) \
+         OR (COALESCE(n.{v}, 0) = COALESCE(o.{v}, 0) AND n.{id} > o.{id}))) AS x)"
     ))
 }
 
@@ -391,8 +530,10 @@ impl Upsert {
 ///
 /// Let `T` ("take the new row") be: the stored row is not removed, or the
 /// new one is a removal; and the new `version_num` is at least the stored
-/// one. Then: every data column takes the new value when `T`;
-/// `gmt_finished` keeps a removed row's finish time, else follows `T`, else
+/// one. Then: every data column takes the new value when `T`; `deleted`
+/// is 1 once either side is 1 (a job's removal, as KubeDL's DeleteJob,
+/// or KubeDL's console); the finish time (`gmt_job_finished` / `gmt_finished`) keeps a
+/// removed row's finish time, else follows `T`, else
 /// (a stale removal of an unfinished row) takes the removal's; `status`
 /// follows `T`, else becomes `Stopped` for a stale removal of an unfinished
 /// row; `version_num` follows `T`; `is_in_etcd` is 0 once either side is 0,
@@ -433,7 +574,7 @@ pub fn upsert(dialect: Dialect, table: &Table) -> Upsert {
     let stale_removal = format!("{} = 0 AND {unfinished}", new(IS_IN_ETCD));
 
     let mut sets = Vec::new();
-    let special = [Some(table.key), table.status, table.finished];
+    let special = [Some(table.key), table.status, table.finished, table.deleted];
     for (i, c) in table.columns.iter().enumerate() {
         if special.contains(&Some(i)) || i == table.version || i == table.in_etcd {
             continue;
@@ -443,6 +584,15 @@ pub fn upsert(dialect: Dialect, table: &Table) -> Upsert {
             q(c.name),
             new(c.name),
             old(c.name)
+        ));
+    }
+    if let Some(d) = table.deleted {
+        // Once 1, stays 1: set by a job's removal or by KubeDL's console.
+        let d = table.columns[d].name;
+        sets.push(format!(
+            "{qd} = CASE WHEN COALESCE({qd}, 0) <> 0 OR {nd} <> 0 THEN 1 ELSE 0 END",
+            qd = q(d),
+            nd = new(d)
         ));
     }
     if let Some(f) = table.finished {
@@ -513,7 +663,7 @@ mod tests {
         ("gmt_created", "datetime"),
         ("gmt_modified", "datetime"),
         ("gmt_job_running", "datetime"),
-        ("gmt_finished", "datetime"),
+        ("gmt_job_finished", "datetime"),
     ];
 
     const KUBEDL_POD: &[(&str, &str)] = &[
@@ -597,9 +747,9 @@ mod tests {
             .iter()
             .filter(|c| c.name != key)
             .map(|c| {
-                let needle = format!("{} = CASE", quote(dialect, c.name));
+                let qc = quote(dialect, c.name);
                 let at = tail
-                    .find(&needle)
+                    .find(&format!("{qc} = CASE"))
                     .unwrap_or_else(|| panic!("no assignment of {}", c.name));
                 (at, c.name)
             })
@@ -634,7 +784,14 @@ mod tests {
         let n = order.len();
         assert_eq!(
             &order[n - 4..],
-            ["gmt_finished", "status", "version_num", "is_in_etcd"]
+            ["gmt_job_finished", "status", "version_num", "is_in_etcd"]
+        );
+        assert!(up.tail.contains(
+            "`deleted` = CASE WHEN COALESCE(`deleted`, 0) <> 0 OR VALUES(`deleted`) <> 0 THEN 1 ELSE 0 END"
+        ));
+        assert!(
+            !up.head.contains("`gmt_finished`"),
+            "generated, never written"
         );
         assert_eq!(up.sql(2).matches("(?, ").count(), 2);
     }
@@ -661,6 +818,9 @@ mod tests {
         let assigned = assignment_positions(&t, &up.tail, Dialect::Sqlite);
         assert_eq!(assigned.len(), t.columns.len() - 1);
         assert_eq!(up.tail.matches(" = CASE ").count(), t.columns.len() - 1);
+        assert!(up.tail.contains(
+            "\"deleted\" = CASE WHEN COALESCE(\"deleted\", 0) <> 0 OR excluded.\"deleted\" <> 0"
+        ));
     }
 
     #[test]

@@ -233,6 +233,7 @@ pub enum HeldKind {
 pub struct MysqlSink<D: Db> {
     db: D,
     planner: Planner,
+    migrations: Vec<String>,
 }
 
 impl<D: Db> MysqlSink<D> {
@@ -258,10 +259,23 @@ impl<D: Db> MysqlSink<D> {
     /// check that they are complete.
     pub fn with_db(mut db: D, settings: Settings) -> Result<Self, SinkError> {
         let planner = Planner::new(settings, db.dialect())?;
+        let mut migrations = Vec::new();
         for table in planner.tables() {
-            prepare_table(&mut db, &planner, table)?;
+            migrations.extend(prepare_table(&mut db, &planner, table)?);
         }
-        Ok(Self { db, planner })
+        Ok(Self {
+            db,
+            planner,
+            migrations,
+        })
+    }
+
+    /// What `init` changed in existing tables (added columns, merged
+    /// duplicates, added keys), one line each; the wasm export prints them
+    /// to the host's log.
+    #[must_use]
+    pub fn migrations(&self) -> &[String] {
+        &self.migrations
     }
 
     /// Upsert `batch` in one transaction; returns the rows affected as the
@@ -323,27 +337,44 @@ impl<D: Db> MysqlSink<D> {
     }
 }
 
-fn names(rows: Vec<Vec<Value>>) -> Vec<String> {
+/// The existing columns: name and whether generated.
+fn existing_columns(rows: Vec<Vec<Value>>) -> Vec<(String, bool)> {
     rows.into_iter()
-        .filter_map(|r| match r.into_iter().next() {
-            Some(Value::Text(s)) => Some(s),
-            Some(Value::Bytes(b)) => String::from_utf8(b).ok(),
-            _ => None,
+        .filter_map(|r| {
+            let mut cells = r.into_iter();
+            let name = match cells.next() {
+                Some(Value::Text(s)) => s,
+                Some(Value::Bytes(b)) => String::from_utf8(b).ok()?,
+                _ => return None,
+            };
+            let generated = cells.next().and_then(|v| v.as_i64()).unwrap_or(0) != 0;
+            Some((name, generated))
         })
         .collect()
 }
 
-fn prepare_table<D: Db>(db: &mut D, planner: &Planner, table: &Table) -> Result<(), SinkError> {
+/// How many times the dedupe-then-index step is tried: another writer
+/// (KubeDL itself, while both run) may insert a duplicate in between.
+const UNIQUE_KEY_ATTEMPTS: usize = 3;
+
+/// Create, check or complete `table`; returns what was changed, one line
+/// per change, for the log.
+fn prepare_table<D: Db>(
+    db: &mut D,
+    planner: &Planner,
+    table: &Table,
+) -> Result<Vec<String>, SinkError> {
     let dialect = planner.dialect();
     let create = planner.settings().create_tables;
     let t = table.name.as_str();
+    let mut log = Vec::new();
     if create {
         for st in schema::create_statements(dialect, table) {
             db.execute(st)
                 .map_err(|e| sql_error(&format!("creating table `{t}`"), e))?;
         }
     }
-    let existing = names(
+    let existing = existing_columns(
         db.query(schema::columns_query(dialect, table))
             .map_err(|e| sql_error(&format!("reading the columns of table `{t}`"), e))?,
     );
@@ -357,43 +388,153 @@ fn prepare_table<D: Db>(db: &mut D, planner: &Planner, table: &Table) -> Result<
             }
         )));
     }
+    let find = |name: &str| {
+        existing
+            .iter()
+            .find(|(e, _)| e.eq_ignore_ascii_case(name))
+            .map(|(_, generated)| *generated)
+    };
     let missing: Vec<_> = table
         .columns
         .iter()
-        .filter(|c| !existing.iter().any(|e| e.eq_ignore_ascii_case(c.name)))
+        .filter(|c| find(c.name).is_none())
         .collect();
-    if !missing.is_empty() {
-        if !create {
-            let list: Vec<_> = missing.iter().map(|c| c.name).collect();
-            return Err(SinkError::Fatal(format!(
-                "mysql sink: table `{t}` lacks column(s) {} and create_tables is false",
-                list.join(", ")
-            )));
-        }
-        for c in missing {
-            db.execute(schema::add_column_statement(dialect, table, c))
-                .map_err(|e| sql_error(&format!("adding column `{}` to table `{t}`", c.name), e))?;
-        }
+    let missing_generated: Vec<_> = table
+        .generated
+        .iter()
+        .filter(|g| find(g.name) != Some(true))
+        .collect();
+    let complete = missing.is_empty() && missing_generated.is_empty();
+    if !create && !complete {
+        let mut list: Vec<String> = missing.iter().map(|c| c.name.to_owned()).collect();
+        list.extend(
+            missing_generated
+                .iter()
+                .map(|g| format!("{} (generated from {})", g.name, g.source)),
+        );
+        return Err(SinkError::Fatal(format!(
+            "mysql sink: table `{t}` lacks column(s) {} and create_tables is false",
+            list.join(", ")
+        )));
     }
-    let unique = db
-        .query(schema::unique_key_query(dialect, table))
-        .map_err(|e| sql_error(&format!("reading the indexes of table `{t}`"), e))?;
-    if unique.is_empty() {
-        let key = table.key_name();
-        if !create {
-            return Err(SinkError::Fatal(format!(
-                "mysql sink: table `{t}` has no unique key on `{key}` and create_tables is false"
-            )));
+    let mut version_num_added = false;
+    for c in &missing {
+        db.execute(schema::add_column_statement(dialect, table, c))
+            .map_err(|e| sql_error(&format!("adding column `{}` to table `{t}`", c.name), e))?;
+        version_num_added |= c.name == schema::VERSION_NUM;
+        log.push(format!(
+            "table `{t}`: added column `{}` {}",
+            c.name, c.mysql
+        ));
+    }
+    for g in missing_generated {
+        if find(g.name) == Some(false) {
+            // Written by an earlier kubesink: keep its values in the source.
+            let copied = db
+                .execute(schema::copy_into_source_statement(dialect, table, g))
+                .map_err(|e| {
+                    sql_error(
+                        &format!("copying `{}` into `{}` in table `{t}`", g.name, g.source),
+                        e,
+                    )
+                })?;
+            db.execute(schema::drop_column_statement(dialect, table, g.name))
+                .map_err(|e| {
+                    sql_error(&format!("dropping column `{}` of table `{t}`", g.name), e)
+                })?;
+            log.push(format!(
+                "table `{t}`: copied stored column `{}` into `{}` where that was NULL ({copied} rows), dropped it",
+                g.name, g.source
+            ));
         }
-        db.execute(schema::add_unique_key_statement(dialect, table))
+        db.execute(schema::add_generated_statement(dialect, table, g))
             .map_err(|e| {
                 sql_error(
-                    &format!("adding a unique key on `{key}` to table `{t}` (remove duplicate `{key}` rows first)"),
+                    &format!("adding generated column `{}` to table `{t}`", g.name),
                     e,
                 )
             })?;
+        log.push(format!(
+            "table `{t}`: added column `{}` generated from `{}`",
+            g.name, g.source
+        ));
     }
-    Ok(())
+    let has_unique = |db: &mut D| -> Result<bool, SinkError> {
+        Ok(!db
+            .query(schema::unique_key_query(dialect, table))
+            .map_err(|e| sql_error(&format!("reading the indexes of table `{t}`"), e))?
+            .is_empty())
+    };
+    if has_unique(db)? {
+        if version_num_added {
+            let n = db
+                .execute(schema::fill_version_num_statement(dialect, table))
+                .map_err(|e| sql_error(&format!("filling `version_num` of table `{t}`"), e))?;
+            log.push(format!(
+                "table `{t}`: set `version_num` from `version` on {n} rows"
+            ));
+        }
+        return Ok(log);
+    }
+    let key = table.key_name();
+    if !create {
+        return Err(SinkError::Fatal(format!(
+            "mysql sink: table `{t}` has no unique key on `{key}` and create_tables is false"
+        )));
+    }
+    let mut last_error = None;
+    for attempt in 1..=UNIQUE_KEY_ATTEMPTS {
+        let dup = db
+            .query(schema::duplicates_query(dialect, table))
+            .map_err(|e| {
+                sql_error(
+                    &format!("counting duplicate `{key}` rows of table `{t}`"),
+                    e,
+                )
+            })?;
+        let cell = |i: usize| {
+            dup.first()
+                .and_then(|r| r.get(i))
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        };
+        let (rows, keys) = (cell(0), cell(1));
+        // One transaction: version numbers for the rows KubeDL wrote, then
+        // every row but the newest of each key removed.
+        db.execute_batch(vec![
+            schema::fill_version_num_statement(dialect, table),
+            schema::delete_duplicates_statement(dialect, table),
+        ])
+        .map_err(|e| sql_error(&format!("merging duplicate `{key}` rows of table `{t}`"), e))?;
+        if rows > 0 {
+            log.push(format!(
+                "table `{t}`: merged {rows} rows sharing {keys} `{key}` values into one row each (the newest version kept, {} rows removed)",
+                rows - keys
+            ));
+        }
+        match db.execute(schema::add_unique_key_statement(dialect, table)) {
+            Ok(_) => {
+                log.push(format!("table `{t}`: added a unique key on `{key}`"));
+                return Ok(log);
+            }
+            Err(e) if !e.is_retryable() && attempt < UNIQUE_KEY_ATTEMPTS && !has_unique(db)? => {
+                // A duplicate inserted since the merge: merge again.
+                last_error = Some(e);
+            }
+            Err(e) => {
+                return Err(sql_error(
+                    &format!("adding a unique key on `{key}` to table `{t}`"),
+                    e,
+                ));
+            }
+        }
+    }
+    Err(sql_error(
+        &format!(
+            "adding a unique key on `{key}` to table `{t}` after {UNIQUE_KEY_ATTEMPTS} merges"
+        ),
+        last_error.unwrap_or_else(|| SqlError::Rejected("duplicates kept appearing".into())),
+    ))
 }
 
 #[cfg(test)]
@@ -441,19 +582,22 @@ mod tests {
                 "event_info" => Kind::Event,
                 _ => Kind::Job,
             };
-            if st.sql.contains("information_schema.columns") || st.sql.contains("pragma_table_info")
+            if st.sql.contains("information_schema.columns")
+                || st.sql.contains("pragma_table_xinfo")
             {
-                let cols: Vec<&str> = match &self.columns {
-                    Some(c) => c.clone(),
-                    None => Table::new(kind, crate::settings::Ident::new(table).expect("ident"))
+                let t = Table::new(kind, crate::settings::Ident::new(table).expect("ident"));
+                let cols: Vec<(&str, i64)> = match &self.columns {
+                    Some(c) => c.iter().map(|c| (*c, 0)).collect(),
+                    None => t
                         .columns
                         .iter()
-                        .map(|c| c.name)
+                        .map(|c| (c.name, 0))
+                        .chain(t.generated.iter().map(|g| (g.name, 1)))
                         .collect(),
                 };
                 Ok(cols
                     .into_iter()
-                    .map(|c| vec![Value::Text(c.to_owned())])
+                    .map(|(c, g)| vec![Value::Text(c.to_owned()), Value::Int(g)])
                     .collect())
             } else if self.unique {
                 Ok(vec![vec![Value::Text("uk".into())]])
@@ -547,13 +691,31 @@ mod tests {
         let settings = Settings::parse(&kv(&[("pods", "false"), ("events", "false")])).expect("ok");
         let sink = MysqlSink::with_db(db, settings).expect("init");
         let sql: Vec<&str> = sink.db.executed.iter().map(|s| s.sql.as_str()).collect();
-        assert_eq!(sql.len(), 4, "{sql:#?}");
+        assert_eq!(sql.len(), 5, "{sql:#?}");
         assert!(sql[1].contains("ADD COLUMN `gmt_job_running` datetime"));
         assert!(sql[2].contains("ADD COLUMN `version_num` bigint(20) unsigned NOT NULL DEFAULT 0"));
         assert_eq!(
             sql[3],
+            "ALTER TABLE `job_info` ADD COLUMN `gmt_finished` datetime GENERATED ALWAYS AS (`gmt_job_finished`) VIRTUAL"
+        );
+        assert_eq!(
+            sql[4],
             "CREATE UNIQUE INDEX `uk_job_id` ON `job_info` (`job_id`)"
         );
+        // Duplicates are merged in one transaction before the key.
+        assert_eq!(sink.db.batches.len(), 1);
+        assert!(
+            sink.db.batches[0][0]
+                .sql
+                .starts_with("UPDATE `job_info` SET `version_num` = CAST(`version` AS UNSIGNED)")
+        );
+        assert!(
+            sink.db.batches[0][1]
+                .sql
+                .starts_with("DELETE FROM `job_info` WHERE `id` IN")
+        );
+        assert_eq!(sink.migrations().len(), 4, "{:?}", sink.migrations());
+        assert!(sink.migrations()[3].contains("added a unique key on `job_id`"));
     }
 
     #[test]

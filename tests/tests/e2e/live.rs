@@ -539,10 +539,16 @@ pub(crate) async fn table_rows(pool: &sqlx::MySqlPool, table: &str) -> Result<Ro
 /// in a row whose object was removed: when kubesink did not see the delete
 /// happen (it was down, or its watch expired), the removal is noticed at
 /// the next listing, so the removal time (`gmt_finished` of a job or pod
-/// marked `Stopped`, and `gmt_modified`) is that moment, and the version
-/// stays the last one seen applied instead of the deleted object's.
-pub(crate) const REMOVAL_COLUMNS: [&str; 4] =
-    ["gmt_finished", "gmt_modified", "version", "version_num"];
+/// marked `Stopped`, a job's `gmt_job_finished` too, and `gmt_modified`)
+/// is that moment, and the version stays the last one seen applied instead
+/// of the deleted object's.
+pub(crate) const REMOVAL_COLUMNS: [&str; 5] = [
+    "gmt_finished",
+    "gmt_job_finished",
+    "gmt_modified",
+    "version",
+    "version_num",
+];
 
 /// Objects (table, `name` column) whose rows are compared only for their
 /// removal: see `crash.rs`.

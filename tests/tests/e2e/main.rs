@@ -11,6 +11,7 @@ mod ha;
 mod host;
 mod hostile;
 mod isolation;
+mod kubedl_compat;
 mod live;
 mod mariadb;
 mod mysql_sink;

@@ -144,7 +144,8 @@ impl Fixture {
                 "SELECT column_name, column_type FROM information_schema.columns \
                  WHERE table_schema = DATABASE() AND table_name = ? ORDER BY ordinal_position"
             }
-            Backend::Sqlite { .. } => "SELECT name, type FROM pragma_table_info(?) ORDER BY cid",
+            // table_xinfo: generated columns too (job_info.gmt_finished).
+            Backend::Sqlite { .. } => "SELECT name, type FROM pragma_table_xinfo(?) ORDER BY cid",
         };
         let rows = self.query(sql, &[table]).await?;
         rows.into_iter()
@@ -448,6 +449,8 @@ const KUBEDL_JOB: &[(&str, &str)] = &[
     ("gmt_created", "datetime"),
     ("gmt_modified", "datetime"),
     ("gmt_job_running", "datetime"),
+    ("gmt_job_finished", "datetime"),
+    // The seed document's name, generated from gmt_job_finished.
     ("gmt_finished", "datetime"),
 ];
 
