@@ -216,6 +216,8 @@ pub(crate) struct CpuClock {
     since: Option<u64>,
     /// Guest CPU of this store's instance (shared with its `SinkInstance`).
     instance_nanos: Arc<AtomicU64>,
+    /// Wall time the quota paused the current call, in ns.
+    call_paused: Arc<AtomicU64>,
 }
 
 impl CpuClock {
@@ -224,6 +226,31 @@ impl CpuClock {
             quota,
             since: None,
             instance_nanos,
+            call_paused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A call into the guest starts.
+    pub(crate) fn begin_call(&mut self) {
+        self.call_paused.store(0, Ordering::Relaxed);
+    }
+
+    /// Wall time the quota has paused the current call so far.
+    pub(crate) fn call_paused(&self) -> Duration {
+        Duration::from_nanos(self.call_paused.load(Ordering::Relaxed))
+    }
+
+    /// A pause of `wait` inside the current call (see [`CpuQuota::pause`]).
+    pub(crate) fn pause(&self, wait: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let quota = self.quota.pause(wait);
+        let call_paused = self.call_paused.clone();
+        async move {
+            let started = Instant::now();
+            quota.await;
+            call_paused.fetch_add(
+                u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
         }
     }
 

@@ -434,7 +434,7 @@ impl SinkInstance {
                         let wait = deadline.map_or(wait, |d| wait.min(d - now));
                         Ok(UpdateDeadline::YieldCustom(
                             1,
-                            Box::pin(data.cpu.quota().pause(wait)),
+                            Box::pin(data.cpu.pause(wait)),
                         ))
                     }
                     // Yield to the executor every tick so that a busy guest
@@ -563,6 +563,7 @@ fn begin_call(store: &mut Store<StoreData>, timeout: Duration) {
     let data = store.data_mut();
     data.deadline = Some(Instant::now() + timeout);
     data.timed_out = false;
+    data.cpu.begin_call();
     store.set_epoch_deadline(1);
 }
 
@@ -604,10 +605,17 @@ fn fault(bp: &Blueprint, call: &str, data: &StoreData, err: &wasmtime::Error) ->
     tracing::debug!(target: "kubesink::host", sink = %bp.name, call, "guest call failed: {err:?}");
     let trap = err.downcast_ref::<Trap>().copied();
     let (cause, detail) = if data.timed_out || trap == Some(Trap::Interrupt) {
+        let paused = data.cpu.call_paused();
+        let quota = match (bp.limits.cpu, paused.is_zero()) {
+            (Some(cores), false) => format!(
+                " (its CPU quota, limits.cpu = {cores} cores, paused it for {paused:.1?} of that)"
+            ),
+            _ => String::new(),
+        };
         (
             FaultCause::Timeout,
             format!(
-                "sink '{}': {call} exceeded its deadline of {:?} and was interrupted",
+                "sink '{}': {call} exceeded its deadline of {:?} and was interrupted{quota}",
                 bp.name, bp.limits.call_timeout
             ),
         )

@@ -199,6 +199,45 @@ fn peak_rss() -> u64 {
         * 1024
 }
 
+/// A sink whose call needs more CPU than its quota allows within its
+/// deadline times out, and the fault says how long the quota paused it.
+#[tokio::test]
+async fn a_call_slowed_past_its_deadline_by_the_quota_says_so() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let limits = Limits {
+        cpu: Some(0.1),
+        call_timeout: Duration::from_millis(600),
+        ..Limits::default()
+    };
+    // No `spin_ms`: `write` computes forever.
+    let mut sink = host
+        .load(spec("forever", guest_wasm(guests::SPIN)?, &[], limits))
+        .await?;
+    let started = Instant::now();
+    match sink.write(&batch(0)).await {
+        Err(WriteError::Fault {
+            cause: FaultCause::Timeout,
+            detail,
+        }) => {
+            println!("{detail} (after {:?})", started.elapsed());
+            assert!(
+                detail.contains("sink 'forever'")
+                    && detail.contains("limits.cpu = 0.1 cores")
+                    && detail.contains("paused it for"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let cpu = sink.stats().guest_cpu;
+    assert!(
+        cpu < Duration::from_millis(300),
+        "0.1 cores for 0.6 s, plus a 10 ms burst and ticks: used {cpu:?}"
+    );
+    Ok(())
+}
+
 /// Handle cap of the hoarder test.
 const MAX_RESOURCES: usize = 2000;
 
