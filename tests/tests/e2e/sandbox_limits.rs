@@ -199,6 +199,135 @@ fn peak_rss() -> u64 {
         * 1024
 }
 
+/// `GET /metrics` from the operations server at `addr`.
+async fn get_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: kubesink\r\n\r\n")
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response}"))?;
+    anyhow::ensure!(head.contains(" 200 "), "{head}");
+    Ok(body.to_owned())
+}
+
+/// The same from configuration to `/metrics`: a pipeline with a spinning
+/// sink (`workers: 2`, `limits: {cpu: 200m}`) beside `counter`. The
+/// operations server reports the quota and the spinner's guest CPU
+/// seconds, whose rate over a window while it is busy is 0.2 cores ±30%;
+/// `counter` delivers everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_reports_a_spinning_sinks_cpu_and_quota_in_metrics() -> anyhow::Result<()> {
+    use kubesink::config::Config;
+    use kubesink::ops::Ops;
+    use kubesink::pipeline::Pipeline;
+
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("good.db");
+    let yaml = format!(
+        "connections:\n  main: {{ driver: sqlite, path: '{}' }}\nsinks:\n  \
+         - name: spinner\n    module: '{}'\n    settings: {{ spin_ms: '50' }}\n    workers: 2\n    \
+         limits: {{ cpu: 200m, call_timeout: 10s }}\n    batch: {{ max_records: 1, max_delay: 1ms }}\n  \
+         - name: good\n    module: '{}'\n    connections: [main]\n",
+        db.display(),
+        guest_wasm(guests::SPIN)?.display(),
+        guest_wasm(guests::COUNTER)?.display(),
+    );
+    let plan = Config::parse(&yaml)
+        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
+        .resolve("cpu test config")?;
+    assert_eq!(plan.sinks[0].spec.limits.cpu, Some(SPIN_QUOTA));
+    let host = Host::new(plan.host.clone())?;
+    let ops = Ops::new();
+    let server = kubesink::ops::server::serve("127.0.0.1:0", ops.clone()).await?;
+    let pipeline = Pipeline::start_with_ops(&host, plan.sinks.clone(), ops.clone()).await?;
+    // 300 one-record batches of 50 ms each on 2 workers: busy for seconds.
+    const N: usize = 300;
+    for i in 0..N {
+        pipeline
+            .send(records::applied(Record::Event(records::event(
+                &format!("ev-{i}"),
+                1,
+                1,
+            ))))
+            .await;
+    }
+    let cpu = |text: &str| {
+        sample(
+            text,
+            "kubesink_sink_guest_cpu_seconds_total",
+            "sink=\"spinner\"",
+        )
+    };
+    // Past the saved-up burst: wait until the spinner has used 0.1 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (t0, c0, first) = loop {
+        let text = get_metrics(server.addr).await?;
+        let c = cpu(&text).expect("the spinner's CPU series");
+        if c >= 0.1 {
+            break (Instant::now(), c, text);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spinner never used 0.1 s of CPU"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(
+        sample(&first, "kubesink_sink_cpu_quota_cores", "sink=\"spinner\""),
+        Some(SPIN_QUOTA),
+        "{first}"
+    );
+    assert_eq!(
+        sample(&first, "kubesink_sink_cpu_quota_cores", "sink=\"good\""),
+        None,
+        "no quota, no gauge"
+    );
+    // A window of at least 2 s while the spinner is still busy.
+    let (t1, c1, last) = loop {
+        let text = get_metrics(server.addr).await?;
+        let c = cpu(&text).expect("the spinner's CPU series");
+        if t0.elapsed() >= Duration::from_secs(2) {
+            break (Instant::now(), c, text);
+        }
+        tokio::task::yield_now().await;
+    };
+    let reports = tokio::time::timeout(Duration::from_secs(120), pipeline.finish()).await?;
+    let rate = (c1 - c0) / (t1 - t0).as_secs_f64();
+    let spinner = reports
+        .iter()
+        .find(|r| r.name == "spinner")
+        .expect("spinner");
+    let good = reports.iter().find(|r| r.name == "good").expect("good");
+    println!(
+        "spinner CPU {rate:.3} cores from /metrics (quota {SPIN_QUOTA}); {spinner:?}; {good:?}"
+    );
+    assert_eq!((good.delivered, good.failed), (N as u64, 0), "{good:?}");
+    assert_eq!(
+        (spinner.delivered, spinner.faults),
+        (N as u64, 0),
+        "the spinner was slowed, not stopped: {spinner:?}"
+    );
+    let delivered = sample(
+        &last,
+        "kubesink_sink_records_delivered_total",
+        "sink=\"spinner\"",
+    );
+    assert!(
+        delivered.is_some_and(|d| d < N as f64),
+        "the spinner was still busy at the end of the window: {delivered:?} of {N} delivered"
+    );
+    assert!(
+        (rate - SPIN_QUOTA).abs() <= 0.3 * SPIN_QUOTA,
+        "spinner used {rate:.3} cores, quota {SPIN_QUOTA}"
+    );
+    Ok(())
+}
+
 /// A sink whose call needs more CPU than its quota allows within its
 /// deadline times out, and the fault says how long the quota paused it.
 #[tokio::test]
