@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 use kubesink::config::{Config, DEFAULT_SQLITE_PATH, EventStorage, KubedlFlags, MetaStorage};
 use kubesink::pipeline::Pipeline;
 use kubesink::source::{Normalizer, replay};
@@ -16,6 +16,11 @@ use kubesink::source::{Normalizer, replay};
 /// With no `--config` and no storage switch, everything goes through the
 /// bundled mysql sink into a SQLite file (`./kubesink.db`).
 ///
+/// Without a subcommand it runs `run` with its defaults, so KubeDL's
+/// manifests (`args: ["--meta-storage", "mysql"]`, which replace the
+/// image's `CMD run`) start the watch; `kubesink` alone watches the
+/// cluster of the current kubeconfig into `./kubesink.db`.
+///
 /// Exit status: 0 all delivered; 1 startup error; 3 some input was malformed
 /// and skipped (the rest delivered); 4 some records were rejected by a sink;
 /// 5 (`run`) the shutdown grace period ran out with records undelivered.
@@ -24,8 +29,9 @@ use kubesink::source::{Normalizer, replay};
 struct Cli {
     #[command(flatten)]
     global: Global,
+    /// Default: `run`.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Args)]
@@ -210,8 +216,19 @@ fn one_line(e: &anyhow::Error) -> String {
     out
 }
 
+/// `run` with its defaults (and its environment variables), for a command
+/// line without a subcommand.
+fn default_run() -> Command {
+    let cmd = RunArgs::augment_args(clap::Command::new("run"));
+    let args = cmd
+        .try_get_matches_from(["run"])
+        .and_then(|m| RunArgs::from_arg_matches(&m))
+        .unwrap_or_else(|e| e.exit());
+    Command::Run(Box::new(args))
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+    match cli.command.unwrap_or_else(default_run) {
         Command::Replay { file, no_show } => replay_command(&cli.global, &file, no_show).await,
         Command::Run(args) => run_command(&cli.global, *args).await,
         Command::Show => {
