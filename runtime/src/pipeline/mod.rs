@@ -25,8 +25,8 @@ pub mod backoff;
 pub mod lag;
 pub mod queue;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::collections::HashSet;
@@ -73,7 +73,30 @@ impl Default for HeldLimits {
 
 /// Where catch-up requests go: the name of each sink that starts catching
 /// up ([`Pipeline::enable_catch_up`]).
-type CatchUpLink = Arc<OnceLock<mpsc::UnboundedSender<String>>>;
+#[derive(Debug, Default)]
+struct CatchUps {
+    /// Set once a source took catch-up requests: sinks may fall behind.
+    enabled: AtomicBool,
+    to: std::sync::Mutex<Option<mpsc::UnboundedSender<String>>>,
+}
+
+impl CatchUps {
+    fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// Asks the source for a catch-up of `sink`; false when no source
+    /// takes requests (any more).
+    fn request(&self, sink: &str) -> bool {
+        self.to
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|tx| tx.send(sink.to_owned()).is_ok())
+    }
+}
+
+type CatchUpLink = Arc<CatchUps>;
 
 /// Errors starting the pipeline.
 #[derive(Debug, Error)]
@@ -480,7 +503,6 @@ impl Pipeline {
                 &name,
                 lanes.iter().map(|l| Arc::downgrade(&l.queue)).collect(),
             );
-            ops.metrics.watch_cpu(host.sink_cpu(&plan.spec));
             lag.set_queues(lanes.iter().map(|l| Arc::downgrade(&l.queue)).collect());
             ops.metrics.watch_lag(Arc::downgrade(&lag));
             ops.health.watch_lag(Arc::downgrade(&lag));
@@ -514,11 +536,22 @@ impl Pipeline {
     /// [`reconcile_sink`](Self::reconcile_sink) and
     /// [`caught_up`](Self::caught_up)). Only a source that can list again
     /// calls this (the live watch); without it every sink paces the source
-    /// (replay). `None` if it was called before.
-    pub fn enable_catch_up(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+    /// (replay). A later call (a new source: the watches restarted)
+    /// replaces the receiver, and sinks whose catch-up was left unfinished
+    /// by the previous source start it again.
+    pub fn enable_catch_up(&self) -> mpsc::UnboundedReceiver<String> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.catch_up.set(tx).ok()?;
-        Some(rx)
+        *self.catch_up.to.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        self.catch_up.enabled.store(true, Ordering::Release);
+        for s in &self.sinks {
+            if s.lag.state() == LagState::CatchingUp {
+                s.lag.catch_up_failed();
+            }
+            if s.lag.start_catch_up() && !self.catch_up.request(&s.name) {
+                s.lag.catch_up_failed();
+            }
+        }
+        rx
     }
 
     fn sink(&self, name: &str) -> Option<&SinkHandle> {
@@ -560,7 +593,7 @@ impl Pipeline {
     pub async fn send(&self, entry: Entry) {
         let kind = kind_of(&entry.record);
         let targets = self.sinks.iter().filter(|s| s.records.contains(&kind));
-        if self.catch_up.get().is_none() {
+        if !self.catch_up.enabled() {
             let targets: Vec<&SinkHandle> = targets.collect();
             let Some((last, rest)) = targets.split_last() else {
                 return;
@@ -712,7 +745,7 @@ impl Pipeline {
             RecordKind::Pod => RecordKind_::Pods,
             RecordKind::Event => RecordKind_::Events,
         };
-        let lagging = self.catch_up.get().is_some();
+        let lagging = self.catch_up.enabled();
         let asked = self
             .sinks
             .iter()
@@ -746,7 +779,7 @@ impl Pipeline {
                                 Self::count(sink, pushed);
                                 sent += 1;
                             }
-                            Err(entry) if self.catch_up.get().is_none() => {
+                            Err(entry) if !self.catch_up.enabled() => {
                                 Self::push(sink, entry).await;
                                 sent += 1;
                             }
@@ -1090,14 +1123,11 @@ impl Worker {
             return;
         }
         let name = &self.plan.spec.name;
-        match self.catch_up.get().map(|tx| tx.send(name.clone())) {
-            Some(Ok(())) => {
-                tracing::info!(sink = %name, skipped = self.lag.skipped(), lag = ?self.lag.lag(), "sink delivered its queue; catching up from a fresh listing");
-            }
-            _ => {
-                tracing::warn!(sink = %name, "no source takes catch-up requests; the sink stays lagging");
-                self.lag.catch_up_failed();
-            }
+        if self.catch_up.request(name) {
+            tracing::info!(sink = %name, skipped = self.lag.skipped(), lag = ?self.lag.lag(), "sink delivered its queue; catching up from a fresh listing");
+        } else {
+            tracing::warn!(sink = %name, "no source takes catch-up requests now; the sink stays lagging until the watches start again");
+            self.lag.catch_up_failed();
         }
     }
 

@@ -156,7 +156,8 @@ pub async fn run(
         all.iter().filter(|r| is_job(r)).map(watch_name),
     ));
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(requests) = pipeline.enable_catch_up() {
+    {
+        let requests = pipeline.enable_catch_up();
         let catch_up = Arc::new(CatchUp {
             client: client.clone(),
             pipeline: pipeline.clone(),
@@ -397,14 +398,25 @@ struct CatchUp {
 const CATCH_UP_PAGE: u32 = 500;
 
 /// Runs a catch-up for each sink named by `requests`, each in its own task
-/// (one sink's catch-up never waits for another's).
+/// (one sink's catch-up never waits for another's); stopping this stops
+/// them.
 async fn serve_catch_ups(
     mut requests: tokio::sync::mpsc::UnboundedReceiver<String>,
     cx: Arc<CatchUp>,
 ) {
-    while let Some(sink) = requests.recv().await {
-        tokio::spawn(catch_up(sink, cx.clone()));
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(sink) => {
+                    running.spawn(catch_up(sink, cx.clone()));
+                }
+                None => break,
+            },
+            Some(_) = running.join_next(), if !running.is_empty() => {}
+        }
     }
+    while running.join_next().await.is_some() {}
 }
 
 /// Catches sink `sink` up, retrying a failed listing or reconciliation

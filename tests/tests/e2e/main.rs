@@ -12,6 +12,7 @@ mod host;
 mod hostile;
 mod isolation;
 mod kubedl_compat;
+mod lagging;
 mod live;
 mod mariadb;
 mod mysql_sink;
