@@ -42,6 +42,14 @@ pub const URL_ENV: &str = "KUBESINK_TEST_MYSQL_URL";
 /// Longest database name MariaDB accepts.
 const MAX_DB_NAME: usize = 64;
 
+/// The least privileges the mysql sink needs on its database (see
+/// `docs/security.md`, "MySQL's bound is the account"): read and write rows
+/// (`DELETE` only for collapsing duplicate rows when it adds the unique key
+/// to a table KubeDL created), create its tables, add missing columns and
+/// the unique key. Nothing on other databases, no `DROP`, no `PROCESS`,
+/// `SUPER`, `FILE` or `GRANT OPTION`.
+pub const SINK_GRANTS: &str = "SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX";
+
 /// Why the test MariaDB or a test database could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MariaDbError {
@@ -155,9 +163,51 @@ impl TestDb {
             })
     }
 
-    /// Drops the database. Close pools on it first.
+    /// Creates an account named like the database whose only privileges
+    /// are [`SINK_GRANTS`] on this database, and returns
+    /// `mysql://account:password@host:port/<name>` for it. Dropped with the
+    /// database ([`TestDb::drop_database`]).
+    pub async fn sink_account_url(&self) -> Result<String, MariaDbError> {
+        let host = self.server.host_str().unwrap_or("127.0.0.1").to_owned();
+        let password = format!("pw_{}", self.name);
+        let mut admin = admin_connection(&self.server).await?;
+        let mut result = Ok(());
+        for sql in [
+            format!("DROP USER IF EXISTS '{}'@'{host}'", self.name),
+            format!(
+                "CREATE USER '{}'@'{host}' IDENTIFIED BY '{password}'",
+                self.name
+            ),
+            format!(
+                "GRANT {SINK_GRANTS} ON `{}`.* TO '{}'@'{host}'",
+                self.name, self.name
+            ),
+        ] {
+            result = execute(&mut admin, &self.server, sql).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let _ = admin.close().await;
+        result?;
+        let mut url = self.url.clone();
+        let bad = |what: &str| MariaDbError::BadUrl {
+            url: masked(&self.url),
+            reason: format!("cannot set the {what} of the sink account"),
+        };
+        url.set_username(&self.name).map_err(|()| bad("user"))?;
+        url.set_password(Some(&password))
+            .map_err(|()| bad("password"))?;
+        Ok(url.to_string())
+    }
+
+    /// Drops the database (and the account of [`TestDb::sink_account_url`],
+    /// if any). Close pools on it first.
     pub async fn drop_database(self) -> Result<(), MariaDbError> {
         let mut admin = admin_connection(&self.server).await?;
+        let host = self.server.host_str().unwrap_or("127.0.0.1").to_owned();
+        let sql = format!("DROP USER IF EXISTS '{}'@'{host}'", self.name);
+        let _ = execute(&mut admin, &self.server, sql).await;
         let sql = format!("DROP DATABASE IF EXISTS `{}`", self.name);
         let result = execute(&mut admin, &self.server, sql).await;
         // Closing is best effort; the drop's own result is what matters.

@@ -399,6 +399,7 @@ impl SinkInstance {
                 SqlCaps {
                     max_statement_bytes: bp.limits.max_statement_bytes,
                     max_result_bytes: bp.limits.max_result_bytes,
+                    statement_time: bp.limits.call_timeout,
                 },
                 bp.budget.clone(),
             ),
@@ -562,6 +563,7 @@ use guest_call;
 fn begin_call(store: &mut Store<StoreData>, timeout: Duration) {
     let data = store.data_mut();
     data.deadline = Some(Instant::now() + timeout);
+    data.sql.set_deadline(data.deadline);
     data.timed_out = false;
     data.cpu.begin_call();
     store.set_epoch_deadline(1);
@@ -569,6 +571,7 @@ fn begin_call(store: &mut Store<StoreData>, timeout: Duration) {
 
 fn end_call(store: &mut Store<StoreData>) {
     store.data_mut().deadline = None;
+    store.data_mut().sql.set_deadline(None);
 }
 
 fn guest_error(bp: &Blueprint, call: &str, e: SinkError) -> WriteError {

@@ -20,5 +20,6 @@ mod ops;
 mod outage;
 mod replay;
 mod sandbox_limits;
+mod sandbox_sql;
 mod sls;
 mod webhook;

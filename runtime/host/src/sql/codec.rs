@@ -7,8 +7,9 @@ use sqlx::mysql::MySqlRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 
-use super::{SqlError, Value};
 use super::pool::PoolEntry;
+use super::{SqlError, Value};
+use crate::budget::{HostBudget, Reservation};
 
 /// Payload bytes of a value, for the caps.
 pub(super) fn value_size(v: &Value) -> usize {
@@ -111,7 +112,79 @@ pub(super) fn bind_sqlite<'q>(
     Ok(q)
 }
 
-pub(super) fn mysql_row(row: &MySqlRow) -> Result<Vec<Value>, sqlx::Error> {
+/// Host memory one cell takes before its payload: the [`Value`] itself.
+const CELL_BYTES: usize = std::mem::size_of::<Value>();
+
+/// Host memory one row takes besides its cells: the `Vec` holding them.
+const ROW_BYTES: usize = std::mem::size_of::<Vec<Value>>();
+
+/// Counts the host memory a query's rows take: every cell at its in-memory
+/// size (a NULL or a number as one [`Value`]), text and bytes at their
+/// payload length too, checked before the payload is copied out of the
+/// driver's row. Charged against the result cap and, when there is one,
+/// the sink's host memory budget.
+pub(super) struct Meter {
+    cap: usize,
+    used: usize,
+    budget: Option<HostBudget>,
+    reservation: Option<Reservation>,
+    /// Why the last charge was refused.
+    pub(super) refused: Option<String>,
+}
+
+impl Meter {
+    /// A meter for one query, held to `cap` bytes and to `budget`.
+    pub(super) fn new(cap: usize, budget: Option<HostBudget>) -> Self {
+        Self {
+            cap,
+            used: 0,
+            budget,
+            reservation: None,
+            refused: None,
+        }
+    }
+
+    /// Bytes counted so far.
+    pub(super) fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Counts `bytes` more; `false` (and [`Meter::refused`] says why) when
+    /// that would pass the cap or the budget.
+    pub(super) fn charge(&mut self, bytes: usize) -> bool {
+        let total = self.used.saturating_add(bytes);
+        if total > self.cap {
+            self.refused = Some(format!(
+                "query result exceeds the cap of {} bytes: {bytes} more bytes after {} (limits.max_result)",
+                self.cap, self.used
+            ));
+            return false;
+        }
+        if let Some(budget) = &self.budget {
+            let reserved = match &mut self.reservation {
+                Some(r) => r.grow(bytes),
+                None => budget
+                    .try_reserve_for("sql result", bytes)
+                    .map(|r| self.reservation = Some(r)),
+            };
+            if let Err(e) = reserved {
+                self.refused = Some(e.to_string());
+                return false;
+            }
+        }
+        self.used = total;
+        true
+    }
+}
+
+/// Decodes one MySQL row; `None` when the meter refused a cell.
+pub(super) fn mysql_row(
+    row: &MySqlRow,
+    meter: &mut Meter,
+) -> Result<Option<Vec<Value>>, sqlx::Error> {
+    if !meter.charge(ROW_BYTES + row.len() * CELL_BYTES) {
+        return Ok(None);
+    }
     let mut cells = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
         if row.try_get_raw(i)?.is_null() {
@@ -133,24 +206,48 @@ pub(super) fn mysql_row(row: &MySqlRow) -> Result<Vec<Value>, sqlx::Error> {
                     .and_hms_opt(0, 0, 0)
                     .unwrap_or_default(),
             ),
-            "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT"
-            | "GEOMETRY" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(i)?),
             "TIME" => Value::Text(row.try_get::<chrono::NaiveTime, _>(i)?.to_string()),
-            // CHAR, VARCHAR, TEXT, ENUM, SET, JSON, DECIMAL: sent as text.
+            // BINARY, BLOB, BIT, GEOMETRY as bytes; CHAR, VARCHAR, TEXT,
+            // ENUM, SET, JSON, DECIMAL as text. Sized before copying.
             _ => {
-                let bytes = row.try_get_unchecked::<Vec<u8>, _>(i)?;
-                match String::from_utf8(bytes) {
-                    Ok(s) => Value::Text(s),
-                    Err(e) => Value::Bytes(e.into_bytes()),
+                let bytes = row.try_get_unchecked::<&[u8], _>(i)?;
+                if !meter.charge(bytes.len()) {
+                    return Ok(None);
+                }
+                let binary = matches!(
+                    ty,
+                    "BINARY"
+                        | "VARBINARY"
+                        | "BLOB"
+                        | "TINYBLOB"
+                        | "MEDIUMBLOB"
+                        | "LONGBLOB"
+                        | "BIT"
+                        | "GEOMETRY"
+                );
+                if binary {
+                    Value::Bytes(bytes.to_vec())
+                } else {
+                    match String::from_utf8(bytes.to_vec()) {
+                        Ok(s) => Value::Text(s),
+                        Err(e) => Value::Bytes(e.into_bytes()),
+                    }
                 }
             }
         };
         cells.push(cell);
     }
-    Ok(cells)
+    Ok(Some(cells))
 }
 
-pub(super) fn sqlite_row(row: &SqliteRow) -> Result<Vec<Value>, sqlx::Error> {
+/// Decodes one SQLite row; `None` when the meter refused a cell.
+pub(super) fn sqlite_row(
+    row: &SqliteRow,
+    meter: &mut Meter,
+) -> Result<Option<Vec<Value>>, sqlx::Error> {
+    if !meter.charge(ROW_BYTES + row.len() * CELL_BYTES) {
+        return Ok(None);
+    }
     let mut cells = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
         let declared = column.type_info().name().to_ascii_uppercase();
@@ -164,18 +261,27 @@ pub(super) fn sqlite_row(row: &SqliteRow) -> Result<Vec<Value>, sqlx::Error> {
             match storage.as_str() {
                 "INTEGER" | "BOOLEAN" => Value::Int(row.try_get_unchecked::<i64, _>(i)?),
                 "REAL" => Value::Float(row.try_get_unchecked::<f64, _>(i)?),
-                "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(i)?),
+                "BLOB" => {
+                    let bytes = row.try_get_unchecked::<&[u8], _>(i)?;
+                    if !meter.charge(bytes.len()) {
+                        return Ok(None);
+                    }
+                    Value::Bytes(bytes.to_vec())
+                }
                 _ => {
-                    let text = row.try_get_unchecked::<String, _>(i)?;
+                    let text = row.try_get_unchecked::<&str, _>(i)?;
+                    if !meter.charge(text.len()) {
+                        return Ok(None);
+                    }
                     let temporal = matches!(declared.as_str(), "DATETIME" | "TIMESTAMP" | "DATE");
-                    match temporal.then(|| parse_sqlite_timestamp(&text)).flatten() {
+                    match temporal.then(|| parse_sqlite_timestamp(text)).flatten() {
                         Some(ts) => ts,
-                        None => Value::Text(text),
+                        None => Value::Text(text.to_owned()),
                     }
                 }
             }
         };
         cells.push(cell);
     }
-    Ok(cells)
+    Ok(Some(cells))
 }

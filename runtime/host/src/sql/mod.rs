@@ -26,6 +26,7 @@ pub use crate::bindings::kubesink::sink::sql::{Dialect, SqlError, Statement, Val
 mod codec;
 mod pool;
 mod redact;
+mod sqlite_guard;
 
 #[cfg(test)]
 use codec::{parse_sqlite_timestamp, sqlite_timestamp_text};
@@ -100,8 +101,14 @@ pub enum SqlConfigError {
 pub struct SqlCaps {
     /// Most bytes of one statement: its text plus its text/bytes parameters.
     pub max_statement_bytes: usize,
-    /// Most bytes a query may return (cells' payload sizes, summed).
+    /// Most bytes a query may return: every cell at its in-memory size plus
+    /// its text/bytes payload, summed over the rows. On SQLite also the
+    /// largest value a connection may produce (`SQLITE_LIMIT_LENGTH`).
     pub max_result_bytes: usize,
+    /// Longest a statement may run on the server (MySQL/MariaDB session
+    /// limit; the sink's call timeout). Statements also stop at the
+    /// deadline of the call that started them.
+    pub statement_time: Duration,
 }
 
 impl Default for SqlCaps {
@@ -110,6 +117,7 @@ impl Default for SqlCaps {
         Self {
             max_statement_bytes: limits.max_statement_bytes,
             max_result_bytes: limits.max_result_bytes,
+            statement_time: limits.call_timeout,
         }
     }
 }
@@ -126,6 +134,8 @@ pub struct SqlCtx {
     caps: SqlCaps,
     /// The sink's host memory budget (result rows are charged to it).
     budget: crate::budget::HostBudget,
+    /// The deadline of the call running now, if any: statements stop there.
+    deadline: Option<std::time::Instant>,
 }
 
 impl SqlCtx {
@@ -145,7 +155,13 @@ impl SqlCtx {
             pools,
             caps,
             budget,
+            deadline: None,
         }
+    }
+
+    /// Sets the deadline of the call that starts now (`None` between calls).
+    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+        self.deadline = deadline;
     }
 
     /// The sink's host memory budget.
@@ -162,8 +178,8 @@ impl SqlCtx {
             )));
         }
         self.pools
-            .get(name)
-            .map(|c| c.with_caps(self.caps))
+            .for_sink(&self.sink, name, self.caps)
+            .map(|c| c.with_budget(self.budget.clone()))
             .ok_or_else(|| {
                 SqlError::Denied(format!(
                     "sink '{}': sql connection '{name}' is not configured on this host",
@@ -206,7 +222,12 @@ pub fn add_to_linker<T: SqlView + 'static>(linker: &mut Linker<T>) -> wasmtime::
 
 impl SqlCtxView<'_> {
     fn conn(&self, handle: &Resource<Connection>) -> wasmtime::Result<SqlConn> {
-        Ok(self.table.get(handle)?.conn.clone())
+        Ok(self
+            .table
+            .get(handle)?
+            .conn
+            .clone()
+            .with_deadline(self.ctx.deadline))
     }
 }
 
@@ -371,9 +392,11 @@ mod tests {
             ..ConnectionConfig::new("m", "sqlite::memory:")
         }])
         .expect("pools");
+        // Two rows of five cells fit in 1000 bytes at their in-memory size.
         let conn = pools.get("m").expect("configured").with_caps(SqlCaps {
             max_statement_bytes: 200,
-            max_result_bytes: 100,
+            max_result_bytes: 1000,
+            ..SqlCaps::default()
         });
         conn.execute(
             "CREATE TABLE t (id INTEGER, name TEXT, at DATETIME, b BLOB, f REAL)",
@@ -462,7 +485,7 @@ mod tests {
             .expect_err("cap");
         assert!(matches!(err, SqlError::TooLarge(_)), "{err:?}");
         let err = conn
-            .query("SELECT printf('%.200c', 'y')", &[])
+            .query("SELECT printf('%.1100c', 'y')", &[])
             .await
             .expect_err("result cap");
         assert!(matches!(err, SqlError::TooLarge(_)), "{err:?}");
@@ -489,5 +512,135 @@ mod tests {
             }
             other => panic!("expected unavailable, got {other:?}"),
         }
+    }
+
+    /// One pooled SQLite connection on a file in a new temporary directory.
+    fn sqlite_file(dir: &std::path::Path) -> SqlConn {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("own.db").display());
+        SqlPools::new(&[ConnectionConfig {
+            max_connections: 1,
+            ..ConnectionConfig::new("own", url)
+        }])
+        .expect("pools")
+        .get("own")
+        .expect("configured")
+    }
+
+    #[tokio::test]
+    async fn sqlite_stays_inside_its_file() {
+        let dir = tempfile_dir();
+        let conn = sqlite_file(&dir);
+        let other = dir.join("other.db");
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)", &[])
+            .await
+            .expect("create");
+        for sql in [
+            format!("ATTACH DATABASE '{}' AS o", other.display()),
+            "DETACH DATABASE main".to_owned(),
+            format!("VACUUM INTO '{}'", other.display()),
+            "SELECT load_extension('nowhere')".to_owned(),
+            "PRAGMA journal_mode = OFF".to_owned(),
+            "PRAGMA writable_schema = ON".to_owned(),
+            "PRAGMA database_list".to_owned(),
+            "CREATE VIRTUAL TABLE v USING fts5(x)".to_owned(),
+        ] {
+            let err = conn.query(&sql, &[]).await.expect_err(&sql);
+            assert!(matches!(err, SqlError::Denied(_)), "{sql}: {err:?}");
+        }
+        assert!(!other.exists(), "no other file was created");
+        // What a sink needs still works: schema PRAGMAs (as statements and
+        // as table-valued functions), reads, writes, recursion.
+        let cols = conn
+            .query(
+                "SELECT name FROM pragma_table_xinfo(?)",
+                &[Value::Text("t".into())],
+            )
+            .await
+            .expect("pragma_table_xinfo");
+        assert_eq!(cols.len(), 2);
+        conn.query("PRAGMA table_info(t)", &[])
+            .await
+            .expect("table_info");
+        conn.query("PRAGMA index_list(t)", &[])
+            .await
+            .expect("index_list");
+        conn.query("PRAGMA user_version", &[])
+            .await
+            .expect("user_version");
+        conn.query(
+            "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 10) SELECT sum(i) FROM c",
+            &[],
+        )
+        .await
+        .expect("recursive");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn sqlite_statement_stops_at_the_deadline_and_the_connection_is_reused() {
+        let dir = tempfile_dir();
+        let conn = sqlite_file(&dir);
+        let started = std::time::Instant::now();
+        let err = conn
+            .clone()
+            .with_deadline(Some(started + Duration::from_millis(300)))
+            .query(
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) SELECT count(*) FROM c",
+                &[],
+            )
+            .await
+            .expect_err("endless");
+        assert!(
+            matches!(&err, SqlError::Unavailable(m) if m.contains("deadline")),
+            "{err:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        // The single pooled connection is back, without the old deadline.
+        let rows = conn.query("SELECT 1", &[]).await.expect("reused");
+        assert_eq!(rows, vec![vec![Value::Int(1)]]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn sqlite_cell_past_the_result_cap_is_too_large() {
+        let dir = tempfile_dir();
+        let conn = sqlite_file(&dir).with_caps(SqlCaps {
+            max_result_bytes: 1 << 20,
+            ..SqlCaps::default()
+        });
+        // The pool was made with the default cap: SQLite refuses a value
+        // past it (SQLITE_LIMIT_LENGTH) before materializing it.
+        let err = conn
+            .query("SELECT randomblob(400000000)", &[])
+            .await
+            .expect_err("too big");
+        assert!(
+            matches!(&err, SqlError::TooLarge(m) if m.contains("result cap")),
+            "{err:?}"
+        );
+        // Below SQLite's limit, the result cap stops it after sizing.
+        let err = conn
+            .query("SELECT randomblob(2000000)", &[])
+            .await
+            .expect_err("past the cap");
+        assert!(matches!(&err, SqlError::TooLarge(_)), "{err:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fresh directory under the system's temporary directory.
+    fn tempfile_dir() -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kubesink-sql-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
     }
 }

@@ -1,60 +1,123 @@
 //! The named pools ([`SqlPools`]) and the handle on one ([`SqlConn`]):
-//! acquiring connections, caps, and driver errors mapped to [`SqlError`].
+//! acquiring connections, caps, deadlines, and driver errors mapped to
+//! [`SqlError`].
+//!
+//! Each sink gets its own pool per granted connection name (keyed by sink
+//! and name), so no session state, lock or pool slot of one sink reaches
+//! another; a connection is also reset when it goes back to its pool
+//! (rollback, `UNLOCK TABLES`, named locks released, autocommit and the
+//! database restored on MySQL/MariaDB; an open transaction rolled back on
+//! SQLite).
+//!
+//! A statement never outlives its call: SQLite connections run a progress
+//! handler that interrupts the statement once the call's deadline passes;
+//! MySQL/MariaDB sessions carry a statement time limit (the sink's call
+//! timeout: `max_statement_time`, or `max_execution_time` on MySQL), and a
+//! statement still running when its call's deadline passes (or whose call
+//! was abandoned) is stopped with `KILL QUERY` from a separate connection
+//! and its connection closed rather than reused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use sqlx::AssertSqlSafe;
-use sqlx::mysql::{MySqlConnectOptions, MySqlDatabaseError, MySqlPool, MySqlPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::mysql::{
+    MySql, MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
+};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Connection as _};
 
-use super::codec::{bind_mysql, bind_sqlite, mysql_row, sqlite_row, value_size};
+use super::codec::{Meter, bind_mysql, bind_sqlite, mysql_row, sqlite_row, value_size};
 use super::redact::{redact_url, scrub, url_secrets};
+use super::sqlite_guard;
 use super::{
     ACQUIRE_TIMEOUT, ConnectionConfig, Dialect, SqlCaps, SqlConfigError, SqlError, Statement, Value,
 };
+use crate::budget::HostBudget;
+
+/// How many SQLite virtual-machine steps run between two checks of the
+/// deadline (a check is one clock read).
+const PROGRESS_STEPS: i32 = 1000;
+
+/// Rows SQLite's worker thread may read ahead of the host; each is fully
+/// materialized by the driver, so few.
+const SQLITE_ROW_BUFFER: usize = 2;
+
+/// Longest wait for the separate connection that sends `KILL QUERY`.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One configured connection, parsed; pools are made from it per sink.
+struct ConnSpec {
+    name: String,
+    /// The URL without credentials, for messages.
+    shown: String,
+    /// Strings that must never be shown (user information of the URL).
+    secrets: Vec<String>,
+    max_connections: u32,
+    options: DbOptions,
+}
+
+enum DbOptions {
+    MySql(MySqlConnectOptions),
+    Sqlite(SqliteConnectOptions),
+}
 
 enum DbPool {
     MySql(MySqlPool),
     Sqlite(SqlitePool),
 }
 
+/// One pool: a configured connection as used by one sink (or by the host
+/// itself, `owner` empty).
 pub(super) struct PoolEntry {
-    name: String,
-    /// The URL without credentials, for messages.
-    shown: String,
-    /// Strings that must never be shown (user information of the URL).
-    secrets: Vec<String>,
+    spec: Arc<ConnSpec>,
+    owner: String,
+    /// The caps the pool was tuned to (statement time, cell size).
+    caps: SqlCaps,
     pool: DbPool,
 }
 
 impl PoolEntry {
     fn scrub(&self, message: &str) -> String {
-        scrub(message, &self.secrets)
+        scrub(message, &self.spec.secrets)
+    }
+
+    /// `sink 'S': sql connection 'N' (URL): what`, scrubbed.
+    fn message(&self, what: impl fmt::Display) -> String {
+        let sink = if self.owner.is_empty() {
+            String::new()
+        } else {
+            format!("sink '{}': ", self.owner)
+        };
+        self.scrub(&format!(
+            "{sink}sql connection '{}' ({}): {what}",
+            self.spec.name, self.spec.shown
+        ))
     }
 
     fn unavailable(&self, what: impl fmt::Display) -> SqlError {
-        SqlError::Unavailable(self.scrub(&format!(
-            "sql connection '{}' ({}): {what}",
-            self.name, self.shown
-        )))
+        SqlError::Unavailable(self.message(what))
     }
 
     pub(super) fn rejected(&self, what: impl fmt::Display) -> SqlError {
-        SqlError::Rejected(self.scrub(&format!(
-            "sql connection '{}' ({}): {what}",
-            self.name, self.shown
-        )))
+        SqlError::Rejected(self.message(what))
     }
 
     fn too_large(&self, what: impl fmt::Display) -> SqlError {
-        SqlError::TooLarge(format!(
-            "sql connection '{}' ({}): {what}",
-            self.name, self.shown
-        ))
+        SqlError::TooLarge(self.message(what))
+    }
+
+    fn denied(&self, what: impl fmt::Display) -> SqlError {
+        SqlError::Denied(self.message(what))
+    }
+
+    fn deadline_passed(&self) -> SqlError {
+        self.unavailable("statement interrupted: the call's deadline passed")
     }
 
     /// Maps a driver error to the WIT error cases.
@@ -66,16 +129,43 @@ impl PoolEntry {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => self.unavailable(&err),
-            sqlx::Error::Database(db) => {
-                if is_transient_db_error(db.as_ref()) {
-                    self.unavailable(&err)
-                } else {
-                    self.rejected(&err)
+            sqlx::Error::Database(db) => match sqlite_code(db.as_ref()) {
+                // Refused by the authorizer (SQLITE_AUTH, or "not authorized
+                // to use function") or by SQLITE_LIMIT_ATTACHED (which is
+                // what stops VACUUM INTO): see sqlite_guard.
+                Some(code) if code == 23 || refused_by_guard(db.message()) => {
+                    self.denied(format_args!(
+                        "{err}: refused by the host (ATTACH, DETACH, VACUUM INTO, virtual tables, \
+                     load_extension and PRAGMAs that change files or settings are not allowed)"
+                    ))
                 }
-            }
+                // SQLITE_TOOBIG: a value past SQLITE_LIMIT_LENGTH.
+                Some(18) => self.too_large(format_args!(
+                    "{err}: a value larger than the result cap of {} bytes (limits.max_result)",
+                    self.caps.max_result_bytes
+                )),
+                // SQLITE_INTERRUPT: the progress handler saw the deadline.
+                Some(9) => self.deadline_passed(),
+                _ if is_transient_db_error(db.as_ref()) => self.unavailable(&err),
+                _ => self.rejected(&err),
+            },
             _ => self.rejected(&err),
         }
     }
+}
+
+/// True for the messages SQLite gives when `sqlite_guard` refused a
+/// statement without `SQLITE_AUTH`.
+fn refused_by_guard(message: &str) -> bool {
+    message.starts_with("not authorized") || message.starts_with("too many attached databases")
+}
+
+/// The primary SQLite result code of a database error, if it is SQLite's.
+fn sqlite_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    db.code()
+        .and_then(|c| c.parse::<i32>().ok())
+        .map(|c| c & 0xff)
 }
 
 /// Deadlocks, lock-wait timeouts and server-side connection trouble are
@@ -83,8 +173,12 @@ impl PoolEntry {
 fn is_transient_db_error(db: &dyn sqlx::error::DatabaseError) -> bool {
     if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {
         // 1205 lock wait timeout, 1213 deadlock, 1040 too many connections,
-        // 1053 server shutdown, 1927 connection killed, 2006/2013 gone away.
-        return matches!(my.number(), 1205 | 1213 | 1040 | 1053 | 1927 | 2006 | 2013);
+        // 1053 server shutdown, 1927 connection killed, 2006/2013 gone away,
+        // 1969/3024 statement time limit reached.
+        return matches!(
+            my.number(),
+            1205 | 1213 | 1040 | 1053 | 1927 | 2006 | 2013 | 1969 | 3024
+        );
     }
     // SQLite: primary result codes 5 (BUSY) and 6 (LOCKED) in the low byte of
     // the extended code.
@@ -94,16 +188,20 @@ fn is_transient_db_error(db: &dyn sqlx::error::DatabaseError) -> bool {
     false
 }
 
-/// The named pools the host owns. Cheap to clone.
+type PoolKey = (String, String);
+
+/// The configured connections and the pools made from them, one per sink
+/// and connection name (see the module docs). Cheap to clone.
 #[derive(Clone, Default)]
 pub struct SqlPools {
-    map: Arc<BTreeMap<String, Arc<PoolEntry>>>,
+    specs: Arc<BTreeMap<String, Arc<ConnSpec>>>,
+    pools: Arc<Mutex<HashMap<PoolKey, Arc<PoolEntry>>>>,
 }
 
 impl fmt::Debug for SqlPools {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shown: BTreeMap<&str, &str> = self
-            .map
+            .specs
             .iter()
             .map(|(k, v)| (k.as_str(), v.shown.as_str()))
             .collect();
@@ -114,40 +212,78 @@ impl fmt::Debug for SqlPools {
 }
 
 impl SqlPools {
-    /// Creates one lazy pool per configuration. No connection is opened
-    /// here; only the URLs are checked. Needs a Tokio runtime when the
-    /// pools are used (not when they are created: pools have no idle
-    /// reaper task; a pooled connection is pinged before reuse instead).
+    /// Checks every configuration. No pool and no connection is made here:
+    /// pools are made on first use, per sink. Needs a Tokio runtime when
+    /// the pools are used (pools have no idle reaper task).
     pub fn new(configs: &[ConnectionConfig]) -> Result<Self, SqlConfigError> {
-        let mut map = BTreeMap::new();
+        let mut specs = BTreeMap::new();
         for config in configs {
-            if map.contains_key(&config.name) {
+            if specs.contains_key(&config.name) {
                 return Err(SqlConfigError::Duplicate {
                     name: config.name.clone(),
                 });
             }
-            let entry = open_lazy(config)?;
-            map.insert(config.name.clone(), Arc::new(entry));
+            specs.insert(config.name.clone(), Arc::new(parse(config)?));
         }
-        Ok(Self { map: Arc::new(map) })
+        Ok(Self {
+            specs: Arc::new(specs),
+            pools: Arc::default(),
+        })
     }
 
-    /// The connection configured under `name`, with default caps.
+    /// The host's own pool of the connection `name` (not any sink's), with
+    /// default caps: for native use (tools, tests, benchmarks).
     pub fn get(&self, name: &str) -> Option<SqlConn> {
-        self.map.get(name).map(|entry| SqlConn {
-            entry: entry.clone(),
-            caps: SqlCaps::default(),
+        self.pool_for("", name, SqlCaps::default())
+    }
+
+    /// Sink `sink`'s pool of the connection `name`, held to `caps`. The
+    /// first call makes the pool; later calls (other instances or workers
+    /// of the same sink) share it. A change of caps makes a new pool.
+    pub fn for_sink(&self, sink: &str, name: &str, caps: SqlCaps) -> Option<SqlConn> {
+        self.pool_for(sink, name, caps)
+    }
+
+    fn pool_for(&self, owner: &str, name: &str, caps: SqlCaps) -> Option<SqlConn> {
+        let spec = self.specs.get(name)?;
+        let key = (owner.to_owned(), name.to_owned());
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match pools.get(&key) {
+            Some(e) if e.caps == caps => e.clone(),
+            _ => {
+                let e = Arc::new(make_pool(spec.clone(), owner, caps));
+                pools.insert(key, e.clone());
+                e
+            }
+        };
+        Some(SqlConn {
+            entry,
+            caps,
+            deadline: None,
+            budget: None,
         })
     }
 
     /// Names of the configured connections, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.map.keys().map(String::as_str)
+        self.specs.keys().map(String::as_str)
+    }
+
+    /// Pools made so far (one per sink and connection name in use).
+    pub fn pool_count(&self) -> usize {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Closes every pool (waits for checked-out connections to return).
     pub async fn close(&self) {
-        for entry in self.map.values() {
+        let entries: Vec<Arc<PoolEntry>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for entry in entries {
             match &entry.pool {
                 DbPool::MySql(p) => p.close().await,
                 DbPool::Sqlite(p) => p.close().await,
@@ -156,38 +292,25 @@ impl SqlPools {
     }
 }
 
-fn open_lazy(config: &ConnectionConfig) -> Result<PoolEntry, SqlConfigError> {
-    let shown = redact_url(&config.url);
-    let secrets = url_secrets(&config.url);
+fn parse(config: &ConnectionConfig) -> Result<ConnSpec, SqlConfigError> {
+    let raw = config.url.as_str();
+    let shown = redact_url(raw);
+    let secrets = url_secrets(raw);
     let invalid = |err: sqlx::Error| SqlConfigError::InvalidUrl {
         name: config.name.clone(),
         shown: shown.clone(),
         reason: scrub(&err.to_string(), &secrets),
     };
-    let max = config.max_connections.max(1);
-    let pool = if config.url.starts_with("mysql:") || config.url.starts_with("mariadb:") {
-        let url = config
-            .url
+    let options = if raw.starts_with("mysql:") || raw.starts_with("mariadb:") {
+        let url = raw
             .strip_prefix("mariadb:")
-            .map_or_else(|| config.url.clone(), |rest| format!("mysql:{rest}"));
-        let options = MySqlConnectOptions::from_str(&url).map_err(invalid)?;
-        DbPool::MySql(
-            MySqlPoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_lazy_with(options),
-        )
-    } else if config.url.starts_with("sqlite:") {
-        let options = SqliteConnectOptions::from_str(&config.url).map_err(invalid)?;
-        DbPool::Sqlite(
-            SqlitePoolOptions::new()
-                .max_connections(max)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_lazy_with(options),
+            .map_or_else(|| raw.to_owned(), |rest| format!("mysql:{rest}"));
+        DbOptions::MySql(MySqlConnectOptions::from_str(&url).map_err(invalid)?)
+    } else if raw.starts_with("sqlite:") {
+        DbOptions::Sqlite(
+            SqliteConnectOptions::from_str(raw)
+                .map_err(invalid)?
+                .row_buffer_size(SQLITE_ROW_BUFFER),
         )
     } else {
         return Err(SqlConfigError::Unsupported {
@@ -195,49 +318,239 @@ fn open_lazy(config: &ConnectionConfig) -> Result<PoolEntry, SqlConfigError> {
             shown,
         });
     };
-    Ok(PoolEntry {
+    Ok(ConnSpec {
         name: config.name.clone(),
         shown,
         secrets,
-        pool,
+        max_connections: config.max_connections.max(1),
+        options,
     })
 }
 
-/// A handle on one named pool, with the caps its user is held to. Cheap to
-/// clone. This is what the guest's `connection` resource wraps, and what
-/// native code (benchmarks, tests) uses directly.
+/// Which statement time limit the server knows: unknown yet, MariaDB's
+/// `max_statement_time` (seconds), MySQL's `max_execution_time` (ms).
+const LIMIT_UNKNOWN: u8 = 0;
+const LIMIT_MARIADB: u8 = 1;
+const LIMIT_MYSQL: u8 = 2;
+
+/// Sets the session's statement time limit to `limit` (rounded up to a
+/// millisecond), learning once per pool which variable the server has.
+async fn set_statement_time(
+    conn: &mut MySqlConnection,
+    limit: Duration,
+    kind: &AtomicU8,
+) -> Result<(), sqlx::Error> {
+    let ms = limit.as_millis().max(1);
+    let mariadb = format!("SET SESSION max_statement_time = {:.3}", ms as f64 / 1000.0);
+    let mysql = format!("SET SESSION max_execution_time = {ms}");
+    if kind.load(Ordering::Relaxed) != LIMIT_MYSQL {
+        match sqlx::raw_sql(AssertSqlSafe(mariadb))
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => {
+                kind.store(LIMIT_MARIADB, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(e) if kind.load(Ordering::Relaxed) == LIMIT_MARIADB => return Err(e),
+            Err(_) => {}
+        }
+    }
+    sqlx::raw_sql(AssertSqlSafe(mysql))
+        .execute(&mut *conn)
+        .await?;
+    kind.store(LIMIT_MYSQL, Ordering::Relaxed);
+    Ok(())
+}
+
+fn make_pool(spec: Arc<ConnSpec>, owner: &str, caps: SqlCaps) -> PoolEntry {
+    let max = spec.max_connections;
+    let pool = match &spec.options {
+        DbOptions::MySql(options) => {
+            let limit = caps.statement_time;
+            let kind = Arc::new(AtomicU8::new(LIMIT_UNKNOWN));
+            let on_connect = kind.clone();
+            // What a released connection is reset to: no transaction, no
+            // table or named locks, autocommit, the configured database.
+            let mut reset =
+                String::from("ROLLBACK; UNLOCK TABLES; DO RELEASE_ALL_LOCKS(); SET autocommit = 1");
+            if let Some(db) = options.get_database() {
+                reset.push_str(&format!("; USE `{}`", db.replace('`', "``")));
+            }
+            DbPool::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    // Each use asks for the connection id, which tests it.
+                    .test_before_acquire(false)
+                    .after_connect(move |conn, _| {
+                        let kind = on_connect.clone();
+                        Box::pin(async move { set_statement_time(conn, limit, &kind).await })
+                    })
+                    .after_release(move |conn, _| {
+                        let kind = kind.clone();
+                        let reset = reset.clone();
+                        Box::pin(async move {
+                            sqlx::raw_sql(AssertSqlSafe(reset))
+                                .execute(&mut *conn)
+                                .await?;
+                            set_statement_time(conn, limit, &kind).await?;
+                            Ok(true)
+                        })
+                    })
+                    .connect_lazy_with(options.clone()),
+            )
+        }
+        DbOptions::Sqlite(options) => {
+            let max_length = caps.max_result_bytes;
+            DbPool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            let mut handle = conn.lock_handle().await?;
+                            sqlite_guard::install(handle.as_raw_handle(), max_length)
+                                .map_err(|e| sqlx::Error::Configuration(e.into()))
+                        })
+                    })
+                    .after_release(|conn, _| {
+                        Box::pin(async move {
+                            let open = {
+                                let mut handle = conn.lock_handle().await?;
+                                handle.remove_progress_handler();
+                                sqlite_guard::in_transaction(handle.as_raw_handle())
+                            };
+                            if open {
+                                sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
+                    .connect_lazy_with(options.clone()),
+            )
+        }
+    };
+    PoolEntry {
+        spec,
+        owner: owner.to_owned(),
+        caps,
+        pool,
+    }
+}
+
+/// A MySQL connection checked out for one operation, with its server-side
+/// id. Dropped while armed (the operation did not finish: its deadline
+/// passed or its call was abandoned), it closes the connection instead of
+/// returning it and stops its statement with `KILL QUERY`.
+struct MyLease {
+    conn: Option<PoolConnection<MySql>>,
+    id: u64,
+    entry: Arc<PoolEntry>,
+    armed: bool,
+}
+
+impl MyLease {
+    fn conn(&mut self) -> &mut MySqlConnection {
+        // Only `Drop` takes the connection out.
+        self.conn.as_deref_mut().expect("leased connection")
+    }
+}
+
+impl Drop for MyLease {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
+        drop(self.conn.take());
+        let DbOptions::MySql(options) = &self.entry.spec.options else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let options = options.clone();
+        let id = self.id;
+        let entry = self.entry.clone();
+        runtime.spawn(async move {
+            let kill = async {
+                let mut conn = MySqlConnection::connect_with(&options).await?;
+                sqlx::raw_sql(AssertSqlSafe(format!("KILL QUERY {id}")))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            };
+            match tokio::time::timeout(KILL_TIMEOUT, kill).await {
+                Ok(Ok(())) => tracing::debug!(target: "kubesink::host", sink = %entry.owner, connection = %entry.spec.name, id, "statement past its call's deadline killed"),
+                Ok(Err(e)) => tracing::warn!(target: "kubesink::host", sink = %entry.owner, connection = %entry.spec.name, id, error = %entry.scrub(&e.to_string()), "cannot kill a statement past its call's deadline; the session time limit will end it"),
+                Err(_) => tracing::warn!(target: "kubesink::host", sink = %entry.owner, connection = %entry.spec.name, id, "KILL QUERY timed out; the session time limit will end the statement"),
+            }
+        });
+    }
+}
+
+/// A handle on one pool, with the caps its user is held to and the
+/// deadline of the current call. Cheap to clone. This is what the guest's
+/// `connection` resource wraps, and what native code (benchmarks, tests)
+/// uses directly.
 #[derive(Clone)]
 pub struct SqlConn {
     entry: Arc<PoolEntry>,
     caps: SqlCaps,
+    deadline: Option<Instant>,
+    budget: Option<HostBudget>,
 }
 
 impl fmt::Debug for SqlConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlConn")
-            .field("name", &self.entry.name)
-            .field("url", &self.entry.shown)
+            .field("name", &self.entry.spec.name)
+            .field("sink", &self.entry.owner)
+            .field("url", &self.entry.spec.shown)
             .field("caps", &self.caps)
+            .field("deadline", &self.deadline)
             .finish()
     }
 }
 
 impl SqlConn {
-    /// The same connection held to other caps.
+    /// The same connection held to other size caps (the pool keeps the
+    /// statement time and cell size it was made with).
     #[must_use]
     pub fn with_caps(mut self, caps: SqlCaps) -> Self {
         self.caps = caps;
         self
     }
 
+    /// The same connection, its statements stopped at `deadline`.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The same connection, result rows charged to `budget`.
+    #[must_use]
+    pub fn with_budget(mut self, budget: HostBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
     /// The configured name.
     pub fn name(&self) -> &str {
-        &self.entry.name
+        &self.entry.spec.name
     }
 
     /// The URL without credentials.
     pub fn shown_url(&self) -> &str {
-        &self.entry.shown
+        &self.entry.spec.shown
     }
 
     /// Which database this is.
@@ -259,6 +572,71 @@ impl SqlConn {
         Ok(())
     }
 
+    /// A MySQL connection and its id, armed (see [`MyLease`]).
+    async fn mysql_lease(&self, pool: &MySqlPool) -> Result<MyLease, SqlError> {
+        let e = &self.entry;
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(e.deadline_passed());
+        }
+        let mut last = None;
+        // A pooled connection the server has closed fails its first
+        // statement: discard it and try a fresh one, once.
+        for _ in 0..2 {
+            let mut conn = pool.acquire().await.map_err(|err| e.map_err(err))?;
+            match sqlx::query_scalar::<_, u64>("SELECT CONNECTION_ID()")
+                .fetch_one(&mut *conn)
+                .await
+            {
+                Ok(id) => {
+                    return Ok(MyLease {
+                        conn: Some(conn),
+                        id,
+                        entry: e.clone(),
+                        armed: true,
+                    });
+                }
+                Err(err) => {
+                    conn.close_on_drop();
+                    last = Some(err);
+                }
+            }
+        }
+        Err(e.map_err(last.unwrap_or(sqlx::Error::PoolClosed)))
+    }
+
+    /// A SQLite connection whose statements stop at the deadline.
+    async fn sqlite_conn(&self, pool: &SqlitePool) -> Result<PoolConnection<Sqlite>, SqlError> {
+        let e = &self.entry;
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(e.deadline_passed());
+        }
+        let mut conn = pool.acquire().await.map_err(|err| e.map_err(err))?;
+        {
+            let mut handle = conn.lock_handle().await.map_err(|err| e.map_err(err))?;
+            match self.deadline {
+                Some(deadline) => {
+                    handle.set_progress_handler(PROGRESS_STEPS, move || Instant::now() < deadline);
+                }
+                None => handle.remove_progress_handler(),
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Runs `op` on a leased MySQL connection until the deadline; past it,
+    /// the lease is dropped armed (its statement killed).
+    async fn until_deadline<T>(
+        &self,
+        op: impl Future<Output = Result<T, SqlError>>,
+    ) -> Result<T, SqlError> {
+        match self.deadline {
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), op)
+                .await
+                .unwrap_or_else(|_| Err(self.entry.deadline_passed())),
+            None => op.await,
+        }
+    }
+
     /// Runs one statement with `?` placeholders; returns the rows affected.
     pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
         self.check_statement(sql, params)?;
@@ -266,14 +644,22 @@ impl SqlConn {
         match &e.pool {
             DbPool::MySql(pool) => {
                 let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)), params, e)?;
-                q.execute(pool)
-                    .await
-                    .map(|r| r.rows_affected())
-                    .map_err(|err| e.map_err(err))
+                let mut lease = self.mysql_lease(pool).await?;
+                let r = self
+                    .until_deadline(async {
+                        q.execute(lease.conn())
+                            .await
+                            .map(|r| r.rows_affected())
+                            .map_err(|err| e.map_err(err))
+                    })
+                    .await;
+                lease.armed = r.is_err() && self.deadline.is_some_and(|d| Instant::now() >= d);
+                r
             }
             DbPool::Sqlite(pool) => {
                 let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), params, e)?;
-                q.execute(pool)
+                let mut conn = self.sqlite_conn(pool).await?;
+                q.execute(&mut *conn)
                     .await
                     .map(|r| r.rows_affected())
                     .map_err(|err| e.map_err(err))
@@ -283,37 +669,54 @@ impl SqlConn {
 
     /// Runs one query; returns its rows, each a list of cells in column
     /// order, converted by column type. Fails with `too-large` as soon as
-    /// the rows read exceed the result cap.
+    /// the rows read exceed the result cap (or the sink's host memory
+    /// budget): each cell is sized before its payload is copied.
     pub async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, SqlError> {
         self.check_statement(sql, params)?;
         let e = &self.entry;
-        let cap = self.caps.max_result_bytes;
+        let mut meter = Meter::new(self.caps.max_result_bytes, self.budget.clone());
         let mut rows = Vec::new();
-        let mut total = 0usize;
-        let mut push = |row: Vec<Value>| -> Result<(), SqlError> {
-            total += row.iter().map(value_size).sum::<usize>() + 8;
-            if total > cap {
-                return Err(e.too_large(format_args!(
-                    "query result exceeds the cap of {cap} bytes after {} rows",
-                    rows.len()
-                )));
-            }
-            rows.push(row);
-            Ok(())
+        let over = |meter: &Meter, rows: &Vec<Vec<Value>>| {
+            e.too_large(format_args!(
+                "{} (after {} rows, {} bytes)",
+                meter.refused.as_deref().unwrap_or("query result too large"),
+                rows.len(),
+                meter.used()
+            ))
         };
         match &e.pool {
             DbPool::MySql(pool) => {
                 let q = bind_mysql(sqlx::query(AssertSqlSafe(sql)), params, e)?;
-                let mut stream = q.fetch(pool);
-                while let Some(row) = stream.try_next().await.map_err(|err| e.map_err(err))? {
-                    push(mysql_row(&row).map_err(|err| e.map_err(err))?)?;
-                }
+                let mut lease = self.mysql_lease(pool).await?;
+                let r = self
+                    .until_deadline(async {
+                        let mut stream = q.fetch(lease.conn());
+                        while let Some(row) =
+                            stream.try_next().await.map_err(|err| e.map_err(err))?
+                        {
+                            match mysql_row(&row, &mut meter).map_err(|err| e.map_err(err))? {
+                                Some(cells) => rows.push(cells),
+                                None => return Err(over(&meter, &rows)),
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await;
+                // A result abandoned half-read leaves the connection busy:
+                // close it (and kill what still runs) rather than reuse it.
+                lease.armed = matches!(r, Err(SqlError::TooLarge(_)))
+                    || (r.is_err() && self.deadline.is_some_and(|d| Instant::now() >= d));
+                r?;
             }
             DbPool::Sqlite(pool) => {
                 let q = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), params, e)?;
-                let mut stream = q.fetch(pool);
+                let mut conn = self.sqlite_conn(pool).await?;
+                let mut stream = q.fetch(&mut *conn);
                 while let Some(row) = stream.try_next().await.map_err(|err| e.map_err(err))? {
-                    push(sqlite_row(&row).map_err(|err| e.map_err(err))?)?;
+                    match sqlite_row(&row, &mut meter).map_err(|err| e.map_err(err))? {
+                        Some(cells) => rows.push(cells),
+                        None => return Err(over(&meter, &rows)),
+                    }
                 }
             }
         }
@@ -331,15 +734,27 @@ impl SqlConn {
         let mut affected = 0u64;
         match &e.pool {
             DbPool::MySql(pool) => {
-                let mut tx = pool.begin().await.map_err(map)?;
-                for s in statements {
-                    let q = bind_mysql(sqlx::query(AssertSqlSafe(s.sql.as_str())), &s.params, e)?;
-                    affected += q.execute(&mut *tx).await.map_err(map)?.rows_affected();
-                }
-                tx.commit().await.map_err(map)?;
+                let mut lease = self.mysql_lease(pool).await?;
+                let r = self
+                    .until_deadline(async {
+                        let mut tx = lease.conn().begin().await.map_err(map)?;
+                        for s in statements {
+                            let q = bind_mysql(
+                                sqlx::query(AssertSqlSafe(s.sql.as_str())),
+                                &s.params,
+                                e,
+                            )?;
+                            affected += q.execute(&mut *tx).await.map_err(map)?.rows_affected();
+                        }
+                        tx.commit().await.map_err(map)
+                    })
+                    .await;
+                lease.armed = r.is_err() && self.deadline.is_some_and(|d| Instant::now() >= d);
+                r?;
             }
             DbPool::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(map)?;
+                let mut conn = self.sqlite_conn(pool).await?;
+                let mut tx = conn.begin().await.map_err(map)?;
                 for s in statements {
                     let q = bind_sqlite(sqlx::query(AssertSqlSafe(s.sql.as_str())), &s.params, e)?;
                     affected += q.execute(&mut *tx).await.map_err(map)?.rows_affected();

@@ -8,7 +8,8 @@
 //! Settings: `mode` (required), `url` (the target of the HTTP modes),
 //! `port` and `udp_port` (the targets of `sockets`), `bytes` (the size of the `big-*`
 //! payloads), `connection` (the SQL connection of `big-statement` and
-//! `sql-denied`; default `main`).
+//! `sql-denied`; default `main`), `path` and `sql` (the SQL modes of
+//! [`sql_probes`]).
 //!
 //! Modes that *probe* the sandbox (`files`, `env`, `sockets`, `http-denied`,
 //! `sql-denied`, `big-statement` (with a malformed statement too), `big-body`) try every attempt and then
@@ -33,6 +34,8 @@ mod bindings {
     export!(Hostile);
 }
 
+mod sql_probes;
+
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -52,6 +55,9 @@ struct Settings {
     udp_port: u16,
     bytes: usize,
     connection: String,
+    /// `sql-escape`: a directory to aim at; `sql-session`: statements.
+    path: String,
+    sql: String,
 }
 
 thread_local! {
@@ -278,6 +284,7 @@ fn run(s: &Settings, batch_len: usize) -> Result<(), Error> {
                 "hostile guest: the silent server answered: {r:?}"
             )))
         }
+        m if sql_probes::MODES.contains(&m) => sql_probes::run(s),
         other => Err(Error::Fatal(format!("unknown mode {other}"))),
     }
 }
@@ -297,6 +304,8 @@ impl Guest for Hostile {
                 "mode" => s.mode = v,
                 "url" => s.url = v,
                 "connection" => s.connection = v,
+                "path" => s.path = v,
+                "sql" => s.sql = v,
                 "port" => s.port = v.parse().map_err(|e| bad(&e))?,
                 "udp_port" => s.udp_port = v.parse().map_err(|e| bad(&e))?,
                 "bytes" => s.bytes = v.parse().map_err(|e| bad(&e))?,
