@@ -75,6 +75,50 @@ pub fn supports_flag(binary: &Path, subcommand: &str, flag: &str) -> anyhow::Res
         .any(|word| word == flag))
 }
 
+/// The SLS emulator's default access key secret (`crate::sls`), which the
+/// SLS tests hand kubesink.
+pub const SLS_TEST_SECRET: &str = "kubesink-test-secret";
+
+/// What must never appear in a log kubesink writes during the tests: the
+/// SLS test key secret, and the test MariaDB's password as it sits in a
+/// DSN (`:PASSWORD@`, raw and percent-decoded) and, when it is distinctive
+/// (8 characters or more, not the user name), on its own.
+pub fn test_secrets() -> Vec<String> {
+    let mut secrets = vec![SLS_TEST_SECRET.to_owned()];
+    if let Some(url) = std::env::var(crate::mariadb::URL_ENV)
+        .ok()
+        .and_then(|u| url::Url::parse(&u).ok())
+        && let Some(password) = url.password().filter(|p| !p.is_empty())
+    {
+        let decoded = percent_encoding::percent_decode_str(password)
+            .decode_utf8_lossy()
+            .into_owned();
+        for p in [password.to_owned(), decoded] {
+            secrets.push(format!(":{p}@"));
+            if p.len() >= 8 && p != url.username() {
+                secrets.push(p);
+            }
+        }
+    }
+    secrets.sort();
+    secrets.dedup();
+    secrets
+}
+
+/// Panics, naming `origin` and the line (with the secret masked), if
+/// `text` (a captured log) holds any of [`test_secrets`].
+pub fn assert_no_test_secret(origin: &str, text: &str) {
+    static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+    for secret in SECRETS.get_or_init(test_secrets) {
+        if let Some(line) = text.lines().find(|l| l.contains(secret.as_str())) {
+            panic!(
+                "a test secret leaked into the log {origin}: {}",
+                line.replace(secret.as_str(), "<SECRET>")
+            );
+        }
+    }
+}
+
 /// A running `kubesink` process; killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Kubesink {
@@ -124,11 +168,15 @@ impl Kubesink {
         })
     }
 
-    /// Everything it has logged so far.
+    /// Everything it has logged so far. Panics if it holds a test secret
+    /// ([`assert_no_test_secret`]): every assertion on the log reads it
+    /// through here.
     pub fn log(&self) -> String {
-        std::fs::read(&self.log)
+        let text = std::fs::read(&self.log)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        assert_no_test_secret(&self.log.display().to_string(), &text);
+        text
     }
 
     /// The log file.
@@ -217,6 +265,17 @@ impl Drop for Kubesink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "a test secret leaked into the log t: key=<SECRET>")]
+    fn a_secret_in_a_log_fails() {
+        assert_no_test_secret("t", &format!("fine\nkey={SLS_TEST_SECRET}\n"));
+    }
+
+    #[test]
+    fn a_log_without_secrets_passes() {
+        assert_no_test_secret("t", "access_key_secret=[REDACTED]\n");
+    }
 
     #[tokio::test]
     async fn wait_for_log_reports_an_exit_with_the_log() {

@@ -2,34 +2,55 @@
 //! wasmtime-wasi-http with our own [`WasiHttpHooks`]: every request is
 //! checked against the sink's allow-list before any I/O (a miss gets
 //! `HTTP-request-denied` and a log line naming the sink and the host), then
-//! sent through one pooled `reqwest::Client` shared by the whole host (rustls
-//! with the ring provider; no proxy from the environment; no redirects, which
-//! could leave the allow-list), with the sink's timeout and body caps
-//! ([`crate::Limits`]: `http_allow`, `http_timeout`, `max_http_request_bytes`,
-//! `max_http_response_bytes`).
+//! sent through the `reqwest::Client` of that allow-list (rustls with the
+//! ring provider; no proxy from the environment; no redirects, which could
+//! leave the allow-list; a resolver that checks where a name leads, see
+//! [`resolve`]), with the sink's timeout and body caps ([`crate::Limits`]:
+//! `http_allow`, `http_timeout`, `max_http_request_bytes`,
+//! `max_http_response_bytes`). If that client cannot be built, every
+//! request of the sink fails; there is no fallback client.
 //!
 //! # Allow-list syntax
 //!
 //! Each entry is `[scheme://]host[:port]`:
 //!
 //! - scheme: `http`, `https` or `*` (either); absent means `https`;
-//! - host: a name or IP (`127.0.0.1`), `*.example.com` (any name ending in
-//!   `.example.com`, not `example.com` itself), or `*` (any host);
+//! - host: a name, `*.example.com` (any name ending in `.example.com`, not
+//!   `example.com` itself), `*` (any name or public address), or an IP
+//!   address or range named explicitly: `127.0.0.1`, `10.0.0.0/8`, `[::1]`,
+//!   `[fd00::/8]`;
 //! - port: a number, `*` (any), or absent: the scheme's default (80/443;
 //!   with scheme `*`, 80 for http and 443 for https).
 //!
 //! Examples: `https://*.log.aliyuncs.com`, `http://127.0.0.1:9000`,
 //! `http://localhost:*`. An empty list denies everything.
 //!
+//! # Addresses
+//!
+//! A rule for a name grants the name, not whatever it resolves to: a
+//! connection to a loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16,
+//! fe80::/10), private (10/8, 172.16/12, 192.168/16), unique-local
+//! (fc00::/7) or other non-public address ([`internal_range`]) is refused
+//! unless a rule names that address or its range. So `http://localhost:8080`
+//! alone is refused (localhost is 127.0.0.1); with `http://127.0.0.1:8080`
+//! it is not. The same holds for IP literals in the URL (`*` does not grant
+//! `http://169.254.169.254`). The URL is read the way the client reads it
+//! (`http://2130706433/` is 127.0.0.1).
+//!
 //! The guest may set a `host` header (SLS names the project that way on IP
-//! endpoints); the connection always goes to the request's authority, and
-//! the allow-list is checked against that authority.
+//! endpoints); the connection always goes to the request's authority. A
+//! `host` header naming another host than the authority is allowed only if
+//! the list allows that host too, or if the authority is an address a rule
+//! names explicitly (virtual hosts on an IP endpoint).
 //!
 //! [`sls_sink_spec`] builds the sls sink's spec from KubeDL's `SLS_*`
 //! environment variables.
 
+mod allow;
+pub mod resolve;
+
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,151 +62,9 @@ use wasmtime_wasi_http::{
 };
 
 use crate::{Limits, ModuleSource, SinkSpec};
-
-/// An allow-list entry that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("HTTP allow-list entry `{entry}`: {reason}")]
-pub struct AllowListError {
-    /// The entry as written.
-    pub entry: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum SchemeRule {
-    Http,
-    Https,
-    Any,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostRule {
-    Exact(String),
-    Suffix(String),
-    Any,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PortRule {
-    Exact(u16),
-    Default,
-    Any,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Rule {
-    scheme: SchemeRule,
-    host: HostRule,
-    port: PortRule,
-}
-
-/// A parsed allow-list (see the module docs for the syntax).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowList {
-    rules: Vec<Rule>,
-}
-
-fn default_port(scheme: &str) -> Option<u16> {
-    match scheme {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
-    }
-}
-
-impl AllowList {
-    /// Parses entries; the first bad one is an error naming it.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, AllowListError> {
-        let mut rules = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let entry = entry.as_ref();
-            let bad = |reason: &str| AllowListError {
-                entry: entry.to_string(),
-                reason: reason.to_string(),
-            };
-            let trimmed = entry.trim();
-            let (scheme, rest) = match trimmed.split_once("://") {
-                Some((s, rest)) => (s.to_ascii_lowercase(), rest),
-                None => ("https".to_string(), trimmed),
-            };
-            let scheme = match scheme.as_str() {
-                "http" => SchemeRule::Http,
-                "https" => SchemeRule::Https,
-                "*" => SchemeRule::Any,
-                _ => return Err(bad("the scheme must be http, https or *")),
-            };
-            let rest = rest.strip_suffix('/').unwrap_or(rest);
-            if rest.is_empty() || rest.contains(['/', '?', '@', '#']) {
-                return Err(bad("expected [scheme://]host[:port], without a path"));
-            }
-            let (host, port) = match rest.rsplit_once(':') {
-                Some((h, "*")) => (h, PortRule::Any),
-                Some((h, p)) => match p.parse::<u16>() {
-                    Ok(p) if p != 0 => (h, PortRule::Exact(p)),
-                    _ => return Err(bad("the port must be 1..=65535 or *")),
-                },
-                None => (rest, PortRule::Default),
-            };
-            let host = host.to_ascii_lowercase();
-            let valid_name = |h: &str| {
-                !h.is_empty()
-                    && h.split('.').all(|l| {
-                        !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    })
-            };
-            let host = if host == "*" {
-                HostRule::Any
-            } else if let Some(suffix) = host.strip_prefix("*.") {
-                if !valid_name(suffix) {
-                    return Err(bad("the host after `*.` is not a DNS name"));
-                }
-                HostRule::Suffix(format!(".{suffix}"))
-            } else if valid_name(&host) {
-                HostRule::Exact(host)
-            } else {
-                return Err(bad(
-                    "the host must be a name, an IPv4 address, *.domain or *",
-                ));
-            };
-            rules.push(Rule { scheme, host, port });
-        }
-        Ok(Self { rules })
-    }
-
-    /// Whether a request to `scheme://host:port` is allowed (`port` `None`:
-    /// the scheme's default).
-    pub fn allows(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
-        let scheme = scheme.to_ascii_lowercase();
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let Some(port) = port.or_else(|| default_port(&scheme)) else {
-            return false;
-        };
-        self.rules.iter().any(|r| {
-            let scheme_ok = match r.scheme {
-                SchemeRule::Http => scheme == "http",
-                SchemeRule::Https => scheme == "https",
-                SchemeRule::Any => scheme == "http" || scheme == "https",
-            };
-            let host_ok = match &r.host {
-                HostRule::Exact(h) => *h == host,
-                HostRule::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
-                HostRule::Any => true,
-            };
-            let port_ok = match r.port {
-                PortRule::Exact(p) => p == port,
-                PortRule::Default => Some(port) == default_port(&scheme),
-                PortRule::Any => true,
-            };
-            scheme_ok && host_ok && port_ok
-        })
-    }
-
-    /// True when nothing is allowed.
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-}
+use allow::default_port;
+pub use allow::{AllowList, AllowListError, Target, internal_range};
+pub use resolve::AddressRefused;
 
 /// The caps applied to a sink's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,33 +77,13 @@ pub struct HttpCaps {
     pub max_response_bytes: usize,
 }
 
-/// The client every sink's requests go through (connections are pooled
-/// per host across sinks).
-pub fn shared_client() -> reqwest::Client {
-    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            reqwest::Client::builder()
-                .no_proxy()
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(Duration::from_secs(10))
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()
-                .unwrap_or_else(|e| {
-                    tracing::error!("http: cannot build the HTTP client ({e}); using defaults");
-                    reqwest::Client::new()
-                })
-        })
-        .clone()
-}
-
-/// The hooks of one sink: its allow-list, caps and the shared client.
+/// The hooks of one sink: its allow-list, caps and client.
 struct SinkHooks {
     sink: Arc<str>,
-    allow: Result<AllowList, AllowListError>,
+    allow: Result<Arc<AllowList>, AllowListError>,
     caps: HttpCaps,
-    client: reqwest::Client,
+    /// The allow-list's client, or why it could not be built.
+    client: Result<reqwest::Client, String>,
 }
 
 /// A sink's `wasi:http` state, a field of the store's data.
@@ -251,9 +110,18 @@ impl HttpCtx {
     /// lists up front with [`AllowList::parse`]. Host memory it causes is
     /// reserved from `budget`.
     pub fn new(sink: &str, limits: &Limits, budget: crate::budget::HostBudget) -> Self {
-        let allow = AllowList::parse(&limits.http_allow);
+        let allow = AllowList::parse(&limits.http_allow).map(Arc::new);
         if let Err(e) = &allow {
-            tracing::error!(sink, "{e}; every HTTP request of this sink is denied");
+            tracing::error!(sink = %sink, "{e}; every HTTP request of this sink is denied");
+        }
+        let client = match &allow {
+            Ok(list) if !list.is_empty() => resolve::client_for(list),
+            _ => Err("no HTTP request is allowed".to_owned()),
+        };
+        if let (Ok(list), Err(e)) = (&allow, &client)
+            && !list.is_empty()
+        {
+            tracing::error!(sink = %sink, "{e}; every HTTP request of this sink fails");
         }
         Self {
             wasi: WasiHttpCtx::new(),
@@ -265,7 +133,7 @@ impl HttpCtx {
                     max_request_bytes: limits.max_http_request_bytes,
                     max_response_bytes: limits.max_http_response_bytes,
                 },
-                client: shared_client(),
+                client,
             },
             budget,
         }
@@ -297,14 +165,77 @@ type SendResult = wasmtime_wasi_http::Result<(
     Box<dyn Future<Output = Result<(), HttpError>> + Send>,
 )>;
 
-fn map_reqwest(e: &reqwest::Error) -> HttpError {
-    if e.is_timeout() {
+fn map_reqwest(sink: &str, e: &reqwest::Error) -> HttpError {
+    if let Some(refused) = resolve::address_refused(e) {
+        tracing::warn!(sink = %sink, "HTTP request denied: {refused}");
+        HttpError::HttpRequestDenied
+    } else if e.is_timeout() {
         HttpError::HttpResponseTimeout
     } else if e.is_connect() {
         HttpError::ConnectionRefused
     } else {
         HttpError::InternalError(Some(e.to_string()))
     }
+}
+
+/// Why a request is refused before any I/O, for the log; `None` when it
+/// may be sent. `url` is the request's URL as the client reads it.
+fn refusal(allow: &AllowList, url: &reqwest::Url, host_header: Option<&str>) -> Option<String> {
+    let scheme = url.scheme();
+    let port = url.port();
+    let target = match url.host() {
+        Some(url::Host::Domain(d)) => Target::Name(d),
+        Some(url::Host::Ipv4(ip)) => Target::Ip(ip.into()),
+        Some(url::Host::Ipv6(ip)) => Target::Ip(ip.into()),
+        None => return Some("the URL has no host".to_owned()),
+    };
+    let shown = match port {
+        Some(p) => format!("{scheme}://{}:{p}", url.host_str().unwrap_or("")),
+        None => format!("{scheme}://{}", url.host_str().unwrap_or("")),
+    };
+    if !allow.allows_target(scheme, target, port) {
+        return Some(match target {
+            Target::Ip(ip) => match internal_range(ip) {
+                Some(range) => format!(
+                    "{shown}: {ip} is {range}, which no rule of the sink's allow-list names"
+                ),
+                None => format!("{shown}: not in the sink's allow-list"),
+            },
+            Target::Name(_) => format!("{shown}: not in the sink's allow-list"),
+        });
+    }
+    if let Some(value) = host_header {
+        let name = host_of(value);
+        let same = url
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case(&name));
+        let ip_endpoint = match target {
+            Target::Ip(ip) => allow.names_address(scheme, ip, port),
+            Target::Name(_) => false,
+        };
+        if !same && !ip_endpoint && !allow.allows(scheme, &name, port) {
+            return Some(format!(
+                "{shown} with `host: {}`: that host is not in the sink's allow-list",
+                crate::log::sanitize(value, 256)
+            ));
+        }
+    }
+    None
+}
+
+/// The host of a `host` header value (`name`, `name:port`, `[v6]:port`),
+/// lower case, without a trailing dot.
+fn host_of(value: &str) -> String {
+    let value = value.trim();
+    let host = if value.starts_with('[') {
+        value.split_inclusive(']').next().unwrap_or(value)
+    } else {
+        match value.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => value,
+        }
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 impl WasiHttpHooks for SinkHooks {
@@ -327,25 +258,39 @@ impl WasiHttpHooks for SinkHooks {
         _options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
-        let uri = request.uri().clone();
-        let scheme = uri.scheme_str().unwrap_or("").to_string();
-        let host = uri.host().unwrap_or("").to_string();
-        let port = uri.port_u16();
-        let allowed = match &self.allow {
-            Ok(list) => list.allows(&scheme, &host, port),
-            Err(_) => false,
-        };
         let sink = self.sink.clone();
-        if !allowed {
-            let shown = match port {
-                Some(p) => format!("{scheme}://{host}:{p}"),
-                None => format!("{scheme}://{host}"),
-            };
-            tracing::warn!(sink = %sink, "HTTP request to {shown} denied: not in the sink's allow-list");
+        // The URL as the client will read it (so `http://2130706433/` is
+        // checked as 127.0.0.1, the address it connects to).
+        let url = reqwest::Url::parse(&request.uri().to_string());
+        let host_header = request
+            .headers()
+            .get(http::header::HOST)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let denied = match (&self.allow, &url) {
+            (Err(_), _) => Some("the sink's allow-list is invalid".to_owned()),
+            (_, Err(e)) => Some(format!(
+                "the URL `{}` is invalid: {e}",
+                crate::log::sanitize(&request.uri().to_string(), 256)
+            )),
+            (Ok(list), Ok(url)) => refusal(list, url, host_header.as_deref()),
+        };
+        if let Some(why) = denied {
+            tracing::warn!(sink = %sink, "HTTP request denied: {why}");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
+        let Ok(url) = url else {
+            return Box::new(async { Err(HttpError::HttpRequestDenied) });
+        };
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                tracing::error!(sink = %sink, "HTTP request not sent: {e}");
+                let e = e.clone();
+                return Box::new(async move { Err(HttpError::InternalError(Some(e))) });
+            }
+        };
         let caps = self.caps;
-        let client = self.client.clone();
+        let host = url.host_str().unwrap_or("").to_owned();
         Box::new(async move {
             let (parts, mut body) = request.into_parts();
             let mut sent = Vec::new();
@@ -365,7 +310,7 @@ impl WasiHttpHooks for SinkHooks {
             // The client sets Content-Length from the body.
             headers.remove(http::header::CONTENT_LENGTH);
             let response = client
-                .request(parts.method, uri.to_string())
+                .request(parts.method, url)
                 .headers(headers)
                 .body(sent)
                 .timeout(caps.timeout)
@@ -373,13 +318,13 @@ impl WasiHttpHooks for SinkHooks {
                 .await
                 .map_err(|e| {
                     tracing::debug!(sink = %sink, "HTTP request to {host} failed: {e}");
-                    map_reqwest(&e)
+                    map_reqwest(&sink, &e)
                 })?;
             let status = response.status();
             let headers = response.headers().clone();
             let mut response = response;
             let mut received = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| map_reqwest(&e))? {
+            while let Some(chunk) = response.chunk().await.map_err(|e| map_reqwest(&sink, &e))? {
                 if received.len() + chunk.len() > caps.max_response_bytes {
                     tracing::warn!(sink = %sink, "HTTP response from {host} cut: body over {} bytes", caps.max_response_bytes);
                     return Err(HttpError::HttpResponseBodySize(Some(
@@ -408,6 +353,11 @@ pub enum SlsEnvError {
     /// A required variable is unset or empty.
     #[error("environment variable {0} is required for --event-storage aliyun-sls")]
     Missing(&'static str),
+    /// `SLS_PROJECT` is not a project name (3-63 of `a-z`, `0-9`, `-`).
+    #[error(
+        "SLS_PROJECT `{0}` is invalid: a project name is 3 to 63 lower-case letters, digits and hyphens, starting and ending with a letter or digit"
+    )]
+    Project(String),
     /// `SLS_ENDPOINT` is not a host or `scheme://host[:port]`.
     #[error(
         "SLS_ENDPOINT `{value}` is invalid: {reason} (expected a host like cn-hangzhou.log.aliyuncs.com or a URL like http://127.0.0.1:9000)"
@@ -459,10 +409,13 @@ pub fn parse_sls_endpoint(value: &str) -> Result<(String, String, Option<u16>), 
 /// The sls sink's spec from KubeDL's variables, read through `var`
 /// (`std::env::var(..).ok()` in the runtime): `SLS_ENDPOINT`, `SLS_KEY_ID`,
 /// `SLS_KEY_SECRET`, `SLS_PROJECT`, `SLS_LOG_STORE` (all required), and
-/// optional `SLS_SECURITY_TOKEN`. The allow-list holds just the endpoint:
-/// `scheme://*.<host>:port` for a name (the project is a subdomain),
-/// `scheme://<ip>:port` for an IPv4 address. Errors name the variable and
-/// never contain the secret.
+/// optional `SLS_SECURITY_TOKEN`. The allow-list grants exactly the
+/// configured project: `scheme://<project>.<host>:port` for a name (the
+/// project is a subdomain; other projects under the endpoint stay denied),
+/// `scheme://<ip>:port` for an IPv4 address (SLS's IP form: the connection
+/// goes to the address and `Host: <project>.<ip>` names the project; the
+/// operator named that address). Errors name the variable and never
+/// contain the secret.
 pub fn sls_sink_spec(
     name: &str,
     module: ModuleSource,
@@ -483,10 +436,21 @@ pub fn sls_sink_spec(
     let (scheme, host, port) = parse_sls_endpoint(&endpoint)?;
     let port = port.or_else(|| default_port(&scheme)).unwrap_or(443);
     let is_ip = host.parse::<std::net::Ipv4Addr>().is_ok();
+    // SLS project names: 3-63 of a-z, 0-9 and `-`, starting and ending
+    // with a letter or digit; a DNS label, so the grant is one exact name.
+    let label_ok = (3..=63).contains(&project.len())
+        && project
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !project.starts_with('-')
+        && !project.ends_with('-');
+    if !label_ok {
+        return Err(SlsEnvError::Project(project));
+    }
     let allow = if is_ip {
         format!("{scheme}://{host}:{port}")
     } else {
-        format!("{scheme}://*.{host}:{port}")
+        format!("{scheme}://{project}.{host}:{port}")
     };
     let mut settings = vec![
         ("endpoint".to_string(), format!("{scheme}://{host}:{port}")),
@@ -512,51 +476,53 @@ pub fn sls_sink_spec(
 mod tests {
     use super::*;
 
-    #[test]
-    fn allow_list_matches_scheme_host_and_port() {
-        let list = AllowList::parse(&[
-            "https://*.log.aliyuncs.com",
-            "http://127.0.0.1:9000",
-            "*://localhost:*",
-        ])
-        .expect("valid");
-        assert!(list.allows("https", "proj.cn-hangzhou.log.aliyuncs.com", None));
-        assert!(list.allows("https", "proj.cn-hangzhou.log.aliyuncs.com", Some(443)));
-        assert!(
-            !list.allows("https", "log.aliyuncs.com", None),
-            "bare suffix"
-        );
-        assert!(
-            !list.allows("http", "proj.cn-hangzhou.log.aliyuncs.com", None),
-            "scheme"
-        );
-        assert!(
-            !list.allows("https", "proj.log.aliyuncs.com", Some(8443)),
-            "port"
-        );
-        assert!(!list.allows("https", "evil-log.aliyuncs.com.attacker.io", None));
-        assert!(list.allows("http", "127.0.0.1", Some(9000)));
-        assert!(!list.allows("http", "127.0.0.1", Some(9001)));
-        assert!(!list.allows("https", "127.0.0.1", Some(9000)));
-        assert!(list.allows("http", "LOCALHOST", Some(1234)));
-        assert!(!list.allows("ftp", "localhost", Some(21)));
-        assert!(!AllowList::default().allows("https", "example.com", None));
+    fn refused(allow: &[&str], url: &str, host: Option<&str>) -> Option<String> {
+        let list = AllowList::parse(allow).expect("valid");
+        refusal(&list, &reqwest::Url::parse(url).expect(url), host)
     }
 
     #[test]
-    fn bad_entries_are_named() {
-        for bad in [
-            "ftp://x",
-            "http://h:0",
-            "http://h/path",
-            "*.",
-            "http://a..b",
-            "",
+    fn urls_are_checked_as_the_client_reads_them() {
+        // Decimal, hex and short IPv4 forms are 127.0.0.1 to the client.
+        for url in [
+            "http://2130706433:8080/",
+            "http://0x7f.1:8080/",
+            "http://127.1:8080/",
+            "http://[::ffff:7f00:1]:8080/",
         ] {
-            let err = AllowList::parse(&[bad]).expect_err(bad);
-            assert_eq!(err.entry, bad);
+            let why = refused(&["http://*:*"], url, None).expect(url);
+            assert!(why.contains("loopback"), "{url}: {why}");
+            assert_eq!(
+                refused(&["http://127.0.0.1:8080"], url, None),
+                None,
+                "{url}"
+            );
         }
-        assert!(AllowList::parse(&["*"]).is_ok());
+        let why = refused(&["*://*:*"], "http://169.254.169.254/latest", None).expect("metadata");
+        assert!(why.contains("link-local"), "{why}");
+        // A name is checked by name here, and by address when connecting.
+        assert_eq!(
+            refused(&["http://localhost:9000"], "http://localhost:9000/", None),
+            None
+        );
+    }
+
+    #[test]
+    fn a_host_header_naming_another_host_needs_a_rule() {
+        let name = ["https://proj.log.example.com"];
+        let url = "https://proj.log.example.com/logstores";
+        assert_eq!(refused(&name, url, Some("proj.log.example.com")), None);
+        assert_eq!(refused(&name, url, Some("PROJ.log.example.com:443")), None);
+        let why = refused(&name, url, Some("other.log.example.com")).expect("other project");
+        assert!(why.contains("other.log.example.com"), "{why}");
+        // On an IP endpoint named explicitly the header names the project.
+        let ip = ["http://127.0.0.1:9000"];
+        assert_eq!(
+            refused(&ip, "http://127.0.0.1:9000/", Some("proj.127.0.0.1")),
+            None
+        );
+        assert_eq!(host_of("[::1]:80"), "[::1]");
+        assert_eq!(host_of("Name.Example.:8080"), "name.example");
     }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -582,10 +548,20 @@ mod tests {
             sls_sink_spec("sls", module.clone(), env(&FULL), Limits::default()).expect("valid");
         assert_eq!(
             spec.limits.http_allow,
-            ["https://*.cn-hangzhou.log.aliyuncs.com:443"]
+            ["https://kubedl-project.cn-hangzhou.log.aliyuncs.com:443"]
         );
         let allow = AllowList::parse(&spec.limits.http_allow).expect("parses");
         assert!(allow.allows("https", "kubedl-project.cn-hangzhou.log.aliyuncs.com", None));
+        // Exactly the configured project: not another one under the endpoint.
+        assert!(!allow.allows("https", "other-project.cn-hangzhou.log.aliyuncs.com", None));
+        assert!(!allow.allows("https", "cn-hangzhou.log.aliyuncs.com", None));
+        for bad in ["ab", "Upper", "-lead", "trail-", "a.b.c", "x*y"] {
+            let mut v = FULL.to_vec();
+            v[3] = ("SLS_PROJECT", bad);
+            let err =
+                sls_sink_spec("sls", module.clone(), env(&v), Limits::default()).expect_err(bad);
+            assert_eq!(err, SlsEnvError::Project(bad.into()));
+        }
         assert!(spec.settings.contains(&(
             "endpoint".into(),
             "https://cn-hangzhou.log.aliyuncs.com:443".into()

@@ -289,6 +289,9 @@ pub(crate) struct Blueprint {
     pub(crate) budget: HostBudget,
     /// The sink's CPU meter and quota, shared by all its instances.
     pub(crate) cpu: CpuQuota,
+    /// The sink's output budget (log lines, error text), shared by all its
+    /// instances.
+    pub(crate) output: Arc<crate::log::SinkOutput>,
 }
 
 struct Live {
@@ -382,11 +385,7 @@ impl SinkInstance {
             return Ok(());
         }
         let bp = self.blueprint.clone();
-        let log = GuestLog::new(
-            &bp.name,
-            bp.limits.log_bytes_per_sec,
-            self.log_counters.clone(),
-        );
+        let log = GuestLog::with_output(bp.output.clone(), self.log_counters.clone());
         let mut table = ResourceTable::new();
         table.set_max_capacity(bp.limits.max_resources);
         let data = StoreData {
@@ -574,7 +573,14 @@ fn end_call(store: &mut Store<StoreData>) {
     store.data_mut().sql.set_deadline(None);
 }
 
+/// The guest's error, its text escaped, cut and charged to the sink's
+/// output budget ([`crate::log::SinkOutput::admit`]) before it can reach a
+/// log line.
 fn guest_error(bp: &Blueprint, call: &str, e: SinkError) -> WriteError {
+    let e = match e {
+        SinkError::Retryable(m) => SinkError::Retryable(bp.output.admit(&m)),
+        SinkError::Fatal(m) => SinkError::Fatal(bp.output.admit(&m)),
+    };
     match e {
         SinkError::Retryable(m) => WriteError::Retryable(format!(
             "sink '{}': {call} failed (retryable): {m}",

@@ -23,12 +23,13 @@ pub mod cpu;
 pub mod http;
 pub mod instance;
 pub mod log;
+pub mod secret;
 pub mod sql;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -308,6 +309,7 @@ struct HostInner {
     pools: sql::SqlPools,
     cache_dir: Option<PathBuf>,
     sinks: Mutex<HashMap<String, SinkShared>>,
+    outputs: log::SinkOutputs,
     _ticker: Ticker,
 }
 
@@ -382,6 +384,7 @@ impl Host {
                 pools,
                 cache_dir: options.cache_dir,
                 sinks: Mutex::new(HashMap::new()),
+                outputs: log::SinkOutputs::default(),
                 _ticker: ticker,
             }),
         })
@@ -501,6 +504,10 @@ impl Host {
             .map_err(|e| world(error_text(&e)))?;
         let pre = bindings::SinkWorldPre::new(pre).map_err(|e| world(error_text(&e)))?;
         let shared = self.shared(&spec.name, &spec.limits);
+        let output = self
+            .inner
+            .outputs
+            .get(&spec.name, spec.limits.log_bytes_per_sec);
         let mut instance = SinkInstance::new(instance::Blueprint {
             name: spec.name.clone(),
             origin: origin.clone(),
@@ -512,6 +519,7 @@ impl Host {
             engine: self.inner.engine.clone(),
             budget: shared.budget,
             cpu: shared.cpu,
+            output,
         });
         instance.rebuild().await.map_err(|source| HostError::Init {
             sink: spec.name,

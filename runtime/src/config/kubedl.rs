@@ -99,7 +99,7 @@ impl KubedlFlags {
                     port: var("MYSQL_PORT", Some("3306")).map(StringOrInt::String),
                     database: var("MYSQL_DB_NAME", Some("kubedl")),
                     user: var("MYSQL_USER", None),
-                    password: var("MYSQL_PASSWORD", None),
+                    password: var("MYSQL_PASSWORD", None).map(Into::into),
                     path: None,
                     max_connections: None,
                 },
@@ -264,7 +264,7 @@ mod tests {
         assert_eq!(c.sinks[0].settings["logstore"], "ls");
         assert_eq!(
             c.sinks[0].allow_hosts,
-            vec!["https://*.cn-hangzhou.log.aliyuncs.com:443"]
+            vec!["https://proj.cn-hangzhou.log.aliyuncs.com:443"]
         );
         assert_eq!(c.sinks[0].queue.coalesce, Some(false));
     }

@@ -120,9 +120,9 @@ pub struct ConnectionSpec {
     /// MySQL user.
     #[serde(default)]
     pub user: Option<String>,
-    /// MySQL password.
+    /// MySQL password (`Debug` shows `[REDACTED]`).
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<kubesink_host::secret::Secret>,
     /// SQLite database file, created when missing.
     #[serde(default)]
     pub path: Option<String>,

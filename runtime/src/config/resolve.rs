@@ -85,7 +85,8 @@ impl Config {
                     };
                     let db = get("database", &c.database)?.unwrap_or_else(|| "kubedl".into());
                     let user = get("user", &c.user)?.unwrap_or_default();
-                    let password = get("password", &c.password)?.unwrap_or_default();
+                    let password = c.password.as_ref().map(|p| p.expose().to_owned());
+                    let password = get("password", &password)?.unwrap_or_default();
                     let enc = |s: &str| {
                         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
                             .to_string()
@@ -100,7 +101,7 @@ impl Config {
             };
             sql.push(ConnectionConfig {
                 name: name.clone(),
-                url,
+                url: url.into(),
                 max_connections: c.max_connections.unwrap_or(4),
             });
         }
@@ -289,9 +290,13 @@ connections:
 "#;
         let plan = Config::parse(text).unwrap().resolve("t").unwrap();
         let m = plan.host.sql.iter().find(|c| c.name == "m").unwrap();
-        assert_eq!(m.url, "mysql://u%40x:p%3A%2F%40@db:3307/kubedl");
+        assert_eq!(m.url.expose(), "mysql://u%40x:p%3A%2F%40@db:3307/kubedl");
+        assert!(
+            !format!("{m:?}").contains("p%3A"),
+            "Debug redacts the URL: {m:?}"
+        );
         let s = plan.host.sql.iter().find(|c| c.name == "s").unwrap();
-        assert_eq!(s.url, "sqlite://./x.db?mode=rwc");
+        assert_eq!(s.url.expose(), "sqlite://./x.db?mode=rwc");
     }
 
     #[test]

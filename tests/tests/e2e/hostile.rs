@@ -127,7 +127,12 @@ fn denials(name: &str, err: &WriteError) -> anyhow::Result<Vec<String>> {
     let Some(report) = message.strip_prefix(&prefix) else {
         bail!("sink {name}: the error does not start with `{prefix}`: {message}");
     };
-    let lines: Vec<String> = report.lines().map(str::to_owned).collect();
+    // The host escapes the guest's newlines (`\n`): one report, one line.
+    ensure!(
+        !report.contains('\n'),
+        "sink {name}: a raw newline in: {report}"
+    );
+    let lines: Vec<String> = report.split("\\n").map(str::to_owned).collect();
     ensure!(!lines.is_empty(), "sink {name}: empty report");
     for line in &lines {
         ensure!(
@@ -408,7 +413,7 @@ async fn host_write_that_never_returns_hits_the_deadline() -> anyhow::Result<()>
 
 /// Collects what the runtime logs, for assertions.
 #[derive(Clone, Default)]
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct LogBuf(Arc<Mutex<Vec<u8>>>);
 
 impl Write for LogBuf {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -425,8 +430,12 @@ impl Write for LogBuf {
 }
 
 impl LogBuf {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    /// The log so far; panics if it holds a test secret.
+    pub(crate) fn text(&self) -> String {
+        let text =
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+        kubesink_tests::binary::assert_no_test_secret("of the e2e subscriber", &text);
+        text
     }
 }
 
@@ -434,7 +443,7 @@ impl LogBuf {
 /// first use. (A thread-scoped `set_default` misses events when other
 /// tests' threads registered the same callsites first.) Tests share it:
 /// each reads only the events of its own, uniquely named sinks.
-fn capture_log() -> LogBuf {
+pub(crate) fn capture_log() -> LogBuf {
     static LOG: std::sync::OnceLock<LogBuf> = std::sync::OnceLock::new();
     LOG.get_or_init(|| {
         let buf = LogBuf::default();
@@ -453,7 +462,7 @@ fn capture_log() -> LogBuf {
 
 /// Splits a captured log into events (a multi-line message stays with its
 /// event's timestamp line).
-fn log_events(text: &str) -> Vec<String> {
+pub(crate) fn log_events(text: &str) -> Vec<String> {
     let mut events: Vec<String> = Vec::new();
     for line in text.lines() {
         let starts_event = line.len() > 4 && line[..4].bytes().all(|b| b.is_ascii_digit());
@@ -469,7 +478,7 @@ fn log_events(text: &str) -> Vec<String> {
 }
 
 /// True when `event` carries the field `sink=NAME`.
-fn tagged(event: &str, name: &str) -> bool {
+pub(crate) fn tagged(event: &str, name: &str) -> bool {
     let field = format!("sink={name}");
     event.split_whitespace().any(|w| w == field)
 }

@@ -19,6 +19,7 @@ mod mysql_sink;
 mod ops;
 mod outage;
 mod replay;
+mod sandbox_http;
 mod sandbox_limits;
 mod sandbox_sql;
 mod sls;

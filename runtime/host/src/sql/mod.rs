@@ -41,14 +41,16 @@ use redact::{scrub, url_secrets};
 /// retryable error rather than a timeout fault.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One named connection from the runtime configuration.
+/// One named connection from the runtime configuration. `Debug` shows
+/// the URL as `[REDACTED]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {
     /// The name sinks open it by.
     pub name: String,
     /// `mysql://user:pass@host:port/db` or `sqlite://path?mode=rwc`.
-    /// Never shown in logs or errors (only scheme, host and database are).
-    pub url: String,
+    /// Never shown in logs or errors (only scheme, host and database are);
+    /// read it with [`Secret::expose`](crate::secret::Secret::expose).
+    pub url: crate::secret::Secret,
     /// Most pooled connections. Default 4.
     pub max_connections: u32,
 }
@@ -59,7 +61,7 @@ impl ConnectionConfig {
     pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
             name: name.into(),
-            url: url.into(),
+            url: crate::secret::Secret::from(url.into()),
             max_connections: 4,
         }
     }

@@ -293,7 +293,7 @@ impl SqlPools {
 }
 
 fn parse(config: &ConnectionConfig) -> Result<ConnSpec, SqlConfigError> {
-    let raw = config.url.as_str();
+    let raw = config.url.expose();
     let shown = redact_url(raw);
     let secrets = url_secrets(raw);
     let invalid = |err: sqlx::Error| SqlConfigError::InvalidUrl {

@@ -34,6 +34,7 @@ mod bindings {
     export!(Hostile);
 }
 
+mod http_probes;
 mod sql_probes;
 
 use std::cell::RefCell;
@@ -284,6 +285,7 @@ fn run(s: &Settings, batch_len: usize) -> Result<(), Error> {
                 "hostile guest: the silent server answered: {r:?}"
             )))
         }
+        m if m.starts_with("http-probe-") => http_probes::run(m, s),
         m if sql_probes::MODES.contains(&m) => sql_probes::run(s),
         other => Err(Error::Fatal(format!("unknown mode {other}"))),
     }

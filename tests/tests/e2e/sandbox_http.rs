@@ -1,0 +1,403 @@
+//! The sandbox holds against a hostile sink (issue 12): HTTP egress, the
+//! host's log, secrets. Each test drives the `hostile` guest's
+//! `http-probe-*` modes (`tests/guests/hostile/src/http_probes.rs`).
+//!
+//! - A name the allow-list grants may not lead to loopback: `localhost`,
+//!   `*`, and every spelling of 127.0.0.1 a URL allows are refused unless a
+//!   rule names the address; a rule naming it lets the request through.
+//! - KubeDL's `--event-storage aliyun-sls` grant is the configured project
+//!   only, also against a `host` header naming another project.
+//! - Text a sink returns cannot forge a log line, and it is charged to the
+//!   sink's output budget, shared by its instances and kept across rebuilds.
+//!
+//! Every target is a server of the test on 127.0.0.1.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use kubesink::config::Config;
+use kubesink::pipeline::Pipeline;
+use kubesink_host::{Host, HostOptions, Limits, ModuleSource, SinkSpec, WriteError};
+use kubesink_normalize::record::{Entry, Record};
+use kubesink_tests::guests::guest_wasm;
+use kubesink_tests::records;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::hostile::{capture_log, log_events, tagged};
+
+const HOSTILE: &str = "kubesink-guest-hostile";
+
+fn events(n: usize) -> Vec<Entry> {
+    (0..n)
+        .map(|i| records::applied(Record::Event(records::event(&format!("ev-{i}"), 1, 1))))
+        .collect()
+}
+
+fn host_in(dir: &std::path::Path) -> anyhow::Result<Host> {
+    Ok(Host::new(HostOptions {
+        cache_dir: Some(dir.join("cache")),
+        ..HostOptions::default()
+    })?)
+}
+
+fn spec(name: &str, settings: &[(&str, String)], limits: Limits) -> anyhow::Result<SinkSpec> {
+    Ok(SinkSpec {
+        name: name.into(),
+        module: ModuleSource::Path(guest_wasm(HOSTILE)?),
+        settings: settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        sql_grants: vec![],
+        limits,
+    })
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 that reads each request (head and
+/// `content-length` body), counts it and answers `200` with an empty body.
+pub(crate) struct Receiver {
+    pub(crate) port: u16,
+    requests: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    let body_start = loop {
+                        let Ok(n) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                    };
+                    let text = String::from_utf8_lossy(&head[..body_start]).to_ascii_lowercase();
+                    let length: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    let mut left = length.saturating_sub(head.len() - body_start);
+                    while left > 0 {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => left = left.saturating_sub(n),
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let _ = socket
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            requests,
+            _task: task,
+        })
+    }
+
+    pub(crate) fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs `http-probe-each` over `targets` under `allow` and returns the
+/// report's lines (`DENIED ...` / `ESCAPED ...`).
+async fn probe_each(
+    host: &Host,
+    name: &str,
+    allow: Vec<String>,
+    targets: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let settings = vec![
+        ("mode", "http-probe-each".to_owned()),
+        ("url", targets.join(" ")),
+    ];
+    let limits = Limits {
+        http_allow: allow,
+        ..Limits::default()
+    };
+    let mut sink = host
+        .load(spec(name, &settings, limits)?)
+        .await
+        .with_context(|| format!("loading {name}"))?;
+    let err = sink.write(&events(1)).await.expect_err("a probe report");
+    let WriteError::Fatal(message) = &err else {
+        bail!("{name}: expected the probe report, got {err:?}");
+    };
+    let report = message
+        .split_once("(fatal): ")
+        .map(|(_, r)| r)
+        .unwrap_or(message);
+    Ok(report.split("\\n").map(str::to_owned).collect())
+}
+
+/// A rule naming a host (`localhost`) or any host (`*`) does not grant the
+/// loopback address behind it, whatever way the URL spells it (a name, a
+/// decimal or short IPv4 form, IPv4-mapped IPv6, `::1`, `0.0.0.0`): each
+/// request is `HTTP-request-denied` and the server on 127.0.0.1 sees none.
+/// A rule naming 127.0.0.1 (or 127.0.0.0/8) lets `localhost` through.
+#[tokio::test]
+async fn host_http_names_leading_to_loopback_are_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let server = Receiver::start().await?;
+    let p = server.port;
+
+    let by_name = probe_each(
+        &host,
+        "egress-name",
+        vec![format!("http://localhost:{p}")],
+        &[format!("http://localhost:{p}/steal")],
+    )
+    .await?;
+    let spellings: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "2130706433",
+        "127.1",
+        "0x7f.0.0.1",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+        "0.0.0.0",
+    ]
+    .iter()
+    .map(|h| format!("http://{h}:{p}/steal"))
+    .collect();
+    let by_wildcard = probe_each(
+        &host,
+        "egress-wildcard",
+        vec![format!("http://*:{p}")],
+        &spellings,
+    )
+    .await?;
+    eprintln!("name rule:\n{}\n", by_name.join("\n"));
+    eprintln!("wildcard rule:\n{}\n", by_wildcard.join("\n"));
+    ensure!(by_wildcard.len() == spellings.len(), "{by_wildcard:?}");
+    for line in by_name.iter().chain(&by_wildcard) {
+        ensure!(
+            line.starts_with("DENIED ") && line.contains("HttpRequestDenied"),
+            "a request reached loopback through a rule that does not name it: {line}"
+        );
+    }
+    ensure!(
+        server.requests() == 0,
+        "the server on 127.0.0.1 got {} requests",
+        server.requests()
+    );
+
+    // Naming the address (or its range) explicitly lets it through.
+    let named = probe_each(
+        &host,
+        "egress-named",
+        vec![
+            format!("http://localhost:{p}"),
+            format!("http://127.0.0.1:{p}"),
+        ],
+        &[format!("http://localhost:{p}/ok")],
+    )
+    .await?;
+    let range = probe_each(
+        &host,
+        "egress-range",
+        vec![format!("http://127.0.0.0/8:{p}")],
+        &[format!("http://127.0.0.1:{p}/ok")],
+    )
+    .await?;
+    eprintln!("named:\n{}\n{}\n", named.join("\n"), range.join("\n"));
+    for line in named.iter().chain(&range) {
+        ensure!(
+            line.starts_with("ESCAPED ") && line.ends_with(": 200"),
+            "an explicitly named address is reachable: {line}"
+        );
+    }
+    ensure!(server.requests() == 2, "{} requests", server.requests());
+    Ok(())
+}
+
+/// KubeDL's `--event-storage aliyun-sls` grants the configured project's
+/// host only: another project under the same endpoint is denied, by URL or
+/// by a `host` header on the granted connection, before any I/O.
+#[tokio::test]
+async fn host_sls_grant_is_the_configured_project_only() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let server = Receiver::start().await?;
+    let p = server.port;
+    let endpoint = format!("http://localhost:{p}");
+    let var = |k: &str| -> Option<String> {
+        Some(match k {
+            "SLS_ENDPOINT" => endpoint.clone(),
+            "SLS_KEY_ID" => "id".into(),
+            "SLS_KEY_SECRET" => "kubesink-test-secret".into(),
+            "SLS_PROJECT" => "kubedl-proj".into(),
+            "SLS_LOG_STORE" => "events".into(),
+            _ => return None,
+        })
+    };
+    let sls = kubesink_host::http::sls_sink_spec(
+        "aliyun-sls",
+        ModuleSource::Path("unused.wasm".into()),
+        var,
+        Limits::default(),
+    )?;
+    ensure!(
+        sls.limits.http_allow == [format!("http://kubedl-proj.localhost:{p}")],
+        "the grant names the project: {:?}",
+        sls.limits.http_allow
+    );
+    let lines = probe_each(
+        &host,
+        "sls-grant",
+        sls.limits.http_allow.clone(),
+        &[
+            format!("http://other-proj.localhost:{p}/logstores/events/shards/lb"),
+            format!("http://kubedl-proj.localhost:{p}/logstores|host=other-proj.localhost"),
+            format!("http://localhost:{p}/logstores"),
+        ],
+    )
+    .await?;
+    eprintln!("sls grant:\n{}\n", lines.join("\n"));
+    ensure!(lines.len() == 3, "{lines:?}");
+    for line in &lines {
+        ensure!(
+            line.starts_with("DENIED ") && line.contains("HttpRequestDenied"),
+            "outside the configured project: {line}"
+        );
+    }
+    ensure!(server.requests() == 0, "{} requests", server.requests());
+    Ok(())
+}
+
+/// The forged text of `http-probe-forge` (a newline and a fake log line,
+/// ANSI colour, a carriage return, a bidirectional override).
+const FORGED_LINE: &str =
+    "2026-12-01T06:00:00.000000Z ERROR kubesink::host: forged line: all sinks healthy";
+
+/// A sink's error text reaches the log escaped on the sink's own line: no
+/// forged line, no raw control character; the fatal error the host API
+/// returns carries it escaped too.
+#[tokio::test]
+async fn pipeline_sink_text_cannot_forge_the_log() -> anyhow::Result<()> {
+    let log = capture_log();
+    let dir = tempfile::tempdir()?;
+    let yaml = format!(
+        "cache_dir: '{}'\nsinks:\n  - name: forger\n    module: '{}'\n    settings: {{ mode: http-probe-forge }}\n    records: [events]\n    batch: {{ max_records: 1, max_delay: 0s }}\n    retry: {{ initial: 10ms, max: 50ms }}\n",
+        dir.path().join("cache").display(),
+        guest_wasm(HOSTILE)?.display()
+    );
+    let plan = Config::parse(&yaml)
+        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
+        .resolve("forge test config")?;
+    let host = Host::new(plan.host.clone())?;
+    let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;
+    for e in events(2) {
+        pipeline.send(e).await;
+    }
+    let reports = tokio::time::timeout(Duration::from_secs(60), pipeline.finish())
+        .await
+        .context("the pipeline drains")?;
+    let forger = reports
+        .iter()
+        .find(|r| r.name == "forger")
+        .context("report")?;
+    ensure!(forger.failed == 2, "{forger:?}");
+
+    let text = log.text();
+    for line in text.lines() {
+        ensure!(
+            !line.starts_with(FORGED_LINE) && !line.contains("\u{1b}") && !line.contains('\r'),
+            "a forged or raw line in the log: {line:?}"
+        );
+        ensure!(
+            !line.contains('\u{202e}'),
+            "a raw bidirectional override: {line:?}"
+        );
+    }
+    let events = log_events(&text);
+    let mine: Vec<&String> = events.iter().filter(|e| tagged(e, "forger")).collect();
+    let escaped = format!("guest failure\\n{FORGED_LINE}\\r\\u{{1b}}[2K\\u{{1b}}[32mOK");
+    ensure!(
+        mine.iter()
+            .any(|e| e.contains(&escaped) && e.contains("\\u{202e}desrever") && !e.contains('\n')),
+        "the sink's error is logged escaped on one line; its events:\n{}",
+        mine.iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    Ok(())
+}
+
+/// Error text counts against the sink's output budget (`log_rate`), one
+/// budget per sink: two instances of the sink (as two workers have) and a
+/// rebuilt instance draw on it together. Over it, the text is replaced by
+/// a note of its size.
+#[tokio::test]
+async fn host_sink_output_budget_is_shared_by_instances_and_rebuilds() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let rate = 2048;
+    let limits = Limits {
+        log_bytes_per_sec: rate,
+        ..Limits::default()
+    };
+    let settings = vec![("mode", "http-probe-forge".to_owned())];
+    let mut a = host
+        .load(spec("budgeted", &settings, limits.clone())?)
+        .await?;
+    let mut b = host
+        .load(spec("budgeted", &settings, limits.clone())?)
+        .await?;
+    let started = Instant::now();
+    let mut kept = 0usize;
+    let mut cut = 0usize;
+    let mut size = 0usize;
+    for i in 0..60 {
+        let sink = if i % 2 == 0 { &mut a } else { &mut b };
+        if i % 10 == 9 {
+            sink.rebuild().await?;
+        }
+        let err = sink.write(&events(1)).await.expect_err("always fatal");
+        let text = err.to_string();
+        if text.contains("output budget") {
+            cut += 1;
+        } else {
+            ensure!(text.contains("forged line"), "{text}");
+            size = text.len();
+            kept += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Burst (one second's worth) plus what refilled meanwhile; the escaped
+    // guest text is a little shorter than the whole message.
+    let allowed = ((rate as f64 * (1.0 + elapsed)) / (size as f64 - 60.0)).ceil() as usize;
+    eprintln!(
+        "kept {kept}, cut {cut} in {elapsed:.2}s (message {size} bytes, budget allows {allowed})"
+    );
+    ensure!(
+        kept <= allowed && cut > 0,
+        "kept {kept} messages of {size} bytes in {elapsed:.2}s with a budget of {rate} B/s for both instances (allows {allowed})"
+    );
+    Ok(())
+}
