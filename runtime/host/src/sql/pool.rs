@@ -393,10 +393,24 @@ fn make_pool(spec: Arc<ConnSpec>, owner: &str, caps: SqlCaps) -> PoolEntry {
                         let kind = kind.clone();
                         let reset = reset.clone();
                         Box::pin(async move {
-                            sqlx::raw_sql(AssertSqlSafe(reset))
+                            // One round trip once the server's kind is known.
+                            let ms = limit.as_millis().max(1);
+                            let sql = match kind.load(Ordering::Relaxed) {
+                                LIMIT_MARIADB => format!(
+                                    "{reset}; SET SESSION max_statement_time = {:.3}",
+                                    ms as f64 / 1000.0
+                                ),
+                                LIMIT_MYSQL => {
+                                    format!("{reset}; SET SESSION max_execution_time = {ms}")
+                                }
+                                _ => reset,
+                            };
+                            sqlx::raw_sql(AssertSqlSafe(sql))
                                 .execute(&mut *conn)
                                 .await?;
-                            set_statement_time(conn, limit, &kind).await?;
+                            if kind.load(Ordering::Relaxed) == LIMIT_UNKNOWN {
+                                set_statement_time(conn, limit, &kind).await?;
+                            }
                             Ok(true)
                         })
                     })
