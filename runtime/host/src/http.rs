@@ -77,6 +77,51 @@ pub struct HttpCaps {
     pub max_response_bytes: usize,
 }
 
+/// A sink's HTTP request slots: how many of its requests may be in flight
+/// at once ([`Limits::http_max_in_flight`]), shared by all its instances.
+#[derive(Debug, Clone)]
+pub struct SinkSlots {
+    slots: Arc<tokio::sync::Semaphore>,
+    limit: usize,
+}
+
+impl SinkSlots {
+    /// `limit` slots.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.limit - self.slots.available_permits()
+    }
+}
+
+/// The host's [`SinkSlots`], by sink name.
+#[derive(Debug, Default)]
+pub struct InFlightSlots {
+    by_name: std::sync::Mutex<std::collections::HashMap<String, SinkSlots>>,
+}
+
+impl InFlightSlots {
+    /// The slots of sink `sink` (created with `limit` on first use, or anew
+    /// when the limit changed).
+    pub fn get(&self, sink: &str, limit: usize) -> SinkSlots {
+        let mut map = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(sink) {
+            Some(s) if s.limit == limit => s.clone(),
+            _ => {
+                let s = SinkSlots::new(limit);
+                map.insert(sink.to_owned(), s.clone());
+                s
+            }
+        }
+    }
+}
+
 /// The hooks of one sink: its allow-list, caps and client.
 struct SinkHooks {
     sink: Arc<str>,
@@ -84,6 +129,10 @@ struct SinkHooks {
     caps: HttpCaps,
     /// The allow-list's client, or why it could not be built.
     client: Result<reqwest::Client, String>,
+    /// Requests in flight, against the limit.
+    slots: SinkSlots,
+    /// Bodies buffered are reserved from the sink's host memory budget.
+    budget: crate::budget::HostBudget,
 }
 
 /// A sink's `wasi:http` state, a field of the store's data.
@@ -134,9 +183,19 @@ impl HttpCtx {
                     max_response_bytes: limits.max_http_response_bytes,
                 },
                 client,
+                slots: SinkSlots::new(limits.http_max_in_flight),
+                budget: budget.clone(),
             },
             budget,
         }
+    }
+
+    /// Uses the sink's shared request slots (the host's, so that all its
+    /// instances count together) instead of slots of its own.
+    #[must_use]
+    pub fn with_slots(mut self, slots: SinkSlots) -> Self {
+        self.hooks.slots = slots;
+        self
     }
 
     /// The sink's host memory budget.
@@ -289,9 +348,27 @@ impl WasiHttpHooks for SinkHooks {
                 return Box::new(async move { Err(HttpError::InternalError(Some(e))) });
             }
         };
+        let Ok(permit) = self.slots.slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                sink = %sink,
+                "HTTP request refused: {} requests of this sink already in flight (limits.http_max_in_flight)",
+                self.slots.limit
+            );
+            return Box::new(async { Err(HttpError::ConnectionLimitReached) });
+        };
         let caps = self.caps;
+        let budget = self.budget.clone();
         let host = url.host_str().unwrap_or("").to_owned();
         Box::new(async move {
+            let over_budget = |e: crate::budget::BudgetExceeded| {
+                tracing::warn!(sink = %sink, "HTTP request to {host} failed: {e}");
+                HttpError::InternalError(Some(e.to_string()))
+            };
+            // Bodies buffered for this request, counted against the sink's
+            // host memory budget until the guest drops the response.
+            let mut held = budget
+                .try_reserve_for("http bodies", 0)
+                .map_err(&over_budget)?;
             let (parts, mut body) = request.into_parts();
             let mut sent = Vec::new();
             while let Some(frame) = body.frame().await {
@@ -303,9 +380,11 @@ impl WasiHttpHooks for SinkHooks {
                             caps.max_request_bytes as u64,
                         )));
                     }
+                    held.grow(data.len()).map_err(&over_budget)?;
                     sent.extend_from_slice(&data);
                 }
             }
+            let sent_len = sent.len();
             let mut headers = parts.headers;
             // The client sets Content-Length from the body.
             headers.remove(http::header::CONTENT_LENGTH);
@@ -320,6 +399,8 @@ impl WasiHttpHooks for SinkHooks {
                     tracing::debug!(sink = %sink, "HTTP request to {host} failed: {e}");
                     map_reqwest(&sink, &e)
                 })?;
+            // The request body is gone with the request.
+            held.shrink(sent_len);
             let status = response.status();
             let headers = response.headers().clone();
             let mut response = response;
@@ -331,11 +412,19 @@ impl WasiHttpHooks for SinkHooks {
                         caps.max_response_bytes as u64,
                     )));
                 }
+                held.grow(chunk.len()).map_err(&over_budget)?;
                 received.extend_from_slice(&chunk);
             }
+            // The slot and the reservation go with the response body: a
+            // guest holding responses holds its slots and budget.
+            let mut keep = Some((permit, held));
             let mut out = http::Response::new(
                 Full::new(Bytes::from(received))
                     .map_err(|never| match never {})
+                    .map_frame(move |frame| {
+                        let _ = &mut keep;
+                        frame
+                    })
                     .boxed_unsync(),
             );
             *out.status_mut() = status;

@@ -292,6 +292,8 @@ pub(crate) struct Blueprint {
     /// The sink's output budget (log lines, error text), shared by all its
     /// instances.
     pub(crate) output: Arc<crate::log::SinkOutput>,
+    /// The sink's HTTP requests in flight, shared by all its instances.
+    pub(crate) http_slots: crate::http::SinkSlots,
 }
 
 struct Live {
@@ -402,7 +404,8 @@ impl SinkInstance {
                 },
                 bp.budget.clone(),
             ),
-            http: crate::http::HttpCtx::new(&bp.name, &bp.limits, bp.budget.clone()),
+            http: crate::http::HttpCtx::new(&bp.name, &bp.limits, bp.budget.clone())
+                .with_slots(bp.http_slots.clone()),
             limiter: SinkLimiter::new(bp.limits.memory_bytes, &bp.budget),
             cpu: CpuClock::new(bp.cpu.clone(), self.guest_cpu_nanos.clone()),
             deadline: None,

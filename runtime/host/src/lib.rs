@@ -106,6 +106,10 @@ pub struct Limits {
     pub max_http_request_bytes: usize,
     /// Largest HTTP response body handed to the guest. Default 4 MiB.
     pub max_http_response_bytes: usize,
+    /// Most HTTP requests the sink has in flight at once, all its workers'
+    /// instances together; one more fails at once with
+    /// `connection-limit-reached`. Default 16 (the sls sink sends up to 8).
+    pub http_max_in_flight: usize,
     /// Largest component (after decompression, for a gzipped ConfigMap
     /// key) the host compiles for this sink; a bigger one is refused before
     /// compiling. Default 64 MiB (the Rust sinks are 0.1–0.2 MiB; components
@@ -140,6 +144,7 @@ impl Default for Limits {
             http_timeout: Duration::from_secs(20),
             max_http_request_bytes: 16 << 20,
             max_http_response_bytes: 4 << 20,
+            http_max_in_flight: 16,
             max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
             host_memory_bytes: DEFAULT_HOST_MEMORY_BYTES,
             max_resources: DEFAULT_MAX_RESOURCES,
@@ -310,6 +315,7 @@ struct HostInner {
     cache_dir: Option<PathBuf>,
     sinks: Mutex<HashMap<String, SinkShared>>,
     outputs: log::SinkOutputs,
+    http_slots: http::InFlightSlots,
     _ticker: Ticker,
 }
 
@@ -385,6 +391,7 @@ impl Host {
                 cache_dir: options.cache_dir,
                 sinks: Mutex::new(HashMap::new()),
                 outputs: log::SinkOutputs::default(),
+                http_slots: http::InFlightSlots::default(),
                 _ticker: ticker,
             }),
         })
@@ -508,6 +515,10 @@ impl Host {
             .inner
             .outputs
             .get(&spec.name, spec.limits.log_bytes_per_sec);
+        let http_slots = self
+            .inner
+            .http_slots
+            .get(&spec.name, spec.limits.http_max_in_flight);
         let mut instance = SinkInstance::new(instance::Blueprint {
             name: spec.name.clone(),
             origin: origin.clone(),
@@ -520,6 +531,7 @@ impl Host {
             budget: shared.budget,
             cpu: shared.cpu,
             output,
+            http_slots,
         });
         instance.rebuild().await.map_err(|source| HostError::Init {
             sink: spec.name,

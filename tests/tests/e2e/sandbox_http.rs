@@ -401,3 +401,97 @@ async fn host_sink_output_budget_is_shared_by_instances_and_rebuilds() -> anyhow
     );
     Ok(())
 }
+
+/// Resident memory of this process, in bytes (`VmRSS`).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Two hundred concurrent POSTs of 16 MiB from one sink: no more than
+/// `http_max_in_flight` (16) are taken, the others fail at once with
+/// `connection-limit-reached`, and the bodies buffered stay within the
+/// sink's host memory budget (64 MiB; going past it fails the request
+/// naming the budget). The process's resident memory grows by less than
+/// the budget plus 128 MiB (sampled every 5 ms during the flood); without
+/// the limits the host would buffer 200 × 16 MiB = 3.2 GiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_http_flood_is_bounded_by_in_flight_and_host_memory() -> anyhow::Result<()> {
+    const N: usize = 200;
+    const BODY: usize = 16 << 20;
+    const BUDGET: usize = 64 << 20;
+    const MARGIN: u64 = 128 << 20;
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let server = Receiver::start().await?;
+    let url = format!("http://127.0.0.1:{}/flood?n={N}", server.port);
+    let limits = Limits {
+        http_allow: vec![format!("http://127.0.0.1:{}", server.port)],
+        max_http_request_bytes: BODY,
+        host_memory_bytes: BUDGET,
+        http_max_in_flight: 16,
+        call_timeout: Duration::from_secs(300),
+        ..Limits::default()
+    };
+    let settings = vec![
+        ("mode", "http-probe-flood".to_owned()),
+        ("url", url),
+        ("bytes", BODY.to_string()),
+    ];
+    let mut sink = host.load(spec("flood", &settings, limits)?).await?;
+    let baseline = rss_bytes();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(baseline));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let started = Instant::now();
+    let err = sink.write(&events(1)).await.expect_err("a flood report");
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let grew = peak.load(Ordering::Relaxed).saturating_sub(baseline);
+    let report = err.to_string();
+    let budget_peak = sink.budget().peak();
+    eprintln!(
+        "{report}\nin {:?}: RSS grew by {} MiB at most; budget peak {} MiB of {} MiB; server got {} requests",
+        started.elapsed(),
+        grew >> 20,
+        budget_peak >> 20,
+        BUDGET >> 20,
+        server.requests()
+    );
+    ensure!(
+        report.contains(&format!("FLOOD {N} x {BODY} bytes")),
+        "{report}"
+    );
+    ensure!(
+        report.contains("ConnectionLimitReached="),
+        "requests past the in-flight limit fail: {report}"
+    );
+    ensure!(budget_peak <= BUDGET, "budget peak {budget_peak}");
+    ensure!(
+        grew < BUDGET as u64 + MARGIN,
+        "resident memory grew by {} MiB, over the budget of {} MiB plus {} MiB",
+        grew >> 20,
+        BUDGET >> 20,
+        MARGIN >> 20
+    );
+    ensure!(
+        server.requests() <= 16,
+        "at most the in-flight limit reached the server: {}",
+        server.requests()
+    );
+    Ok(())
+}
