@@ -126,7 +126,8 @@ pub struct ConnectionSpec {
     /// SQLite database file, created when missing.
     #[serde(default)]
     pub path: Option<String>,
-    /// Most pooled connections. Default 4.
+    /// Most pooled connections per sink (each sink granted the connection
+    /// has its own pool). Default 4.
     #[serde(default)]
     pub max_connections: Option<u32>,
 }

@@ -2,11 +2,15 @@
 //!
 //! Two layers:
 //!
-//! - [`SqlPools`] / [`SqlConn`]: the named pools (MySQL/MariaDB or SQLite),
-//!   usable natively (no wasm) with typed parameters ([`Value`]), size caps
-//!   ([`SqlCaps`]) and errors already mapped to the WIT [`SqlError`] cases.
-//!   Pools are created lazily, so a database that is down at start-up gives
-//!   `unavailable` errors (retryable) instead of a failed start.
+//! - [`SqlPools`] / [`SqlConn`]: the named connections (MySQL/MariaDB or
+//!   SQLite) and their pools, one per sink and name (`pool`), usable
+//!   natively (no wasm) with typed parameters ([`Value`]), size caps
+//!   ([`SqlCaps`]), the call's deadline, and errors already mapped to the WIT
+//!   [`SqlError`] cases. Pools are created lazily, so a database that is
+//!   down at start-up gives `unavailable` errors (retryable) instead of a
+//!   failed start. SQLite connections are confined to their file
+//!   (`sqlite_guard`); values go through `codec`, credentials are kept out
+//!   of messages by `redact`.
 //! - The capability proper, following wasmtime's View pattern: [`SqlCtx`]
 //!   (per store: the sink's name, its grants, the pools, the caps), the
 //!   [`SqlView`] trait the store data implements, and [`add_to_linker`].
@@ -51,7 +55,8 @@ pub struct ConnectionConfig {
     /// Never shown in logs or errors (only scheme, host and database are);
     /// read it with [`Secret::expose`](crate::secret::Secret::expose).
     pub url: crate::secret::Secret,
-    /// Most pooled connections. Default 4.
+    /// Most pooled connections of each sink's pool (one pool per sink).
+    /// Default 4.
     pub max_connections: u32,
 }
 
