@@ -659,6 +659,11 @@ mod tests {
             spec.settings
                 .contains(&("logstore".into(), "kubedl".into()))
         );
+        let shown = format!("{spec:?}");
+        assert!(
+            !shown.contains("very-secret") && shown.contains("[REDACTED]"),
+            "{shown}"
+        );
 
         let mut local = FULL.to_vec();
         local[0] = ("SLS_ENDPOINT", "http://127.0.0.1:9000");

@@ -153,8 +153,9 @@ impl Default for Limits {
     }
 }
 
-/// What the host needs to build one sink instance.
-#[derive(Debug, Clone)]
+/// What the host needs to build one sink instance. `Debug` redacts the
+/// values of secret settings ([`secret::is_secret_key`]).
+#[derive(Clone)]
 pub struct SinkSpec {
     /// The sink's name from the configuration; tags its logs and errors.
     pub name: String,
@@ -166,6 +167,18 @@ pub struct SinkSpec {
     pub sql_grants: Vec<String>,
     /// Its resource limits.
     pub limits: Limits,
+}
+
+impl std::fmt::Debug for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkSpec")
+            .field("name", &self.name)
+            .field("module", &self.module)
+            .field("settings", &secret::RedactedSettings(&self.settings))
+            .field("sql_grants", &self.sql_grants)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 /// Options for the whole host.

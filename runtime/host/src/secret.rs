@@ -62,9 +62,69 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
+/// Whether a sink setting named `key` holds a secret by its name
+/// (`access_key_secret`, `password`, `security_token`,
+/// `header.Authorization`, `api_key`, ...).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "passwd",
+        "token",
+        "credential",
+        "authorization",
+        "api_key",
+        "apikey",
+        "private_key",
+    ]
+    .iter()
+    .any(|w| k.contains(w))
+}
+
+/// Sink settings for `Debug`: the values of secret keys
+/// ([`is_secret_key`]) shown as `[REDACTED]`.
+pub struct RedactedSettings<'a>(pub &'a [(String, String)]);
+
+impl fmt::Debug for RedactedSettings<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        for (k, v) in self.0 {
+            if is_secret_key(k) {
+                list.entry(&(k, "[REDACTED]"));
+            } else {
+                list.entry(&(k, v));
+            }
+        }
+        list.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_settings_are_redacted_by_name() {
+        let settings = vec![
+            ("endpoint".to_owned(), "http://127.0.0.1:9000".to_owned()),
+            ("access_key_id".to_owned(), "id".to_owned()),
+            (
+                "access_key_secret".to_owned(),
+                "kubesink-test-secret".to_owned(),
+            ),
+            ("security_token".to_owned(), "sts-token-value".to_owned()),
+            ("header.Authorization".to_owned(), "Bearer abc".to_owned()),
+        ];
+        let shown = format!("{:?}", RedactedSettings(&settings));
+        for secret in ["kubesink-test-secret", "sts-token-value", "Bearer abc"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(
+            shown.contains("127.0.0.1:9000") && shown.contains("\"id\""),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn debug_and_display_redact() {

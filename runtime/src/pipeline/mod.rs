@@ -411,14 +411,19 @@ pub fn tombstone(kind: RecordKind, uid: String, at: Timestamp) -> Entry {
     }
 }
 
-/// Names an entry's object in logs: `Pod ns/name (uid)`.
+/// Names an entry's object in logs: `Pod ns/name (uid)`, escaped
+/// ([`kubesink_host::log::sanitize`]): names come from the cluster, and the
+/// uids of tombstones from a sink's `held` answer.
 pub fn describe(entry: &Entry) -> String {
     let (kind, meta) = match &entry.record {
         Record::Job(j) => (j.kind.as_str(), &j.meta),
         Record::Pod(p) => ("Pod", &p.meta),
         Record::Event(e) => ("Event", &e.meta),
     };
-    format!("{kind} {}/{} ({})", meta.namespace, meta.name, meta.uid)
+    kubesink_host::log::sanitize(
+        &format!("{kind} {}/{} ({})", meta.namespace, meta.name, meta.uid),
+        1024,
+    )
 }
 
 impl Pipeline {
