@@ -73,6 +73,9 @@ pub struct SinkLag {
     queues: Mutex<Vec<Weak<SinkQueue>>>,
     /// A write of the sink failed and waits to be retried.
     retrying: AtomicBool,
+    /// Woken when the sink starts lagging, so that an idle worker (its
+    /// queue already empty) starts the catch-up.
+    lagged: tokio::sync::Notify,
 }
 
 impl SinkLag {
@@ -86,6 +89,7 @@ impl SinkLag {
             live: Mutex::new(HashSet::new()),
             queues: Mutex::new(Vec::new()),
             retrying: AtomicBool::new(false),
+            lagged: tokio::sync::Notify::new(),
         }
     }
 
@@ -138,8 +142,14 @@ impl SinkLag {
             let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
             since.get_or_insert_with(Instant::now);
             self.live.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            self.lagged.notify_waiters();
         }
         news
+    }
+
+    /// Resolves when the sink next starts lagging.
+    pub fn lagged(&self) -> tokio::sync::futures::Notified<'_> {
+        self.lagged.notified()
     }
 
     /// An entry not queued because the sink lags.

@@ -1078,6 +1078,11 @@ impl Worker {
         let mut control_open = true;
         let mut swaps_open = true;
         loop {
+            let lag = self.lag.clone();
+            let lagged = lag.lagged();
+            // It may have fallen behind while idle or before it could
+            // write (no module yet): registered first, so none is missed.
+            self.maybe_catch_up();
             // `next_batch` takes entries only after its last await, so it is
             // safe to drop it when a control request wins.
             tokio::select! {
@@ -1109,6 +1114,8 @@ impl Worker {
                     Some(swap) => self.take(swap, "between batches"),
                     None => swaps_open = false,
                 },
+                // Fell behind while idle (it could not answer `held`).
+                () = lagged => self.maybe_catch_up(),
                 batch = self.queue.next_batch(self.plan.batch.max_records, self.plan.batch.max_delay) => {
                     match batch {
                         Some(batch) => {
