@@ -509,6 +509,7 @@ impl Pipeline {
                 &name,
                 lanes.iter().map(|l| Arc::downgrade(&l.queue)).collect(),
             );
+            ops.metrics.watch_cpu(host.sink_cpu(&plan.spec));
             lag.set_queues(lanes.iter().map(|l| Arc::downgrade(&l.queue)).collect());
             ops.metrics.watch_lag(Arc::downgrade(&lag));
             ops.health.watch_lag(Arc::downgrade(&lag));
