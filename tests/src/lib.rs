@@ -9,3 +9,4 @@ pub mod kustomize;
 pub mod mariadb;
 pub mod records;
 pub mod sls;
+pub mod wait;

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -24,6 +24,7 @@ use kubesink::modules::{ModuleStatus, ModuleWatcher, sha256_hex, watch_modules};
 use kubesink::pipeline::Pipeline;
 use kubesink::source::{Normalizer, watch};
 use kubesink_host::Host;
+use kubesink_tests::wait::eventually;
 use kubesink_tests::{cluster, guests};
 use serde_json::json;
 use sqlx::{Connection, Row};
@@ -123,21 +124,6 @@ async fn rows(db: &Path, sql: &str) -> Result<Vec<Vec<String>>> {
                 .collect()
         })
         .collect())
-}
-
-/// Waits until `check` returns true, polling every 100 ms for up to 60 s.
-async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    for _ in 0..600 {
-        if check().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("timed out waiting for {what}")
 }
 
 /// Creates a Warning event named `name`; returns its uid.
@@ -240,11 +226,15 @@ async fn cluster_configmap_module_is_swapped_mid_stream_and_bad_versions_are_rej
         .await?;
     assert_eq!(second.active.as_deref(), Some(sha256_hex(&mysql).as_str()));
     assert_eq!(second.error, None);
-    eventually("every event in one of the tables", || async {
-        let old = uids(&db, "received", "uid").await?;
-        let new = uids(&db, "event_info", "event_id").await?;
-        Ok(created.iter().all(|u| old.contains(u) || new.contains(u)))
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every event in one of the tables",
+        || async {
+            let old = uids(&db, "received", "uid").await?;
+            let new = uids(&db, "event_info", "event_id").await?;
+            Ok(created.iter().all(|u| old.contains(u) || new.contains(u)))
+        },
+    )
     .await?;
     let old = uids(&db, "received", "uid").await?;
     let new = uids(&db, "event_info", "event_id").await?;
@@ -305,9 +295,11 @@ async fn cluster_configmap_module_is_swapped_mid_stream_and_bad_versions_are_rej
         );
         assert_eq!(status.loaded, 2, "{what}");
         let uid = create_event(&events, &format!("after-bad-{i}")).await?;
-        eventually(&format!("event after the {what} version"), || async {
-            Ok(uids(&db, "event_info", "event_id").await?.contains(&uid))
-        })
+        eventually(
+            Duration::from_secs(60),
+            &format!("event after the {what} version"),
+            || async { Ok(uids(&db, "event_info", "event_id").await?.contains(&uid)) },
+        )
         .await?;
     }
 
@@ -359,9 +351,11 @@ async fn cluster_configmap_module_missing_at_start_is_picked_up_and_pinned_by_sh
     for i in 0..5 {
         created.insert(create_event(&events, &format!("early-{i}")).await?);
     }
-    eventually("the file sink delivering", || async {
-        Ok(created.is_subset(&uids(&file_db, "received", "uid").await?))
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the file sink delivering",
+        || async { Ok(created.is_subset(&uids(&file_db, "received", "uid").await?)) },
+    )
     .await?;
     assert!(uids(&late_db, "received", "uid").await?.is_empty());
 
@@ -411,9 +405,11 @@ async fn cluster_configmap_module_missing_at_start_is_picked_up_and_pinned_by_sh
         .await?;
     assert_eq!(status.active.as_deref(), Some(pin.as_str()));
     assert_eq!(status.error, None);
-    eventually("the queued events in the late sink", || async {
-        Ok(created.is_subset(&uids(&late_db, "received", "uid").await?))
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the queued events in the late sink",
+        || async { Ok(created.is_subset(&uids(&late_db, "received", "uid").await?)) },
+    )
     .await?;
 
     // Another digest later is refused; the pinned version keeps delivering.
@@ -433,9 +429,11 @@ async fn cluster_configmap_module_missing_at_start_is_picked_up_and_pinned_by_sh
     );
     let uid = create_event(&events, "late-after").await?;
     created.insert(uid.clone());
-    eventually("an event after the refused version", || async {
-        Ok(uids(&late_db, "received", "uid").await?.contains(&uid))
-    })
+    eventually(
+        Duration::from_secs(60),
+        "an event after the refused version",
+        || async { Ok(uids(&late_db, "received", "uid").await?.contains(&uid)) },
+    )
     .await?;
     let repeats = rows(
         &late_db,
@@ -484,9 +482,11 @@ async fn configmap_swap_during_a_retry_redelivers_the_batch_to_the_new_version()
             .send(applied(Record::Event(event(uid, 1, 1))))
             .await;
     }
-    eventually("a few retries of the stuck batch", || async {
-        Ok(pipeline.reports()[0].retries >= 2)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "a few retries of the stuck batch",
+        || async { Ok(pipeline.reports()[0].retries >= 2) },
+    )
     .await?;
     assert_eq!(pipeline.reports()[0].delivered, 0);
 
@@ -503,9 +503,11 @@ async fn configmap_swap_during_a_retry_redelivers_the_batch_to_the_new_version()
     tokio::time::timeout(Duration::from_secs(5), slot.swap(vec![fixed]))
         .await
         .context("the swap waited for the stuck batch instead of taking over")??;
-    eventually("the batch in the new version", || async {
-        Ok(sent.is_subset(&uids(&db, "received", "uid").await?))
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the batch in the new version",
+        || async { Ok(sent.is_subset(&uids(&db, "received", "uid").await?)) },
+    )
     .await?;
     let repeats = rows(&db, "SELECT uid, batches FROM received WHERE batches <> 1").await?;
     assert!(

@@ -22,6 +22,7 @@ use kubesink::config::Config;
 use kubesink::pipeline::Pipeline;
 use kubesink::source::{Normalizer, watch};
 use kubesink_host::Host;
+use kubesink_tests::wait::eventually;
 use kubesink_tests::{cluster, guests};
 use serde_json::json;
 use sqlx::Connection;
@@ -294,7 +295,14 @@ async fn cluster_live_watch_picks_up_a_late_crd_and_survives_an_apiserver_restar
     let db = dir.path().join("late.db");
     let yaml = sink_config(&db)?;
     let (pipeline, watcher) = start_kubesink(&yaml, client.clone()).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every watch has made its first listing (the TFJob one found no CRD:
+    // 404), so the CRD below is installed after the watch started.
+    let health = pipeline.ops().health.clone();
+    eventually(Duration::from_secs(60), "every watch listed once", || {
+        let ready = health.readiness();
+        async move { Ok(ready.is_ok_and(|text| text.contains("tfjobs (training.kubedl.io"))) }
+    })
+    .await?;
     cluster
         .install_crd(
             &guests::workspace_root().join("tests/fixtures/crds/training.kubedl.io_tfjobs.yaml"),

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kubesink::ops::metrics::sample;
 use kubesink_tests::mariadb::PrivateMariaDb;
+use kubesink_tests::wait::eventually;
 use kubesink_tests::{cluster, guests};
 use serde_json::json;
 use sqlx::Row;
@@ -253,25 +254,6 @@ async fn sqlite_count(db: &Path, sql: &str) -> Result<i64> {
     Ok(n)
 }
 
-/// Polls `check` every 200 ms for up to `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + limit;
-    let mut last = None;
-    while Instant::now() < deadline {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => last = None,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!("timed out after {limit:?} waiting for {what}; last error: {last:?}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_ops_readyz_waits_for_the_listing_and_metrics_count_the_rows() -> Result<()> {
     let mut cluster = cluster::start().await?;
@@ -479,16 +461,21 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     )
     .await?;
     ks.terminate()?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // It has taken the signal (readiness says so) and keeps draining: it is
+    // still running with records queued behind the stopped database.
+    eventually(
+        Duration::from_secs(30),
+        "/readyz saying shutting down",
+        || async {
+            let (code, body) = http_get(addr, "/readyz").await?;
+            Ok(code == 503 && body.contains("shutting down"))
+        },
+    )
+    .await?;
     ensure!(
         ks.child.try_wait()?.is_none(),
         "kubesink exited while records were queued; log:\n{}",
         ks.log()
-    );
-    let (code, body) = http_get(addr, "/readyz").await?;
-    ensure!(
-        code == 503 && body.contains("shutting down"),
-        "{code} {body}"
     );
     mariadb.restart().await?;
     let code = ks.wait(Duration::from_secs(60)).await?;
