@@ -114,9 +114,10 @@ async fn deploy(db_prefix: &str) -> Result<Deployed> {
     kustomize::apply(&admin, &secrets).await?;
 
     let dir = tempfile::tempdir()?;
-    let token = service_account_token(&admin).await?;
+    let token = service_account_token(&admin, NAMESPACE, SERVICE_ACCOUNT).await?;
     let kubeconfig = dir.path().join("kubesink.kubeconfig");
-    let sa_client = write_token_kubeconfig(&cluster, &kubeconfig, &token).await?;
+    let sa_client =
+        write_token_kubeconfig(&cluster, &kubeconfig, NAMESPACE, SERVICE_ACCOUNT, &token).await?;
 
     // The configuration file, as the API server serves the generated
     // ConfigMap the Deployment mounts.
@@ -146,7 +147,7 @@ async fn deploy(db_prefix: &str) -> Result<Deployed> {
             dropped_flags.join(", ")
         );
     }
-    let mut env = container_env(&admin, container).await?;
+    let mut env = container_env(&admin, NAMESPACE, POD_NAME, container).await?;
     // Writable paths the Deployment mounts as emptyDirs.
     let cache = dir.path().join("cache");
     for (key, value) in &mut env {
@@ -304,8 +305,13 @@ fn example_secrets(
     Ok(secrets)
 }
 
-/// A token of the deploy ServiceAccount from the TokenRequest API.
-async fn service_account_token(admin: &Client) -> Result<String> {
+/// A token of ServiceAccount `namespace/account` from the TokenRequest API
+/// (what a pod's projected token would be).
+pub(crate) async fn service_account_token(
+    admin: &Client,
+    namespace: &str,
+    account: &str,
+) -> Result<String> {
     let request = TokenRequest {
         spec: TokenRequestSpec {
             expiration_seconds: Some(3600),
@@ -313,19 +319,26 @@ async fn service_account_token(admin: &Client) -> Result<String> {
         },
         ..TokenRequest::default()
     };
-    Ok(Api::<ServiceAccount>::namespaced(admin.clone(), NAMESPACE)
-        .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
+    Ok(Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+        .create_token_request(account, &PostParams::default(), &request)
         .await
-        .context("TokenRequest for ServiceAccount kubesink/kubesink")?
+        .with_context(|| format!("TokenRequest for ServiceAccount {namespace}/{account}"))?
         .status
         .context("TokenRequest answered without a status")?
         .token)
 }
 
-/// Writes a kubeconfig authenticating with `token` (namespace `kubesink`)
-/// and returns a client built from the file.
-async fn write_token_kubeconfig(cluster: &Cluster, path: &Path, token: &str) -> Result<Client> {
-    let user = "system:serviceaccount:kubesink:kubesink";
+/// Writes a kubeconfig authenticating as ServiceAccount `namespace/account`
+/// with `token` (default namespace `namespace`) and returns a client built
+/// from the file.
+pub(crate) async fn write_token_kubeconfig(
+    cluster: &Cluster,
+    path: &Path,
+    namespace: &str,
+    account: &str,
+    token: &str,
+) -> Result<Client> {
+    let user = format!("system:serviceaccount:{namespace}:{account}");
     let kubeconfig = Kubeconfig {
         clusters: vec![NamedCluster {
             name: "kubesink-test".into(),
@@ -337,7 +350,7 @@ async fn write_token_kubeconfig(cluster: &Cluster, path: &Path, token: &str) -> 
             ..NamedCluster::default()
         }],
         auth_infos: vec![NamedAuthInfo {
-            name: user.into(),
+            name: user.clone(),
             auth_info: Some(AuthInfo {
                 token: Some(token.to_owned().into()),
                 ..AuthInfo::default()
@@ -348,8 +361,8 @@ async fn write_token_kubeconfig(cluster: &Cluster, path: &Path, token: &str) -> 
             name: "kubesink".into(),
             context: Some(Context {
                 cluster: "kubesink-test".into(),
-                user: Some(user.into()),
-                namespace: Some(NAMESPACE.into()),
+                user: Some(user),
+                namespace: Some(namespace.into()),
                 ..Context::default()
             }),
             ..NamedContext::default()
@@ -419,11 +432,13 @@ fn run_args(
 /// The container's environment as the kubelet would give it: literal
 /// values, the downward API (pod name and namespace), Secret keys read
 /// from the API server (optional ones may be absent).
-async fn container_env(
+pub(crate) async fn container_env(
     admin: &Client,
+    namespace: &str,
+    pod_name: &str,
     container: &k8s_openapi::api::core::v1::Container,
 ) -> Result<Vec<(String, String)>> {
-    let secrets = Api::<Secret>::namespaced(admin.clone(), NAMESPACE);
+    let secrets = Api::<Secret>::namespaced(admin.clone(), namespace);
     let mut env = Vec::new();
     for var in container.env.iter().flatten() {
         if let Some(value) = &var.value {
@@ -436,8 +451,8 @@ async fn container_env(
             .with_context(|| format!("env {} has neither value nor valueFrom", var.name))?;
         if let Some(field) = &from.field_ref {
             let value = match field.field_path.as_str() {
-                "metadata.name" => POD_NAME,
-                "metadata.namespace" => NAMESPACE,
+                "metadata.name" => pod_name,
+                "metadata.namespace" => namespace,
                 other => bail!("env {}: fieldRef {other} is not resolved here", var.name),
             };
             env.push((var.name.clone(), value.to_owned()));
@@ -445,7 +460,7 @@ async fn container_env(
             let secret = secrets
                 .get_opt(&reference.name)
                 .await
-                .with_context(|| format!("Secret {NAMESPACE}/{}", reference.name))?;
+                .with_context(|| format!("Secret {namespace}/{}", reference.name))?;
             let value = secret
                 .and_then(|s| s.data)
                 .and_then(|d| d.get(&reference.key).cloned());
@@ -453,7 +468,7 @@ async fn container_env(
                 Some(bytes) => env.push((var.name.clone(), String::from_utf8(bytes.0)?)),
                 None if reference.optional == Some(true) => {}
                 None => bail!(
-                    "env {}: Secret {NAMESPACE}/{} has no key {}",
+                    "env {}: Secret {namespace}/{} has no key {}",
                     var.name,
                     reference.name,
                     reference.key

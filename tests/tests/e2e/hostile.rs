@@ -104,14 +104,26 @@ fn hostile_spec(
     settings: &[(&str, String)],
     limits: Limits,
 ) -> anyhow::Result<SinkSpec> {
+    guest_spec(name, HOSTILE, settings, &["main"], limits)
+}
+
+/// A sink of the workspace guest `package` (built on demand) with these
+/// settings, SQL grants and limits; the e2e modules' one spec builder.
+pub(crate) fn guest_spec(
+    name: &str,
+    package: &str,
+    settings: &[(&str, String)],
+    grants: &[&str],
+    limits: Limits,
+) -> anyhow::Result<SinkSpec> {
     Ok(SinkSpec {
         name: name.into(),
-        module: ModuleSource::Path(guest_wasm(HOSTILE)?),
+        module: ModuleSource::Path(guest_wasm(package)?),
         settings: settings
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect(),
-        sql_grants: vec!["main".into()],
+        sql_grants: grants.iter().map(|g| (*g).to_owned()).collect(),
         limits,
     })
 }
@@ -485,7 +497,7 @@ pub(crate) fn tagged(event: &str, name: &str) -> bool {
 
 /// `GET /metrics` from the operations server at `addr` (HTTP/1.0, read to
 /// the end).
-async fn get_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+pub(crate) async fn get_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream

@@ -476,14 +476,9 @@ mod seed_deployment {
     use std::time::Duration;
 
     use anyhow::{Context, Result, bail, ensure};
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::{Container, Event, Namespace, Secret, ServiceAccount};
+    use k8s_openapi::api::core::v1::{Container, Event, Namespace, ServiceAccount};
     use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
     use kube::api::{Api, ApiResource, DynamicObject, PostParams};
-    use kube::config::{
-        AuthInfo, Cluster as KubeconfigCluster, Context as KubeContext, Kubeconfig, NamedAuthInfo,
-        NamedCluster, NamedContext,
-    };
     use kube::core::GroupVersionKind;
     use kube::{Client, ResourceExt};
     use kubesink_tests::binary::{Kubesink, kubesink_binary};
@@ -628,82 +623,19 @@ mod seed_deployment {
     /// A kubeconfig file with a TokenRequest token of the ServiceAccount
     /// (what the pod's projected token would be).
     async fn token_kubeconfig(cluster: &Cluster, dir: &std::path::Path) -> Result<String> {
-        let admin = cluster.client();
-        let request = TokenRequest {
-            spec: TokenRequestSpec {
-                expiration_seconds: Some(3600),
-                ..TokenRequestSpec::default()
-            },
-            ..TokenRequest::default()
-        };
-        let token = Api::<ServiceAccount>::namespaced(admin, NAMESPACE)
-            .create_token_request(SERVICE_ACCOUNT, &PostParams::default(), &request)
-            .await?
-            .status
-            .context("TokenRequest without status")?
-            .token;
-        let user = format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}");
-        let kubeconfig = Kubeconfig {
-            clusters: vec![NamedCluster {
-                name: "c".into(),
-                cluster: Some(KubeconfigCluster {
-                    server: Some(cluster.base_url()),
-                    certificate_authority: Some(cluster.ca_cert_path().display().to_string()),
-                    ..KubeconfigCluster::default()
-                }),
-                ..NamedCluster::default()
-            }],
-            auth_infos: vec![NamedAuthInfo {
-                name: user.clone(),
-                auth_info: Some(AuthInfo {
-                    token: Some(token.into()),
-                    ..AuthInfo::default()
-                }),
-                ..NamedAuthInfo::default()
-            }],
-            contexts: vec![NamedContext {
-                name: "c".into(),
-                context: Some(KubeContext {
-                    cluster: "c".into(),
-                    user: Some(user),
-                    namespace: Some(NAMESPACE.into()),
-                    ..KubeContext::default()
-                }),
-                ..NamedContext::default()
-            }],
-            current_context: Some("c".into()),
-            kind: Some("Config".into()),
-            api_version: Some("v1".into()),
-            ..Kubeconfig::default()
-        };
+        let token =
+            crate::deploy::service_account_token(&cluster.client(), NAMESPACE, SERVICE_ACCOUNT)
+                .await?;
         let path = dir.join("kubeconfig");
-        std::fs::write(&path, serde_yaml::to_string(&kubeconfig)?)?;
+        crate::deploy::write_token_kubeconfig(cluster, &path, NAMESPACE, SERVICE_ACCOUNT, &token)
+            .await?;
         Ok(path.display().to_string())
     }
 
     /// The container's environment with its Secret references resolved
     /// from the API server, as the kubelet would.
     async fn container_env(admin: &Client, container: &Container) -> Result<Vec<(String, String)>> {
-        let secrets = Api::<Secret>::namespaced(admin.clone(), NAMESPACE);
-        let mut env = Vec::new();
-        for var in container.env.iter().flatten() {
-            if let Some(v) = &var.value {
-                env.push((var.name.clone(), v.clone()));
-                continue;
-            }
-            let r = var
-                .value_from
-                .as_ref()
-                .and_then(|f| f.secret_key_ref.as_ref())
-                .with_context(|| format!("env {}: not a Secret reference", var.name))?;
-            let secret = secrets.get(&r.name).await?;
-            let value = secret
-                .data
-                .and_then(|d| d.get(&r.key).cloned())
-                .with_context(|| format!("Secret {} has no key {}", r.name, r.key))?;
-            env.push((var.name.clone(), String::from_utf8(value.0)?));
-        }
-        Ok(env)
+        crate::deploy::container_env(admin, NAMESPACE, "kubedl", container).await
     }
 
     /// Runs the composed command line (the image's ENTRYPOINT mapped to the

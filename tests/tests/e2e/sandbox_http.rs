@@ -43,16 +43,7 @@ fn host_in(dir: &std::path::Path) -> anyhow::Result<Host> {
 }
 
 fn spec(name: &str, settings: &[(&str, String)], limits: Limits) -> anyhow::Result<SinkSpec> {
-    Ok(SinkSpec {
-        name: name.into(),
-        module: ModuleSource::Path(guest_wasm(HOSTILE)?),
-        settings: settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect(),
-        sql_grants: vec![],
-        limits,
-    })
+    crate::hostile::guest_spec(name, HOSTILE, settings, &[], limits)
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 that reads each request (head and

@@ -225,22 +225,6 @@ fn peak_rss() -> u64 {
         * 1024
 }
 
-/// `GET /metrics` from the operations server at `addr`.
-async fn get_metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: kubesink\r\n\r\n")
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow::anyhow!("not an HTTP response: {response}"))?;
-    anyhow::ensure!(head.contains(" 200 "), "{head}");
-    Ok(body.to_owned())
-}
-
 /// The same from configuration to `/metrics`: a pipeline with a spinning
 /// sink (`workers: 2`, `limits: {cpu: 200m}`) beside `counter`. The
 /// operations server reports the quota and the spinner's guest CPU
@@ -292,7 +276,7 @@ async fn pipeline_reports_a_spinning_sinks_cpu_and_quota_in_metrics() -> anyhow:
     // Past the saved-up burst: wait until the spinner has used 0.1 s.
     let deadline = Instant::now() + Duration::from_secs(30);
     let (t0, c0, first) = loop {
-        let text = get_metrics(server.addr).await?;
+        let text = crate::hostile::get_metrics(server.addr).await?;
         let c = cpu(&text).expect("the spinner's CPU series");
         if c >= 0.1 {
             break (Instant::now(), c, text);
@@ -315,7 +299,7 @@ async fn pipeline_reports_a_spinning_sinks_cpu_and_quota_in_metrics() -> anyhow:
     );
     // A window of at least 2 s while the spinner is still busy.
     let (t1, c1, last) = loop {
-        let text = get_metrics(server.addr).await?;
+        let text = crate::hostile::get_metrics(server.addr).await?;
         let c = cpu(&text).expect("the spinner's CPU series");
         if t0.elapsed() >= Duration::from_secs(2) {
             break (Instant::now(), c, text);

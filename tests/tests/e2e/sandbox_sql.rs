@@ -48,16 +48,7 @@ fn spec(
     settings: &[(&str, String)],
     limits: Limits,
 ) -> anyhow::Result<SinkSpec> {
-    Ok(SinkSpec {
-        name: name.into(),
-        module: ModuleSource::Path(guest_wasm(package)?),
-        settings: settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect(),
-        sql_grants: vec!["main".into()],
-        limits,
-    })
+    crate::hostile::guest_spec(name, package, settings, &["main"], limits)
 }
 
 fn sqlite_host(dir: &Path, max_connections: u32) -> anyhow::Result<Host> {
