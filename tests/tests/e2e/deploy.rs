@@ -62,8 +62,6 @@ struct Deployed {
     binary: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
-    /// Deployment flags this build of kubesink does not have yet.
-    dropped_flags: Vec<String>,
     /// The configuration file kubesink reads (the ConfigMap's `config.yaml`).
     config_path: PathBuf,
 }
@@ -134,19 +132,13 @@ async fn deploy(db_prefix: &str) -> Result<Deployed> {
     std::fs::write(&config_path, &config_text)?;
 
     let binary = kubesink_binary()?;
-    let (args, dropped_flags) = run_args(
+    let args = run_args(
         &binary,
         container.args.as_deref().unwrap_or_default(),
         &config_dir,
         &config_path,
         &kubeconfig,
     )?;
-    if !dropped_flags.is_empty() {
-        eprintln!(
-            "deploy test: this kubesink has no {} yet; left out of the test invocation only",
-            dropped_flags.join(", ")
-        );
-    }
     let mut env = container_env(&admin, NAMESPACE, POD_NAME, container).await?;
     // Writable paths the Deployment mounts as emptyDirs.
     let cache = dir.path().join("cache");
@@ -172,7 +164,6 @@ async fn deploy(db_prefix: &str) -> Result<Deployed> {
         binary,
         args,
         env,
-        dropped_flags,
         config_path,
     })
 }
@@ -380,17 +371,16 @@ pub(crate) async fn write_token_kubeconfig(
 
 /// The Deployment's arguments for an out-of-cluster run: the config path
 /// mapped to the local file, `--listen` to a free loopback port, a
-/// `--kubeconfig` added, and flags this kubesink does not have yet left out
-/// (returned second).
+/// `--kubeconfig` added. A flag the binary does not have is an error: the
+/// Deployment would crash-loop on it.
 fn run_args(
     binary: &Path,
     deployment_args: &[String],
     config_dir: &str,
     config_path: &Path,
     kubeconfig: &Path,
-) -> Result<(Vec<String>, Vec<String>)> {
+) -> Result<Vec<String>> {
     let mut args = Vec::new();
-    let mut dropped = Vec::new();
     let subcommand = deployment_args
         .first()
         .context("the Deployment has no args")?;
@@ -405,10 +395,10 @@ fn run_args(
             flag.starts_with("--"),
             "Deployment arg `{arg}`: write flags as --flag=value"
         );
-        if !supports_flag(binary, "run", flag)? {
-            dropped.push(flag.to_owned());
-            continue;
-        }
+        ensure!(
+            supports_flag(binary, "run", flag)?,
+            "the Deployment passes {flag}, which `kubesink run` does not have"
+        );
         let value = match (flag, value) {
             ("--config", Some(v)) => {
                 ensure!(
@@ -426,7 +416,7 @@ fn run_args(
         });
     }
     args.push(format!("--kubeconfig={}", kubeconfig.display()));
-    Ok((args, dropped))
+    Ok(args)
 }
 
 /// The container's environment as the kubelet would give it: literal
@@ -784,11 +774,7 @@ async fn cluster_mariadb_deploy_manifests_grant_exactly_what_kubesink_needs() ->
             wait_http_ok(&addr, path).await?;
         }
     }
-    eprintln!(
-        "deploy test: ran kubesink {} (left out: {:?})",
-        deployed.args.join(" "),
-        deployed.dropped_flags
-    );
+    eprintln!("deploy test: ran kubesink {}", deployed.args.join(" "));
 
     ensure!(
         kubesink.exited()?.is_none(),
