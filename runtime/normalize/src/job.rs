@@ -20,7 +20,10 @@
 //!   jobs); `status.startTime` (batch/v1).
 //! - **finished-at**: `status.completionTime`, else, when the status is
 //!   `Succeeded`/`Failed`, that condition's time.
-//! - **remark**: the message of a `Failed` condition whose status is `True`.
+//! - **remark**: for a training job annotated `kubedl.io/tensorboard-config`,
+//!   `EnableTensorBoard` (exactly what KubeDL v0.5.0's `ConvertJobToDMOJob`
+//!   writes); otherwise the message of a `Failed` condition whose status is
+//!   `True` (KubeDL leaves the column NULL there: kubesink keeps the reason).
 //! - **resources**: replica type → `{"resources", "replicas"}`; replicas
 //!   default to 1 (as the operators' defaulting does). A batch/v1 job has one
 //!   replica type, `Worker`, whose replicas are `spec.parallelism`
@@ -137,7 +140,15 @@ pub fn training_job(
             last.filter(|c| c.type_ == "Succeeded" || c.type_ == "Failed")
                 .and_then(Condition::time)
         });
-    let remark = failed_message(&conditions);
+    let remark = if metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(TENSORBOARD_ANNOTATION))
+    {
+        REMARK_TENSORBOARD.to_owned()
+    } else {
+        failed_message(&conditions)
+    };
     let tenancy = Tenancy::of(&metadata);
     Ok(Job {
         meta,
@@ -154,6 +165,11 @@ pub fn training_job(
         remark,
     })
 }
+
+/// The annotation that enables KubeDL's TensorBoard for a job.
+const TENSORBOARD_ANNOTATION: &str = "kubedl.io/tensorboard-config";
+/// KubeDL's remark for a job with [`TENSORBOARD_ANNOTATION`].
+const REMARK_TENSORBOARD: &str = "EnableTensorBoard";
 
 fn failed_message(conditions: &[Condition]) -> String {
     conditions
@@ -324,6 +340,17 @@ mod tests {
         assert_eq!(j.running_at, Some(ts("2024-05-01T10:01:00Z")));
         assert_eq!(j.finished_at, Some(ts("2024-05-01T11:00:01Z")));
         assert_eq!(j.modified, ts("2024-05-01T11:00:00Z"));
+    }
+
+    #[test]
+    fn training_job_with_tensorboard_has_kubedls_remark() {
+        let mut o = tfjob(json!({"conditions": [
+            cond("Created", "True", "2024-05-01T10:00:01Z"),
+            cond("Failed", "True", "2024-05-01T10:30:00Z"),
+        ]}));
+        o["metadata"]["annotations"] = json!({"kubedl.io/tensorboard-config": "{}"});
+        let j = training_job(&o, &tf(), &Options::default()).expect("job");
+        assert_eq!(j.remark, "EnableTensorBoard");
     }
 
     #[test]
