@@ -20,10 +20,12 @@
 //!   jobs); `status.startTime` (batch/v1).
 //! - **finished-at**: `status.completionTime`, else, when the status is
 //!   `Succeeded`/`Failed`, that condition's time.
-//! - **remark**: for a training job annotated `kubedl.io/tensorboard-config`,
-//!   `EnableTensorBoard` (exactly what KubeDL v0.5.0's `ConvertJobToDMOJob`
-//!   writes); otherwise the message of a `Failed` condition whose status is
-//!   `True` (KubeDL leaves the column NULL there: kubesink keeps the reason).
+//! - **remark**: a training job's is what KubeDL v0.5.0's
+//!   `ConvertJobToDMOJob` writes: `EnableTensorBoard` when it is annotated
+//!   `kubedl.io/tensorboard-config`, else empty (NULL in the table; the
+//!   failure's reason is in its events). A batch/v1 job, which KubeDL does
+//!   not persist, gets the message of a `Failed` condition whose status is
+//!   `True`.
 //! - **resources**: replica type → `{"resources", "replicas"}`; replicas
 //!   default to 1 (as the operators' defaulting does). A batch/v1 job has one
 //!   replica type, `Worker`, whose replicas are `spec.parallelism`
@@ -147,7 +149,7 @@ pub fn training_job(
     {
         REMARK_TENSORBOARD.to_owned()
     } else {
-        failed_message(&conditions)
+        String::new()
     };
     let tenancy = Tenancy::of(&metadata);
     Ok(Job {
@@ -170,15 +172,6 @@ pub fn training_job(
 const TENSORBOARD_ANNOTATION: &str = "kubedl.io/tensorboard-config";
 /// KubeDL's remark for a job with [`TENSORBOARD_ANNOTATION`].
 const REMARK_TENSORBOARD: &str = "EnableTensorBoard";
-
-fn failed_message(conditions: &[Condition]) -> String {
-    conditions
-        .iter()
-        .rev()
-        .find(|c| c.type_ == "Failed" && c.status == "True")
-        .and_then(|c| c.message.clone())
-        .unwrap_or_default()
-}
 
 /// Normalizes a batch/v1 Job.
 pub fn batch_job(obj: &Value, opts: &Options) -> Result<Job, NormalizeError> {
@@ -362,7 +355,7 @@ mod tests {
         let j = training_job(&o, &tf(), &Options::default()).expect("job");
         assert_eq!(j.status, "Failed");
         assert_eq!(j.finished_at, Some(ts("2024-05-01T10:30:00Z")));
-        assert_eq!(j.remark, "Failed msg");
+        assert_eq!(j.remark, "", "KubeDL leaves a failed job's remark NULL");
     }
 
     #[test]
