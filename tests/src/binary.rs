@@ -15,18 +15,59 @@ use anyhow::{Context, bail};
 
 use crate::guests::{target_dir, workspace_root};
 
-/// Builds the `kubesink` binary (debug profile, once per process) and
-/// returns its path.
-pub fn kubesink_binary() -> anyhow::Result<PathBuf> {
-    static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+/// Runs `build` once per test process and hands every later caller the
+/// same path (a build that failed is tried again by the next caller).
+pub fn built_once(
+    cell: &'static OnceLock<Mutex<Option<PathBuf>>>,
+    build: impl FnOnce() -> anyhow::Result<PathBuf>,
+) -> anyhow::Result<PathBuf> {
     // A poisoned lock only means another test panicked.
-    let mut built = BUILT
+    let mut built = cell
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     if let Some(path) = built.as_ref() {
         return Ok(path.clone());
     }
+    let path = build()?;
+    *built = Some(path.clone());
+    Ok(path)
+}
+
+/// Runs the build script `script` (a path relative to the workspace root)
+/// with bash from the workspace root and returns the last line it printed,
+/// or an error naming the script with its stderr.
+pub fn run_build_script(script: &str) -> anyhow::Result<String> {
+    let script = workspace_root().join(script);
+    let out = Command::new("bash")
+        .arg(&script)
+        .current_dir(workspace_root())
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}):\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .last()
+        .map(str::to_owned)
+        .with_context(|| format!("{} printed nothing", script.display()))
+}
+
+/// Builds the `kubesink` binary (debug profile, once per process) and
+/// returns its path.
+pub fn kubesink_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+    built_once(&BUILT, build_kubesink)
+}
+
+fn build_kubesink() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let out = Command::new(&cargo)
         .current_dir(workspace_root())
@@ -50,7 +91,6 @@ pub fn kubesink_binary() -> anyhow::Result<PathBuf> {
             path.display()
         );
     }
-    *built = Some(path.clone());
     Ok(path)
 }
 

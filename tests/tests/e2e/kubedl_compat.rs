@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail, ensure};
-use kubesink_tests::binary::kubesink_binary;
+use kubesink_tests::binary::{built_once, kubesink_binary, run_build_script};
 use kubesink_tests::guests;
 use kubesink_tests::mariadb::{self, TestDb};
 use serde_json::Value;
@@ -28,31 +28,12 @@ use sqlx::{AssertSqlSafe, MySqlPool, Row};
 /// Builds (or finds in the cache) the KubeDL compatibility program.
 pub fn compat_binary() -> Result<PathBuf> {
     static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = built.as_ref() {
-        return Ok(path.clone());
-    }
-    let script = guests::workspace_root().join("tests/scripts/kubedl-compat.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(
-        out.status.success(),
-        "{} failed ({}): {}",
-        script.display(),
-        out.status,
-        stderr
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = PathBuf::from(stdout.lines().last().context("no path printed")?.trim());
-    ensure!(path.is_file(), "{} is not a file", path.display());
-    *built = Some(path.clone());
-    Ok(path)
+    built_once(&BUILT, || {
+        let line = run_build_script("tests/scripts/kubedl-compat.sh")?;
+        let path = PathBuf::from(line.trim());
+        ensure!(path.is_file(), "{} is not a file", path.display());
+        Ok(path)
+    })
 }
 
 fn watch_fixture() -> PathBuf {

@@ -25,6 +25,7 @@ use kubesink_host::{
     WriteError,
 };
 use kubesink_normalize::record::Entry;
+use kubesink_tests::binary::{built_once, run_build_script};
 use kubesink_tests::guests::{target_dir, workspace_root};
 use serde_json::{Map, Value};
 
@@ -37,40 +38,20 @@ const SINK: &str = "webhook";
 /// process; the script itself skips an up-to-date build) and returns its path.
 fn webhook_wasm() -> Result<PathBuf> {
     static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = built.as_ref() {
-        return Ok(path.clone());
-    }
-    let script = workspace_root().join("sinks/webhook-py/build.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .current_dir(workspace_root())
-        .output()
-        .with_context(|| format!("running {}", script.display()))?;
-    ensure!(
-        out.status.success(),
-        "{} failed ({}):\n{}",
-        script.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Last field of the size line is the path.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .last()
-        .and_then(|l| l.split_whitespace().last())
-        .map(PathBuf::from)
-        .with_context(|| format!("no size line from build.sh: {stdout}"))?;
-    ensure!(
-        path.is_file(),
-        "build.sh named {path:?}, which is not a file"
-    );
-    *built = Some(path.clone());
-    Ok(path)
+    built_once(&BUILT, || {
+        // Last field of the size line is the path.
+        let line = run_build_script("sinks/webhook-py/build.sh")?;
+        let path = line
+            .split_whitespace()
+            .last()
+            .map(PathBuf::from)
+            .with_context(|| format!("no size line from build.sh: {line}"))?;
+        ensure!(
+            path.is_file(),
+            "build.sh named {path:?}, which is not a file"
+        );
+        Ok(path)
+    })
 }
 
 // ---- the receiver ----
