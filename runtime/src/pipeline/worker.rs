@@ -231,8 +231,9 @@ impl Worker {
                         self.lag.set_retrying(true);
                         self.stats.retries.fetch_add(1, Ordering::Relaxed);
                         self.stats.metrics.retries.inc();
+                        let bound = retry.bound();
                         let delay = retry.next_delay();
-                        tracing::warn!(sink = %name, records = batch.len(), %message, retry_in = ?delay, "retryable error; will redeliver the batch");
+                        tracing::warn!(sink = %name, records = batch.len(), %message, retry_in = ?delay, retry_bound = ?bound, "retryable error; will redeliver the batch");
                         self.pause(delay).await;
                     }
                     Err(err) => {

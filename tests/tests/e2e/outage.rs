@@ -194,12 +194,16 @@ async fn mariadb_outage_of_60s_loses_and_duplicates_nothing() -> Result<()> {
         held_back >= Duration::from_secs(5),
         "the feeder was held back only {held_back:?}: no backpressure"
     );
-    let delays: Vec<Duration> = log
+    // Each retry logs its jittered delay and the bound it was drawn under.
+    let field = |line: &str, key: &str| -> Option<Duration> {
+        parse_debug_duration(line.split(key).nth(1)?.split_whitespace().next()?)
+    };
+    let retried: Vec<(Duration, Duration)> = log
         .lines()
         .filter(|l| l.contains("retryable error"))
-        .filter_map(|l| l.split("retry_in=").nth(1))
-        .filter_map(|v| parse_debug_duration(v.split_whitespace().next()?))
+        .filter_map(|l| Some((field(l, "retry_in=")?, field(l, "retry_bound=")?)))
         .collect();
+    let delays: Vec<Duration> = retried.iter().map(|(d, _)| *d).collect();
     ensure!(
         delays.len() as u64 == retries,
         "{} logged retries, {retries} counted",
@@ -221,9 +225,21 @@ async fn mariadb_outage_of_60s_loses_and_duplicates_nothing() -> Result<()> {
         longest <= RETRY_MAX,
         "a delay of {longest:?} exceeds the cap"
     );
+    // The bound doubles up to the cap (the jitter inside it is random, so
+    // it is the bound that must reach the cap), and every delay lies
+    // within its tenth-to-whole band.
+    let widest = retried.iter().map(|(_, b)| *b).max().unwrap_or_default();
     ensure!(
-        longest >= RETRY_MAX / 2,
-        "the delays never grew towards the cap: {delays:?}"
+        widest == RETRY_MAX,
+        "the backoff bound never grew to the cap: {retried:?}"
+    );
+    let outside: Vec<_> = retried
+        .iter()
+        .filter(|(d, b)| *d > *b || *d < *b / 10)
+        .collect();
+    ensure!(
+        outside.is_empty(),
+        "delays outside their jitter band: {outside:?}"
     );
 
     println!(
