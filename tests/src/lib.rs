@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod cluster;
 pub mod guests;
+pub mod kubedl;
 pub mod kustomize;
 pub mod mariadb;
 pub mod records;

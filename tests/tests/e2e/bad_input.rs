@@ -259,27 +259,6 @@ async fn unusual_unicode_round_trips(mariadb: bool) -> anyhow::Result<()> {
     f.close().await
 }
 
-macro_rules! on_both {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $check() -> anyhow::Result<()> {
-                    super::$check(false).await
-                }
-            )*
-        }
-        mod mariadb {
-            $(
-                #[tokio::test]
-                async fn $check() -> anyhow::Result<()> {
-                    super::$check(true).await
-                }
-            )*
-        }
-    };
-}
-
 // Test names: `bad_input::sqlite::<check>` and `bad_input::mariadb::<check>`.
 on_both!(
     over_long_text_is_cut_at_a_character_boundary,

@@ -2,6 +2,30 @@
 //! Tests that need a service say so in their name and start it (or fail
 //! loudly); none skips itself.
 
+/// Runs each named check, an `async fn(mariadb: bool) -> anyhow::Result<()>`
+/// in the invoking module, once on SQLite and once on MariaDB, as the tests
+/// `<module>::sqlite::<check>` and `<module>::mariadb::<check>`.
+macro_rules! on_both {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    super::$check(false).await
+                }
+            )*
+        }
+        mod mariadb {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    super::$check(true).await
+                }
+            )*
+        }
+    };
+}
+
 mod bad_input;
 mod cluster;
 mod configmap;

@@ -19,8 +19,10 @@ use kubesink_host::sql::{ConnectionConfig, SqlConn, Value};
 use kubesink_host::{Host, HostError, HostOptions, Limits, ModuleSource, SinkSpec, WriteError};
 use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::guest_wasm;
+use kubesink_tests::kubedl;
 use kubesink_tests::mariadb::{TestDb, fresh_database};
 use kubesink_tests::records::{T0, applied, event, job, pod, removed};
+use sqlx::AssertSqlSafe;
 
 const SINK: &str = "kubesink-sink-mysql";
 const CONN: &str = "default";
@@ -430,60 +432,27 @@ async fn removal_marks_rows_and_is_final(mariadb: bool) -> anyhow::Result<()> {
     f.close().await
 }
 
-/// KubeDL's `job_info` and `replica_info` columns (docs/reference.md "KubeDL
-/// tables"; the seed document lists a subset).
-const KUBEDL_JOB: &[(&str, &str)] = &[
-    ("name", "varchar(128)"),
-    ("namespace", "varchar(128)"),
-    ("job_id", "varchar(64)"),
-    ("version", "varchar(32)"),
-    ("status", "varchar(32)"),
-    ("kind", "varchar(32)"),
-    ("resources", "text"),
-    ("deploy_region", "varchar(64)"),
-    ("tenant", "varchar(255)"),
-    ("owner", "varchar(255)"),
-    ("deleted", "tinyint(4)"),
-    ("is_in_etcd", "tinyint(4)"),
-    ("remark", "text"),
-    ("gmt_created", "datetime"),
-    ("gmt_modified", "datetime"),
-    ("gmt_job_running", "datetime"),
-    ("gmt_job_finished", "datetime"),
-    // The seed document's name, generated from gmt_job_finished.
-    ("gmt_finished", "datetime"),
-];
-
-const KUBEDL_POD: &[(&str, &str)] = &[
-    ("name", "varchar(128)"),
-    ("namespace", "varchar(128)"),
-    ("pod_id", "varchar(64)"),
-    ("version", "varchar(32)"),
-    ("status", "varchar(32)"),
-    ("image", "varchar(255)"),
-    ("job_id", "varchar(64)"),
-    ("replica_type", "varchar(32)"),
-    ("resources", "varchar(1024)"),
-    ("host_ip", "varchar(64)"),
-    ("pod_ip", "varchar(64)"),
-    ("deploy_region", "varchar(64)"),
-    ("deleted", "tinyint(4)"),
-    ("is_in_etcd", "tinyint(4)"),
-    ("remark", "text"),
-    ("gmt_created", "datetime"),
-    ("gmt_modified", "datetime"),
-    ("gmt_started", "datetime"),
-    ("gmt_finished", "datetime"),
-];
+/// KubeDL's columns (the shared fixture) plus the seed document's
+/// `gmt_finished`, generated from `gmt_job_finished` on `job_info`.
+fn expected_columns(table: &str) -> Vec<(&'static str, &'static str)> {
+    match table {
+        "job_info" => {
+            let mut columns = kubedl::JOB_COLUMNS.to_vec();
+            columns.push(("gmt_finished", "datetime"));
+            columns
+        }
+        _ => kubedl::POD_COLUMNS.to_vec(),
+    }
+}
 
 async fn schema_matches_kubedl(mariadb: bool) -> anyhow::Result<()> {
     let f = Fixture::new(mariadb, &[]).await?;
     for (table, key, expected) in [
-        ("job_info", "job_id", KUBEDL_JOB),
-        ("replica_info", "pod_id", KUBEDL_POD),
+        ("job_info", "job_id", expected_columns("job_info")),
+        ("replica_info", "pod_id", expected_columns("replica_info")),
     ] {
         let actual = f.columns(table).await?;
-        for (name, ty) in expected {
+        for (name, ty) in &expected {
             let found = actual.iter().find(|(n, _)| n == name);
             assert_eq!(
                 found.map(|(_, t)| t.as_str()),
@@ -640,27 +609,6 @@ async fn settings_choose_tables(mariadb: bool) -> anyhow::Result<()> {
     f.close().await
 }
 
-macro_rules! on_both {
-    ($($check:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $check() -> anyhow::Result<()> {
-                    super::$check(false).await
-                }
-            )*
-        }
-        mod mariadb {
-            $(
-                #[tokio::test]
-                async fn $check() -> anyhow::Result<()> {
-                    super::$check(true).await
-                }
-            )*
-        }
-    };
-}
-
 // Test names: `mysql_sink::sqlite::<check>` and `mysql_sink::mariadb::<check>`.
 on_both!(
     redelivery_leaves_the_same_rows,
@@ -674,33 +622,24 @@ on_both!(
 );
 
 /// A `job_info` as KubeDL's gorm creates it (no unique key, no
-/// `version_num`), with a row in it: the sink adds what it needs and
-/// upserts into the existing row.
+/// `version_num`), with a stored `gmt_finished` as the seed document had it,
+/// and a row in it: the sink adds what it needs, moves the stored finish
+/// time into `gmt_job_finished`, and upserts into the existing row.
 #[tokio::test]
 async fn mariadb_mysql_sink_completes_a_kubedl_created_table() -> anyhow::Result<()> {
     let db = fresh_database("mysql_sink_kubedl").await?;
     let url = db.url().to_owned();
     {
         let pool = db.connect().await?;
-        sqlx::query(
-            "CREATE TABLE `job_info` (
-              `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
-              `name` varchar(128) DEFAULT NULL, `namespace` varchar(128) DEFAULT NULL,
-              `job_id` varchar(64) DEFAULT NULL, `version` varchar(32) DEFAULT NULL,
-              `status` varchar(32) DEFAULT NULL, `kind` varchar(32) DEFAULT NULL,
-              `resources` text, `deploy_region` varchar(64) DEFAULT NULL,
-              `tenant` varchar(255) DEFAULT NULL, `owner` varchar(255) DEFAULT NULL,
-              `deleted` tinyint(4) DEFAULT NULL, `is_in_etcd` tinyint(4) DEFAULT NULL,
-              `remark` text, `gmt_created` datetime DEFAULT NULL,
-              `gmt_modified` datetime DEFAULT NULL, `gmt_job_running` datetime DEFAULT NULL,
-              `gmt_finished` datetime DEFAULT NULL, PRIMARY KEY (`id`)
-            )",
-        )
+        sqlx::query(AssertSqlSafe(kubedl::create_table(
+            "job_info",
+            &[kubedl::JOB_COLUMNS, &[("gmt_finished", "datetime")]].concat(),
+        )))
         .execute(&pool)
         .await?;
         sqlx::query(
-            "INSERT INTO job_info (name, namespace, job_id, version, status, kind, is_in_etcd, deleted) \
-             VALUES ('old', 'kubedl', 'job-1', '90', 'Running', 'TFJob', 1, 0)",
+            "INSERT INTO job_info (name, namespace, job_id, version, status, kind, is_in_etcd, deleted, gmt_finished) \
+             VALUES ('old', 'kubedl', 'job-1', '90', 'Running', 'TFJob', 1, 0, '2026-01-02 03:04:05')",
         )
         .execute(&pool)
         .await?;
@@ -714,6 +653,13 @@ async fn mariadb_mysql_sink_completes_a_kubedl_created_table() -> anyhow::Result
     .await?;
     let names = f.column_names("job_info").await?;
     assert!(names.iter().any(|n| n == "version_num"), "{names:?}");
+    let moved = f
+        .query(
+            "SELECT DATE_FORMAT(gmt_job_finished, '%Y-%m-%d %H:%i:%s') FROM job_info",
+            &[],
+        )
+        .await?;
+    assert_eq!(moved, vec![vec![text_cell("2026-01-02 03:04:05")]]);
     f.write(&[applied(Record::Job(job("job-1", 100, "Succeeded")))])
         .await?;
     assert_eq!(f.count("job_info").await?, 1);
