@@ -645,48 +645,9 @@ mod tests {
         Table::new(kind, Ident::new(name).expect("valid"))
     }
 
-    /// KubeDL's columns and types (docs/reference.md "KubeDL tables").
-    const KUBEDL_JOB: &[(&str, &str)] = &[
-        ("name", "varchar(128)"),
-        ("namespace", "varchar(128)"),
-        ("job_id", "varchar(64)"),
-        ("version", "varchar(32)"),
-        ("status", "varchar(32)"),
-        ("kind", "varchar(32)"),
-        ("resources", "text"),
-        ("deploy_region", "varchar(64)"),
-        ("tenant", "varchar(255)"),
-        ("owner", "varchar(255)"),
-        ("deleted", "tinyint(4)"),
-        ("is_in_etcd", "tinyint(4)"),
-        ("remark", "text"),
-        ("gmt_created", "datetime"),
-        ("gmt_modified", "datetime"),
-        ("gmt_job_running", "datetime"),
-        ("gmt_job_finished", "datetime"),
-    ];
-
-    const KUBEDL_POD: &[(&str, &str)] = &[
-        ("name", "varchar(128)"),
-        ("namespace", "varchar(128)"),
-        ("pod_id", "varchar(64)"),
-        ("version", "varchar(32)"),
-        ("status", "varchar(32)"),
-        ("image", "varchar(255)"),
-        ("job_id", "varchar(64)"),
-        ("replica_type", "varchar(32)"),
-        ("resources", "varchar(1024)"),
-        ("host_ip", "varchar(64)"),
-        ("pod_ip", "varchar(64)"),
-        ("deploy_region", "varchar(64)"),
-        ("deleted", "tinyint(4)"),
-        ("is_in_etcd", "tinyint(4)"),
-        ("remark", "text"),
-        ("gmt_created", "datetime"),
-        ("gmt_modified", "datetime"),
-        ("gmt_started", "datetime"),
-        ("gmt_finished", "datetime"),
-    ];
+    // KubeDL's columns and types: `KUBEDL_JOB`, `KUBEDL_POD`, shared with
+    // the end-to-end tests.
+    include!("../../../tests/fixtures/kubedl/columns.rs");
 
     #[test]
     fn tables_have_every_kubedl_column_with_its_type() {

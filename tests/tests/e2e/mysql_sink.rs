@@ -437,11 +437,11 @@ async fn removal_marks_rows_and_is_final(mariadb: bool) -> anyhow::Result<()> {
 fn expected_columns(table: &str) -> Vec<(&'static str, &'static str)> {
     match table {
         "job_info" => {
-            let mut columns = kubedl::JOB_COLUMNS.to_vec();
+            let mut columns = kubedl::KUBEDL_JOB.to_vec();
             columns.push(("gmt_finished", "datetime"));
             columns
         }
-        _ => kubedl::POD_COLUMNS.to_vec(),
+        _ => kubedl::KUBEDL_POD.to_vec(),
     }
 }
 
@@ -633,7 +633,7 @@ async fn mariadb_mysql_sink_completes_a_kubedl_created_table() -> anyhow::Result
         let pool = db.connect().await?;
         sqlx::query(AssertSqlSafe(kubedl::create_table(
             "job_info",
-            &[kubedl::JOB_COLUMNS, &[("gmt_finished", "datetime")]].concat(),
+            &[kubedl::KUBEDL_JOB, &[("gmt_finished", "datetime")]].concat(),
         )))
         .execute(&pool)
         .await?;
