@@ -14,6 +14,7 @@
 //! - [`ops`]: metrics, health and readiness, and their HTTP server.
 
 pub mod config;
+pub mod history;
 pub mod modules;
 pub mod namespace;
 pub mod ops;

@@ -51,7 +51,8 @@ struct Global {
     /// annotation).
     #[arg(long, global = true, env = "REGION")]
     region: Option<String>,
-    /// SQLite file of the embedded default (no config, no storage switch).
+    /// SQLite file of the embedded default (no config, no storage switch);
+    /// `history` also takes a `mysql://` URL here.
     #[arg(long, global = true, env = "KUBESINK_DB", default_value = DEFAULT_SQLITE_PATH)]
     db: PathBuf,
 }
@@ -70,6 +71,11 @@ enum Command {
     },
     /// Print the tables of a SQLite database written by the mysql sink.
     Show,
+    /// What happened to recorded jobs: the jobs of a namespace or time
+    /// range with status and duration, or one job (`history JOB`) with its
+    /// pods and events. Reads `--db`: the SQLite file, or a `mysql://` URL
+    /// (password from the URL or `MYSQL_PWD`).
+    History(kubesink::history::HistoryArgs),
     /// Watch a cluster (`--kubeconfig`, `KUBECONFIG`, or in-cluster) and
     /// deliver its jobs, their pods and events until interrupted.
     Run(Box<RunArgs>),
@@ -233,6 +239,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run_command(&cli.global, *args).await,
         Command::Show => {
             print!("{}", kubesink::show::render(&cli.global.db).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History(args) => {
+            let db = cli.global.db.to_string_lossy();
+            print!("{}", kubesink::history::run(&db, &args).await?);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -32,6 +32,7 @@ mod configmap;
 mod crash;
 mod deploy;
 mod ha;
+mod history;
 mod host;
 mod hostile;
 mod isolation;

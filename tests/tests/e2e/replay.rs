@@ -23,7 +23,7 @@ const TABLES: [(&str, &str); 3] = [
     ("event_info", "event_id"),
 ];
 
-fn fixture(name: &str) -> PathBuf {
+pub(crate) fn fixture(name: &str) -> PathBuf {
     guests::workspace_root()
         .join("tests/fixtures/kubedl")
         .join(name)
@@ -31,7 +31,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// Replays the watch fixture through a pipeline built from `config_yaml`
 /// (`{module}` is replaced by the mysql sink's path).
-async fn replay_fixture(config_yaml: &str) -> Result<Vec<SinkReport>> {
+pub(crate) async fn replay_fixture(config_yaml: &str) -> Result<Vec<SinkReport>> {
     replay_fixture_with(config_yaml, |_| {}).await
 }
 
@@ -183,7 +183,7 @@ fn check_expected(rows: &Rows, bless: bool) -> Result<()> {
     Ok(())
 }
 
-fn sqlite_config(db: &Path) -> String {
+pub(crate) fn sqlite_config(db: &Path) -> String {
     format!(
         "connections:\n  db: {{ driver: sqlite, path: '{}' }}\nsinks:\n  - name: mysql\n    module: '{{module}}'\n    connections: [db]\n    settings: {{ connection: db }}\n",
         db.display()
@@ -206,7 +206,7 @@ async fn sqlite_replay_fixture_gives_expected_rows_and_is_idempotent() -> Result
 }
 
 /// The mysql sink on `db`, with `extra` YAML lines for the sink.
-fn mariadb_config(db: &mariadb::TestDb, extra: &str) -> String {
+pub(crate) fn mariadb_config(db: &mariadb::TestDb, extra: &str) -> String {
     let env: BTreeMap<&str, String> = db.kubedl_env().into_iter().collect();
     format!(
         "connections:\n  db: {{ driver: mysql, host: '{}', port: {}, database: '{}', user: '{}', password: '{}' }}\nsinks:\n  - name: mysql\n    module: '{{module}}'\n    connections: [db]\n    settings: {{ connection: db }}\n{extra}",
