@@ -410,11 +410,11 @@ async fn shutdown_signal() {
 async fn replay_command(global: &Global, file: &str, no_show: bool) -> Result<ExitCode> {
     let (config, origin, embedded) = global.config()?;
     let plan = config.resolve(&origin)?;
-    if let Some(sink) = plan.sinks.iter().find(|s| s.configmap.is_some()) {
+    if let Some(sink) = plan.sinks.iter().find(|s| s.configmap().is_some()) {
         anyhow::bail!(
             "sink '{}': module {} comes from a ConfigMap, which needs a cluster: use `kubesink run`, or give replay a file module",
             sink.spec.name,
-            sink.spec.module.origin()
+            sink.module.origin()
         );
     }
     let normalizer = Normalizer::with_region(plan.region.clone());

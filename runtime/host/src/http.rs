@@ -42,9 +42,6 @@
 //! `host` header naming another host than the authority is allowed only if
 //! the list allows that host too, or if the authority is an address a rule
 //! names explicitly (virtual hosts on an IP endpoint).
-//!
-//! [`sls_sink_spec`] builds the sls sink's spec from KubeDL's `SLS_*`
-//! environment variables.
 
 mod allow;
 pub mod resolve;
@@ -61,9 +58,10 @@ use wasmtime_wasi_http::{
     WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
 };
 
-use crate::{Limits, ModuleSource, SinkSpec};
-use allow::default_port;
-pub use allow::{AllowList, AllowListError, Target, internal_range};
+use crate::Limits;
+pub use allow::{
+    AllowList, AllowListError, HostRule, PortRule, Rule, SchemeRule, Target, internal_range,
+};
 pub use resolve::AddressRefused;
 
 /// The caps applied to a sink's requests.
@@ -436,131 +434,6 @@ impl WasiHttpHooks for SinkHooks {
     }
 }
 
-/// A missing or invalid `SLS_*` variable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SlsEnvError {
-    /// A required variable is unset or empty.
-    #[error("environment variable {0} is required for --event-storage aliyun-sls")]
-    Missing(&'static str),
-    /// `SLS_PROJECT` is not a project name (3-63 of `a-z`, `0-9`, `-`).
-    #[error(
-        "SLS_PROJECT `{0}` is invalid: a project name is 3 to 63 lower-case letters, digits and hyphens, starting and ending with a letter or digit"
-    )]
-    Project(String),
-    /// `SLS_ENDPOINT` is not a host or `scheme://host[:port]`.
-    #[error(
-        "SLS_ENDPOINT `{value}` is invalid: {reason} (expected a host like cn-hangzhou.log.aliyuncs.com or a URL like http://127.0.0.1:9000)"
-    )]
-    Endpoint {
-        /// The value.
-        value: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// Parses an SLS endpoint (`host` → https, or `scheme://host[:port]`) into
-/// (scheme, host, port).
-pub fn parse_sls_endpoint(value: &str) -> Result<(String, String, Option<u16>), SlsEnvError> {
-    let bad = |reason: &str| SlsEnvError::Endpoint {
-        value: value.to_string(),
-        reason: reason.to_string(),
-    };
-    let v = value.trim();
-    let (scheme, rest) = match v.split_once("://") {
-        Some((s, r)) => (s.to_ascii_lowercase(), r),
-        None => ("https".to_string(), v),
-    };
-    if scheme != "http" && scheme != "https" {
-        return Err(bad("the scheme must be http or https"));
-    }
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '@', '#']) {
-        return Err(bad("it must not have a path, query or user"));
-    }
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => match p.parse::<u16>() {
-            Ok(p) if p != 0 => (h, Some(p)),
-            _ => return Err(bad("the port must be a number in 1..=65535")),
-        },
-        None => (rest, None),
-    };
-    let valid = !host.is_empty()
-        && host
-            .split('.')
-            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
-    if !valid {
-        return Err(bad("the host must be a DNS name or an IPv4 address"));
-    }
-    Ok((scheme, host.to_ascii_lowercase(), port))
-}
-
-/// The sls sink's spec from KubeDL's variables, read through `var`
-/// (`std::env::var(..).ok()` in the runtime): `SLS_ENDPOINT`, `SLS_KEY_ID`,
-/// `SLS_KEY_SECRET`, `SLS_PROJECT`, `SLS_LOG_STORE` (all required), and
-/// optional `SLS_SECURITY_TOKEN`. The allow-list grants exactly the
-/// configured project: `scheme://<project>.<host>:port` for a name (the
-/// project is a subdomain; other projects under the endpoint stay denied),
-/// `scheme://<ip>:port` for an IPv4 address (SLS's IP form: the connection
-/// goes to the address and `Host: <project>.<ip>` names the project; the
-/// operator named that address). Errors name the variable and never
-/// contain the secret.
-pub fn sls_sink_spec(
-    name: &str,
-    module: ModuleSource,
-    var: impl Fn(&str) -> Option<String>,
-    mut limits: Limits,
-) -> Result<SinkSpec, SlsEnvError> {
-    let need = |key: &'static str| {
-        var(key)
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .ok_or(SlsEnvError::Missing(key))
-    };
-    let endpoint = need("SLS_ENDPOINT")?;
-    let key_id = need("SLS_KEY_ID")?;
-    let secret = need("SLS_KEY_SECRET")?;
-    let project = need("SLS_PROJECT")?;
-    let logstore = need("SLS_LOG_STORE")?;
-    let (scheme, host, port) = parse_sls_endpoint(&endpoint)?;
-    let port = port.or_else(|| default_port(&scheme)).unwrap_or(443);
-    let is_ip = host.parse::<std::net::Ipv4Addr>().is_ok();
-    // SLS project names: 3-63 of a-z, 0-9 and `-`, starting and ending
-    // with a letter or digit; a DNS label, so the grant is one exact name.
-    let label_ok = (3..=63).contains(&project.len())
-        && project
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !project.starts_with('-')
-        && !project.ends_with('-');
-    if !label_ok {
-        return Err(SlsEnvError::Project(project));
-    }
-    let allow = if is_ip {
-        format!("{scheme}://{host}:{port}")
-    } else {
-        format!("{scheme}://{project}.{host}:{port}")
-    };
-    let mut settings = vec![
-        ("endpoint".to_string(), format!("{scheme}://{host}:{port}")),
-        ("project".to_string(), project),
-        ("logstore".to_string(), logstore),
-        ("access_key_id".to_string(), key_id),
-        ("access_key_secret".to_string(), secret),
-    ];
-    if let Some(token) = var("SLS_SECURITY_TOKEN").filter(|t| !t.is_empty()) {
-        settings.push(("security_token".to_string(), token));
-    }
-    limits.http_allow = vec![allow];
-    Ok(SinkSpec {
-        name: name.to_string(),
-        module,
-        settings,
-        sql_grants: Vec::new(),
-        limits,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,89 +485,5 @@ mod tests {
         );
         assert_eq!(host_of("[::1]:80"), "[::1]");
         assert_eq!(host_of("Name.Example.:8080"), "name.example");
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: std::collections::HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    const FULL: [(&str, &str); 5] = [
-        ("SLS_ENDPOINT", "cn-hangzhou.log.aliyuncs.com"),
-        ("SLS_KEY_ID", "id"),
-        ("SLS_KEY_SECRET", "very-secret"),
-        ("SLS_PROJECT", "kubedl-project"),
-        ("SLS_LOG_STORE", "kubedl"),
-    ];
-
-    #[test]
-    fn sls_spec_from_env() {
-        let module = ModuleSource::Path("sls.wasm".into());
-        let spec =
-            sls_sink_spec("sls", module.clone(), env(&FULL), Limits::default()).expect("valid");
-        assert_eq!(
-            spec.limits.http_allow,
-            ["https://kubedl-project.cn-hangzhou.log.aliyuncs.com:443"]
-        );
-        let allow = AllowList::parse(&spec.limits.http_allow).expect("parses");
-        assert!(allow.allows("https", "kubedl-project.cn-hangzhou.log.aliyuncs.com", None));
-        // Exactly the configured project: not another one under the endpoint.
-        assert!(!allow.allows("https", "other-project.cn-hangzhou.log.aliyuncs.com", None));
-        assert!(!allow.allows("https", "cn-hangzhou.log.aliyuncs.com", None));
-        for bad in ["ab", "Upper", "-lead", "trail-", "a.b.c", "x*y"] {
-            let mut v = FULL.to_vec();
-            v[3] = ("SLS_PROJECT", bad);
-            let err =
-                sls_sink_spec("sls", module.clone(), env(&v), Limits::default()).expect_err(bad);
-            assert_eq!(err, SlsEnvError::Project(bad.into()));
-        }
-        assert!(spec.settings.contains(&(
-            "endpoint".into(),
-            "https://cn-hangzhou.log.aliyuncs.com:443".into()
-        )));
-        assert!(
-            spec.settings
-                .contains(&("logstore".into(), "kubedl".into()))
-        );
-        let shown = format!("{spec:?}");
-        assert!(
-            !shown.contains("very-secret") && shown.contains("[REDACTED]"),
-            "{shown}"
-        );
-
-        let mut local = FULL.to_vec();
-        local[0] = ("SLS_ENDPOINT", "http://127.0.0.1:9000");
-        let spec =
-            sls_sink_spec("sls", module.clone(), env(&local), Limits::default()).expect("valid");
-        assert_eq!(spec.limits.http_allow, ["http://127.0.0.1:9000"]);
-
-        for missing in [
-            "SLS_ENDPOINT",
-            "SLS_KEY_ID",
-            "SLS_KEY_SECRET",
-            "SLS_PROJECT",
-            "SLS_LOG_STORE",
-        ] {
-            let partial: Vec<_> = FULL
-                .iter()
-                .copied()
-                .filter(|(k, _)| *k != missing)
-                .collect();
-            let err = sls_sink_spec("sls", module.clone(), env(&partial), Limits::default())
-                .expect_err(missing);
-            assert_eq!(err, SlsEnvError::Missing(missing));
-            assert!(err.to_string().contains(missing));
-        }
-        for bad in ["ftp://x", "http://h:99999", "http://h/p", "a..b"] {
-            let mut v = FULL.to_vec();
-            v[0] = ("SLS_ENDPOINT", bad);
-            let err =
-                sls_sink_spec("sls", module.clone(), env(&v), Limits::default()).expect_err(bad);
-            assert!(matches!(err, SlsEnvError::Endpoint { .. }), "{bad}: {err}");
-            assert!(!err.to_string().contains("very-secret"));
-        }
     }
 }

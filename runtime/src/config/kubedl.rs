@@ -1,14 +1,22 @@
 //! KubeDL's switches: `--meta-storage mysql`, `--event-storage
 //! mysql|aliyun-sls`, `--region`, with the `MYSQL_*` and `SLS_*`
-//! environment variables of KubeDL's Deployment, turned into a [`Config`];
-//! and the embedded default (SQLite file, bundled mysql sink) when nothing
-//! is given.
+//! environment variables of KubeDL's Deployment, turned into an ordinary
+//! [`Config`] (checked and resolved like a file's); and the embedded
+//! default (SQLite file, bundled mysql sink) when nothing is given.
+//!
+//! KubeDL stays at this edge: its `SLS_ENDPOINT` is read by the host's
+//! allow-list parser
+//! ([`kubesink_host::http::Rule::parse`]), the same that later checks the
+//! grant made from it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use kubesink_host::http::{HostRule, PortRule, Rule, SchemeRule};
 
 use super::{
-    BatchConfig, Config, ConfigError, ConnectionSpec, Driver, LimitsConfig, QueueConfig,
-    RecordKind, RetryConfig, SinkConfig, StringOrInt,
+    Builtin, Config, ConfigError, ConnectionSpec, Driver, ModuleRef, QueueConfig, RecordKind,
+    Settings, SinkConfig, StringOrInt,
 };
 
 /// Where KubeDL's `--meta-storage` puts jobs and pods.
@@ -107,38 +115,7 @@ impl KubedlFlags {
             sinks.push(mysql_sink("mysql", "mysql", mysql_records));
         }
         if self.event_storage == Some(EventStorage::AliyunSls) {
-            // The host's reading of KubeDL's SLS_* variables (endpoint
-            // forms, allow-list), turned back into a sink configuration.
-            let spec = kubesink_host::http::sls_sink_spec(
-                "aliyun-sls",
-                kubesink_host::ModuleSource::Path("builtin:sls".into()),
-                &lookup,
-                kubesink_host::Limits::default(),
-            )
-            .map_err(|e| ConfigError::Invalid {
-                origin: "--event-storage aliyun-sls".into(),
-                field: "SLS_*".into(),
-                message: e.to_string(),
-            })?;
-            let settings: BTreeMap<String, String> = spec.settings.into_iter().collect();
-            let allow_hosts = spec.limits.http_allow;
-            sinks.push(SinkConfig {
-                name: "aliyun-sls".into(),
-                module: "builtin:sls".into(),
-                sha256: None,
-                records: vec![RecordKind::Events],
-                connections: vec![],
-                allow_hosts,
-                settings,
-                limits: LimitsConfig::default(),
-                batch: BatchConfig::default(),
-                queue: QueueConfig {
-                    coalesce: Some(false),
-                    ..QueueConfig::default()
-                },
-                retry: RetryConfig::default(),
-                workers: 1,
-            });
+            sinks.push(sls_sink_config("aliyun-sls", &lookup)?);
         }
         Ok(Config {
             region,
@@ -163,7 +140,7 @@ fn sqlite(path: String) -> ConnectionSpec {
 }
 
 fn mysql_sink(name: &str, connection: &str, records: Vec<RecordKind>) -> SinkConfig {
-    let mut settings = BTreeMap::new();
+    let mut settings = Settings::default();
     settings.insert("connection".to_owned(), connection.to_owned());
     for kind in RecordKind::ALL {
         let key = match kind {
@@ -174,19 +151,148 @@ fn mysql_sink(name: &str, connection: &str, records: Vec<RecordKind>) -> SinkCon
         settings.insert(key.to_owned(), records.contains(&kind).to_string());
     }
     SinkConfig {
-        name: name.to_owned(),
-        module: "builtin:mysql".into(),
-        sha256: None,
         records,
         connections: vec![connection.to_owned()],
-        allow_hosts: vec![],
         settings,
-        limits: LimitsConfig::default(),
-        batch: BatchConfig::default(),
-        queue: QueueConfig::default(),
-        retry: RetryConfig::default(),
-        workers: 1,
+        ..SinkConfig::new(name, ModuleRef::Builtin(Builtin::Mysql))
     }
+}
+
+/// A missing or invalid `SLS_*` variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KubedlEnvError {
+    /// A required variable is unset or empty.
+    #[error("environment variable {0} is required for --event-storage aliyun-sls")]
+    Missing(&'static str),
+    /// `SLS_PROJECT` is not a project name (3-63 of `a-z`, `0-9`, `-`).
+    #[error(
+        "SLS_PROJECT `{0}` is invalid: a project name is 3 to 63 lower-case letters, digits and hyphens, starting and ending with a letter or digit"
+    )]
+    Project(String),
+    /// `SLS_ENDPOINT` is not a host or `scheme://host[:port]`.
+    #[error(
+        "SLS_ENDPOINT `{value}` is invalid: {reason} (expected a host like cn-hangzhou.log.aliyuncs.com or a URL like http://127.0.0.1:9000)"
+    )]
+    Endpoint {
+        /// The value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An SLS endpoint: where the sls sink connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlsEndpoint {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// A DNS name (lower case) or an IPv4 address.
+    pub host: String,
+    /// The port (the scheme's default when none is given).
+    pub port: u16,
+    /// Whether `host` is an IPv4 address.
+    pub is_ip: bool,
+}
+
+/// Parses `SLS_ENDPOINT`: `host` (https) or `scheme://host[:port]`, with
+/// the host a DNS name or an IPv4 address, through the allow-list's parser
+/// ([`Rule::parse`]); wildcards, ranges, IPv6 and `*` ports are refused.
+pub fn parse_sls_endpoint(value: &str) -> Result<SlsEndpoint, KubedlEnvError> {
+    let bad = |reason: &str| KubedlEnvError::Endpoint {
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let rule = Rule::parse(value).map_err(|e| bad(&e.reason))?;
+    let (scheme, default_port) = match rule.scheme {
+        SchemeRule::Http => ("http", 80),
+        SchemeRule::Https => ("https", 443),
+        SchemeRule::Any => return Err(bad("the scheme must be http or https")),
+    };
+    let (host, is_ip) = match rule.host {
+        HostRule::Exact(name) => (name, false),
+        HostRule::Net(ip @ IpAddr::V4(_), 32) => (ip.to_string(), true),
+        _ => return Err(bad("the host must be a DNS name or an IPv4 address")),
+    };
+    let port = match rule.port {
+        PortRule::Exact(p) => p,
+        PortRule::Default => default_port,
+        PortRule::Any => return Err(bad("the port must be a number in 1..=65535")),
+    };
+    Ok(SlsEndpoint {
+        scheme,
+        host,
+        port,
+        is_ip,
+    })
+}
+
+/// The sls sink named `name` from KubeDL's variables, read through `var`
+/// (`std::env::var(..).ok()` in the runtime): `SLS_ENDPOINT`,
+/// `SLS_KEY_ID`, `SLS_KEY_SECRET`, `SLS_PROJECT`, `SLS_LOG_STORE` (all
+/// required), and optional `SLS_SECURITY_TOKEN`. It receives events and
+/// keeps every update (no coalescing). The allow-list grants exactly the
+/// configured project: `scheme://<project>.<host>:port` for a name (the
+/// project is a subdomain; other projects under the endpoint stay denied),
+/// `scheme://<ip>:port` for an IPv4 address (SLS's IP form: the connection
+/// goes to the address and `Host: <project>.<ip>` names the project; the
+/// operator named that address). Errors name the variable and never
+/// contain the secret.
+pub fn sls_sink_config(
+    name: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<SinkConfig, KubedlEnvError> {
+    let need = |key: &'static str| {
+        var(key)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .ok_or(KubedlEnvError::Missing(key))
+    };
+    let endpoint = need("SLS_ENDPOINT")?;
+    let key_id = need("SLS_KEY_ID")?;
+    let secret = need("SLS_KEY_SECRET")?;
+    let project = need("SLS_PROJECT")?;
+    let logstore = need("SLS_LOG_STORE")?;
+    let SlsEndpoint {
+        scheme,
+        host,
+        port,
+        is_ip,
+    } = parse_sls_endpoint(&endpoint)?;
+    // SLS project names: 3-63 of a-z, 0-9 and `-`, starting and ending
+    // with a letter or digit; a DNS label, so the grant is one exact name.
+    let label_ok = (3..=63).contains(&project.len())
+        && project
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !project.starts_with('-')
+        && !project.ends_with('-');
+    if !label_ok {
+        return Err(KubedlEnvError::Project(project));
+    }
+    let allow = if is_ip {
+        format!("{scheme}://{host}:{port}")
+    } else {
+        format!("{scheme}://{project}.{host}:{port}")
+    };
+    let mut settings = Settings::default();
+    settings.insert("endpoint".into(), format!("{scheme}://{host}:{port}"));
+    settings.insert("project".into(), project);
+    settings.insert("logstore".into(), logstore);
+    settings.insert("access_key_id".into(), key_id);
+    settings.insert("access_key_secret".into(), secret);
+    if let Some(token) = var("SLS_SECURITY_TOKEN").filter(|t| !t.is_empty()) {
+        settings.insert("security_token".into(), token);
+    }
+    Ok(SinkConfig {
+        records: vec![RecordKind::Events],
+        allow_hosts: vec![allow],
+        settings,
+        queue: QueueConfig {
+            coalesce: Some(false),
+            ..QueueConfig::default()
+        },
+        ..SinkConfig::new(name, ModuleRef::Builtin(Builtin::Sls))
+    })
 }
 
 #[cfg(test)]
@@ -211,7 +317,7 @@ mod tests {
         let c = KubedlFlags::default().to_config(env).unwrap();
         c.check("flags").unwrap();
         assert_eq!(c.sinks.len(), 1);
-        assert_eq!(c.sinks[0].module, "builtin:mysql");
+        assert_eq!(c.sinks[0].module, ModuleRef::Builtin(Builtin::Mysql));
         assert_eq!(
             c.connections["default"].path.as_deref(),
             Some(DEFAULT_SQLITE_PATH)
@@ -260,12 +366,133 @@ mod tests {
         assert!(!err.contains("secret"), "{err}");
         let full = |k: &str| env(k).or_else(|| (k == "SLS_LOG_STORE").then(|| "ls".into()));
         let c = flags.to_config(full).unwrap();
-        assert_eq!(c.sinks[0].module, "builtin:sls");
+        c.check("flags").unwrap();
+        assert_eq!(c.sinks[0].module, ModuleRef::Builtin(Builtin::Sls));
         assert_eq!(c.sinks[0].settings["logstore"], "ls");
         assert_eq!(
             c.sinks[0].allow_hosts,
             vec!["https://proj.cn-hangzhou.log.aliyuncs.com:443"]
         );
         assert_eq!(c.sinks[0].queue.coalesce, Some(false));
+        assert_eq!(c.sinks[0].records, vec![RecordKind::Events]);
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const FULL: [(&str, &str); 5] = [
+        ("SLS_ENDPOINT", "cn-hangzhou.log.aliyuncs.com"),
+        ("SLS_KEY_ID", "id"),
+        ("SLS_KEY_SECRET", "very-secret"),
+        ("SLS_PROJECT", "kubedl-project"),
+        ("SLS_LOG_STORE", "kubedl"),
+    ];
+
+    #[test]
+    fn sls_sink_from_env_grants_exactly_the_project() {
+        use kubesink_host::http::AllowList;
+        let sink = sls_sink_config("sls", vars(&FULL)).expect("valid");
+        assert_eq!(
+            sink.allow_hosts,
+            ["https://kubedl-project.cn-hangzhou.log.aliyuncs.com:443"]
+        );
+        let allow = AllowList::parse(&sink.allow_hosts).expect("parses");
+        assert!(allow.allows("https", "kubedl-project.cn-hangzhou.log.aliyuncs.com", None));
+        // Exactly the configured project: not another one under the endpoint.
+        assert!(!allow.allows("https", "other-project.cn-hangzhou.log.aliyuncs.com", None));
+        assert!(!allow.allows("https", "cn-hangzhou.log.aliyuncs.com", None));
+        for bad in ["ab", "Upper", "-lead", "trail-", "a.b.c", "x*y"] {
+            let mut v = FULL.to_vec();
+            v[3] = ("SLS_PROJECT", bad);
+            let err = sls_sink_config("sls", vars(&v)).expect_err(bad);
+            assert_eq!(err, KubedlEnvError::Project(bad.into()));
+        }
+        assert_eq!(
+            sink.settings["endpoint"],
+            "https://cn-hangzhou.log.aliyuncs.com:443"
+        );
+        assert_eq!(sink.settings["logstore"], "kubedl");
+        let shown = format!("{sink:?}");
+        assert!(
+            !shown.contains("very-secret") && shown.contains("[REDACTED]"),
+            "{shown}"
+        );
+
+        let mut local = FULL.to_vec();
+        local[0] = ("SLS_ENDPOINT", "http://127.0.0.1:9000");
+        let sink = sls_sink_config("sls", vars(&local)).expect("valid");
+        assert_eq!(sink.allow_hosts, ["http://127.0.0.1:9000"]);
+        assert_eq!(sink.settings["endpoint"], "http://127.0.0.1:9000");
+
+        for missing in [
+            "SLS_ENDPOINT",
+            "SLS_KEY_ID",
+            "SLS_KEY_SECRET",
+            "SLS_PROJECT",
+            "SLS_LOG_STORE",
+        ] {
+            let partial: Vec<_> = FULL
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let err = sls_sink_config("sls", vars(&partial)).expect_err(missing);
+            assert_eq!(err, KubedlEnvError::Missing(missing));
+            assert!(err.to_string().contains(missing));
+        }
+        for bad in [
+            "ftp://x",
+            "http://h:99999",
+            "http://h/p",
+            "a..b",
+            "*.log.aliyuncs.com",
+            "http://10.0.0.0/8",
+            "http://[::1]:9000",
+            "http://h:*",
+            "*://h",
+        ] {
+            let mut v = FULL.to_vec();
+            v[0] = ("SLS_ENDPOINT", bad);
+            let err = sls_sink_config("sls", vars(&v)).expect_err(bad);
+            assert!(
+                matches!(&err, KubedlEnvError::Endpoint { value, .. } if value == bad),
+                "{bad}: {err}"
+            );
+            assert!(!err.to_string().contains("very-secret"));
+        }
+    }
+
+    #[test]
+    fn sls_endpoints_are_read_by_the_allow_list_parser() {
+        let ep = |v: &str| parse_sls_endpoint(v).expect(v);
+        assert_eq!(
+            ep("Cn-Hangzhou.log.aliyuncs.com/"),
+            SlsEndpoint {
+                scheme: "https",
+                host: "cn-hangzhou.log.aliyuncs.com".into(),
+                port: 443,
+                is_ip: false
+            }
+        );
+        assert_eq!(
+            ep("HTTP://127.0.0.1"),
+            SlsEndpoint {
+                scheme: "http",
+                host: "127.0.0.1".into(),
+                port: 80,
+                is_ip: true
+            }
+        );
+        assert_eq!(ep("http://sls.internal:8080").port, 8080);
+        let err = parse_sls_endpoint("http://h:0").unwrap_err().to_string();
+        assert!(
+            err.contains("the port must be") && err.contains("`http://h:0`"),
+            "{err}"
+        );
     }
 }

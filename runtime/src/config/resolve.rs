@@ -1,14 +1,14 @@
 //! Turns a checked [`Config`] into what the runtime starts: host options
 //! (connections with their URLs built and variables expanded), and one
-//! [`SinkPlan`] per sink (module located, limits parsed, queue policy).
+//! [`SinkPlan`] per sink (module located, limits in bytes, queue policy).
 
 use std::path::{Path, PathBuf};
 
 use kubesink_host::{HostOptions, Limits, ModuleSource, SinkSpec, sql::ConnectionConfig};
 
 use super::{
-    BatchConfig, Config, ConfigError, Driver, RecordKind, RetryConfig, StringOrInt,
-    env::expand_process_env, parse_size,
+    BatchConfig, Builtin, Config, ConfigError, ConfigMapRef, Driver, ModuleRef, RecordKind,
+    RetryConfig, StringOrInt, env::expand_process_env,
 };
 
 /// Everything needed to start the sinks.
@@ -23,7 +23,10 @@ pub struct Plan {
 /// One sink, ready to load.
 #[derive(Debug, Clone)]
 pub struct SinkPlan {
-    pub spec: SinkSpec,
+    /// Name, settings, grants and limits: the host's spec but its module.
+    pub spec: SinkTemplate,
+    /// Where its component comes from.
+    pub module: PlannedModule,
     pub records: Vec<RecordKind>,
     pub batch: BatchConfig,
     pub retry: RetryConfig,
@@ -32,12 +35,93 @@ pub struct SinkPlan {
     pub coalesce: bool,
     /// Instances writing in parallel, each for its share of the objects.
     pub workers: usize,
-    /// For `module: configmap:NAME/KEY`: the ConfigMap key to watch. The
-    /// sink then starts without a module (`spec.module` holds no bytes)
-    /// and [`crate::modules`] loads each version of the key.
-    pub configmap: Option<crate::modules::ConfigMapRef>,
     /// The pinned SHA-256 of the component (lowercase hex), if any.
     pub sha256: Option<String>,
+}
+
+/// Where a planned sink's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlannedModule {
+    /// A file (a bundled sink, located, or a path as configured), read
+    /// when the sink starts ([`crate::modules::file_spec`]).
+    File(PathBuf),
+    /// A ConfigMap key: the sink starts without a module and
+    /// [`crate::modules`] loads each version of the key.
+    ConfigMap(ConfigMapRef),
+}
+
+impl PlannedModule {
+    /// How errors and logs name it: the file path, or `configmap NAME key
+    /// KEY`.
+    pub fn origin(&self) -> String {
+        match self {
+            PlannedModule::File(path) => path.display().to_string(),
+            PlannedModule::ConfigMap(cm) => cm.to_string(),
+        }
+    }
+}
+
+impl SinkPlan {
+    /// The ConfigMap key its module comes from, if it does.
+    pub fn configmap(&self) -> Option<&ConfigMapRef> {
+        match &self.module {
+            PlannedModule::ConfigMap(cm) => Some(cm),
+            PlannedModule::File(_) => None,
+        }
+    }
+
+    /// The sink's CPU meter and quota, shared by its instances, for
+    /// metrics. `Host::sink_cpu` reads only the name and limits of the spec
+    /// it is given; a sink whose module is not loaded yet (a ConfigMap key)
+    /// has no component to put in it, so the spec names the module's
+    /// origin without bytes.
+    pub fn cpu_meter(&self, host: &kubesink_host::Host) -> kubesink_host::CpuQuota {
+        host.sink_cpu(&self.spec.with_module(ModuleSource::Bytes {
+            origin: self.module.origin(),
+            bytes: std::sync::Arc::default(),
+        }))
+    }
+}
+
+/// The host's [`SinkSpec`] of a sink without its module. `Debug` redacts
+/// the values of secret settings, as `SinkSpec`'s does.
+#[derive(Clone)]
+pub struct SinkTemplate {
+    /// The sink's name; tags its logs and errors.
+    pub name: String,
+    /// Passed to the guest's `init`, variables expanded.
+    pub settings: Vec<(String, String)>,
+    /// SQL connection names the sink may open.
+    pub sql_grants: Vec<String>,
+    /// Its resource limits.
+    pub limits: Limits,
+}
+
+impl SinkTemplate {
+    /// The spec the host loads, with `module`.
+    pub fn with_module(&self, module: ModuleSource) -> SinkSpec {
+        SinkSpec {
+            name: self.name.clone(),
+            module,
+            settings: self.settings.clone(),
+            sql_grants: self.sql_grants.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SinkTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkTemplate")
+            .field("name", &self.name)
+            .field(
+                "settings",
+                &kubesink_host::secret::RedactedSettings(&self.settings),
+            )
+            .field("sql_grants", &self.sql_grants)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 /// Environment variable naming a directory with the bundled sinks.
@@ -113,93 +197,55 @@ impl Config {
                 let v = expand_process_env(v).map_err(env_err(at(&format!("settings.{k}"))))?;
                 settings.push((k.clone(), v));
             }
-            let invalid_module = |message| ConfigError::Invalid {
-                origin: origin.to_owned(),
-                field: at("module"),
-                message,
-            };
-            let (module, configmap) = match s.module.strip_prefix(crate::modules::CONFIGMAP_PREFIX)
-            {
-                Some(spec) => {
-                    let cm = crate::modules::ConfigMapRef::parse(spec).map_err(invalid_module)?;
-                    let placeholder = ModuleSource::Bytes {
-                        origin: cm.to_string(),
-                        bytes: std::sync::Arc::new(Vec::new()),
-                    };
-                    (placeholder, Some(cm))
+            let module = match &s.module {
+                ModuleRef::ConfigMap(cm) => PlannedModule::ConfigMap(cm.clone()),
+                ModuleRef::Path(path) => PlannedModule::File(path.clone()),
+                ModuleRef::Builtin(b) => {
+                    PlannedModule::File(locate_builtin(*b).map_err(|message| {
+                        ConfigError::Invalid {
+                            origin: origin.to_owned(),
+                            field: at("module"),
+                            message,
+                        }
+                    })?)
                 }
-                None => (locate_module(&s.module).map_err(invalid_module)?, None),
             };
             let mut limits = Limits::default();
-            let size = |f: &str, v: &Option<String>, d: usize| -> Result<usize, ConfigError> {
-                v.as_deref().map_or(Ok(d), |v| {
-                    parse_size(v).map_err(|message| ConfigError::Invalid {
-                        origin: origin.to_owned(),
-                        field: at(f),
-                        message,
-                    })
-                })
-            };
-            limits.memory_bytes = size("limits.memory", &s.limits.memory, limits.memory_bytes)?;
-            limits.max_statement_bytes = size(
-                "limits.max_statement",
-                &s.limits.max_statement,
-                limits.max_statement_bytes,
-            )?;
-            limits.max_result_bytes = size(
-                "limits.max_result",
-                &s.limits.max_result,
-                limits.max_result_bytes,
-            )?;
-            limits.log_bytes_per_sec = size(
-                "limits.log_rate",
-                &s.limits.log_rate,
-                limits.log_bytes_per_sec,
-            )?;
-            limits.max_module_bytes = size(
-                "limits.max_module",
-                &s.limits.max_module,
-                limits.max_module_bytes,
-            )?;
-            limits.host_memory_bytes = size(
-                "limits.host_memory",
-                &s.limits.host_memory,
-                limits.host_memory_bytes,
-            )?;
-            if let Some(n) = s.limits.max_resources {
+            let l = &s.limits;
+            let size = |v: Option<super::ByteSize>, d: usize| v.map_or(d, |v| v.bytes());
+            limits.memory_bytes = size(l.memory, limits.memory_bytes);
+            limits.max_statement_bytes = size(l.max_statement, limits.max_statement_bytes);
+            limits.max_result_bytes = size(l.max_result, limits.max_result_bytes);
+            limits.log_bytes_per_sec = size(l.log_rate, limits.log_bytes_per_sec);
+            limits.max_module_bytes = size(l.max_module, limits.max_module_bytes);
+            limits.host_memory_bytes = size(l.host_memory, limits.host_memory_bytes);
+            if let Some(n) = l.max_resources {
                 limits.max_resources = n;
             }
-            if let Some(cpu) = &s.limits.cpu {
-                limits.cpu = Some(cpu.cores().map_err(|message| ConfigError::Invalid {
-                    origin: origin.to_owned(),
-                    field: at("limits.cpu"),
-                    message,
-                })?);
+            if let Some(n) = l.http_max_in_flight {
+                limits.http_max_in_flight = n;
             }
+            limits.cpu = l.cpu.map(|c| c.get());
             limits.http_allow = s.allow_hosts.clone();
-            if let Some(t) = s.limits.call_timeout {
+            if let Some(t) = l.call_timeout {
                 limits.call_timeout = t;
             }
-            let coalesce = s
-                .queue
-                .coalesce
-                .unwrap_or(!s.module.starts_with("builtin:sls"));
+            let coalesce = s.queue.coalesce.unwrap_or(!s.module.is_builtin_sls());
             sinks.push(SinkPlan {
-                spec: SinkSpec {
+                spec: SinkTemplate {
                     name: s.name.clone(),
-                    module,
                     settings,
                     sql_grants: s.connections.clone(),
                     limits,
                 },
+                module,
                 records: s.records.clone(),
                 batch: s.batch.clone(),
                 retry: s.retry.clone(),
                 queue_capacity: s.queue.capacity,
                 coalesce,
                 workers: s.workers,
-                configmap,
-                sha256: s.sha256.as_deref().map(str::to_ascii_lowercase),
+                sha256: s.sha256.as_ref().map(|p| p.as_str().to_owned()),
             });
         }
         let cache_dir = self.cache_dir.clone().or_else(default_cache_dir);
@@ -249,25 +295,14 @@ pub fn builtin_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// Resolves `builtin:NAME` or a path to a module source.
-pub fn locate_module(module: &str) -> Result<ModuleSource, String> {
-    let Some(name) = module.strip_prefix("builtin:") else {
-        return Ok(ModuleSource::Path(PathBuf::from(module)));
-    };
-    let file = match name {
-        "mysql" => "kubesink_sink_mysql.wasm",
-        "sls" => "kubesink_sink_sls.wasm",
-        other => {
-            return Err(format!(
-                "no bundled sink named `{other}` (bundled: mysql, sls)"
-            ));
-        }
-    };
+/// The file of a bundled sink, looked for in [`builtin_dirs`].
+pub fn locate_builtin(builtin: Builtin) -> Result<PathBuf, String> {
+    let (name, file) = (builtin.name(), builtin.file_name());
     let dirs = builtin_dirs();
     for d in &dirs {
         let p = d.join(file);
         if p.is_file() {
-            return Ok(ModuleSource::Path(p));
+            return Ok(p);
         }
     }
     let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
@@ -281,6 +316,10 @@ pub fn locate_module(module: &str) -> Result<ModuleSource, String> {
 mod tests {
     use super::*;
 
+    fn plan(text: &str) -> Plan {
+        Config::parse(text, "t").unwrap().resolve("t").unwrap()
+    }
+
     #[test]
     fn mysql_url_is_percent_encoded_and_sqlite_gets_rwc() {
         let text = r#"
@@ -288,7 +327,7 @@ connections:
   m: { driver: mysql, host: db, port: "3307", database: kubedl, user: "u@x", password: "p:/@" }
   s: { driver: sqlite, path: ./x.db }
 "#;
-        let plan = Config::parse(text).unwrap().resolve("t").unwrap();
+        let plan = plan(text);
         let m = plan.host.sql.iter().find(|c| c.name == "m").unwrap();
         assert_eq!(m.url.expose(), "mysql://u%40x:p%3A%2F%40@db:3307/kubedl");
         assert!(
@@ -300,20 +339,10 @@ connections:
     }
 
     #[test]
-    fn unknown_builtin_and_missing_env_are_named() {
-        let text = "sinks:\n  - {name: a, module: 'builtin:nope'}\n";
-        let err = Config::parse(text)
-            .unwrap()
-            .resolve("t")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("sinks[0].module") && err.contains("nope"),
-            "{err}"
-        );
+    fn missing_env_is_named() {
         let text =
             "connections:\n  m: { driver: mysql, password: '${KUBESINK_TEST_SURELY_UNSET}' }\n";
-        let err = Config::parse(text)
+        let err = Config::parse(text, "t")
             .unwrap()
             .resolve("t")
             .unwrap_err()
@@ -325,28 +354,32 @@ connections:
     }
 
     #[test]
-    fn configmap_module_is_planned_without_bytes() {
+    fn configmap_module_is_planned_as_its_own_variant() {
         let text = "sinks:\n  - {name: a, module: 'configmap:sinks/mysql.wasm.gz', sha256: 'ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789', limits: {max_module: 1Mi}}\n  - {name: b, module: x.wasm}\n";
-        let plan = Config::parse(text).unwrap().resolve("t").unwrap();
+        let plan = plan(text);
         let a = &plan.sinks[0];
-        let cm = a.configmap.as_ref().expect("configmap");
         assert_eq!(
-            (cm.name.as_str(), cm.key.as_str()),
-            ("sinks", "mysql.wasm.gz")
+            a.module,
+            PlannedModule::ConfigMap(ConfigMapRef {
+                name: "sinks".into(),
+                key: "mysql.wasm.gz".into()
+            })
         );
+        assert_eq!(
+            a.configmap(),
+            Some(&ConfigMapRef::parse("sinks/mysql.wasm.gz").unwrap())
+        );
+        assert_eq!(a.module.origin(), "configmap sinks key mysql.wasm.gz");
         assert_eq!(
             a.sha256.as_deref(),
             Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789")
         );
         assert_eq!(a.spec.limits.max_module_bytes, 1 << 20);
-        assert!(
-            matches!(&a.spec.module, ModuleSource::Bytes { bytes, .. } if bytes.is_empty()),
-            "{:?}",
-            a.spec.module
-        );
-        assert!(plan.sinks[1].configmap.is_none());
+        let b = &plan.sinks[1];
+        assert_eq!(b.module, PlannedModule::File("x.wasm".into()));
+        assert!(b.configmap().is_none());
         assert_eq!(
-            plan.sinks[1].spec.limits.max_module_bytes,
+            b.spec.limits.max_module_bytes,
             kubesink_host::DEFAULT_MAX_MODULE_BYTES
         );
     }
@@ -354,7 +387,7 @@ connections:
     #[test]
     fn limits_and_queue_policy() {
         let text = "sinks:\n  - {name: a, module: x.wasm, limits: {memory: 8Mi, call_timeout: 2s}}\n  - {name: b, module: y.wasm, queue: {coalesce: false}}\n";
-        let plan = Config::parse(text).unwrap().resolve("t").unwrap();
+        let plan = plan(text);
         assert_eq!(plan.sinks[0].spec.limits.memory_bytes, 8 << 20);
         assert_eq!(plan.sinks[0].spec.limits.call_timeout.as_secs(), 2);
         assert!(plan.sinks[0].coalesce);
@@ -362,18 +395,19 @@ connections:
     }
 
     #[test]
-    fn host_memory_resources_and_cpu() {
+    fn host_memory_resources_cpu_and_http_in_flight() {
         let text = "sinks:
-  - {name: a, module: x.wasm, limits: {host_memory: 8Mi, max_resources: 100, cpu: 200m}}
+  - {name: a, module: x.wasm, limits: {host_memory: 8Mi, max_resources: 100, cpu: 200m, http_max_in_flight: 3}}
   - {name: b, module: y.wasm, limits: {cpu: 1}}
   - {name: c, module: z.wasm, limits: {cpu: 0.5}}
   - {name: d, module: w.wasm}
 ";
-        let plan = Config::parse(text).unwrap().resolve("t").unwrap();
+        let plan = plan(text);
         let l = |i: usize| &plan.sinks[i].spec.limits;
         assert_eq!(l(0).host_memory_bytes, 8 << 20);
         assert_eq!(l(0).max_resources, 100);
         assert_eq!(l(0).cpu, Some(0.2));
+        assert_eq!(l(0).http_max_in_flight, 3);
         assert_eq!(l(1).cpu, Some(1.0));
         assert_eq!(l(2).cpu, Some(0.5));
         assert_eq!(l(3).cpu, None, "no quota by default");
@@ -382,5 +416,31 @@ connections:
             kubesink_host::DEFAULT_HOST_MEMORY_BYTES
         );
         assert_eq!(l(3).max_resources, kubesink_host::DEFAULT_MAX_RESOURCES);
+        assert_eq!(
+            l(3).http_max_in_flight,
+            Limits::default().http_max_in_flight,
+            "the host's default"
+        );
+    }
+
+    #[test]
+    fn planned_settings_are_expanded_and_redacted_in_debug() {
+        let text = "sinks:\n  - name: a\n    module: x.wasm\n    settings: { endpoint: 'http://h', access_key_secret: 'hunter2-${KUBESINK_TEST_UNSET_X:-dflt}' }\n";
+        let plan = plan(text);
+        let spec = &plan.sinks[0].spec;
+        assert!(
+            spec.settings
+                .contains(&("access_key_secret".into(), "hunter2-dflt".into()))
+        );
+        let shown = format!("{plan:?}");
+        assert!(
+            !shown.contains("hunter2")
+                && shown.contains("[REDACTED]")
+                && shown.contains("http://h"),
+            "{shown}"
+        );
+        let loaded = spec.with_module(ModuleSource::Path("x.wasm".into()));
+        assert_eq!(loaded.settings, spec.settings);
+        assert_eq!(loaded.name, "a");
     }
 }

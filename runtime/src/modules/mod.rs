@@ -33,69 +33,13 @@ use kubesink_host::{HostError, ModuleSource, SinkSpec};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::config::SinkPlan;
+use crate::config::{PlannedModule, SinkPlan};
 
 pub use watch::{ModuleStatus, ModuleWatcher, watch_modules};
 
-/// The prefix of a `module:` naming a ConfigMap key.
-pub const CONFIGMAP_PREFIX: &str = "configmap:";
-
-/// The ConfigMap key a sink's module comes from (`configmap:NAME/KEY`); the
-/// namespace is kubesink's own, known once connected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigMapRef {
-    /// The ConfigMap's name.
-    pub name: String,
-    /// The `binaryData` key.
-    pub key: String,
-}
+pub use crate::config::{CONFIGMAP_PREFIX, ConfigMapRef};
 
 impl ConfigMapRef {
-    /// Parses `NAME/KEY` (what follows `configmap:`). NAME must be a DNS
-    /// subdomain name and KEY a ConfigMap key (`[-._a-zA-Z0-9]+`).
-    ///
-    /// ```
-    /// let r = kubesink::modules::ConfigMapRef::parse("sinks/mysql.wasm.gz").unwrap();
-    /// assert_eq!((r.name.as_str(), r.key.as_str()), ("sinks", "mysql.wasm.gz"));
-    /// ```
-    pub fn parse(spec: &str) -> Result<ConfigMapRef, String> {
-        let usage = "use configmap:NAME/KEY, e.g. configmap:kubesink-sinks/mysql.wasm.gz";
-        let Some((name, key)) = spec.split_once('/') else {
-            return Err(format!("`{CONFIGMAP_PREFIX}{spec}` names no key; {usage}"));
-        };
-        let name_ok = !name.is_empty()
-            && name.len() <= 253
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
-        if !name_ok {
-            return Err(format!(
-                "`{name}` is not a ConfigMap name (lowercase letters, digits, `-` and `.`); {usage}"
-            ));
-        }
-        let key_ok = !key.is_empty()
-            && key.len() <= 253
-            && key
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !key_ok {
-            return Err(format!(
-                "`{key}` is not a ConfigMap key (letters, digits, `-`, `_` and `.`); {usage}"
-            ));
-        }
-        Ok(ConfigMapRef {
-            name: name.to_owned(),
-            key: key.to_owned(),
-        })
-    }
-
-    /// Whether the key holds a gzip-compressed component.
-    pub fn gzipped(&self) -> bool {
-        self.key.ends_with(".gz")
-    }
-
     /// This key in `namespace`, for errors and logs.
     pub fn located(&self, namespace: &str) -> Located {
         Located {
@@ -103,12 +47,6 @@ impl ConfigMapRef {
             name: self.name.clone(),
             key: self.key.clone(),
         }
-    }
-}
-
-impl fmt::Display for ConfigMapRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "configmap {} key {}", self.name, self.key)
     }
 }
 
@@ -130,17 +68,6 @@ impl fmt::Display for Located {
             "configmap {}/{} key {}",
             self.namespace, self.name, self.key
         )
-    }
-}
-
-/// Checks a `sha256:` pin: 64 hexadecimal digits.
-pub fn check_sha256(pin: &str) -> Result<(), String> {
-    if pin.len() == 64 && pin.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{pin}` is not a SHA-256 digest (64 hex digits, as `sha256sum` prints)"
-        ))
     }
 }
 
@@ -345,31 +272,31 @@ pub enum PinError {
     },
 }
 
-/// The spec to load for a sink whose module is a file or bytes: when the
-/// sink pins a `sha256`, the bytes are read and checked here, and the host
-/// gets exactly the bytes that were checked. A file over the size limit is
-/// left to the host, which refuses it without reading it.
-pub async fn pin_file(plan: &SinkPlan) -> Result<SinkSpec, PinError> {
-    let spec = plan.spec.clone();
+/// The spec to load when the sink starts: for a file module, its file;
+/// when the sink pins a `sha256`, the bytes are read and checked here, and
+/// the host gets exactly the bytes that were checked (a file over the size
+/// limit is left to the host, which refuses it without reading it).
+/// `None` for a ConfigMap module: its watcher ([`watch_modules`]) loads
+/// each version.
+pub async fn file_spec(plan: &SinkPlan) -> Result<Option<SinkSpec>, PinError> {
+    let PlannedModule::File(path) = &plan.module else {
+        return Ok(None);
+    };
+    let spec = plan.spec.with_module(ModuleSource::Path(path.clone()));
     let Some(expected) = &plan.sha256 else {
-        return Ok(spec);
+        return Ok(Some(spec));
     };
     let origin = spec.module.origin();
-    let bytes = match &spec.module {
-        ModuleSource::Path(path) => {
-            let read = |source| PinError::Read {
-                sink: spec.name.clone(),
-                path: origin.clone(),
-                source,
-            };
-            let size = tokio::fs::metadata(path).await.map_err(read)?.len();
-            if size > spec.limits.max_module_bytes as u64 {
-                return Ok(spec);
-            }
-            Arc::new(tokio::fs::read(path).await.map_err(read)?)
-        }
-        ModuleSource::Bytes { bytes, .. } => bytes.clone(),
+    let read = |source| PinError::Read {
+        sink: spec.name.clone(),
+        path: origin.clone(),
+        source,
     };
+    let size = tokio::fs::metadata(path).await.map_err(read)?.len();
+    if size > spec.limits.max_module_bytes as u64 {
+        return Ok(Some(spec));
+    }
+    let bytes = Arc::new(tokio::fs::read(path).await.map_err(read)?);
     let actual = sha256_hex(&bytes);
     if !expected.eq_ignore_ascii_case(&actual) {
         return Err(PinError::Mismatch {
@@ -379,10 +306,10 @@ pub async fn pin_file(plan: &SinkPlan) -> Result<SinkSpec, PinError> {
             actual,
         });
     }
-    Ok(SinkSpec {
+    Ok(Some(SinkSpec {
         module: ModuleSource::Bytes { origin, bytes },
         ..spec
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -420,38 +347,8 @@ mod tests {
     }
 
     #[test]
-    fn parses_refs_and_rejects_bad_names_and_keys() {
-        assert_eq!(
-            r("kubesink-sinks/mysql.wasm"),
-            ConfigMapRef {
-                name: "kubesink-sinks".into(),
-                key: "mysql.wasm".into()
-            }
-        );
-        assert!(r("a/b.gz").gzipped());
-        for bad in [
-            "",
-            "sinks",
-            "/k",
-            "Sinks/k",
-            "sinks/",
-            "sinks/a/b",
-            "-x/k",
-            "x/k k",
-        ] {
-            assert!(ConfigMapRef::parse(bad).is_err(), "{bad}");
-        }
-        let msg = ConfigMapRef::parse("sinks").unwrap_err();
-        assert!(msg.contains("configmap:NAME/KEY"), "{msg}");
+    fn a_located_key_names_its_namespace() {
         assert_eq!(r("s/k").located("ks").to_string(), "configmap ks/s key k");
-    }
-
-    #[test]
-    fn sha256_pins_are_64_hex_digits() {
-        assert!(check_sha256(&"0a".repeat(32)).is_ok());
-        assert!(check_sha256(&"0A".repeat(32)).is_ok());
-        assert!(check_sha256("abc").is_err());
-        assert!(check_sha256(&"zz".repeat(32)).is_err());
     }
 
     #[test]
@@ -541,7 +438,7 @@ mod tests {
                 "sinks:\n  - {{name: s, module: '{}', sha256: '{pin}'}}\n",
                 file.display()
             );
-            crate::config::Config::parse(&text)
+            crate::config::Config::parse(&text, "t")
                 .expect("parse")
                 .resolve("t")
                 .expect("resolve")
@@ -549,7 +446,10 @@ mod tests {
                 .remove(0)
         };
         let good = sha256_hex(b"component bytes");
-        let spec = pin_file(&plan(&good.to_uppercase())).await.expect("pinned");
+        let spec = file_spec(&plan(&good.to_uppercase()))
+            .await
+            .expect("pinned")
+            .expect("a file module");
         assert!(
             matches!(&spec.module, ModuleSource::Bytes { bytes, origin }
                 if bytes.as_slice() == b"component bytes" && origin.ends_with("s.wasm")),
@@ -557,7 +457,7 @@ mod tests {
             spec.module
         );
         let wrong = "11".repeat(32);
-        let err = pin_file(&plan(&wrong))
+        let err = file_spec(&plan(&wrong))
             .await
             .expect_err("mismatch")
             .to_string();

@@ -17,12 +17,12 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
-use kubesink_host::{Host, ModuleSource, SinkSpec};
+use kubesink_host::{Host, ModuleSource};
 use tokio::sync::watch as state;
 use tokio::task::JoinHandle;
 
 use super::{Cause, ConfigMapRef, Located, ModuleError, decode};
-use crate::config::SinkPlan;
+use crate::config::{SinkPlan, SinkTemplate};
 use crate::pipeline::backoff::Backoff;
 use crate::pipeline::{ModuleSlot, Pipeline};
 
@@ -101,7 +101,7 @@ pub fn watch_modules(
 ) -> Vec<ModuleWatcher> {
     let mut watchers = Vec::new();
     for plan in plans {
-        let Some(cm) = &plan.configmap else {
+        let Some(cm) = plan.configmap() else {
             continue;
         };
         let Some(slot) = pipeline.module_slot(&plan.spec.name) else {
@@ -137,7 +137,7 @@ struct Loader {
     at: Located,
     cm: ConfigMapRef,
     pin: Option<String>,
-    spec: SinkSpec,
+    spec: SinkTemplate,
     host: Host,
     slot: ModuleSlot,
     status: state::Sender<ModuleStatus>,
@@ -212,13 +212,10 @@ impl Loader {
             return;
         }
         tracing::info!(sink = %self.spec.name, configmap = %self.at, sha256 = %decoded.sha256, bytes = decoded.bytes.len(), stored = decoded.stored, "loading a new module version");
-        let spec = SinkSpec {
-            module: ModuleSource::Bytes {
-                origin: format!("{} (sha256 {})", self.at, short(&decoded.sha256)),
-                bytes: decoded.bytes.clone(),
-            },
-            ..self.spec.clone()
-        };
+        let spec = self.spec.with_module(ModuleSource::Bytes {
+            origin: format!("{} (sha256 {})", self.at, short(&decoded.sha256)),
+            bytes: decoded.bytes.clone(),
+        });
         // One instance per worker of the sink.
         let mut instances = Vec::with_capacity(self.slot.workers());
         let mut loaded = Ok(());

@@ -455,16 +455,11 @@ impl Pipeline {
             let workers = plan.workers.max(1);
             // The sink's capacity is shared by its workers' queues.
             let capacity = plan.queue_capacity.div_ceil(workers);
-            let spec = match plan.configmap {
-                // Its module comes from a ConfigMap: `crate::modules` swaps
-                // the first version in when it has one.
-                Some(_) => None,
-                None => Some(
-                    crate::modules::pin_file(&plan)
-                        .await
-                        .map_err(PipelineError::Pin)?,
-                ),
-            };
+            // None when its module comes from a ConfigMap: `crate::modules`
+            // swaps the first version in when it has one.
+            let spec = crate::modules::file_spec(&plan)
+                .await
+                .map_err(PipelineError::Pin)?;
             let mut lanes = Vec::with_capacity(workers);
             for _ in 0..workers {
                 let queue = Arc::new(SinkQueue::new(capacity, plan.coalesce));
@@ -509,7 +504,7 @@ impl Pipeline {
                 &name,
                 lanes.iter().map(|l| Arc::downgrade(&l.queue)).collect(),
             );
-            ops.metrics.watch_cpu(host.sink_cpu(&plan.spec));
+            ops.metrics.watch_cpu(plan.cpu_meter(host));
             lag.set_queues(lanes.iter().map(|l| Arc::downgrade(&l.queue)).collect());
             ops.metrics.watch_lag(Arc::downgrade(&lag));
             ops.health.watch_lag(Arc::downgrade(&lag));

@@ -88,14 +88,14 @@ impl Worker {
                     Some(Control::Held { reply, .. }) => {
                         let _ = reply.send(Err(format!(
                             "sink '{name}' has no module yet (waiting for {})",
-                            plan.spec.module.origin()
+                            plan.module.origin()
                         )));
                     }
                     None => return,
                 },
                 _ = tick.tick() => {
                     if queue.is_closed() {
-                        tracing::error!(sink = %name, module = %plan.spec.module.origin(), undelivered = queue.len(), "stopping before the sink's module was ever loaded; its queued records were not delivered");
+                        tracing::error!(sink = %name, module = %plan.module.origin(), undelivered = queue.len(), "stopping before the sink's module was ever loaded; its queued records were not delivered");
                         return;
                     }
                 }

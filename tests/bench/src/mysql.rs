@@ -123,9 +123,7 @@ pub async fn pipeline(
         password = env.get("MYSQL_PASSWORD").cloned().unwrap_or_default(),
         module = wasm.display(),
     );
-    let plan = Config::parse(&yaml)
-        .map_err(|(field, message)| anyhow::anyhow!("bench config: {field}: {message}"))?
-        .resolve("bench config")?;
+    let plan = Config::parse(&yaml, "bench config")?.resolve("bench config")?;
     let host = Host::new(plan.host.clone())?;
     let pipeline = Pipeline::start(&host, plan.sinks.clone())
         .await

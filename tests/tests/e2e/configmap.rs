@@ -41,9 +41,7 @@ struct Kubesink {
 
 impl Kubesink {
     async fn start(yaml: &str, client: kube::Client) -> Result<Kubesink> {
-        let plan = Config::parse(yaml)
-            .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-            .resolve("test")?;
+        let plan = Config::parse(yaml, "test")?.resolve("test")?;
         let host = Host::new(plan.host.clone())?;
         let pipeline = Arc::new(Pipeline::start(&host, plan.sinks.clone()).await?);
         let modules = watch_modules(&client, NS, &host, &pipeline, &plan.sinks);
@@ -471,9 +469,7 @@ async fn configmap_swap_during_a_retry_redelivers_the_batch_to_the_new_version()
         db.display(),
         hostile.display()
     );
-    let plan = Config::parse(&yaml)
-        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-        .resolve("test")?;
+    let plan = Config::parse(&yaml, "test")?.resolve("test")?;
     let host = Host::new(plan.host.clone())?;
     let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;
     let sent: BTreeSet<String> = (0..5).map(|i| format!("uid-{i}")).collect();

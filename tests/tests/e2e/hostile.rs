@@ -623,9 +623,7 @@ async fn pipeline_hostile_sinks_beside_a_good_one_are_contained_and_reported() -
         sinks.join("")
     );
     sinks.clear();
-    let mut plan = Config::parse(&yaml)
-        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-        .resolve("hostile test config")?;
+    let mut plan = Config::parse(&yaml, "hostile test config")?.resolve("hostile test config")?;
     for s in &mut plan.sinks {
         // The HTTP body cap is not a config key; the host API sets it.
         s.spec.limits.max_http_request_bytes = 64 << 10;
@@ -783,9 +781,7 @@ async fn pipeline_failing_sinks_are_backed_off_not_spun() -> anyhow::Result<()> 
         hostile.display(),
         guest_wasm(guests::CRASH)?.display(),
     );
-    let plan = Config::parse(&yaml)
-        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-        .resolve("backoff test config")?;
+    let plan = Config::parse(&yaml, "backoff test config")?.resolve("backoff test config")?;
     let host = Host::new(plan.host.clone())?;
     let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;
     const N: usize = 200;

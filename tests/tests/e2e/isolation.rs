@@ -27,9 +27,7 @@ async fn hostile_sinks_are_contained_and_the_good_sink_gets_everything() -> Resu
         balloon.display(),
         counter.display()
     );
-    let plan = Config::parse(&yaml)
-        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-        .resolve("test")?;
+    let plan = Config::parse(&yaml, "test")?.resolve("test")?;
     let host = Host::new(plan.host.clone())?;
     let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;
 

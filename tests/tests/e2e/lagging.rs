@@ -96,9 +96,7 @@ struct Running {
 }
 
 async fn start(yaml: &str, client: kube::Client, namespace: &str) -> Result<Running> {
-    let plan = Config::parse(yaml)
-        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-        .resolve("test")?;
+    let plan = Config::parse(yaml, "test")?.resolve("test")?;
     let host = Host::new(plan.host.clone())?;
     let ops = Ops::new();
     let mut pipeline = Pipeline::start_with_ops(&host, plan.sinks.clone(), ops.clone()).await?;

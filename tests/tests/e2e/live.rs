@@ -258,9 +258,7 @@ async fn start_kubesink(
     yaml: &str,
     client: kube::Client,
 ) -> Result<(Arc<Pipeline>, tokio::task::JoinHandle<()>)> {
-    let plan = Config::parse(yaml)
-        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-        .resolve("test")?;
+    let plan = Config::parse(yaml, "test")?.resolve("test")?;
     let host = Host::new(plan.host.clone())?;
     let pipeline = Arc::new(Pipeline::start(&host, plan.sinks.clone()).await?);
     let watcher = tokio::spawn(watch::run(

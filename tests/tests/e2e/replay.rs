@@ -42,7 +42,7 @@ async fn replay_fixture_with(
 ) -> Result<Vec<SinkReport>> {
     let module = guests::guest_wasm("kubesink-sink-mysql")?;
     let yaml = config_yaml.replace("{module}", &module.display().to_string());
-    let config = Config::parse(&yaml).map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?;
+    let config = Config::parse(&yaml, "test config")?;
     let plan = config.resolve("test config")?;
     let host = Host::new(plan.host.clone())?;
     let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;

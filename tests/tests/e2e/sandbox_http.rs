@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use kubesink::config::Config;
 use kubesink::pipeline::Pipeline;
-use kubesink_host::{Host, HostOptions, Limits, ModuleSource, SinkSpec, WriteError};
+use kubesink_host::{Host, HostOptions, Limits, SinkSpec, WriteError};
 use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::guest_wasm;
 use kubesink_tests::records;
@@ -246,21 +246,16 @@ async fn host_sls_grant_is_the_configured_project_only() -> anyhow::Result<()> {
             _ => return None,
         })
     };
-    let sls = kubesink_host::http::sls_sink_spec(
-        "aliyun-sls",
-        ModuleSource::Path("unused.wasm".into()),
-        var,
-        Limits::default(),
-    )?;
+    let sls = kubesink::config::sls_sink_config("aliyun-sls", var)?;
     ensure!(
-        sls.limits.http_allow == [format!("http://kubedl-proj.localhost:{p}")],
+        sls.allow_hosts == [format!("http://kubedl-proj.localhost:{p}")],
         "the grant names the project: {:?}",
-        sls.limits.http_allow
+        sls.allow_hosts
     );
     let lines = probe_each(
         &host,
         "sls-grant",
-        sls.limits.http_allow.clone(),
+        sls.allow_hosts.clone(),
         &[
             format!("http://other-proj.localhost:{p}/logstores/events/shards/lb"),
             format!("http://kubedl-proj.localhost:{p}/logstores|host=other-proj.localhost"),
@@ -297,9 +292,7 @@ async fn pipeline_sink_text_cannot_forge_the_log() -> anyhow::Result<()> {
         dir.path().join("cache").display(),
         guest_wasm(HOSTILE)?.display()
     );
-    let plan = Config::parse(&yaml)
-        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-        .resolve("forge test config")?;
+    let plan = Config::parse(&yaml, "forge test config")?.resolve("forge test config")?;
     let host = Host::new(plan.host.clone())?;
     let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;
     for e in events(2) {

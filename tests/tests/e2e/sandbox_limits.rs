@@ -247,9 +247,7 @@ async fn pipeline_reports_a_spinning_sinks_cpu_and_quota_in_metrics() -> anyhow:
         guest_wasm(guests::SPIN)?.display(),
         guest_wasm(guests::COUNTER)?.display(),
     );
-    let plan = Config::parse(&yaml)
-        .map_err(|(f, m)| anyhow::anyhow!("{f}: {m}"))?
-        .resolve("cpu test config")?;
+    let plan = Config::parse(&yaml, "cpu test config")?.resolve("cpu test config")?;
     assert_eq!(plan.sinks[0].spec.limits.cpu, Some(SPIN_QUOTA));
     let host = Host::new(plan.host.clone())?;
     let ops = Ops::new();

@@ -376,7 +376,7 @@ async fn pipeline_replay(
         allow = receiver.allow(),
         url = receiver.url(),
     );
-    let config = Config::parse(&yaml).map_err(|(f, m)| anyhow::anyhow!("{f}: {m}\n{yaml}"))?;
+    let config = Config::parse(&yaml, "test config").map_err(|e| anyhow::anyhow!("{e}\n{yaml}"))?;
     let plan = config.resolve("test config")?;
     let host = Host::new(plan.host.clone())?;
     let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;

@@ -14,15 +14,20 @@ pub struct AllowListError {
     pub reason: String,
 }
 
+/// The scheme of an allow-list entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum SchemeRule {
+pub enum SchemeRule {
+    /// `http://`.
     Http,
+    /// `https://`, or no scheme.
     Https,
+    /// `*://`: either.
     Any,
 }
 
+/// The host of an allow-list entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum HostRule {
+pub enum HostRule {
     /// A name, exactly.
     Exact(String),
     /// `*.suffix`: names ending in `.suffix` (stored with the dot).
@@ -35,18 +40,27 @@ enum HostRule {
     Net(IpAddr, u8),
 }
 
+/// The port of an allow-list entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum PortRule {
+pub enum PortRule {
+    /// A number.
     Exact(u16),
+    /// None given: the scheme's default.
     Default,
+    /// `*`.
     Any,
 }
 
+/// One allow-list entry, parsed: `[scheme://]host[:port]`. The one parser
+/// of such authorities, also used for endpoints in configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Rule {
-    scheme: SchemeRule,
-    host: HostRule,
-    port: PortRule,
+pub struct Rule {
+    /// The scheme.
+    pub scheme: SchemeRule,
+    /// The host.
+    pub host: HostRule,
+    /// The port.
+    pub port: PortRule,
 }
 
 /// What a request is addressed to: a host name (resolved later, through
@@ -192,6 +206,88 @@ fn parse_net(text: &str) -> Option<(IpAddr, u8)> {
 }
 
 impl Rule {
+    /// Parses one entry `[scheme://]host[:port]` (see [`crate::http`] for
+    /// the syntax); an error names the entry.
+    pub fn parse(entry: &str) -> Result<Rule, AllowListError> {
+        let bad = |reason: &str| AllowListError {
+            entry: entry.to_string(),
+            reason: reason.to_string(),
+        };
+        let trimmed = entry.trim();
+        let (scheme, rest) = match trimmed.split_once("://") {
+            Some((s, rest)) => (s.to_ascii_lowercase(), rest),
+            None => ("https".to_string(), trimmed),
+        };
+        let scheme = match scheme.as_str() {
+            "http" => SchemeRule::Http,
+            "https" => SchemeRule::Https,
+            "*" => SchemeRule::Any,
+            _ => return Err(bad("the scheme must be http, https or *")),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['?', '@', '#']) {
+            return Err(bad("expected [scheme://]host[:port], without a path"));
+        }
+        // `[v6]`, `[v6/len]`, then an optional `:port`.
+        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
+            let Some((h, after)) = inner.split_once(']') else {
+                return Err(bad("an IPv6 address needs its closing `]`"));
+            };
+            (format!("[{h}]"), after.strip_prefix(':').map(str::to_owned))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p.to_string())),
+                None => (rest.to_string(), None),
+            }
+        };
+        let port = match port.as_deref() {
+            Some("*") => PortRule::Any,
+            Some(p) => match p.parse::<u16>() {
+                Ok(p) if p != 0 => PortRule::Exact(p),
+                _ => return Err(bad("the port must be 1..=65535 or *")),
+            },
+            None if rest.starts_with('[') && !rest.ends_with(']') => {
+                return Err(bad("expected `:port` after the IPv6 address"));
+            }
+            None => PortRule::Default,
+        };
+        let host = host.to_ascii_lowercase();
+        let valid_name = |h: &str| {
+            !h.is_empty()
+                && h.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+        };
+        let net = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(inner) => match parse_net(inner) {
+                Some((ip @ IpAddr::V6(_), len)) => Some((ip, len)),
+                _ => return Err(bad("`[...]` must hold an IPv6 address or range")),
+            },
+            None => parse_net(&host).filter(|(ip, _)| ip.is_ipv4()),
+        };
+        let host = if let Some((ip, len)) = net {
+            HostRule::Net(ip, len)
+        } else if host.contains('/') {
+            return Err(bad(
+                "expected [scheme://]host[:port], without a path (a range is ADDRESS/LENGTH)",
+            ));
+        } else if host == "*" {
+            HostRule::Any
+        } else if let Some(suffix) = host.strip_prefix("*.") {
+            if !valid_name(suffix) {
+                return Err(bad("the host after `*.` is not a DNS name"));
+            }
+            HostRule::Suffix(format!(".{suffix}"))
+        } else if valid_name(&host) {
+            HostRule::Exact(host)
+        } else {
+            return Err(bad(
+                "the host must be a name, an IP address or range, *.domain or *",
+            ));
+        };
+        Ok(Rule { scheme, host, port })
+    }
+
     fn scheme_and_port_match(&self, scheme: &str, port: u16) -> bool {
         let scheme_ok = match self.scheme {
             SchemeRule::Http => scheme == "http",
@@ -217,84 +313,7 @@ impl AllowList {
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, AllowListError> {
         let mut rules = Vec::with_capacity(entries.len());
         for entry in entries {
-            let entry = entry.as_ref();
-            let bad = |reason: &str| AllowListError {
-                entry: entry.to_string(),
-                reason: reason.to_string(),
-            };
-            let trimmed = entry.trim();
-            let (scheme, rest) = match trimmed.split_once("://") {
-                Some((s, rest)) => (s.to_ascii_lowercase(), rest),
-                None => ("https".to_string(), trimmed),
-            };
-            let scheme = match scheme.as_str() {
-                "http" => SchemeRule::Http,
-                "https" => SchemeRule::Https,
-                "*" => SchemeRule::Any,
-                _ => return Err(bad("the scheme must be http, https or *")),
-            };
-            let rest = rest.strip_suffix('/').unwrap_or(rest);
-            if rest.is_empty() || rest.contains(['?', '@', '#']) {
-                return Err(bad("expected [scheme://]host[:port], without a path"));
-            }
-            // `[v6]`, `[v6/len]`, then an optional `:port`.
-            let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-                let Some((h, after)) = inner.split_once(']') else {
-                    return Err(bad("an IPv6 address needs its closing `]`"));
-                };
-                (format!("[{h}]"), after.strip_prefix(':').map(str::to_owned))
-            } else {
-                match rest.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), Some(p.to_string())),
-                    None => (rest.to_string(), None),
-                }
-            };
-            let port = match port.as_deref() {
-                Some("*") => PortRule::Any,
-                Some(p) => match p.parse::<u16>() {
-                    Ok(p) if p != 0 => PortRule::Exact(p),
-                    _ => return Err(bad("the port must be 1..=65535 or *")),
-                },
-                None if rest.starts_with('[') && !rest.ends_with(']') => {
-                    return Err(bad("expected `:port` after the IPv6 address"));
-                }
-                None => PortRule::Default,
-            };
-            let host = host.to_ascii_lowercase();
-            let valid_name = |h: &str| {
-                !h.is_empty()
-                    && h.split('.').all(|l| {
-                        !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    })
-            };
-            let net = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-                Some(inner) => match parse_net(inner) {
-                    Some((ip @ IpAddr::V6(_), len)) => Some((ip, len)),
-                    _ => return Err(bad("`[...]` must hold an IPv6 address or range")),
-                },
-                None => parse_net(&host).filter(|(ip, _)| ip.is_ipv4()),
-            };
-            let host = if let Some((ip, len)) = net {
-                HostRule::Net(ip, len)
-            } else if host.contains('/') {
-                return Err(bad(
-                    "expected [scheme://]host[:port], without a path (a range is ADDRESS/LENGTH)",
-                ));
-            } else if host == "*" {
-                HostRule::Any
-            } else if let Some(suffix) = host.strip_prefix("*.") {
-                if !valid_name(suffix) {
-                    return Err(bad("the host after `*.` is not a DNS name"));
-                }
-                HostRule::Suffix(format!(".{suffix}"))
-            } else if valid_name(&host) {
-                HostRule::Exact(host)
-            } else {
-                return Err(bad(
-                    "the host must be a name, an IP address or range, *.domain or *",
-                ));
-            };
-            rules.push(Rule { scheme, host, port });
+            rules.push(Rule::parse(entry.as_ref())?);
         }
         Ok(Self { rules })
     }
