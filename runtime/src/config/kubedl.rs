@@ -4,8 +4,9 @@
 //! [`Config`] (checked and resolved like a file's); and the embedded
 //! default (SQLite file, bundled mysql sink) when nothing is given.
 //!
-//! KubeDL stays at this edge: its `SLS_ENDPOINT` is read by the host's
-//! allow-list parser
+//! KubeDL stays at this edge: the values of its variables are taken as
+//! they are (a `$` in a password is not a `${VAR}` of the configuration),
+//! and its `SLS_ENDPOINT` is read by the host's allow-list parser
 //! ([`kubesink_host::http::Rule::parse`]), the same that later checks the
 //! grant made from it.
 
@@ -73,7 +74,7 @@ impl KubedlFlags {
                 .sqlite_path
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SQLITE_PATH.to_owned());
-            connections.insert("default".to_owned(), sqlite(path));
+            connections.insert("default".to_owned(), sqlite(literal(&path)));
             sinks.push(mysql_sink(
                 "kubesink-db",
                 "default",
@@ -97,6 +98,7 @@ impl KubedlFlags {
             let var = |name: &str, default: Option<&str>| -> Option<String> {
                 lookup(name)
                     .filter(|v| !v.is_empty())
+                    .map(|v| literal(&v))
                     .or(default.map(str::to_owned))
             };
             connections.insert(
@@ -156,6 +158,12 @@ fn mysql_sink(name: &str, connection: &str, records: Vec<RecordKind>) -> SinkCon
         settings,
         ..SinkConfig::new(name, ModuleRef::Builtin(Builtin::Mysql))
     }
+}
+
+/// A value taken as it is into the configuration, where `$` starts a
+/// `${VAR}`: `$` is written `$$`.
+fn literal(value: &str) -> String {
+    value.replace('$', "$$")
 }
 
 /// A missing or invalid `SLS_*` variable.
@@ -277,11 +285,11 @@ pub fn sls_sink_config(
     let mut settings = Settings::default();
     settings.insert("endpoint".into(), format!("{scheme}://{host}:{port}"));
     settings.insert("project".into(), project);
-    settings.insert("logstore".into(), logstore);
-    settings.insert("access_key_id".into(), key_id);
-    settings.insert("access_key_secret".into(), secret);
+    settings.insert("logstore".into(), literal(&logstore));
+    settings.insert("access_key_id".into(), literal(&key_id));
+    settings.insert("access_key_secret".into(), literal(&secret));
     if let Some(token) = var("SLS_SECURITY_TOKEN").filter(|t| !t.is_empty()) {
-        settings.insert("security_token".into(), token);
+        settings.insert("security_token".into(), literal(&token));
     }
     Ok(SinkConfig {
         records: vec![RecordKind::Events],
@@ -353,6 +361,29 @@ mod tests {
         let c = flags.to_config(env).unwrap();
         assert_eq!(c.sinks[0].records, vec![RecordKind::Jobs, RecordKind::Pods]);
         assert_eq!(c.sinks[0].settings["events"], "false");
+    }
+
+    #[test]
+    fn variable_values_are_taken_as_they_are_not_expanded() {
+        let flags = KubedlFlags {
+            meta_storage: Some(MetaStorage::Mysql),
+            event_storage: Some(EventStorage::AliyunSls),
+            ..Default::default()
+        };
+        let odd = |k: &str| match k {
+            "MYSQL_PASSWORD" => Some("pa$$${HOME}word".into()),
+            "SLS_KEY_SECRET" => Some("se$cret${X}".into()),
+            "SLS_LOG_STORE" => Some("ls".into()),
+            other => env(other),
+        };
+        let c = flags.to_config(odd).unwrap();
+        c.check("flags").unwrap();
+        // What resolve does with every value: expand `${VAR}`.
+        let expanded = |v: &str| crate::config::expand_process_env(v).unwrap();
+        let password = c.connections["mysql"].password.as_ref().unwrap().expose();
+        assert_eq!(expanded(password), "pa$$${HOME}word");
+        let sls = c.sinks.iter().find(|s| s.name == "aliyun-sls").unwrap();
+        assert_eq!(expanded(&sls.settings["access_key_secret"]), "se$cret${X}");
     }
 
     #[test]
