@@ -8,7 +8,9 @@
 //! calls (SQL, HTTP, a throttle pause) is not counted, and time the OS gives
 //! another thread is not counted either. Between an entry and an exit the
 //! fiber never leaves its thread (it can only be suspended inside a host
-//! call), so the thread clock measures the guest alone.
+//! call), so the thread clock measures the guest alone. The same marks
+//! count the sink's instances inside wasm code at each moment; the most at
+//! once is [`CpuQuota::peak_in_wasm`].
 //!
 //! **Limiting.** A token bucket per sink, shared by all its instances
 //! (workers and rebuilds): it refills at `cores` CPU-seconds per wall
@@ -22,7 +24,7 @@
 //! call's wall-time deadline.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -82,6 +84,9 @@ struct Inner {
     used_nanos: AtomicU64,
     paused_nanos: AtomicU64,
     pauses: AtomicU64,
+    /// Instances of the sink inside wasm code now, and the most at once.
+    in_wasm: AtomicUsize,
+    peak_in_wasm: AtomicUsize,
     bucket: Mutex<Bucket>,
 }
 
@@ -114,6 +119,8 @@ impl CpuQuota {
                 used_nanos: AtomicU64::new(0),
                 paused_nanos: AtomicU64::new(0),
                 pauses: AtomicU64::new(0),
+                in_wasm: AtomicUsize::new(0),
+                peak_in_wasm: AtomicUsize::new(0),
                 bucket: Mutex::new(Bucket {
                     tokens: cores.map_or(0.0, capacity),
                     refilled: Instant::now(),
@@ -145,6 +152,12 @@ impl CpuQuota {
     /// How many pauses the quota imposed so far.
     pub fn pauses(&self) -> u64 {
         self.inner.pauses.load(Ordering::Relaxed)
+    }
+
+    /// The most instances of the sink that ran wasm code at the same
+    /// moment so far.
+    pub fn peak_in_wasm(&self) -> usize {
+        self.inner.peak_in_wasm.load(Ordering::Relaxed)
     }
 
     /// True when two handles are the same sink's meter.
@@ -260,15 +273,31 @@ impl CpuClock {
 
     /// The guest enters wasm code.
     pub(crate) fn enter(&mut self) {
+        if self.since.is_none() {
+            let inner = &self.quota.inner;
+            let now = inner.in_wasm.fetch_add(1, Ordering::Relaxed) + 1;
+            inner.peak_in_wasm.fetch_max(now, Ordering::Relaxed);
+        }
         self.since = Some(thread_cpu_nanos());
     }
 
     /// The guest leaves wasm code: charge what it used since `enter`.
     pub(crate) fn leave(&mut self) {
         if let Some(since) = self.since.take() {
+            self.quota.inner.in_wasm.fetch_sub(1, Ordering::Relaxed);
             let used = thread_cpu_nanos().saturating_sub(since);
             self.instance_nanos.fetch_add(used, Ordering::Relaxed);
             self.quota.charge(used);
+        }
+    }
+}
+
+impl Drop for CpuClock {
+    /// A store dropped inside wasm code (its call abandoned at the
+    /// deadline) is no longer running it.
+    fn drop(&mut self) {
+        if self.since.take().is_some() {
+            self.quota.inner.in_wasm.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -365,5 +394,26 @@ mod tests {
         let used = q.used();
         assert!(used > Duration::from_millis(5), "{used:?}");
         assert_eq!(mine.load(Ordering::Relaxed), used.as_nanos() as u64);
+    }
+
+    #[test]
+    fn instances_inside_wasm_are_counted_per_sink() {
+        let q = CpuQuota::new("s", Some(0.5));
+        let mut a = CpuClock::new(q.clone(), Arc::new(AtomicU64::new(0)));
+        let mut b = CpuClock::new(q.clone(), Arc::new(AtomicU64::new(0)));
+        a.enter();
+        a.enter(); // still the same stretch of wasm
+        assert_eq!(q.peak_in_wasm(), 1);
+        b.enter();
+        assert_eq!(q.peak_in_wasm(), 2);
+        b.leave();
+        a.leave();
+        a.leave(); // not in wasm: nothing
+        assert_eq!(q.inner.in_wasm.load(Ordering::Relaxed), 0);
+        // A store dropped inside wasm (its call abandoned) leaves it.
+        a.enter();
+        drop(a);
+        assert_eq!(q.inner.in_wasm.load(Ordering::Relaxed), 0);
+        assert_eq!(q.peak_in_wasm(), 2, "the peak is kept");
     }
 }
