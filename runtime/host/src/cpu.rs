@@ -22,6 +22,20 @@
 //! computes flat out thus runs about one epoch tick, then pauses, and gets
 //! `cores` of CPU on average. Pauses inside a call count against that
 //! call's wall-time deadline.
+//!
+//! **One sink, several instances.** The bucket is an average; it does not
+//! stop two instances of a sink (`workers: 2`) from running wasm at the same
+//! moment, each for a tick, and so holding two threads (on a 2-core machine,
+//! every runtime thread) for a sink with a fifth of a core. So under a quota
+//! an instance also needs a turn for each call into its guest
+//! ([`CpuQuota::turn`]): a sink has ceil(`cores`) turns (`200m`: 1, `1500m`:
+//! 2), and a call waits for one before it starts. The wait does not count
+//! against the call's deadline: the deadline bounds what the guest itself
+//! does, and the wait is bounded anyway (the turn's holder is in a call with
+//! its own deadline); counting it would time out, fault and rebuild an
+//! instance for its sibling's work. The cost: the sink's calls run at most
+//! ceil(`cores`) at a time, host calls (SQL, HTTP) included, so workers
+//! beyond that no longer overlap their waits on the database.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -87,7 +101,17 @@ struct Inner {
     /// Instances of the sink inside wasm code now, and the most at once.
     in_wasm: AtomicUsize,
     peak_in_wasm: AtomicUsize,
+    /// With a quota: ceil(cores) turns, one held by each guest call.
+    turns: Option<Arc<tokio::sync::Semaphore>>,
     bucket: Mutex<Bucket>,
+}
+
+/// A turn of one of a sink's instances to call into its guest
+/// ([`CpuQuota::turn`]); given back when dropped.
+#[derive(Debug)]
+#[must_use = "the turn ends when it is dropped"]
+pub struct Turn {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// One sink's guest CPU meter and (optional) quota, shared by its
@@ -121,6 +145,7 @@ impl CpuQuota {
                 pauses: AtomicU64::new(0),
                 in_wasm: AtomicUsize::new(0),
                 peak_in_wasm: AtomicUsize::new(0),
+                turns: cores.map(|c| Arc::new(tokio::sync::Semaphore::new(turns(c)))),
                 bucket: Mutex::new(Bucket {
                     tokens: cores.map_or(0.0, capacity),
                     refilled: Instant::now(),
@@ -163,6 +188,23 @@ impl CpuQuota {
     /// True when two handles are the same sink's meter.
     pub fn same(&self, other: &CpuQuota) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Waits for a turn to call into the guest, then, while the sink is
+    /// over its quota, pauses until it is back within it. With a quota of
+    /// `cores`, at most ceil(`cores`) of the sink's instances hold a turn at
+    /// once, so they never run wasm on more threads at the same moment than
+    /// the quota has cores; without a quota the turn is free. Hold it for
+    /// the whole call.
+    pub async fn turn(&self) -> Turn {
+        let permit = match &self.inner.turns {
+            Some(turns) => turns.clone().acquire_owned().await.ok(),
+            None => None,
+        };
+        if let Some(wait) = self.pause_needed() {
+            self.pause(wait).await;
+        }
+        Turn { _permit: permit }
     }
 
     /// Charges `nanos` of guest CPU.
@@ -216,6 +258,12 @@ impl CpuQuota {
     fn lock(&self) -> std::sync::MutexGuard<'_, Bucket> {
         self.inner.bucket.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// How many of a sink's instances may be inside a guest call at once under
+/// a quota of `cores`: ceil(`cores`), at least 1.
+fn turns(cores: f64) -> usize {
+    (cores.ceil() as usize).max(1)
 }
 
 fn capacity(cores: f64) -> f64 {
@@ -394,6 +442,24 @@ mod tests {
         let used = q.used();
         assert!(used > Duration::from_millis(5), "{used:?}");
         assert_eq!(mine.load(Ordering::Relaxed), used.as_nanos() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_sink_has_ceil_cores_turns_and_none_without_a_quota() {
+        for (cores, n) in [(0.2, 1), (1.0, 1), (1.5, 2), (2.0, 2)] {
+            let q = CpuQuota::new("s", Some(cores));
+            let held: Vec<Turn> = futures_util::future::join_all((0..n).map(|_| q.turn())).await;
+            assert_eq!(held.len(), n);
+            use futures_util::FutureExt as _;
+            assert!(
+                q.turn().now_or_never().is_none(),
+                "{cores} cores: a turn past {n}"
+            );
+            drop(held);
+            let _again = q.turn().await;
+        }
+        let free = CpuQuota::new("s", None);
+        let _all: Vec<Turn> = futures_util::future::join_all((0..64).map(|_| free.turn())).await;
     }
 
     #[test]

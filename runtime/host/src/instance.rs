@@ -447,6 +447,7 @@ impl SinkInstance {
             }
         });
         self.stats.builds += 1;
+        let _turn = bp.cpu.turn().await; // instantiate and init run wasm too
         let timeout = bp.limits.call_timeout;
         begin_call(&mut store, timeout);
         let started = Instant::now();
@@ -523,10 +524,9 @@ macro_rules! guest_call {
     ($self:ident, $name:literal, |$sink:ident, $store:ident| $call:expr) => {{
         $self.ensure_live().await?;
         let bp = $self.blueprint.clone();
-        // A sink over its CPU quota waits before its next call too.
-        if let Some(wait) = bp.cpu.pause_needed() {
-            bp.cpu.pause(wait).await;
-        }
+        // Under a CPU quota: wait for one of the sink's turns, and while
+        // over the quota (crate::cpu). Not counted against the deadline.
+        let _turn = bp.cpu.turn().await;
         let Some(live) = $self.live.as_mut() else {
             return Err(WriteError::Fault {
                 cause: FaultCause::Trap,

@@ -89,8 +89,9 @@ pub struct Limits {
     /// CPU quota in cores of guest execution (wasm code, not host calls),
     /// all the sink's workers together (`limits.cpu`, e.g. `200m` = 0.2).
     /// A sink over it is paused at its next epoch check until its share
-    /// refills (see [`crate::cpu`]). Default `None`: no quota (the call deadline
-    /// still applies).
+    /// refills, and at most ceil(cores) of its instances are inside a guest
+    /// call at once (see [`crate::cpu`]). Default `None`: no quota (the
+    /// call deadline still applies).
     pub cpu: Option<f64>,
 }
 

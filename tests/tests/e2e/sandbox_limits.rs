@@ -65,9 +65,9 @@ fn p99(mut v: Vec<Duration>) -> Duration {
 /// Quota of the spinning sink in the CPU test.
 const SPIN_QUOTA: f64 = 0.2;
 
-/// A sink that computes flat out on every call (`spin` with `spin_ms`)
-/// beside a good sink (`counter`, SQLite): with a quota of 200m the
-/// spinner gets 0.2 cores (±30%, read from `/metrics` as the rate of
+/// A sink that computes flat out on every call (`spin` with `spin_ms`, two
+/// instances) beside a good sink (`counter`, SQLite): with a quota of 200m
+/// the spinner gets 0.2 cores (±30%, read from `/metrics` as the rate of
 /// `kubesink_sink_guest_cpu_seconds_total`), and the good sink's p99 batch
 /// latency stays within 2× of its p99 alone, plus 25 ms to absorb the noise
 /// of a shared 2-core machine. Alone and beside the spinner are measured in
@@ -89,18 +89,19 @@ async fn cpu_quota_holds_a_spinning_sink_to_its_share() -> anyhow::Result<()> {
         call_timeout: Duration::from_secs(10),
         ..Limits::default()
     };
-    // One instance: with two (`workers: 2`, see
-    // `pipeline_reports_a_spinning_sinks_cpu_and_quota_in_metrics`) both
-    // may run wasm for a tick at the same moment and hold both runtime
-    // threads of a 2-core machine, which the quota (an average) does not
-    // prevent.
+    // Two instances, as `workers: 2` loads them: they share the quota and
+    // take turns running wasm (`cpu_quota_holds_across_a_sinks_instances`),
+    // so they never hold both runtime threads of a 2-core machine at once.
     let spin_spec = spec(
         "spinner",
         guest_wasm(guests::SPIN)?,
         &[("spin_ms", "100")],
         spin_limits,
     );
-    let spinners = [host.load(spin_spec).await?];
+    let spinners = [
+        host.load(spin_spec.clone()).await?,
+        host.load(spin_spec).await?,
+    ];
     let meter = spinners[0].cpu().clone();
     assert_eq!(meter.cores(), Some(SPIN_QUOTA));
     let metrics = Metrics::new();
@@ -657,4 +658,136 @@ fn child_peak_rss(name: &str) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("peak_rss_bytes="))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no peak_rss_bytes in the child's output:\n{stdout}"))
+}
+
+/// Name of the runtime threads of [`cpu_quota_holds_across_a_sinks_instances`]
+/// (at most 15 characters: the kernel's `comm`).
+const QUOTA_THREADS: &str = "ks-quota-test";
+
+/// CPU time used so far by this process's threads named `name`, from each
+/// thread's `/proc/self/task/TID/schedstat` (ns on a CPU): what the guest
+/// code run on them really cost, whatever the host's own meter says, and
+/// apart from the threads of tests running at the same time.
+fn threads_cpu(name: &str) -> Duration {
+    let mut nanos = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let dir = task.expect("a task").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("schedstat")).unwrap_or_default();
+        nanos += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(nanos)
+}
+
+/// A quota-limited sink with two instances (`workers: 2`): the quota holds
+/// for the sink, not for each instance. Both instances spin call after
+/// call on a runtime of two threads of its own; over a window of 3 s after
+/// the saved-up burst, at most ceil(0.2) = 1 instance ever runs wasm at a
+/// time (the host's count of instances inside wasm code), and the CPU those
+/// two threads really used (`schedstat`) and the sink's guest CPU are each
+/// within 0.2 cores × the window, +30%. Before the quota held across
+/// instances, both ran wasm at once (peak 2): for a tick the sink used two
+/// cores, both threads of the runtime, which is what slowed a good sink
+/// beside it (p99 27 -> 90 ms); its average stayed near 0.2 cores, so the
+/// two CPU figures alone do not tell the versions apart.
+#[test]
+fn cpu_quota_holds_across_a_sinks_instances() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(QUOTA_THREADS)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let dir = tempfile::tempdir()?;
+        let host = host_in(dir.path())?;
+        let limits = Limits {
+            cpu: Some(SPIN_QUOTA),
+            call_timeout: Duration::from_secs(10),
+            ..Limits::default()
+        };
+        let spec = spec(
+            "spinner",
+            guest_wasm(guests::SPIN)?,
+            &[("spin_ms", "50")],
+            limits,
+        );
+        // As the pipeline loads `workers: 2`: twice, one after the other.
+        let first = host.load(spec.clone()).await?;
+        let second = host.load(spec).await?;
+        let meter = first.cpu().clone();
+        assert!(meter.same(second.cpu()), "one meter for the sink");
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = [first, second]
+            .into_iter()
+            .map(|mut sink| {
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    let mut calls = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        sink.write(&batch(0)).await.expect("the spinner's call");
+                        calls += 1;
+                    }
+                    (sink, calls)
+                })
+            })
+            .collect();
+        // Past the burst saved up while loading: the quota has paused it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while meter.pauses() < 2 {
+            assert!(Instant::now() < deadline, "the quota never paused the sink");
+            tokio::task::yield_now().await;
+        }
+        let (t0, guest0, threads0) = (Instant::now(), meter.used(), threads_cpu(QUOTA_THREADS));
+        // The window: both instances keep spinning meanwhile.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (wall, guest, threads) = (
+            t0.elapsed(),
+            meter.used() - guest0,
+            threads_cpu(QUOTA_THREADS) - threads0,
+        );
+        stop.store(true, Ordering::Relaxed);
+        let mut calls = Vec::new();
+        for task in tasks {
+            let (sink, n) = task.await?;
+            assert_eq!(sink.stats().faults, 0, "paused, not stopped");
+            calls.push(n);
+        }
+        let guest_rate = guest.as_secs_f64() / wall.as_secs_f64();
+        let threads_rate = threads.as_secs_f64() / wall.as_secs_f64();
+        println!(
+            "two instances at {SPIN_QUOTA} cores over {wall:.2?}: guest CPU {guest_rate:.3} cores, \
+             runtime threads {threads_rate:.3} cores, at most {} in wasm at once, calls {calls:?}, \
+             paused {} times",
+            meter.peak_in_wasm(),
+            meter.pauses(),
+        );
+        assert!(
+            calls.iter().all(|&n| n > 0),
+            "both instances made calls: {calls:?}"
+        );
+        assert_eq!(
+            meter.peak_in_wasm(),
+            1,
+            "at most ceil({SPIN_QUOTA}) instance of the sink runs wasm at a time"
+        );
+        assert!(
+            guest_rate <= 1.3 * SPIN_QUOTA,
+            "guest CPU {guest_rate:.3} cores, quota {SPIN_QUOTA}"
+        );
+        assert!(
+            threads_rate <= 1.3 * SPIN_QUOTA,
+            "the runtime's threads used {threads_rate:.3} cores, quota {SPIN_QUOTA}"
+        );
+        Ok(())
+    })
 }
