@@ -9,6 +9,8 @@
 //!   only, also against a `host` header naming another project.
 //! - Text a sink returns cannot forge a log line, and it is charged to the
 //!   sink's output budget, shared by its instances and kept across rebuilds.
+//! - A response body over the sink's cap fails that request, naming the
+//!   cap; redirects are not followed, inside the allow-list or out of it.
 //!
 //! Every target is a server of the test on 127.0.0.1.
 
@@ -47,7 +49,9 @@ fn spec(name: &str, settings: &[(&str, String)], limits: Limits) -> anyhow::Resu
 }
 
 /// An HTTP/1.1 server on 127.0.0.1 that reads each request (head and
-/// `content-length` body), counts it and answers `200` with an empty body.
+/// `content-length` body), counts it and answers `200` with an empty body
+/// ([`Receiver::start`]) or with a response of the test's
+/// ([`Receiver::answering`]).
 pub(crate) struct Receiver {
     pub(crate) port: u16,
     requests: Arc<AtomicUsize>,
@@ -56,13 +60,24 @@ pub(crate) struct Receiver {
 
 impl Receiver {
     pub(crate) async fn start() -> anyhow::Result<Self> {
+        Self::answering(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_vec(),
+        )
+        .await
+    }
+
+    /// A server that answers every request with `response` (status line,
+    /// headers and body, as sent), then closes the connection.
+    pub(crate) async fn answering(response: Vec<u8>) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
         let requests = Arc::new(AtomicUsize::new(0));
         let count = requests.clone();
+        let response = Arc::new(response);
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let count = count.clone();
+                let response = response.clone();
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 8192];
@@ -92,11 +107,7 @@ impl Receiver {
                         }
                     }
                     count.fetch_add(1, Ordering::SeqCst);
-                    let _ = socket
-                        .write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                        )
-                        .await;
+                    let _ = socket.write_all(&response).await;
                 });
             }
         });
@@ -120,14 +131,26 @@ async fn probe_each(
     allow: Vec<String>,
     targets: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    let settings = vec![
-        ("mode", "http-probe-each".to_owned()),
-        ("url", targets.join(" ")),
-    ];
     let limits = Limits {
         http_allow: allow,
         ..Limits::default()
     };
+    Ok(probe_with(host, name, limits, targets).await?.1)
+}
+
+/// Runs `http-probe-each` over `targets` under `limits` and returns the
+/// error the call failed with (as the host words it, naming the sink) and
+/// the report's lines.
+async fn probe_with(
+    host: &Host,
+    name: &str,
+    limits: Limits,
+    targets: &[String],
+) -> anyhow::Result<(String, Vec<String>)> {
+    let settings = vec![
+        ("mode", "http-probe-each".to_owned()),
+        ("url", targets.join(" ")),
+    ];
     let mut sink = host
         .load(spec(name, &settings, limits)?)
         .await
@@ -140,7 +163,8 @@ async fn probe_each(
         .split_once("(fatal): ")
         .map(|(_, r)| r)
         .unwrap_or(message);
-    Ok(report.split("\\n").map(str::to_owned).collect())
+    let lines = report.split("\\n").map(str::to_owned).collect();
+    Ok((message.clone(), lines))
 }
 
 /// A rule naming a host (`localhost`) or any host (`*`) does not grant the
@@ -476,6 +500,147 @@ async fn host_http_flood_is_bounded_by_in_flight_and_host_memory() -> anyhow::Re
         server.requests() <= 16,
         "at most the in-flight limit reached the server: {}",
         server.requests()
+    );
+    Ok(())
+}
+
+/// Response cap of [`host_http_response_over_the_cap_fails_naming_the_sink_and_the_cap`].
+const RESPONSE_CAP: usize = 64 << 10;
+
+/// `200` with `body` and its `content-length`.
+fn response_with_length(body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// `200` with `body` in chunks of `chunk` bytes and no length announced.
+fn chunked_response(body: &[u8], chunk: usize) -> Vec<u8> {
+    let mut r =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+    for part in body.chunks(chunk) {
+        r.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        r.extend_from_slice(part);
+        r.extend_from_slice(b"\r\n");
+    }
+    r.extend_from_slice(b"0\r\n\r\n");
+    r
+}
+
+/// A response body over the sink's cap (`max_http_response_bytes`) fails
+/// that request with `HTTP-response-body-size` carrying the cap, whether
+/// the server announces the length or sends it in chunks; the call fails
+/// with an error naming the sink, and the host's log names the sink and
+/// the cap. A body of exactly the cap is handed over.
+#[tokio::test]
+async fn host_http_response_over_the_cap_fails_naming_the_sink_and_the_cap() -> anyhow::Result<()> {
+    let log = capture_log();
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let servers = [
+        Receiver::answering(response_with_length(&vec![b'r'; RESPONSE_CAP])).await?,
+        Receiver::answering(response_with_length(&vec![b'r'; RESPONSE_CAP + 1])).await?,
+        Receiver::answering(chunked_response(&vec![b'r'; 4 * RESPONSE_CAP], 16 << 10)).await?,
+    ];
+    let targets: Vec<String> = servers
+        .iter()
+        .map(|s| format!("http://127.0.0.1:{}/logs", s.port))
+        .collect();
+    let limits = Limits {
+        http_allow: servers
+            .iter()
+            .map(|s| format!("http://127.0.0.1:{}", s.port))
+            .collect(),
+        max_http_response_bytes: RESPONSE_CAP,
+        ..Limits::default()
+    };
+    let (error, lines) = probe_with(&host, "big-response", limits, &targets).await?;
+    eprintln!("{}", lines.join("\n"));
+    ensure!(
+        error.starts_with("sink 'big-response': write failed"),
+        "{error}"
+    );
+    let over = format!("\"ErrorCode::HttpResponseBodySize(Some({RESPONSE_CAP}))\"");
+    ensure!(
+        lines
+            == [
+                format!("ESCAPED {}: 200", targets[0]),
+                format!("DENIED {}: {over}", targets[1]),
+                format!("DENIED {}: {over}", targets[2]),
+            ],
+        "at the cap handed over, past it refused with the cap: {lines:?}"
+    );
+    for s in &servers {
+        ensure!(s.requests() == 1, "each request was sent once");
+    }
+    let logged = log_events(&log.text())
+        .into_iter()
+        .filter(|e| {
+            tagged(e, "big-response") && e.contains(&format!("body over {RESPONSE_CAP} bytes"))
+        })
+        .count();
+    ensure!(logged == 2, "{logged} log events name the sink and the cap");
+    Ok(())
+}
+
+/// `status` redirecting to `location`, without a body.
+fn redirect(status: &str, location: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The host follows no redirect: a `302` to a server outside the
+/// allow-list and a `307` to one inside it both reach the guest as they
+/// are, and neither target sees a request; the guest following the first
+/// itself is denied like any request outside its list.
+#[tokio::test]
+async fn host_http_redirects_are_not_followed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let outside = Receiver::start().await?;
+    let inside = Receiver::start().await?;
+    let steal = format!("http://127.0.0.1:{}/steal", outside.port);
+    let to_outside = Receiver::answering(redirect("302 Found", &steal)).await?;
+    let to_inside = Receiver::answering(redirect(
+        "307 Temporary Redirect",
+        &format!("http://127.0.0.1:{}/ok", inside.port),
+    ))
+    .await?;
+    let allow = [&to_outside, &to_inside, &inside]
+        .iter()
+        .map(|s| format!("http://127.0.0.1:{}", s.port))
+        .collect();
+    let targets = [
+        format!("http://127.0.0.1:{}/logs", to_outside.port),
+        format!("http://127.0.0.1:{}/logs", to_inside.port),
+        steal.clone(),
+    ];
+    let lines = probe_each(&host, "redirected", allow, &targets).await?;
+    eprintln!("{}", lines.join("\n"));
+    ensure!(
+        lines
+            == [
+                format!("ESCAPED {}: 302", targets[0]),
+                format!("ESCAPED {}: 307", targets[1]),
+                format!("DENIED {steal}: \"ErrorCode::HttpRequestDenied\""),
+            ],
+        "{lines:?}"
+    );
+    ensure!(
+        (to_outside.requests(), to_inside.requests()) == (1, 1),
+        "each redirecting server was asked once"
+    );
+    ensure!(
+        (outside.requests(), inside.requests()) == (0, 0),
+        "a redirect target got a request: outside {}, inside {}",
+        outside.requests(),
+        inside.requests()
     );
     Ok(())
 }
