@@ -218,7 +218,7 @@ impl WasiHttpHooks for SinkHooks {
             let mut received = Vec::new();
             while let Some(chunk) = response.chunk().await.map_err(|e| map_reqwest(&sink, &e))? {
                 if received.len() + chunk.len() > caps.max_response_bytes {
-                    tracing::warn!(sink = %sink, "HTTP response from {host} cut: body over {} bytes", caps.max_response_bytes);
+                    tracing::warn!(sink = %sink, "HTTP response from {host} refused: body over {} bytes (max_http_response_bytes)", caps.max_response_bytes);
                     return Err(HttpError::HttpResponseBodySize(Some(
                         caps.max_response_bytes as u64,
                     )));
