@@ -1,0 +1,297 @@
+//! A sink's lanes — one bounded queue and one worker each — how entries are
+//! routed into them ([`Pipeline::send`]), and how a new module version is
+//! handed to their workers ([`ModuleSlot::swap`]).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use kubesink_host::SinkInstance;
+use kubesink_normalize::record::{Change, Entry, RecordKind};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::instance::Instance;
+use super::lag::{LagState, SinkLag};
+use super::queue::{self, Pushed, SinkQueue};
+use super::stats::DeliveryCounters;
+use super::worker::{SinkContext, Worker};
+use super::{Pipeline, entry};
+use crate::config;
+
+/// Requests a worker answers between batches.
+pub(super) enum Control {
+    /// Deliver what is queued, then ask the sink what it holds.
+    Held {
+        kind: RecordKind,
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
+    },
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Control::Held { kind, .. } => write!(f, "Held({kind:?})"),
+        }
+    }
+}
+
+/// A new instance for a sink (a new module version, compiled and
+/// initialized), taken between batches, or during a retry's backoff (the
+/// batch is then redelivered to the new instance).
+pub(super) struct Swap<S = SinkInstance> {
+    pub(super) instance: S,
+    pub(super) reply: oneshot::Sender<()>,
+}
+
+/// Replaces the instances of one running sink; see [`Pipeline::module_slot`].
+#[derive(Debug, Clone)]
+pub struct ModuleSlot {
+    pub(super) name: String,
+    /// One per worker.
+    pub(super) swaps: Vec<mpsc::Sender<Swap>>,
+}
+
+/// Why [`ModuleSlot::swap`] did not happen.
+#[derive(Debug, Error)]
+pub enum SwapError {
+    /// The sink's worker has stopped (kubesink is shutting down).
+    #[error("sink '{0}' has stopped; its new module was not swapped in")]
+    Stopped(String),
+}
+
+impl ModuleSlot {
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many instances [`swap`](Self::swap) takes: the sink's workers.
+    pub fn workers(&self) -> usize {
+        self.swaps.len()
+    }
+
+    /// Hands one new instance to each of the sink's workers (`instances`
+    /// holds [`workers`](Self::workers) of them) and waits until all have
+    /// taken over: each after its batch in flight, before its next one —
+    /// or, when that batch is waiting to be retried (a retryable error, or
+    /// a fault's backoff), right away, the batch going to the new instance.
+    /// The old instances are dropped.
+    pub async fn swap(&self, instances: Vec<SinkInstance>) -> Result<(), SwapError> {
+        assert_eq!(
+            instances.len(),
+            self.swaps.len(),
+            "one instance per worker of sink '{}'",
+            self.name
+        );
+        let mut waits = Vec::with_capacity(instances.len());
+        for (swaps, instance) in self.swaps.iter().zip(instances) {
+            let (reply, done) = oneshot::channel();
+            swaps
+                .send(Swap { instance, reply })
+                .await
+                .map_err(|_| SwapError::Stopped(self.name.clone()))?;
+            waits.push(done);
+        }
+        for done in waits {
+            done.await
+                .map_err(|_| SwapError::Stopped(self.name.clone()))?;
+        }
+        Ok(())
+    }
+}
+
+/// One worker of a sink: its queue, its task (which owns its instance),
+/// and how to reach it.
+pub(super) struct Lane {
+    pub(super) control: mpsc::Sender<Control>,
+    pub(super) swaps: mpsc::Sender<Swap>,
+    pub(super) queue: Arc<SinkQueue>,
+    pub(super) worker: JoinHandle<()>,
+}
+
+impl Lane {
+    /// Starts a worker on `queue`: with `instance`, or without one (its
+    /// module comes from a ConfigMap) waiting for the first swapped in
+    /// through `swaps_rx`. `swaps` is the lane's end for [`ModuleSlot`].
+    pub(super) fn spawn<S: Instance>(
+        instance: Option<S>,
+        queue: Arc<SinkQueue>,
+        sink: SinkContext,
+        (swaps, swaps_rx): (mpsc::Sender<Swap>, mpsc::Receiver<Swap<S>>),
+    ) -> Lane {
+        let (control, control_rx) = mpsc::channel(4);
+        let task = {
+            let queue = queue.clone();
+            async move {
+                match instance {
+                    None => {
+                        Worker::wait_for_module(queue, sink, control_rx, swaps_rx).await;
+                    }
+                    Some(instance) => {
+                        Worker {
+                            instance,
+                            queue,
+                            sink,
+                            swaps: swaps_rx,
+                        }
+                        .run(control_rx)
+                        .await;
+                    }
+                }
+            }
+        };
+        Lane {
+            control,
+            swaps,
+            queue,
+            worker: tokio::spawn(task),
+        }
+    }
+}
+
+pub(super) struct SinkHandle {
+    pub(super) name: String,
+    pub(super) records: Vec<config::RecordKind>,
+    pub(super) counters: Arc<DeliveryCounters>,
+    pub(super) lag: Arc<SinkLag>,
+    /// Headroom above a queue's capacity for live entries while catching up.
+    pub(super) headroom: usize,
+    /// `workers` lanes; an object's entries always go to the same one.
+    pub(super) lanes: Vec<Lane>,
+}
+
+impl SinkHandle {
+    pub(super) fn lane(&self, entry: &Entry) -> &Lane {
+        &self.lanes[queue::lane_of(entry, self.lanes.len())]
+    }
+
+    pub(super) fn queued(&self) -> usize {
+        self.lanes.iter().map(|l| l.queue.len()).sum()
+    }
+
+    pub(super) fn close(&self) {
+        for l in &self.lanes {
+            l.queue.close();
+        }
+    }
+
+    /// Whether every worker of the sink has ended.
+    pub(super) fn finished(&self) -> bool {
+        self.lanes.iter().all(|l| l.worker.is_finished())
+    }
+}
+
+impl Pipeline {
+    /// Queues an entry for every sink that receives its kind.
+    ///
+    /// Until [`enable_catch_up`](Self::enable_catch_up), it waits while a
+    /// queue is full (every sink paces the source). After it, it waits only
+    /// while the queues of *all* its sinks that are not lagging are full:
+    /// once one sink took the entry, a sink whose queue is still full falls
+    /// behind ([`super::lag`]) instead of holding the others back, and
+    /// lagging sinks are skipped until they catch up.
+    pub async fn send(&self, entry: Entry) {
+        let kind = entry::configured_kind(&entry.record);
+        let targets = self.sinks.iter().filter(|s| s.records.contains(&kind));
+        if !self.catch_up.enabled() {
+            let targets: Vec<&SinkHandle> = targets.collect();
+            let Some((last, rest)) = targets.split_last() else {
+                return;
+            };
+            for s in rest {
+                Self::push(s, entry.clone()).await;
+            }
+            Self::push(last, entry).await;
+            return;
+        }
+        let mut pending: Vec<&SinkHandle> = Vec::new();
+        for s in targets {
+            if s.lag.state() == LagState::Lagging {
+                s.lag.skip();
+                s.counters.metrics.skipped.inc();
+            } else {
+                pending.push(s);
+            }
+        }
+        let mut taken = false;
+        while !pending.is_empty() {
+            // Registered before trying, so that no room made in between is
+            // missed.
+            let rooms: Vec<_> = pending
+                .iter()
+                .map(|s| Box::pin(s.lane(&entry).queue.room()))
+                .collect();
+            let mut full = Vec::new();
+            for (s, room) in pending.into_iter().zip(rooms) {
+                let extra = match s.lag.state() {
+                    LagState::CatchingUp => s.headroom,
+                    _ => 0,
+                };
+                match s.lane(&entry).queue.try_push(entry.clone(), extra) {
+                    Ok(pushed) => {
+                        taken = true;
+                        if pushed == Pushed::Queued && !matches!(entry.change, Change::Removed(_)) {
+                            let (k, uid) = queue::object_of(&entry);
+                            s.lag.queued_live(k, uid);
+                        }
+                        Self::count(s, pushed);
+                    }
+                    Err(_) => full.push((s, room)),
+                }
+            }
+            if full.is_empty() {
+                return;
+            }
+            if taken {
+                for (s, _) in full {
+                    Self::fall_behind(s);
+                }
+                return;
+            }
+            // Every sink is full: the source waits for the first to make room.
+            let (rooms, sinks): (Vec<_>, Vec<_>) = full.into_iter().map(|(s, r)| (r, s)).unzip();
+            futures_util::future::select_all(rooms).await;
+            pending = sinks;
+        }
+    }
+
+    /// `sink`'s queue was full while another sink took the entry.
+    pub(super) fn fall_behind(sink: &SinkHandle) {
+        sink.counters.metrics.skipped.inc();
+        if sink.lag.fall_behind() {
+            tracing::warn!(sink = %sink.name, queued = sink.queued(), "sink falls behind: its queue is full while the other sinks take records; it gets nothing more until it has delivered what is queued, then catches up from a fresh listing");
+        }
+    }
+
+    pub(super) fn count(sink: &SinkHandle, pushed: Pushed) {
+        match pushed {
+            Pushed::Queued => {
+                sink.counters.received.fetch_add(1, Ordering::Relaxed);
+                sink.counters.metrics.received.inc();
+            }
+            // A stale update dropped counts as coalesced: the object's
+            // newer entry, already waiting, stands for both.
+            Pushed::Coalesced | Pushed::Stale => {
+                sink.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                sink.counters.metrics.coalesced.inc();
+            }
+            Pushed::Closed => {
+                tracing::error!(sink = %sink.name, "queue closed; entry not taken");
+            }
+        }
+    }
+
+    pub(super) async fn push(sink: &SinkHandle, entry: Entry) {
+        let pushed = sink.lane(&entry).queue.push(entry).await;
+        Self::count(sink, pushed);
+    }
+
+    /// The handle that swaps a new module into sink `name`, if it exists.
+    pub fn module_slot(&self, name: &str) -> Option<ModuleSlot> {
+        self.sink(name).map(|s| ModuleSlot {
+            name: s.name.clone(),
+            swaps: s.lanes.iter().map(|l| l.swaps.clone()).collect(),
+        })
+    }
+}
