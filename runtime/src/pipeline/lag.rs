@@ -76,6 +76,8 @@ pub struct SinkLag {
     /// Woken when the sink starts lagging, so that an idle worker (its
     /// queue already empty) starts the catch-up.
     lagged: tokio::sync::Notify,
+    /// Woken on every change of state.
+    changed: tokio::sync::Notify,
 }
 
 impl SinkLag {
@@ -90,6 +92,7 @@ impl SinkLag {
             queues: Mutex::new(Vec::new()),
             retrying: AtomicBool::new(false),
             lagged: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -120,9 +123,20 @@ impl SinkLag {
     }
 
     fn transition(&self, from: LagState, to: LagState) -> bool {
-        self.state
+        let done = self
+            .state
             .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if done {
+            self.changed.notify_waiters();
+        }
+        done
+    }
+
+    /// Resolves at the next change of state. Create it before looking at
+    /// the state so that no change in between is missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
     }
 
     /// The sink's queue was full while another sink took the entry: it lags

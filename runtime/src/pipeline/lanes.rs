@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use kubesink_host::SinkInstance;
 use kubesink_normalize::record::{Change, Entry, RecordKind};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::instance::Instance;
@@ -108,6 +108,9 @@ pub(super) struct Lane {
     pub(super) swaps: mpsc::Sender<Swap>,
     pub(super) queue: Arc<SinkQueue>,
     pub(super) worker: JoinHandle<()>,
+    /// Closed when the worker's task ends, however it ends (delivered its
+    /// queue, aborted, panicked): nothing is ever sent on it.
+    pub(super) done: watch::Receiver<()>,
 }
 
 impl Lane {
@@ -121,9 +124,12 @@ impl Lane {
         (swaps, swaps_rx): (mpsc::Sender<Swap>, mpsc::Receiver<Swap<S>>),
     ) -> Lane {
         let (control, control_rx) = mpsc::channel(4);
+        let (done_tx, done) = watch::channel(());
         let task = {
             let queue = queue.clone();
             async move {
+                // Dropped with the task, closing `done`.
+                let _done = done_tx;
                 match instance {
                     None => {
                         Worker::wait_for_module(queue, sink, control_rx, swaps_rx).await;
@@ -146,7 +152,13 @@ impl Lane {
             swaps,
             queue,
             worker: tokio::spawn(task),
+            done,
         }
+    }
+
+    /// Whether the worker's task has ended.
+    fn stopped(&self) -> bool {
+        self.done.has_changed().is_err()
     }
 }
 
@@ -178,7 +190,16 @@ impl SinkHandle {
 
     /// Whether every worker of the sink has ended.
     pub(super) fn finished(&self) -> bool {
-        self.lanes.iter().all(|l| l.worker.is_finished())
+        self.lanes.iter().all(Lane::stopped)
+    }
+
+    /// Resolves once every worker of the sink has ended.
+    pub(super) async fn stopped(&self) {
+        for l in &self.lanes {
+            let mut done = l.done.clone();
+            // Nothing is ever sent: `changed` returns when the task ends.
+            while done.changed().await.is_ok() {}
+        }
     }
 }
 

@@ -36,6 +36,11 @@
 //! redelivered to the new one instead of holding the swap back. A sink whose module comes from a ConfigMap
 //! starts without an instance: its records queue up (bounded, as for a slow
 //! sink) and are delivered once the first version is swapped in.
+//!
+//! Nothing here wakes up while nothing happens: every wait (for an entry,
+//! for room in a queue, for a state change, for a worker to end) is on a
+//! signal, and the only timers are batching delays, retry backoffs and
+//! deadlines.
 
 pub mod backoff;
 mod deliver;

@@ -106,6 +106,8 @@ pub struct SinkQueue {
     coalesce: bool,
     not_empty: Notify,
     not_full: Notify,
+    /// Woken by [`close`](SinkQueue::close).
+    closing: Notify,
 }
 
 /// What [`SinkQueue::push`] did.
@@ -141,6 +143,7 @@ impl SinkQueue {
             coalesce,
             not_empty: Notify::new(),
             not_full: Notify::new(),
+            closing: Notify::new(),
         }
     }
 
@@ -163,6 +166,18 @@ impl SinkQueue {
     /// True once [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// Resolves once the queue is closed.
+    pub async fn closed(&self) {
+        loop {
+            // Registered before looking, so that no close is missed.
+            let closing = self.closing.notified();
+            if self.is_closed() {
+                return;
+            }
+            closing.await;
+        }
     }
 
     /// The capacity.
@@ -289,6 +304,7 @@ impl SinkQueue {
         self.lock().closed = true;
         self.not_empty.notify_waiters();
         self.not_full.notify_waiters();
+        self.closing.notify_waiters();
     }
 }
 

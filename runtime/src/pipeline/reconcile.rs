@@ -111,7 +111,10 @@ impl Pipeline {
         let queue = &sink.lane(&entry).queue;
         let mut entry = entry;
         loop {
+            // Both registered before looking, so that neither room made
+            // nor a change of state in between is missed.
             let room = queue.room();
+            let changed = sink.lag.changed();
             if sink.lag.state() != LagState::CatchingUp {
                 return false;
             }
@@ -122,8 +125,10 @@ impl Pipeline {
                 }
                 Err(back) => entry = back,
             }
-            // Room, or a look at the state again (it may have fallen behind).
-            let _ = tokio::time::timeout(Duration::from_millis(500), room).await;
+            tokio::select! {
+                () = room => {}
+                () = changed => {}
+            }
         }
     }
 

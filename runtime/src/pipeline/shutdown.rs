@@ -1,6 +1,7 @@
 //! Stopping: every queue is closed and the workers deliver what is queued
 //! — within a grace period ([`Pipeline::shutdown`], `kubesink run`), or to
-//! the end ([`Pipeline::finish`], `kubesink replay`).
+//! the end ([`Pipeline::finish`], `kubesink replay`). Both wait on the
+//! workers' ends, not by looking again and again.
 
 use std::sync::Arc;
 
@@ -17,11 +18,7 @@ impl Pipeline {
     pub async fn shutdown(&self, grace: std::time::Duration) -> ShutdownReport {
         self.ops.health.set_stopping();
         self.close();
-        let deadline = tokio::time::Instant::now() + grace;
-        while !self.sinks.iter().all(SinkHandle::finished) && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let _ = tokio::time::timeout(grace, self.stopped()).await;
         let mut undelivered = Vec::new();
         for s in &self.sinks {
             if !s.finished() {
@@ -46,19 +43,24 @@ impl Pipeline {
         }
     }
 
+    /// Resolves once every worker has ended.
+    async fn stopped(&self) {
+        futures_util::future::join_all(self.sinks.iter().map(SinkHandle::stopped)).await;
+    }
+
     /// [`finish`](Self::finish) for a pipeline shared with sources that are
-    /// being stopped: waits (up to 10 s) for their references to go.
-    pub async fn finish_shared(
-        mut pipeline: Arc<Pipeline>,
-    ) -> Result<Vec<SinkReport>, Arc<Pipeline>> {
-        for _ in 0..1000 {
-            match Arc::try_unwrap(pipeline) {
-                Ok(p) => return Ok(p.finish().await),
-                Err(shared) => pipeline = shared,
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    /// being stopped: closes the queues (an entry a source still sends is
+    /// refused, logged) and waits for every worker to deliver what is
+    /// queued, without waiting for the other references to go. Always
+    /// `Ok`; the shared pipeline is no longer handed back.
+    pub async fn finish_shared(pipeline: Arc<Pipeline>) -> Result<Vec<SinkReport>, Arc<Pipeline>> {
+        pipeline.close();
+        pipeline.stopped().await;
+        match Arc::try_unwrap(pipeline) {
+            // Every worker has ended: `finish` only collects their ends.
+            Ok(p) => Ok(p.finish().await),
+            Err(shared) => Ok(shared.reports()),
         }
-        Err(pipeline)
     }
 
     /// Closes the queues, lets every worker deliver what is queued, and

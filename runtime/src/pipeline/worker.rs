@@ -86,7 +86,6 @@ impl<S: Instance> Worker<S> {
         mut swaps: mpsc::Receiver<Swap<S>>,
     ) {
         let name = sink.config.name.clone();
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 swap = swaps.recv() => match swap {
@@ -106,11 +105,9 @@ impl<S: Instance> Worker<S> {
                     }
                     None => return,
                 },
-                _ = tick.tick() => {
-                    if queue.is_closed() {
-                        tracing::error!(sink = %name, module = %sink.config.module, undelivered = queue.len(), "stopping before the sink's module was ever loaded; its queued records were not delivered");
-                        return;
-                    }
+                () = queue.closed() => {
+                    tracing::error!(sink = %name, module = %sink.config.module, undelivered = queue.len(), "stopping before the sink's module was ever loaded; its queued records were not delivered");
+                    return;
                 }
             }
         }
