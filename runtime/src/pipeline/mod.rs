@@ -54,6 +54,9 @@ mod shutdown;
 mod stats;
 mod worker;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use kubesink_host::{Host, HostError};

@@ -444,7 +444,7 @@ mod tests {
         assert_eq!(batch.iter().map(count).collect::<Vec<_>>(), vec![1, 2]);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn full_queue_waits_instead_of_dropping() {
         let q = Arc::new(SinkQueue::new(2, false));
         q.push(event("a", 1)).await;
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(rest.len(), 2);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn batch_waits_for_delay_to_fill() {
         let q = Arc::new(SinkQueue::new(100, false));
         q.push(event("a", 1)).await;
