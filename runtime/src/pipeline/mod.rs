@@ -3,7 +3,7 @@
 //! full queue puts on the source), and nothing is dropped.
 //!
 //! Where each part lives:
-//! - [`lanes`](self::lanes): a sink's lanes (queue and worker, `workers:`
+//! - `lanes`: a sink's lanes (queue and worker, `workers:`
 //!   of them), routing entries into their queues ([`Pipeline::send`]), and
 //!   module swaps ([`ModuleSlot`]); the queues themselves are in [`queue`];
 //! - `worker`: a lane's worker — takes batches, answers `held` requests
@@ -33,9 +33,10 @@
 //! compiled and initialized, takes over between batches — the batch in
 //! flight completes (or is recorded failed) on the old one, so nothing is
 //! lost or delivered twice; a batch waiting in a retry's backoff is
-//! redelivered to the new one instead of holding the swap back. A sink whose module comes from a ConfigMap
-//! starts without an instance: its records queue up (bounded, as for a slow
-//! sink) and are delivered once the first version is swapped in.
+//! redelivered to the new one instead of holding the swap back. A sink
+//! whose module comes from a ConfigMap starts without an instance: its
+//! records queue up (bounded, as for a slow sink) and are delivered once
+//! the first version is swapped in.
 //!
 //! Nothing here wakes up while nothing happens: every wait (for an entry,
 //! for room in a queue, for a state change, for a worker to end) is on a
