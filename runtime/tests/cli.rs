@@ -274,10 +274,9 @@ async fn sls_event_storage_replays_every_event_update_into_the_emulator() -> any
         "watch.json",
         &kubesink::source::Normalizer::default(),
         |e| {
-            if let (
-                kubesink_normalize::record::Change::Applied,
+            if let kubesink_normalize::record::Change::Applied(
                 kubesink_normalize::record::Record::Event(ev),
-            ) = (&e.change, &e.record)
+            ) = &e
             {
                 updates.push((ev.meta.uid.clone(), ev.count.to_string(), ev.reason.clone()));
             }

@@ -91,16 +91,10 @@ pub fn event(uid: &str, rv: u64, count: u32) -> Event {
 
 /// The record as it exists.
 pub fn applied(record: Record) -> Entry {
-    Entry {
-        change: Change::Applied,
-        record,
-    }
+    Change::applied(record)
 }
 
 /// The record, removed at `T0 + at`.
 pub fn removed(record: Record, at: i64) -> Entry {
-    Entry {
-        change: Change::Removed(ts(at)),
-        record,
-    }
+    Change::removed(record, ts(at))
 }

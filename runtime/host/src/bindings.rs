@@ -1,5 +1,10 @@
 //! The one place that runs `wasmtime::component::bindgen!` for the sink
 //! world. Record types come from [`kubesink_normalize::record`].
+//!
+//! Also which version of the WIT package `kubesink:sink` a component was
+//! built against ([`contract_versions`]), so that a sink built against a
+//! version this host does not serve is refused at load with an error
+//! saying so (wit/README.md, "Versions").
 
 wasmtime::component::bindgen!({
     path: "../../wit",
@@ -13,3 +18,58 @@ wasmtime::component::bindgen!({
         "kubesink:sink/sql.connection": crate::sql::Connection,
     },
 });
+
+/// The version of `kubesink:sink` this host implements.
+pub const CONTRACT_VERSION: &str = "0.2.0";
+
+/// The package, as import and export names start.
+const PACKAGE: &str = "kubesink:sink/";
+
+/// The versions of `kubesink:sink` the component's imports and exports
+/// name (e.g. `kubesink:sink/sink@0.1.0` gives `0.1.0`), sorted, without
+/// repeats; `""` for a name without a version.
+pub fn contract_versions(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+) -> Vec<String> {
+    let ty = component.component_type();
+    let mut versions: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name)
+        .chain(ty.exports(engine).map(|(name, _)| name))
+        .filter_map(|name| name.strip_prefix(PACKAGE))
+        .map(|rest| rest.split_once('@').map_or("", |(_, v)| v).to_owned())
+        .collect();
+    versions.sort();
+    versions.dedup();
+    versions
+}
+
+/// Whether a component built against `version` of `kubesink:sink` links
+/// with this host: the same major version, or for 0.x the same minor
+/// (semver, as wasmtime's linker matches names: 0.2.1 serves 0.2.0).
+pub fn is_served(version: &str) -> bool {
+    let key = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        Some(if major == 0 { (0, minor) } else { (major, 0) })
+    };
+    key(version).is_some_and(|k| key(CONTRACT_VERSION) == Some(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_served_by_semver() {
+        assert!(is_served("0.2.0"));
+        assert!(is_served("0.2.7"));
+        assert!(!is_served("0.1.0"));
+        assert!(!is_served("0.3.0"));
+        assert!(!is_served("1.2.0"));
+        assert!(!is_served(""));
+        assert!(!is_served("x.y"));
+    }
+}

@@ -72,6 +72,22 @@ pub enum HostError {
         /// What is missing or mismatched.
         reason: String,
     },
+    /// The component was built against a version of the WIT package
+    /// `kubesink:sink` this host does not serve (wit/README.md, "Versions").
+    #[error(
+        "sink '{sink}': {origin} was built against kubesink:sink@{found}, but this kubesink runs sinks built against kubesink:sink@{serves} (or a compatible 0.{minor}.x): rebuild the sink against the wit/ folder of this kubesink release (see wit/README.md for what changed)",
+        minor = serves.split('.').nth(1).unwrap_or("?")
+    )]
+    Version {
+        /// The sink.
+        sink: String,
+        /// The file or origin.
+        origin: String,
+        /// The version(s) the component names, e.g. `0.1.0`.
+        found: String,
+        /// The version this host implements ([`crate::bindings::CONTRACT_VERSION`]).
+        serves: String,
+    },
     /// The guest's `init` failed (or faulted). See [`HostError::is_retryable`].
     #[error("{source} (component {origin})")]
     Init {

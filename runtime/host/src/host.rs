@@ -262,6 +262,15 @@ impl Host {
             origin: origin.clone(),
             reason,
         };
+        let versions = bindings::contract_versions(&component, &self.inner.engine);
+        if versions.iter().any(|v| !bindings::is_served(v)) {
+            return Err(HostError::Version {
+                sink: spec.name.clone(),
+                origin: origin.clone(),
+                found: versions.join(", "),
+                serves: bindings::CONTRACT_VERSION.to_owned(),
+            });
+        }
         let pre = self
             .inner
             .linker

@@ -97,7 +97,7 @@ pub fn removed_at(obj: &Value) -> Option<Timestamp> {
         .and_then(time::parse)
 }
 
-/// The entry a sink receives for `obj`: `Applied`, or `Removed` at
+/// The change a sink receives for `obj`: `applied`, or `removed` at
 /// [`removed_at`] (else `now`) when `removed` is set. `Ok(None)` for kinds
 /// kubesink does not record.
 pub fn entry(
@@ -109,12 +109,11 @@ pub fn entry(
     let Some(record) = normalize(obj, opts)? else {
         return Ok(None);
     };
-    let change = if removed {
-        Change::Removed(removed_at(obj).unwrap_or(now))
+    Ok(Some(if removed {
+        Change::removed(record, removed_at(obj).unwrap_or(now))
     } else {
-        Change::Applied
-    };
-    Ok(Some(Entry { change, record }))
+        Change::applied(record)
+    }))
 }
 
 #[cfg(test)]
@@ -311,15 +310,15 @@ mod tests {
         };
         let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"uid": "u"}});
         let e = entry(&pod, &opts(), false, now).expect("ok").expect("some");
-        assert_eq!(e.change, Change::Applied);
+        assert!(matches!(e, Change::Applied(Record::Pod(_))), "{e:?}");
+        assert_eq!(e.removed_at(), None);
         let e = entry(&pod, &opts(), true, now).expect("ok").expect("some");
-        assert_eq!(e.change, Change::Removed(now));
+        assert!(matches!(&e, Change::Removed(r) if r.at == now), "{e:?}");
+        assert_eq!((e.uid(), e.kind()), ("u", record::RecordKind::Pod));
         pod["metadata"]["deletionTimestamp"] = json!("2024-05-01T12:00:00Z");
         let e = entry(&pod, &opts(), true, now).expect("ok").expect("some");
-        assert_eq!(
-            e.change,
-            Change::Removed(time::parse("2024-05-01T12:00:00Z").expect("ts"))
-        );
+        assert_eq!(e.removed_at(), time::parse("2024-05-01T12:00:00Z"));
+        assert!(e.record().is_some());
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"uid": "u"}});
         assert_eq!(entry(&cm, &opts(), true, now), Ok(None));
     }

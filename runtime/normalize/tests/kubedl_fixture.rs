@@ -11,9 +11,40 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use kubesink_normalize::record::{Change, Entry, Record, Timestamp};
+use kubesink_normalize::record::{Change as WitChange, Record, Removal, Timestamp};
 use kubesink_normalize::{Options, entry, normalize};
 use serde_json::Value;
+
+/// What happened to an object, as the golden file records it (applied, or
+/// removed at a time). The replay has no tombstones.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+enum Change {
+    Applied,
+    Removed(Timestamp),
+}
+
+/// The final change of one object, as the golden file records it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+struct Entry {
+    change: Change,
+    record: Record,
+}
+
+impl From<WitChange> for Entry {
+    fn from(c: WitChange) -> Self {
+        match c {
+            WitChange::Applied(record) => Entry {
+                change: Change::Applied,
+                record,
+            },
+            WitChange::Removed(Removal { at, record }) => Entry {
+                change: Change::Removed(at),
+                record,
+            },
+            WitChange::Tombstone(t) => panic!("normalize made a tombstone: {t:?}"),
+        }
+    }
+}
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/kubedl")
@@ -72,9 +103,10 @@ fn replay() -> Vec<Entry> {
             "document {i}: type {kind}"
         );
         let obj = &doc["object"];
-        let e = entry(obj, &opts, kind == "DELETED", NOTICED)
+        let e: Entry = entry(obj, &opts, kind == "DELETED", NOTICED)
             .unwrap_or_else(|err| panic!("document {i}: {err}"))
-            .unwrap_or_else(|| panic!("document {i}: not a recorded kind"));
+            .unwrap_or_else(|| panic!("document {i}: not a recorded kind"))
+            .into();
         let (u, rv) = match &e.record {
             Record::Job(j) => (j.meta.uid.clone(), j.meta.resource_version_num),
             Record::Pod(p) => (p.meta.uid.clone(), p.meta.resource_version_num),

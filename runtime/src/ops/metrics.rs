@@ -441,35 +441,32 @@ mod tests {
             seconds: 0,
             nanos: 0,
         };
-        Entry {
-            change: Change::Applied,
-            record: Record::Event(Event {
-                meta: Meta {
-                    uid: uid.into(),
-                    name: uid.into(),
-                    namespace: "ns".into(),
-                    resource_version: "1".into(),
-                    resource_version_num: 1,
-                    labels: vec![],
-                    created: ts,
-                },
-                involved: ObjectRef {
-                    api_version: "v1".into(),
-                    kind: "Pod".into(),
-                    namespace: "ns".into(),
-                    name: "p".into(),
-                    uid: String::new(),
-                },
-                event_type: "Normal".into(),
-                reason: "r".into(),
-                message: "m".into(),
-                source: "s".into(),
-                count: 1,
-                first_seen: ts,
-                last_seen: ts,
-                region: String::new(),
-            }),
-        }
+        Change::Applied(Record::Event(Event {
+            meta: Meta {
+                uid: uid.into(),
+                name: uid.into(),
+                namespace: "ns".into(),
+                resource_version: "1".into(),
+                resource_version_num: 1,
+                labels: vec![],
+                created: ts,
+            },
+            involved: ObjectRef {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: String::new(),
+            },
+            event_type: "Normal".into(),
+            reason: "r".into(),
+            message: "m".into(),
+            source: "s".into(),
+            count: 1,
+            first_seen: ts,
+            last_seen: ts,
+            region: String::new(),
+        }))
     }
 
     #[test]

@@ -213,7 +213,7 @@ impl Pipeline {
     /// behind ([`super::lag`]) instead of holding the others back, and
     /// lagging sinks are skipped until they catch up.
     pub async fn send(&self, entry: Entry) {
-        let kind = entry::configured_kind(&entry.record);
+        let kind = entry::configured_kind(&entry);
         let targets = self.sinks.iter().filter(|s| s.records.contains(&kind));
         if !self.catch_up.enabled() {
             let targets: Vec<&SinkHandle> = targets.collect();
@@ -252,7 +252,7 @@ impl Pipeline {
                 match s.lane(&entry).queue.try_push(entry.clone(), extra) {
                     Ok(pushed) => {
                         taken = true;
-                        if pushed == Pushed::Queued && !matches!(entry.change, Change::Removed(_)) {
+                        if pushed == Pushed::Queued && !entry.is_removal() {
                             let (k, uid) = queue::object_of(&entry);
                             s.lag.queued_live(k, uid);
                         }

@@ -15,17 +15,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kubesink_normalize::record::{Change, Entry, Record};
+use kubesink_normalize::record::{Change, Entry};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 /// Identity of an entry's object: record kind and uid.
 fn object(entry: &Entry) -> (u8, &str) {
-    match &entry.record {
-        Record::Job(j) => (0, &j.meta.uid),
-        Record::Pod(p) => (1, &p.meta.uid),
-        Record::Event(e) => (2, &e.meta.uid),
-    }
+    (kind_code(entry.kind()), entry.uid())
 }
 
 /// Identity of an entry's object: the code of its kind (as
@@ -57,21 +53,19 @@ fn key(entry: &Entry) -> (u8, String) {
 ///   update arriving after its removal is stale;
 /// - between two updates, or two removals, the higher resource version
 ///   wins; equal versions go to the one that arrived last;
-/// - a version of 0 (missing or not a number; every tombstone) cannot be
-///   compared: between updates the one that arrived last wins; between
-///   removals a tombstone never replaces a removal that carries the
-///   object's final fields.
+/// - a version of 0 (missing or not a number) cannot be compared: between
+///   updates the one that arrived last wins;
+/// - a tombstone (no version, no fields) never replaces a removal that
+///   carries the object's final fields.
 pub fn supersedes(incoming: &Entry, queued: &Entry) -> bool {
-    let removed = |e: &Entry| matches!(e.change, Change::Removed(_));
-    let rv = |e: &Entry| match &e.record {
-        Record::Job(j) => j.meta.resource_version_num,
-        Record::Pod(p) => p.meta.resource_version_num,
-        Record::Event(e) => e.meta.resource_version_num,
-    };
-    match (removed(queued), removed(incoming)) {
+    let rv = Entry::resource_version_num;
+    match (queued.is_removal(), incoming.is_removal()) {
         (false, true) => true,
         (true, false) => false,
-        (true, true) => rv(incoming) >= rv(queued),
+        (true, true) => match (queued, incoming) {
+            (Change::Removed(_), Change::Tombstone(_)) => false,
+            _ => rv(incoming) >= rv(queued),
+        },
         (false, false) => rv(incoming) == 0 || rv(queued) == 0 || rv(incoming) >= rv(queued),
     }
 }
@@ -311,7 +305,7 @@ impl SinkQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kubesink_normalize::record::{Change, Event, Meta, ObjectRef, Timestamp};
+    use kubesink_normalize::record::{Event, Meta, ObjectRef, Record, RecordKind, Timestamp};
     use std::sync::Arc;
 
     fn event(uid: &str, count: u32) -> Entry {
@@ -319,40 +313,38 @@ mod tests {
             seconds: 0,
             nanos: 0,
         };
-        Entry {
-            change: Change::Applied,
-            record: Record::Event(Event {
-                meta: Meta {
-                    uid: uid.into(),
-                    name: uid.into(),
-                    namespace: "ns".into(),
-                    resource_version: count.to_string(),
-                    resource_version_num: count.into(),
-                    labels: vec![],
-                    created: ts,
-                },
-                involved: ObjectRef {
-                    api_version: "v1".into(),
-                    kind: "Pod".into(),
-                    namespace: "ns".into(),
-                    name: "p".into(),
-                    uid: "u".into(),
-                },
-                event_type: "Normal".into(),
-                reason: "R".into(),
-                message: "m".into(),
-                source: "s".into(),
-                count,
-                first_seen: ts,
-                last_seen: ts,
-                region: String::new(),
-            }),
-        }
+        Change::Applied(Record::Event(Event {
+            meta: Meta {
+                uid: uid.into(),
+                name: uid.into(),
+                namespace: "ns".into(),
+                resource_version: count.to_string(),
+                resource_version_num: count.into(),
+                labels: vec![],
+                created: ts,
+            },
+            involved: ObjectRef {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                namespace: "ns".into(),
+                name: "p".into(),
+                uid: "u".into(),
+            },
+            event_type: "Normal".into(),
+            reason: "R".into(),
+            message: "m".into(),
+            source: "s".into(),
+            count,
+            first_seen: ts,
+            last_seen: ts,
+            region: String::new(),
+        }))
     }
 
+    /// The event's count; 0 for a tombstone.
     fn count(e: &Entry) -> u32 {
-        match &e.record {
-            Record::Event(e) => e.count,
+        match e.record() {
+            Some(Record::Event(e)) => e.count,
             _ => 0,
         }
     }
@@ -374,12 +366,20 @@ mod tests {
         assert_eq!(q.push(event("a", 3)).await, Pushed::Queued);
     }
 
-    fn removed(mut e: Entry) -> Entry {
-        e.change = Change::Removed(Timestamp {
-            seconds: 1,
-            nanos: 0,
-        });
-        e
+    const AT: Timestamp = Timestamp {
+        seconds: 1,
+        nanos: 0,
+    };
+
+    fn removed(e: Entry) -> Entry {
+        match e {
+            Change::Applied(r) => Change::removed(r, AT),
+            other => other,
+        }
+    }
+
+    fn tombstone(uid: &str) -> Entry {
+        Change::tombstone(RecordKind::Event, uid.into(), AT)
     }
 
     /// Drains a closed queue: (count, removed) of every entry, in order.
@@ -387,10 +387,7 @@ mod tests {
         q.close();
         let mut out = Vec::new();
         while let Some(b) = q.next_batch(100, Duration::ZERO).await {
-            out.extend(
-                b.iter()
-                    .map(|e| (count(e), matches!(e.change, Change::Removed(_)))),
-            );
+            out.extend(b.iter().map(|e| (count(e), e.is_removal())));
         }
         out
     }
@@ -422,17 +419,20 @@ mod tests {
     async fn a_removal_wins_over_any_update_and_tombstones_keep_final_fields() {
         let q = SinkQueue::new(10, true);
         q.push(event("a", 7)).await;
-        // A removal with a lower version (or a tombstone, version 0) still
-        // replaces the update; an update after it is stale.
-        assert_eq!(q.push(removed(event("a", 0))).await, Pushed::Coalesced);
+        // A tombstone (no version) still replaces the update; an update
+        // after it is stale.
+        assert_eq!(q.push(tombstone("a")).await, Pushed::Coalesced);
         assert_eq!(q.push(event("a", 9)).await, Pushed::Stale);
         // The watch's DELETED, carrying the final fields, replaces the
         // tombstone; a tombstone does not replace it back.
         assert_eq!(q.push(removed(event("a", 10))).await, Pushed::Coalesced);
-        assert_eq!(q.push(removed(event("a", 0))).await, Pushed::Stale);
+        assert_eq!(q.push(tombstone("a")).await, Pushed::Stale);
+        // A removal with a lower version replaces an update too.
         q.push(event("b", 2)).await;
         assert_eq!(q.push(removed(event("b", 1))).await, Pushed::Coalesced);
-        assert_eq!(drain(&q).await, vec![(10, true), (1, true)]);
+        // A tombstone alone stays one.
+        q.push(tombstone("c")).await;
+        assert_eq!(drain(&q).await, vec![(10, true), (1, true), (0, true)]);
     }
 
     #[tokio::test]

@@ -30,11 +30,19 @@ impl Normalizer {
         }
     }
 
-    /// Normalizes one object. `Ok(None)` for kinds kubesink does not watch;
-    /// errors name the object and the field.
-    pub fn normalize(&self, object: &Value, change: Change) -> Result<Option<Entry>, String> {
+    /// Normalizes one object into an `applied` change, or `removed` at
+    /// `removed_at`. `Ok(None)` for kinds kubesink does not watch; errors
+    /// name the object and the field.
+    pub fn normalize(
+        &self,
+        object: &Value,
+        removed_at: Option<Timestamp>,
+    ) -> Result<Option<Entry>, String> {
         match kubesink_normalize::normalize(object, &self.options) {
-            Ok(Some(record)) => Ok(Some(Entry { change, record })),
+            Ok(Some(record)) => Ok(Some(match removed_at {
+                Some(at) => Change::removed(record, at),
+                None => Change::applied(record),
+            })),
             Ok(None) => Ok(None),
             Err(e) => Err(e.to_string()),
         }

@@ -9,7 +9,7 @@
 
 use std::io::BufRead;
 
-use kubesink_normalize::record::{Change, Entry};
+use kubesink_normalize::record::Entry;
 use serde_json::Value;
 
 use super::split::{Piece, Splitter};
@@ -188,19 +188,18 @@ fn unpack(doc: Value, out: &mut Vec<(Option<Kind>, Value)>) -> Result<(), String
 
 impl Normalizer {
     fn entry(&self, object: &Value, kind: Kind) -> Result<Option<Entry>, String> {
-        let change = match kind {
-            Kind::Applied => Change::Applied,
-            Kind::Removed => {
-                Change::Removed(kubesink_normalize::removed_at(object).unwrap_or_else(now))
-            }
+        let removed_at = match kind {
+            Kind::Applied => None,
+            Kind::Removed => Some(kubesink_normalize::removed_at(object).unwrap_or_else(now)),
         };
-        self.normalize(object, change)
+        self.normalize(object, removed_at)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kubesink_normalize::record::Change;
 
     fn pod(name: &str, rv: &str) -> String {
         format!(
@@ -226,8 +225,8 @@ mod tests {
         );
         let (entries, report) = run(&input);
         assert_eq!(entries.len(), 2, "{report:?}");
-        assert!(matches!(entries[0].change, Change::Applied));
-        assert!(matches!(entries[1].change, Change::Removed(_)));
+        assert!(matches!(entries[0], Change::Applied(_)));
+        assert!(matches!(entries[1], Change::Removed(_)));
         assert_eq!(report.problems.len(), 1, "{report:?}");
         assert!(report.problems[0].starts_with("in.json:2:"), "{report:?}");
     }

@@ -22,7 +22,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::HashSet;
 
-use kubesink_normalize::record::{Change, Entry, Record, RecordKind};
+use kubesink_normalize::record::{Entry, Record, RecordKind};
 use serde_json::Value;
 
 use super::jobs::JobListings;
@@ -368,13 +368,12 @@ fn entry_of(
     if r.pods_of_jobs && !controlled_by_job(&value, job_kinds) {
         return None;
     }
-    let change = if removed {
-        Change::Removed(kubesink_normalize::removed_at(&value).unwrap_or_else(now))
-    } else {
-        Change::Applied
-    };
-    match normalizer.normalize(&value, change) {
-        Ok(Some(entry)) => events.accepts(&entry.record, job_kinds).then_some(entry),
+    let removed_at = removed.then(|| kubesink_normalize::removed_at(&value).unwrap_or_else(now));
+    match normalizer.normalize(&value, removed_at) {
+        Ok(Some(entry)) => entry
+            .record()
+            .is_some_and(|r| events.accepts(r, job_kinds))
+            .then_some(entry),
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(resource = %name, object = %describe(&value), error = %e, "malformed object skipped");

@@ -76,7 +76,6 @@ impl Db for HostDb {
         match self.0.dialect() {
             sql::Dialect::Mysql => Dialect::Mysql,
             sql::Dialect::Sqlite => Dialect::Sqlite,
-            sql::Dialect::Postgres => Dialect::Postgres,
         }
     }
 
@@ -174,13 +173,29 @@ fn record(r: wit::Record) -> model::Record {
     }
 }
 
-fn entry(e: wit::Entry) -> model::Entry {
-    model::Entry {
-        change: match e.change {
-            wit::Change::Applied => model::Change::Applied,
-            wit::Change::Removed(at) => model::Change::Removed(from_wit_ts(at)),
+fn held_kind(kind: wit::RecordKind) -> crate::HeldKind {
+    match kind {
+        wit::RecordKind::Job => crate::HeldKind::Job,
+        wit::RecordKind::Pod => crate::HeldKind::Pod,
+        wit::RecordKind::Event => crate::HeldKind::Event,
+    }
+}
+
+/// A change as the sink's model has it ([`model::Entry::tombstone`] for a
+/// tombstone).
+fn entry(c: wit::Change) -> model::Entry {
+    match c {
+        wit::Change::Applied(r) => model::Entry {
+            change: model::Change::Applied,
+            record: record(r),
         },
-        record: record(e.record),
+        wit::Change::Removed(r) => model::Entry {
+            change: model::Change::Removed(from_wit_ts(r.at)),
+            record: record(r.record),
+        },
+        wit::Change::Tombstone(t) => {
+            model::Entry::tombstone(held_kind(t.kind), t.uid, from_wit_ts(t.at))
+        }
     }
 }
 
@@ -198,7 +213,7 @@ thread_local! {
 struct Component;
 
 impl Guest for Component {
-    fn init(settings: Vec<(String, String)>) -> Result<(), wit::Error> {
+    fn init(settings: Vec<(String, String)>) -> Result<wit::Wants, wit::Error> {
         let sink = MysqlSink::init(&settings, |name| {
             sql::Connection::open(name)
                 .map(HostDb)
@@ -209,11 +224,26 @@ impl Guest for Component {
         for line in sink.migrations() {
             eprintln!("mysql sink: migrated: {line}");
         }
+        let s = sink.planner().settings();
+        let kinds = [
+            (s.jobs, wit::RecordKind::Job),
+            (s.pods, wit::RecordKind::Pod),
+            (s.events, wit::RecordKind::Event),
+        ]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect();
         SINK.with(|s| *s.borrow_mut() = Some(sink));
-        Ok(())
+        Ok(wit::Wants {
+            kinds,
+            // One row per uid, upserted.
+            shape: wit::Shape::State,
+            // Labels are not stored (KubeDL's tables have no column).
+            fields: vec![wit::OptionalField::Resources, wit::OptionalField::Messages],
+        })
     }
 
-    fn write(batch: Vec<wit::Entry>) -> Result<(), wit::Error> {
+    fn write(batch: Vec<wit::Change>) -> Result<(), wit::Error> {
         let batch: Vec<model::Entry> = batch.into_iter().map(entry).collect();
         SINK.with(|s| match s.borrow_mut().as_mut() {
             Some(sink) => sink.write(&batch).map(|_| ()).map_err(to_wit_error),
@@ -223,14 +253,17 @@ impl Guest for Component {
         })
     }
 
-    fn held(kind: wit::RecordKind) -> Result<Vec<String>, wit::Error> {
-        let kind = match kind {
-            wit::RecordKind::Job => crate::HeldKind::Job,
-            wit::RecordKind::Pod => crate::HeldKind::Pod,
-            wit::RecordKind::Event => crate::HeldKind::Event,
-        };
+    fn held(
+        kind: wit::RecordKind,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<wit::HeldPage, wit::Error> {
+        let kind = held_kind(kind);
         SINK.with(|s| match s.borrow_mut().as_mut() {
-            Some(sink) => sink.held(kind).map_err(to_wit_error),
+            Some(sink) => sink
+                .held(kind, cursor.as_deref(), limit)
+                .map(|(uids, next)| wit::HeldPage { uids, next })
+                .map_err(to_wit_error),
             None => Err(wit::Error::Fatal(
                 "mysql sink: held called before a successful init".to_owned(),
             )),

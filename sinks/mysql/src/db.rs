@@ -12,8 +12,6 @@ pub enum Dialect {
     Mysql,
     /// SQLite.
     Sqlite,
-    /// PostgreSQL (not supported by this sink).
-    Postgres,
 }
 
 impl Dialect {
@@ -23,7 +21,6 @@ impl Dialect {
         match self {
             Dialect::Mysql => "mysql",
             Dialect::Sqlite => "sqlite",
-            Dialect::Postgres => "postgres",
         }
     }
 }

@@ -175,3 +175,35 @@ pub struct Entry {
     /// The object's state.
     pub record: Record,
 }
+
+impl Entry {
+    /// A tombstone (the object `uid` of `kind` is gone, its last state
+    /// unknown) as this model has it: a removal of a record with only its
+    /// uid and version 0. The upsert keeps every stored column of a row
+    /// with a higher version and only marks it removed
+    /// ([`crate::schema::upsert`]).
+    #[must_use]
+    pub fn tombstone(kind: crate::HeldKind, uid: String, at: Timestamp) -> Entry {
+        let meta = Meta {
+            uid,
+            ..Meta::default()
+        };
+        Entry {
+            change: Change::Removed(at),
+            record: match kind {
+                crate::HeldKind::Job => Record::Job(Job {
+                    meta,
+                    ..Job::default()
+                }),
+                crate::HeldKind::Pod => Record::Pod(Pod {
+                    meta,
+                    ..Pod::default()
+                }),
+                crate::HeldKind::Event => Record::Event(Event {
+                    meta,
+                    ..Event::default()
+                }),
+            },
+        }
+    }
+}

@@ -255,7 +255,7 @@ impl Table {
 pub fn quote(dialect: Dialect, ident: &str) -> String {
     match dialect {
         Dialect::Mysql => format!("`{ident}`"),
-        Dialect::Sqlite | Dialect::Postgres => format!("\"{ident}\""),
+        Dialect::Sqlite => format!("\"{ident}\""),
     }
 }
 

@@ -79,14 +79,8 @@ pub struct Planner {
 }
 
 impl Planner {
-    /// Prepare the SQL for `settings` in `dialect` (PostgreSQL is refused).
+    /// Prepare the SQL for `settings` in `dialect`.
     pub fn new(settings: Settings, dialect: Dialect) -> Result<Self, SinkError> {
-        if dialect == Dialect::Postgres {
-            return Err(SinkError::Fatal(format!(
-                "mysql sink: connection `{}` is PostgreSQL, which this sink does not support (use MySQL, MariaDB or SQLite)",
-                settings.connection
-            )));
-        }
         let mut tables = Vec::new();
         for (on, kind, name) in [
             (settings.jobs, Kind::Job, &settings.job_table),
@@ -220,7 +214,6 @@ fn emit(upsert: &Upsert, pending: &mut Vec<Vec<Value>>, max_rows: usize, out: &m
     }
 }
 
-/// The mysql sink over a database connection `D`.
 /// The kinds of records, for [`MysqlSink::held`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeldKind {
@@ -229,6 +222,7 @@ pub enum HeldKind {
     Event,
 }
 
+/// The mysql sink over a database connection `D`.
 #[derive(Debug)]
 pub struct MysqlSink<D: Db> {
     db: D,
@@ -297,32 +291,41 @@ impl<D: Db> MysqlSink<D> {
             .map_err(|e| sql_error(&context, e))
     }
 
-    /// The uids of `kind` stored as still in the cluster (`is_in_etcd =
-    /// 1`); empty for a kind this sink does not write.
-    pub fn held(&mut self, kind: HeldKind) -> Result<Vec<String>, SinkError> {
+    /// One page of the uids of `kind` stored as still in the cluster
+    /// (`is_in_etcd = 1`), in uid order: at most `limit` uids after
+    /// `after` (the cursor: the last uid of the previous page), and the
+    /// cursor of the next page (`None` after the last). Empty for a kind
+    /// this sink does not write.
+    pub fn held(
+        &mut self,
+        kind: HeldKind,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, Option<String>), SinkError> {
         let s = self.planner.settings();
         let (enabled, table, key) = match kind {
             HeldKind::Job => (s.jobs, s.job_table.as_str(), "job_id"),
             HeldKind::Pod => (s.pods, s.pod_table.as_str(), "pod_id"),
             HeldKind::Event => (s.events, s.event_table.as_str(), "event_id"),
         };
-        if !enabled {
-            return Ok(Vec::new());
+        if !enabled || limit == 0 {
+            return Ok((Vec::new(), None));
         }
-        let sql = format!("SELECT {key} FROM {table} WHERE is_in_etcd = 1");
+        let (sql, params) = held_query(self.planner.dialect(), table, key, after, limit);
         let context = format!("reading held uids from table `{table}`");
         let rows = self
             .db
-            .query(Statement {
-                sql,
-                params: Vec::new(),
-            })
+            .query(Statement { sql, params })
             .map_err(|e| sql_error(&context, e))?;
-        Ok(rows
+        let uids: Vec<String> = rows
             .into_iter()
             .filter_map(|r| r.into_iter().next())
             .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect())
+            .collect();
+        let next = (uids.len() >= limit as usize)
+            .then(|| uids.last().cloned())
+            .flatten();
+        Ok((uids, next))
     }
 
     /// The planner (settings, dialect, SQL).
@@ -334,6 +337,30 @@ impl<D: Db> MysqlSink<D> {
     /// The connection.
     pub fn db_mut(&mut self) -> &mut D {
         &mut self.db
+    }
+}
+
+/// The query of one page of held uids: keyset paging on the key column
+/// (unique), so each page is one index range scan.
+fn held_query(
+    dialect: Dialect,
+    table: &str,
+    key: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> (String, Vec<Value>) {
+    let (t, k) = (schema::quote(dialect, table), schema::quote(dialect, key));
+    match after {
+        None => (
+            format!("SELECT {k} FROM {t} WHERE is_in_etcd = 1 ORDER BY {k} LIMIT {limit}"),
+            Vec::new(),
+        ),
+        Some(after) => (
+            format!(
+                "SELECT {k} FROM {t} WHERE is_in_etcd = 1 AND {k} > ? ORDER BY {k} LIMIT {limit}"
+            ),
+            vec![Value::Text(after.to_owned())],
+        ),
     }
 }
 
@@ -762,10 +789,38 @@ mod tests {
         let err = MysqlSink::<FakeDb>::init(&[], |_| Err(SqlError::Unavailable("down".into())))
             .unwrap_err();
         assert!(matches!(err, SinkError::Retryable(_)));
-        let err = MysqlSink::init(&[], |_| Ok(FakeDb::new(Dialect::Postgres))).unwrap_err();
-        assert!(
-            matches!(&err, SinkError::Fatal(m) if m.contains("PostgreSQL")),
-            "{err}"
+    }
+
+    #[test]
+    fn held_pages_by_uid_with_the_last_uid_as_cursor() {
+        let (sql, params) = held_query(Dialect::Mysql, "replica_info", "pod_id", None, 100);
+        assert_eq!(
+            sql,
+            "SELECT `pod_id` FROM `replica_info` WHERE is_in_etcd = 1 ORDER BY `pod_id` LIMIT 100"
+        );
+        assert!(params.is_empty());
+        let (sql, params) = held_query(Dialect::Sqlite, "job_info", "job_id", Some("u7"), 5);
+        assert_eq!(
+            sql,
+            "SELECT \"job_id\" FROM \"job_info\" WHERE is_in_etcd = 1 AND \"job_id\" > ? ORDER BY \"job_id\" LIMIT 5"
+        );
+        assert_eq!(params, vec![Value::Text("u7".into())]);
+        // The fake answers every other query with one row, "uk": a full
+        // page has a next cursor (its last uid), a short one has none.
+        let mut sink = init(Dialect::Mysql, &[]);
+        assert_eq!(
+            sink.held(HeldKind::Pod, None, 1).expect("held"),
+            (vec!["uk".to_owned()], Some("uk".to_owned()))
+        );
+        assert_eq!(
+            sink.held(HeldKind::Pod, Some("a"), 2).expect("held"),
+            (vec!["uk".to_owned()], None)
+        );
+        let mut sink = init(Dialect::Mysql, &[("events", "false")]);
+        assert_eq!(
+            sink.held(HeldKind::Event, None, 10).expect("held"),
+            (vec![], None),
+            "a kind the sink does not write: one empty page"
         );
     }
 

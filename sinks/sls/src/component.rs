@@ -4,7 +4,9 @@
 use std::cell::RefCell;
 
 use crate::bindings::exports::kubesink::sink::sink::Guest;
-use crate::bindings::kubesink::sink::types::{Entry, Error, RecordKind};
+use crate::bindings::kubesink::sink::types::{
+    Change, Error, HeldPage, OptionalField, RecordKind, Shape, Wants,
+};
 use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::FutureIncomingResponse;
 use crate::bindings::wasi::http::types::{
@@ -226,18 +228,37 @@ fn now_secs() -> i64 {
 struct Component;
 
 impl Guest for Component {
-    fn init(settings: Vec<(String, String)>) -> Result<(), Error> {
+    fn init(settings: Vec<(String, String)>) -> Result<Wants, Error> {
         let settings = Settings::parse(&settings).map_err(|e| Error::Fatal(e.to_string()))?;
+        let mut kinds = Vec::new();
+        if settings.jobs_topic.is_some() {
+            kinds.push(RecordKind::Job);
+        }
+        if settings.pods_topic.is_some() {
+            kinds.push(RecordKind::Pod);
+        }
+        if settings.events {
+            kinds.push(RecordKind::Event);
+        }
         SINK.with(|s| *s.borrow_mut() = Some(SlsSink::new(settings)));
-        Ok(())
+        Ok(Wants {
+            kinds,
+            // Every update is a log line.
+            shape: Shape::Log,
+            // Labels are not logged.
+            fields: vec![OptionalField::Resources, OptionalField::Messages],
+        })
     }
 
     /// Keeps no state the host needs to reconcile: holds nothing.
-    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
-        Ok(Vec::new())
+    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
+        Ok(HeldPage {
+            uids: Vec::new(),
+            next: None,
+        })
     }
 
-    fn write(batch: Vec<Entry>) -> Result<(), Error> {
+    fn write(batch: Vec<Change>) -> Result<(), Error> {
         SINK.with(|s| match s.borrow_mut().as_mut() {
             Some(sink) => sink
                 .write(&mut WasiHttp, &batch, now_secs())

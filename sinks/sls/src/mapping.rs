@@ -14,7 +14,7 @@
 //!
 //! Every value is cut to SLS's 1 MiB at a UTF-8 character boundary.
 
-use crate::bindings::kubesink::sink::types::{Change, Entry, Event, Job, Pod, Record, Timestamp};
+use crate::bindings::kubesink::sink::types::{Change, Event, Job, Pod, Record, Removal, Timestamp};
 use crate::proto::Log;
 use crate::settings::{SLS_MAX_TOPIC, SLS_MAX_VALUE, Settings};
 use crate::sign::rfc3339;
@@ -93,15 +93,17 @@ pub fn event_log(e: &Event) -> Log {
     )
 }
 
-fn removed(change: &Change) -> (String, Option<&Timestamp>) {
-    match change {
-        Change::Applied => ("false".into(), None),
-        Change::Removed(at) => ("true".into(), Some(at)),
+/// `Deleted` and when: `removed_at` is the removal time of a removed
+/// object, `None` for an applied one.
+fn removed(removed_at: Option<&Timestamp>) -> (String, Option<&Timestamp>) {
+    match removed_at {
+        None => ("false".into(), None),
+        Some(at) => ("true".into(), Some(at)),
     }
 }
 
-fn job_log(j: &Job, change: &Change) -> Log {
-    let (deleted, at) = removed(change);
+fn job_log(j: &Job, removed_at: Option<&Timestamp>) -> Log {
+    let (deleted, at) = removed(removed_at);
     log_at(
         at.unwrap_or(&j.modified),
         vec![
@@ -127,8 +129,8 @@ fn job_log(j: &Job, change: &Change) -> Log {
     )
 }
 
-fn pod_log(p: &Pod, change: &Change) -> Log {
-    let (deleted, at) = removed(change);
+fn pod_log(p: &Pod, removed_at: Option<&Timestamp>) -> Log {
+    let (deleted, at) = removed(removed_at);
     log_at(
         at.unwrap_or(&p.modified),
         vec![
@@ -156,25 +158,30 @@ fn pod_log(p: &Pod, change: &Change) -> Log {
     )
 }
 
-/// The log for one entry, or `None` when the settings do not write it.
-pub fn map_entry(settings: &Settings, entry: &Entry) -> Option<Mapped> {
-    match &entry.record {
-        Record::Event(e) if settings.events && matches!(entry.change, Change::Applied) => {
-            Some(Mapped {
-                topic: settings.topic.clone(),
-                source: truncate(&e.source, SLS_MAX_TOPIC).to_string(),
-                log: event_log(e),
-            })
-        }
+/// The log for one change, or `None` when the settings do not write it. A
+/// tombstone has no record to log (and this sink, holding nothing, is sent
+/// none): `None`.
+pub fn map_entry(settings: &Settings, change: &Change) -> Option<Mapped> {
+    let (record, removed_at) = match change {
+        Change::Applied(r) => (r, None),
+        Change::Removed(Removal { at, record }) => (record, Some(at)),
+        Change::Tombstone(_) => return None,
+    };
+    match record {
+        Record::Event(e) if settings.events && removed_at.is_none() => Some(Mapped {
+            topic: settings.topic.clone(),
+            source: truncate(&e.source, SLS_MAX_TOPIC).to_string(),
+            log: event_log(e),
+        }),
         Record::Job(j) => settings.jobs_topic.as_ref().map(|topic| Mapped {
             topic: topic.clone(),
             source: "kubesink".into(),
-            log: job_log(j, &entry.change),
+            log: job_log(j, removed_at),
         }),
         Record::Pod(p) => settings.pods_topic.as_ref().map(|topic| Mapped {
             topic: topic.clone(),
             source: "kubesink".into(),
-            log: pod_log(p, &entry.change),
+            log: pod_log(p, removed_at),
         }),
         Record::Event(_) => None,
     }
@@ -183,7 +190,7 @@ pub fn map_entry(settings: &Settings, entry: &Entry) -> Option<Mapped> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bindings::kubesink::sink::types::{Meta, ObjectRef};
+    use crate::bindings::kubesink::sink::types::{Meta, ObjectRef, RecordKind, Tombstone};
 
     pub(crate) fn meta(uid: &str, name: &str) -> Meta {
         Meta {
@@ -246,14 +253,7 @@ pub(crate) mod tests {
     fn event_has_kubedl_keys_and_last_seen_time() {
         let s = settings(&[]);
         let e = event("u1", 3, "Back-off restarting failed container");
-        let m = map_entry(
-            &s,
-            &Entry {
-                change: Change::Applied,
-                record: Record::Event(e),
-            },
-        )
-        .expect("mapped");
+        let m = map_entry(&s, &Change::Applied(Record::Event(e))).expect("mapped");
         assert_eq!(m.topic, "");
         assert_eq!(m.source, "kubelet/node-1");
         assert_eq!(m.log.time, 1_714_557_660);
@@ -283,19 +283,24 @@ pub(crate) mod tests {
     #[test]
     fn removed_events_and_unconfigured_jobs_are_skipped() {
         let s = settings(&[]);
-        let removed = Entry {
-            change: Change::Removed(Timestamp {
-                seconds: 1,
-                nanos: 0,
-            }),
-            record: Record::Event(event("u", 1, "m")),
+        let at = Timestamp {
+            seconds: 1,
+            nanos: 0,
         };
+        let removed = Change::Removed(Removal {
+            at,
+            record: Record::Event(event("u", 1, "m")),
+        });
         assert_eq!(map_entry(&s, &removed), None);
+        let jobs = settings(&[("jobs_topic", "jobs")]);
+        let tombstone = Change::Tombstone(Tombstone {
+            kind: RecordKind::Job,
+            uid: "u".into(),
+            at,
+        });
+        assert_eq!(map_entry(&jobs, &tombstone), None);
         let off = settings(&[("events", "false")]);
-        let applied = Entry {
-            change: Change::Applied,
-            record: Record::Event(event("u", 1, "m")),
-        };
+        let applied = Change::Applied(Record::Event(event("u", 1, "m")));
         assert_eq!(map_entry(&off, &applied), None);
     }
 
@@ -303,14 +308,8 @@ pub(crate) mod tests {
     fn huge_values_are_cut_at_a_char_boundary() {
         let s = settings(&[]);
         let msg = "é".repeat(SLS_MAX_VALUE); // 2 bytes each
-        let m = map_entry(
-            &s,
-            &Entry {
-                change: Change::Applied,
-                record: Record::Event(event("u", 1, &msg)),
-            },
-        )
-        .expect("mapped");
+        let m =
+            map_entry(&s, &Change::Applied(Record::Event(event("u", 1, &msg)))).expect("mapped");
         let v = &m
             .log
             .contents

@@ -19,7 +19,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 
-use crate::bindings::kubesink::sink::types::Entry;
+use crate::bindings::kubesink::sink::types::Change;
 use crate::mapping::{Mapped, map_entry};
 use crate::proto::{Log, encode_group, group_overhead};
 use crate::settings::{Compression, Scheme, Settings};
@@ -350,7 +350,7 @@ impl SlsSink {
     pub fn write(
         &mut self,
         transport: &mut dyn Transport,
-        batch: &[Entry],
+        batch: &[Change],
         now_secs: i64,
     ) -> Result<(), SinkError> {
         let mapped: Vec<Mapped> = batch
@@ -511,12 +511,9 @@ mod tests {
         })
     }
 
-    fn entries(n: usize) -> Vec<Entry> {
+    fn entries(n: usize) -> Vec<Change> {
         (0..n)
-            .map(|i| Entry {
-                change: Change::Applied,
-                record: Record::Event(event(&format!("u{i}"), 1, "msg")),
-            })
+            .map(|i| Change::Applied(Record::Event(event(&format!("u{i}"), 1, "msg"))))
             .collect()
     }
 
@@ -761,7 +758,7 @@ mod tests {
     #[test]
     fn identical_bodies_in_one_batch_are_sent_once() {
         let mut sink = SlsSink::new(settings(&[("max_logs_per_request", "1")]));
-        let batch: Vec<Entry> = entries(1).into_iter().cycle().take(3).collect();
+        let batch: Vec<Change> = entries(1).into_iter().cycle().take(3).collect();
         let mut t = fake(vec![]);
         sink.write(&mut t, &batch, 0).expect("writes");
         assert_eq!(t.sent.len(), 1);

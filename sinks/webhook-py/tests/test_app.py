@@ -1,10 +1,18 @@
 """Unit tests of the export glue in app.py (run by `build.sh test`): errors
-become the WIT `error` cases, and `held` is empty."""
+become the WIT `error` cases, `init` says what the sink wants, and `held` is
+empty."""
 
 import unittest
 
 from componentize_py_types import Err
-from wit_world.imports.kubesink_sink_types import Error_Fatal, Error_Retryable, RecordKind
+from wit_world.imports.kubesink_sink_types import (
+    Error_Fatal,
+    Error_Retryable,
+    HeldPage,
+    OptionalField,
+    RecordKind,
+    Shape,
+)
 
 import app
 from webhook_sink.sink import Response, TransportError
@@ -61,9 +69,15 @@ class Exports(unittest.TestCase):
             self.sink.write([event()])
         self.assertIsInstance(e.exception.value, Error_Fatal)
 
-    def test_held_is_empty_for_every_kind(self):
+    def test_init_wants_every_change_of_every_kind_and_field(self):
+        wants = app.Sink().init([("url", "http://127.0.0.1:9/in")])
+        self.assertEqual(wants.shape, Shape.LOG)
+        self.assertEqual(wants.kinds, [])
+        self.assertEqual(set(wants.fields), set(OptionalField))
+
+    def test_held_is_one_empty_page_for_every_kind(self):
         for kind in RecordKind:
-            self.assertEqual(self.sink.held(kind), [])
+            self.assertEqual(self.sink.held(kind, None, 100), HeldPage(uids=[], next=None))
 
 
 if __name__ == "__main__":

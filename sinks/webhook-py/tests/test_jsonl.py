@@ -8,14 +8,17 @@ import unittest
 from wit_world.imports.kubesink_sink_types import (
     Change_Applied,
     Change_Removed,
-    Entry,
+    Change_Tombstone,
     Event,
     Job,
     Meta,
     ObjectRef,
     Record_Event,
     Record_Job,
+    RecordKind,
+    Removal,
     Timestamp,
+    Tombstone,
 )
 
 from webhook_sink.jsonl import bodies, encode_entry, entry_object, timestamp_text
@@ -35,10 +38,8 @@ def meta(uid="u1", labels=None):
     )
 
 
-def job(uid="u1", change=None):
-    return Entry(
-        change=change or Change_Applied(),
-        record=Record_Job(
+def job(uid="u1", removed_at=None):
+    record = Record_Job(
             Job(
                 meta=meta(uid),
                 api_version="training.kubedl.io/v1alpha1",
@@ -53,14 +54,15 @@ def job(uid="u1", change=None):
                 finished_at=None,
                 remark="",
             )
-        ),
-    )
+        )
+    if removed_at is None:
+        return Change_Applied(record)
+    return Change_Removed(Removal(at=removed_at, record=record))
 
 
 def event(uid="e1", message="Created pod"):
-    return Entry(
-        change=Change_Applied(),
-        record=Record_Event(
+    return Change_Applied(
+        Record_Event(
             Event(
                 meta=meta(uid, labels=[]),
                 involved=ObjectRef(api_version="v1", kind="Pod", namespace="ml", name="p", uid="pu"),
@@ -109,8 +111,16 @@ class Lines(unittest.TestCase):
         self.assertEqual(rec["resources"], '{"Worker":{"replicas":2}}')
 
     def test_removed_entry_carries_its_time(self):
-        obj = entry_object(job(change=Change_Removed(Timestamp(seconds=T0 + 3600, nanos=0))))
+        obj = entry_object(job(removed_at=Timestamp(seconds=T0 + 3600, nanos=0)))
         self.assertEqual((obj["change"], obj["removed_at"]), ("removed", "2026-03-02T09:00:00Z"))
+        self.assertEqual(obj["record"]["meta"]["uid"], "u1")
+
+    def test_tombstone_has_its_uid_and_time_only(self):
+        obj = entry_object(Change_Tombstone(Tombstone(kind=RecordKind.POD, uid="gone", at=Timestamp(seconds=T0, nanos=0))))
+        self.assertEqual(
+            obj,
+            {"kind": "pod", "change": "tombstone", "removed_at": "2026-03-02T08:00:00Z", "record": {"meta": {"uid": "gone"}}},
+        )
 
     def test_event_nested_records_and_empty_labels(self):
         rec = entry_object(event())["record"]

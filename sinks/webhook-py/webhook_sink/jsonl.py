@@ -1,19 +1,22 @@
-"""Turns kubesink entries into JSON lines, and lines into request bodies.
+"""Turns kubesink changes into JSON lines, and lines into request bodies.
 
-One line per entry, in batch order, UTF-8, `\\n`-terminated:
+One line per change, in batch order, UTF-8, `\\n`-terminated:
 
 ```json
 {"kind":"event","change":"applied","removed_at":null,"record":{"meta":{...},...}}
 ```
 
 - `kind`: `job`, `pod` or `event`;
-- `change`: `applied` or `removed`; `removed_at` is the removal time for
-  `removed`, else `null`;
+- `change`: `applied`, `removed` or `tombstone`; `removed_at` is the
+  removal time for `removed` and `tombstone`, else `null`;
 - `record`: every field of the WIT record (`wit/sink.wit`), named as there
   with `-` turned into `_`, in WIT order. Timestamps are RFC 3339 UTC
   strings (`2026-03-02T08:00:00Z`, 9 fractional digits when the nanoseconds
   are not 0); `option<...>` is the value or `null`; `labels` is a JSON object;
-  `resources` stays the JSON text the host gives.
+  `resources` stays the JSON text the host gives. A tombstone (an object
+  deleted while the host was not watching, known by its uid only) has
+  `{"meta":{"uid":...}}`; this sink holds nothing, so the host sends it
+  none.
 
 The conversion walks the generated dataclasses, so a field added to the WIT
 appears without a change here.
@@ -26,16 +29,19 @@ import json
 from typing import Any, Iterable, List
 
 from wit_world.imports.kubesink_sink_types import (
+    Change,
     Change_Applied,
     Change_Removed,
-    Entry,
+    Change_Tombstone,
     Record_Event,
     Record_Job,
     Record_Pod,
+    RecordKind,
     Timestamp,
 )
 
 _KINDS = {Record_Job: "job", Record_Pod: "pod", Record_Event: "event"}
+_RECORD_KINDS = {RecordKind.JOB: "job", RecordKind.POD: "pod", RecordKind.EVENT: "event"}
 
 
 def _civil_from_days(days: int) -> tuple:
@@ -78,26 +84,35 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def entry_object(entry: Entry) -> dict:
-    """The JSON object of one entry (see the module doc)."""
-    kind = _KINDS.get(type(entry.record))
-    if kind is None:
-        raise TypeError(f"unknown record variant {type(entry.record).__name__}")
-    if isinstance(entry.change, Change_Removed):
-        change, removed_at = "removed", timestamp_text(entry.change.value)
-    elif isinstance(entry.change, Change_Applied):
-        change, removed_at = "applied", None
+def entry_object(entry: Change) -> dict:
+    """The JSON object of one change (see the module doc)."""
+    if isinstance(entry, Change_Tombstone):
+        t = entry.value
+        return {
+            "kind": _RECORD_KINDS[t.kind],
+            "change": "tombstone",
+            "removed_at": timestamp_text(t.at),
+            "record": {"meta": {"uid": t.uid}},
+        }
+    if isinstance(entry, Change_Removed):
+        change, removed_at = "removed", timestamp_text(entry.value.at)
+        record = entry.value.record
+    elif isinstance(entry, Change_Applied):
+        change, removed_at, record = "applied", None, entry.value
     else:
-        raise TypeError(f"unknown change variant {type(entry.change).__name__}")
+        raise TypeError(f"unknown change variant {type(entry).__name__}")
+    kind = _KINDS.get(type(record))
+    if kind is None:
+        raise TypeError(f"unknown record variant {type(record).__name__}")
     return {
         "kind": kind,
         "change": change,
         "removed_at": removed_at,
-        "record": _json_value(entry.record.value),
+        "record": _json_value(record.value),
     }
 
 
-def encode_entry(entry: Entry) -> bytes:
+def encode_entry(entry: Change) -> bytes:
     """One JSON line (UTF-8, compact, non-ASCII kept as is, ending in `\\n`)."""
     text = json.dumps(entry_object(entry), ensure_ascii=False, separators=(",", ":"))
     return text.encode("utf-8") + b"\n"

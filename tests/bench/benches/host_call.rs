@@ -21,38 +21,35 @@ fn event(i: usize) -> Entry {
         seconds: 1_772_409_600 + s,
         nanos: 0,
     };
-    Entry {
-        change: Change::Applied,
-        record: Record::Event(Event {
-            meta: Meta {
-                uid: format!("3f1c2a9e-0000-4000-a000-{i:012x}"),
-                name: format!("mnist-{i}-worker-0.17f2a9c3b4d5e6f7"),
-                namespace: "team-a".into(),
-                resource_version: (1000 + i).to_string(),
-                resource_version_num: 1000 + i as u64,
-                labels: Vec::new(),
-                created: ts(i as i64),
-            },
-            involved: ObjectRef {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                namespace: "team-a".into(),
-                name: format!("mnist-{i}-worker-0"),
-                uid: format!("7d3e1b2c-0000-4000-a000-{i:012x}"),
-            },
-            event_type: "Normal".into(),
-            reason: "Pulled".into(),
-            message: format!(
-                "Successfully pulled image \"registry.example.com/train/tfjob:v{}\" in 1.2s",
-                i % 5
-            ),
-            source: "kubelet/node-17".into(),
-            count: 1,
-            first_seen: ts(i as i64),
-            last_seen: ts(i as i64),
-            region: "cn-hangzhou".into(),
-        }),
-    }
+    Change::Applied(Record::Event(Event {
+        meta: Meta {
+            uid: format!("3f1c2a9e-0000-4000-a000-{i:012x}"),
+            name: format!("mnist-{i}-worker-0.17f2a9c3b4d5e6f7"),
+            namespace: "team-a".into(),
+            resource_version: (1000 + i).to_string(),
+            resource_version_num: 1000 + i as u64,
+            labels: Vec::new(),
+            created: ts(i as i64),
+        },
+        involved: ObjectRef {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            namespace: "team-a".into(),
+            name: format!("mnist-{i}-worker-0"),
+            uid: format!("7d3e1b2c-0000-4000-a000-{i:012x}"),
+        },
+        event_type: "Normal".into(),
+        reason: "Pulled".into(),
+        message: format!(
+            "Successfully pulled image \"registry.example.com/train/tfjob:v{}\" in 1.2s",
+            i % 5
+        ),
+        source: "kubelet/node-17".into(),
+        count: 1,
+        first_seen: ts(i as i64),
+        last_seen: ts(i as i64),
+        region: "cn-hangzhou".into(),
+    }))
 }
 
 fn load(rt: &tokio::runtime::Runtime) -> (Host, SinkInstance, tempfile::TempDir) {

@@ -86,16 +86,29 @@ fn event(e: &host::Event) -> sink::Event {
 /// The sink model's copy of a host entry.
 #[must_use]
 pub fn entry(e: &host::Entry) -> sink::Entry {
-    sink::Entry {
-        change: match e.change {
-            host::Change::Applied => sink::Change::Applied,
-            host::Change::Removed(t) => sink::Change::Removed(ts(t)),
+    let record = |r: &host::Record| match r {
+        host::Record::Job(j) => sink::Record::Job(job(j)),
+        host::Record::Pod(p) => sink::Record::Pod(pod(p)),
+        host::Record::Event(ev) => sink::Record::Event(event(ev)),
+    };
+    match e {
+        host::Change::Applied(r) => sink::Entry {
+            change: sink::Change::Applied,
+            record: record(r),
         },
-        record: match &e.record {
-            host::Record::Job(j) => sink::Record::Job(job(j)),
-            host::Record::Pod(p) => sink::Record::Pod(pod(p)),
-            host::Record::Event(ev) => sink::Record::Event(event(ev)),
+        host::Change::Removed(r) => sink::Entry {
+            change: sink::Change::Removed(ts(r.at)),
+            record: record(&r.record),
         },
+        host::Change::Tombstone(t) => sink::Entry::tombstone(
+            match t.kind {
+                host::RecordKind::Job => sink::HeldKind::Job,
+                host::RecordKind::Pod => sink::HeldKind::Pod,
+                host::RecordKind::Event => sink::HeldKind::Event,
+            },
+            t.uid.clone(),
+            ts(t.at),
+        ),
     }
 }
 
@@ -126,12 +139,8 @@ mod tests {
 
     #[test]
     fn removed_event_keeps_every_field() {
-        let e = host::Entry {
-            change: host::Change::Removed(host::Timestamp {
-                seconds: 99,
-                nanos: 1,
-            }),
-            record: host::Record::Event(host::Event {
+        let e = host::Change::removed(
+            host::Record::Event(host::Event {
                 meta: host_meta("e1"),
                 involved: host::ObjectRef {
                     api_version: "v1".into(),
@@ -155,7 +164,11 @@ mod tests {
                 },
                 region: "r".into(),
             }),
-        };
+            host::Timestamp {
+                seconds: 99,
+                nanos: 1,
+            },
+        );
         let got = entry(&e);
         assert_eq!(
             got.change,

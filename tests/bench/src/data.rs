@@ -256,9 +256,9 @@ mod tests {
         let mut batches = Batches::open(&path, 2).expect("open");
         let first = batches.next().expect("first").expect("ok");
         assert_eq!(first.len(), 2);
-        assert!(matches!(first[0].change, Change::Applied));
-        assert!(matches!(first[1].change, Change::Removed(_)));
-        let Record::Event(e) = &first[0].record else {
+        assert!(matches!(first[0], Change::Applied(_)));
+        assert!(matches!(first[1], Change::Removed(_)));
+        let Change::Applied(Record::Event(e)) = &first[0] else {
             panic!("not an event");
         };
         assert_eq!(e.count, 2);

@@ -75,7 +75,6 @@ impl Db for NativeDb {
         match self.conn.dialect() {
             host::Dialect::Mysql => Dialect::Mysql,
             host::Dialect::Sqlite => Dialect::Sqlite,
-            host::Dialect::Postgres => Dialect::Postgres,
         }
     }
 
@@ -165,12 +164,22 @@ mod tests {
         };
         sink.write(&[entry("a", 1), entry("b", 2), entry("a", 3)])
             .expect("write");
-        let held = sink
-            .held(kubesink_sink_mysql::HeldKind::Event)
-            .expect("held");
-        let mut held = held;
-        held.sort();
-        assert_eq!(held, ["a", "b"]);
+        let events = kubesink_sink_mysql::HeldKind::Event;
+        let (held, next) = sink.held(events, None, 10).expect("held");
+        assert_eq!((held, next), (vec!["a".to_owned(), "b".to_owned()], None));
+        // Pages of one: each full page names the next cursor.
+        let page = |s: &mut MysqlSink<NativeDb>, after: Option<&str>| {
+            s.held(events, after, 1).expect("held page")
+        };
+        assert_eq!(
+            page(&mut sink, None),
+            (vec!["a".to_owned()], Some("a".to_owned()))
+        );
+        assert_eq!(
+            page(&mut sink, Some("a")),
+            (vec!["b".to_owned()], Some("b".to_owned()))
+        );
+        assert_eq!(page(&mut sink, Some("b")), (vec![], None));
         let rows = sink
             .db_mut()
             .query(Statement::plain(

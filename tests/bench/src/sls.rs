@@ -52,7 +52,7 @@ pub async fn run(
     let events: Vec<Entry> = batches
         .iter()
         .flatten()
-        .filter(|e| matches!(e.record, Record::Event(_)))
+        .filter(|e| matches!(e.record(), Some(Record::Event(_))))
         .cloned()
         .collect();
     let emu = sls::start(EmulatorConfig::default()).await?;

@@ -10,16 +10,29 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kubesink_host::sql::{ConnectionConfig, Value};
 use kubesink_host::{
-    CacheOutcome, CompileError, FaultCause, Host, HostError, HostOptions, Limits, ModuleSource,
-    SinkSpec, WriteError,
+    CacheOutcome, CompileError, FaultCause, HeldCap, Host, HostError, HostOptions, Limits,
+    ModuleSource, SinkSpec, WriteError,
 };
-use kubesink_normalize::record::{Entry, Record};
+use kubesink_normalize::record::{Change, Entry, Record, RecordKind, Shape, Timestamp};
 use kubesink_tests::guests::{self, guest_wasm};
 use kubesink_tests::records;
 
-/// A job and an event as they exist, and a removed pod.
+/// A job and an event as they exist, a removed pod, and a job deleted
+/// while not watched (a tombstone).
 fn batch() -> Vec<Entry> {
-    vec![job("job-1"), pod("pod-1"), event("event-1")]
+    vec![
+        job("job-1"),
+        pod("pod-1"),
+        event("event-1"),
+        Change::tombstone(
+            RecordKind::Job,
+            "job-0".into(),
+            Timestamp {
+                seconds: 5,
+                nanos: 0,
+            },
+        ),
+    ]
 }
 
 fn job(uid: &str) -> Entry {
@@ -91,9 +104,13 @@ async fn host_counter_guest_receives_batches_in_sqlite() -> anyhow::Result<()> {
         ))
         .await?;
     assert_eq!(sink.name(), "counter");
+    // What its init returned: every kind, one row per uid.
+    assert_eq!(sink.wants().shape, Shape::State);
+    assert!(sink.wants().kinds.is_empty() && sink.wants().fields.is_empty());
     sink.write(&batch()).await?;
     let expected = vec![
         row("event-1", "event", "applied", 1),
+        row("job-0", "job", "tombstone", 1),
         row("job-1", "job", "applied", 1),
         row("pod-1", "pod", "removed", 1),
     ];
@@ -101,7 +118,7 @@ async fn host_counter_guest_receives_batches_in_sqlite() -> anyhow::Result<()> {
     // Redelivery: same rows, counted twice.
     sink.write(&batch()).await?;
     let rows = received(&host).await?;
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|r| r[3] == Value::Int(2)), "{rows:?}");
     let stats = sink.stats();
     assert_eq!((stats.writes, stats.faults, stats.builds), (2, 0, 1));
@@ -356,7 +373,7 @@ async fn host_balloon_is_stopped_by_the_memory_cap_and_rebuilt() -> anyhow::Resu
     );
     assert_eq!(balloon.stats().builds, 2);
     counter.write(&batch()).await?;
-    assert_eq!(received(&host).await?.len(), 3);
+    assert_eq!(received(&host).await?.len(), 4);
     Ok(())
 }
 
@@ -531,5 +548,192 @@ async fn host_compiled_component_cache_is_reused() -> anyhow::Result<()> {
         .load_with_outcome(spec("c5", guest_wasm(guests::COUNTER)?, Limits::default()))
         .await?;
     assert_eq!(fifth, CacheOutcome::Stored(path));
+    Ok(())
+}
+
+/// The mysql sink answers `held` in pages the host asks for (keyset on the
+/// uid, its cursor the last uid of a page); the host joins them, and stops
+/// an answer over its cap with an error naming the sink.
+#[tokio::test]
+async fn host_mysql_sink_held_is_paged_and_capped() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let mut sink = host
+        .load(SinkSpec {
+            settings: vec![("connection".into(), "main".into())],
+            ..spec(
+                "mysql",
+                guest_wasm("kubesink-sink-mysql")?,
+                Limits::default(),
+            )
+        })
+        .await?;
+    let wants = sink.wants().clone();
+    assert_eq!(wants.shape, Shape::State);
+    assert_eq!(
+        wants.kinds,
+        [RecordKind::Job, RecordKind::Pod, RecordKind::Event]
+    );
+    // 25 pods as they exist (uids p00..p24) and one removed.
+    let mut batch: Vec<Entry> = (0..25).map(|i| pod_applied(&format!("p{i:02}"))).collect();
+    batch.push(pod("gone"));
+    sink.write(&batch).await?;
+    sink.set_held_cap(HeldCap {
+        page_uids: 4,
+        ..HeldCap::default()
+    });
+    let calls = sink.stats().writes;
+    let held = sink.held(RecordKind::Pod).await?;
+    let want: Vec<String> = (0..25).map(|i| format!("p{i:02}")).collect();
+    assert_eq!(held, want, "every page, in order, without the removed pod");
+    // Six full pages of 4, then one of 1 without a next cursor.
+    assert_eq!(sink.stats().writes - calls, 7);
+    assert!(sink.held(RecordKind::Event).await?.is_empty());
+    sink.set_held_cap(HeldCap {
+        page_uids: 4,
+        max_uids: 10,
+        ..HeldCap::default()
+    });
+    match sink.held(RecordKind::Pod).await {
+        Err(WriteError::Fatal(m)) => {
+            assert!(
+                m.contains("sink 'mysql'") && m.contains("at most 10 uids"),
+                "{m}"
+            );
+        }
+        other => panic!("over the cap: {other:?}"),
+    }
+    assert!(sink.is_live(), "an answer over the cap keeps the instance");
+    Ok(())
+}
+
+fn pod_applied(uid: &str) -> Entry {
+    records::applied(Record::Pod(records::pod(uid, 42, "Running")))
+}
+
+/// A component with the exports of world `sink-world` of the WIT package in
+/// `wit` (its version in the export names) whose functions all trap: what
+/// a sink built against that package looks like to the host's linker.
+fn stub_sink(wit: &Path) -> anyhow::Result<Vec<u8>> {
+    use wasm_encoder::{
+        CodeSection, ExportKind, ExportSection, Function, FunctionSection, Instruction as I,
+        MemorySection, MemoryType, Module, TypeSection, ValType,
+    };
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve.push_dir(wit)?;
+    let version = resolve.packages[pkg]
+        .name
+        .version
+        .clone()
+        .context("the package has a version")?;
+    let world = resolve.select_world(&[pkg], Some("sink-world"))?;
+    // held(kind) -> i32 up to 0.1; held(kind, cursor, limit) since 0.2.
+    let held_params = if version.major == 0 && version.minor < 2 {
+        1
+    } else {
+        5
+    };
+    let mut types = TypeSection::new();
+    types.ty().function([ValType::I32; 2], [ValType::I32]); // init, write
+    types
+        .ty()
+        .function(vec![ValType::I32; held_params], [ValType::I32]);
+    types.ty().function([ValType::I32; 4], [ValType::I32]); // cabi_realloc
+    let mut funcs = FunctionSection::new();
+    let mut code = CodeSection::new();
+    let mut exports = ExportSection::new();
+    for (i, (name, ty)) in [("init", 0), ("write", 0), ("held", 1)]
+        .into_iter()
+        .enumerate()
+    {
+        funcs.function(ty);
+        let export = format!("kubesink:sink/sink@{version}#{name}");
+        exports.export(&export, ExportKind::Func, i as u32);
+    }
+    funcs.function(2);
+    exports.export("cabi_realloc", ExportKind::Func, 3);
+    exports.export("memory", ExportKind::Memory, 0);
+    for _ in 0..4 {
+        let mut f = Function::new([]);
+        f.instruction(&I::Unreachable).instruction(&I::End);
+        code.function(&f);
+    }
+    let mut memories = MemorySection::new();
+    memories.memory(MemoryType {
+        minimum: 1,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&funcs)
+        .section(&memories)
+        .section(&exports)
+        .section(&code);
+    let mut bytes = module.finish();
+    wit_component::embed_component_metadata(
+        &mut bytes,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )?;
+    wit_component::ComponentEncoder::default()
+        .module(&bytes)?
+        .validate(true)
+        .encode()
+}
+
+/// A sink built against kubesink:sink@0.1.0 (the WIT kept in
+/// `tests/guests/v0.1/wit`) is refused at load with an error naming the
+/// sink, the version it was built against, the one this host runs and what
+/// to do; the same component built against this repository's wit/ passes
+/// the check (and traps in its `init`, as its functions all do).
+#[tokio::test]
+async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let root = guests::workspace_root();
+    let load = |name: &str, bytes: Vec<u8>| {
+        host.load(SinkSpec {
+            module: ModuleSource::Bytes {
+                origin: format!("{name}.wasm"),
+                bytes: Arc::new(bytes),
+            },
+            ..spec(name, PathBuf::new(), Limits::default())
+        })
+    };
+    let old = stub_sink(&root.join("tests/guests/v0.1/wit"))?;
+    let err = load("old", old).await.expect_err("a 0.1 sink");
+    assert!(
+        matches!(&err, HostError::Version { found, .. } if found == "0.1.0"),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    for part in [
+        "sink 'old'",
+        "old.wasm",
+        "built against kubesink:sink@0.1.0",
+        "kubesink:sink@0.2.0",
+        "rebuild the sink",
+    ] {
+        assert!(msg.contains(part), "{part:?} missing from: {msg}");
+    }
+    assert!(!err.is_retryable());
+
+    let current = stub_sink(&root.join("wit"))?;
+    match load("current", current).await {
+        Err(HostError::Init {
+            source:
+                WriteError::Fault {
+                    cause: FaultCause::Trap,
+                    ..
+                },
+            ..
+        }) => {}
+        other => panic!("a 0.2 component is linked and its init runs: {other:?}"),
+    }
     Ok(())
 }

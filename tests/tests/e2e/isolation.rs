@@ -40,7 +40,7 @@ async fn hostile_sinks_are_contained_and_the_good_sink_gets_everything() -> Resu
         "watch.json",
         &Normalizer::default(),
         |e| {
-            if let kubesink_normalize::record::Record::Event(ev) = &e.record
+            if let Some(kubesink_normalize::record::Record::Event(ev)) = e.record()
                 && uids.insert(ev.meta.uid.clone())
             {
                 events.push(e);

@@ -272,14 +272,14 @@ async fn mariadb_replay_with_stale_updates_arriving_last_keeps_the_newest_versio
         let mut seen = std::collections::HashSet::new();
         let late: Vec<_> = entries
             .iter()
-            .filter(|e| match (&e.record, &e.change) {
-                (Record::Job(j), Change::Applied) => seen.insert(j.meta.uid.clone()),
+            .filter(|e| match e {
+                Change::Applied(Record::Job(j)) => seen.insert(j.meta.uid.clone()),
                 _ => false,
             })
             .cloned()
             .collect();
         for e in &late {
-            if let Record::Job(j) = &e.record {
+            if let Some(Record::Job(j)) = e.record() {
                 stale.push((j.meta.name.clone(), j.status.clone()));
             }
         }

@@ -458,7 +458,8 @@ fn table_grower(tables: u32, grow: i32) -> anyhow::Result<Vec<u8>> {
     types
         .ty()
         .function([ValType::I32, ValType::I32], [ValType::I32]); // init, write
-    types.ty().function([ValType::I32], [ValType::I32]); // held
+    // held(kind, cursor: option<string>, limit)
+    types.ty().function([ValType::I32; 5], [ValType::I32]);
     types.ty().function([ValType::I32; 4], [ValType::I32]); // cabi_realloc
     let mut funcs = FunctionSection::new();
     for ty in [0, 0, 1, 2] {
@@ -494,9 +495,9 @@ fn table_grower(tables: u32, grow: i32) -> anyhow::Result<Vec<u8>> {
         &ConstExpr::i32_const(1024),
     );
     let mut exports = ExportSection::new();
-    exports.export("kubesink:sink/sink@0.1.0#init", ExportKind::Func, 0);
-    exports.export("kubesink:sink/sink@0.1.0#write", ExportKind::Func, 1);
-    exports.export("kubesink:sink/sink@0.1.0#held", ExportKind::Func, 2);
+    exports.export("kubesink:sink/sink@0.2.0#init", ExportKind::Func, 0);
+    exports.export("kubesink:sink/sink@0.2.0#write", ExportKind::Func, 1);
+    exports.export("kubesink:sink/sink@0.2.0#held", ExportKind::Func, 2);
     exports.export("cabi_realloc", ExportKind::Func, 3);
     exports.export("memory", ExportKind::Memory, 0);
     let reset = [I::I32Const(1024), I::GlobalSet(0)];

@@ -161,59 +161,53 @@ fn meta(uid: &str) -> Meta {
 }
 
 fn event(uid: &str, count: u32) -> Entry {
-    Entry {
-        change: Change::Applied,
-        record: Record::Event(Event {
-            meta: meta(uid),
-            involved: ObjectRef {
-                api_version: "training.kubedl.io/v1alpha1".into(),
-                kind: "TFJob".into(),
-                namespace: "kubedl".into(),
-                name: "mnist".into(),
-                uid: "job-uid-1".into(),
-            },
-            event_type: "Normal".into(),
-            reason: "SuccessfulCreatePod".into(),
-            message: format!("Created pod: mnist-worker-{uid} ü"),
-            source: "tfjob-controller/node-a".into(),
-            count,
-            first_seen: Timestamp {
-                seconds: T0,
-                nanos: 0,
-            },
-            last_seen: Timestamp {
-                seconds: T0 + 60,
-                nanos: 0,
-            },
-            region: "cn-hangzhou".into(),
-        }),
-    }
+    Change::Applied(Record::Event(Event {
+        meta: meta(uid),
+        involved: ObjectRef {
+            api_version: "training.kubedl.io/v1alpha1".into(),
+            kind: "TFJob".into(),
+            namespace: "kubedl".into(),
+            name: "mnist".into(),
+            uid: "job-uid-1".into(),
+        },
+        event_type: "Normal".into(),
+        reason: "SuccessfulCreatePod".into(),
+        message: format!("Created pod: mnist-worker-{uid} ü"),
+        source: "tfjob-controller/node-a".into(),
+        count,
+        first_seen: Timestamp {
+            seconds: T0,
+            nanos: 0,
+        },
+        last_seen: Timestamp {
+            seconds: T0 + 60,
+            nanos: 0,
+        },
+        region: "cn-hangzhou".into(),
+    }))
 }
 
 fn job(uid: &str) -> Entry {
-    Entry {
-        change: Change::Applied,
-        record: Record::Job(Job {
-            meta: meta(uid),
-            api_version: "training.kubedl.io/v1alpha1".into(),
-            kind: "TFJob".into(),
-            status: "Running".into(),
-            resources: "{}".into(),
-            tenant: "team-a".into(),
-            owner: "alice".into(),
-            region: "cn-hangzhou".into(),
-            modified: Timestamp {
-                seconds: T0 + 5,
-                nanos: 0,
-            },
-            running_at: Some(Timestamp {
-                seconds: T0 + 5,
-                nanos: 0,
-            }),
-            finished_at: None,
-            remark: String::new(),
+    Change::Applied(Record::Job(Job {
+        meta: meta(uid),
+        api_version: "training.kubedl.io/v1alpha1".into(),
+        kind: "TFJob".into(),
+        status: "Running".into(),
+        resources: "{}".into(),
+        tenant: "team-a".into(),
+        owner: "alice".into(),
+        region: "cn-hangzhou".into(),
+        modified: Timestamp {
+            seconds: T0 + 5,
+            nanos: 0,
+        },
+        running_at: Some(Timestamp {
+            seconds: T0 + 5,
+            nanos: 0,
         }),
-    }
+        finished_at: None,
+        remark: String::new(),
+    }))
 }
 
 /// A host with one sls sink pointed at `emu`.

@@ -12,20 +12,27 @@ mod bindings {
 }
 
 use bindings::exports::kubesink::sink::sink::Guest;
-use bindings::kubesink::sink::types::{Entry, Error, RecordKind};
+use bindings::kubesink::sink::types::{Change, Error, HeldPage, RecordKind, Shape, Wants};
 
 struct Balloon;
 
 impl Guest for Balloon {
-    fn init(_settings: Vec<(String, String)>) -> Result<(), Error> {
-        Ok(())
+    fn init(_settings: Vec<(String, String)>) -> Result<Wants, Error> {
+        Ok(Wants {
+            kinds: Vec::new(),
+            shape: Shape::Log,
+            fields: Vec::new(),
+        })
     }
 
-    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
-        Ok(Vec::new())
+    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
+        Ok(HeldPage {
+            uids: Vec::new(),
+            next: None,
+        })
     }
 
-    fn write(_batch: Vec<Entry>) -> Result<(), Error> {
+    fn write(_batch: Vec<Change>) -> Result<(), Error> {
         let mut blocks: Vec<Vec<u8>> = Vec::new();
         loop {
             let block = vec![0xA5u8; 1 << 20];

@@ -4,7 +4,8 @@
 //!
 //! Settings: `connection` (default `main`), the sql connection to open.
 //! `init` opens it and creates table `received (uid, kind, change_kind,
-//! batches)`; `write` upserts one row per entry in one transaction and
+//! batches)`; `write` upserts one row per change (`change_kind`:
+//! `applied`, `removed` or `tombstone`) in one transaction and
 //! counts how many batches carried each uid. A connection error during
 //! `open` is returned as `fatal` (`denied`, `rejected`, `too-large`) or
 //! `retryable` (`unavailable`), with the case name in the message.
@@ -23,7 +24,9 @@ use std::cell::RefCell;
 
 use bindings::exports::kubesink::sink::sink::Guest;
 use bindings::kubesink::sink::sql::{Connection, Dialect, SqlError, Statement, Value};
-use bindings::kubesink::sink::types::{Change, Entry, Error, Record, RecordKind};
+use bindings::kubesink::sink::types::{
+    Change, Error, HeldPage, Record, RecordKind, Shape, Tombstone, Wants,
+};
 
 thread_local! {
     static CONN: RefCell<Option<Connection>> = const { RefCell::new(None) };
@@ -40,8 +43,20 @@ fn to_error(what: &str, e: SqlError) -> Error {
 
 struct Counter;
 
+/// The upsert of one received change.
+fn statement(upsert: &str, uid: String, kind: &str, change: &str) -> Statement {
+    Statement {
+        sql: upsert.to_string(),
+        params: vec![
+            Value::Text(uid),
+            Value::Text(kind.into()),
+            Value::Text(change.into()),
+        ],
+    }
+}
+
 impl Guest for Counter {
-    fn init(settings: Vec<(String, String)>) -> Result<(), Error> {
+    fn init(settings: Vec<(String, String)>) -> Result<Wants, Error> {
         let mut name = "main".to_string();
         for (k, v) in settings {
             match k.as_str() {
@@ -65,14 +80,21 @@ impl Guest for Counter {
             .map_err(|e| to_error("create table received", e))?;
         CONN.with_borrow_mut(|c| *c = Some(conn));
         println!("counter guest ready on connection {name}");
-        Ok(())
+        Ok(Wants {
+            kinds: Vec::new(),
+            shape: Shape::State,
+            fields: Vec::new(),
+        })
     }
 
-    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
-        Ok(Vec::new())
+    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
+        Ok(HeldPage {
+            uids: Vec::new(),
+            next: None,
+        })
     }
 
-    fn write(batch: Vec<Entry>) -> Result<(), Error> {
+    fn write(batch: Vec<Change>) -> Result<(), Error> {
         CONN.with_borrow(|conn| {
             let conn = conn
                 .as_ref()
@@ -92,23 +114,24 @@ impl Guest for Counter {
             let statements: Vec<Statement> = batch
                 .iter()
                 .map(|entry| {
-                    let (kind, uid) = match &entry.record {
+                    let (change, record) = match entry {
+                        Change::Applied(r) => ("applied", r),
+                        Change::Removed(r) => ("removed", &r.record),
+                        Change::Tombstone(Tombstone { kind, uid, .. }) => {
+                            let kind = match kind {
+                                RecordKind::Job => "job",
+                                RecordKind::Pod => "pod",
+                                RecordKind::Event => "event",
+                            };
+                            return statement(upsert, uid.clone(), kind, "tombstone");
+                        }
+                    };
+                    let (kind, uid) = match record {
                         Record::Job(j) => ("job", j.meta.uid.clone()),
                         Record::Pod(p) => ("pod", p.meta.uid.clone()),
                         Record::Event(e) => ("event", e.meta.uid.clone()),
                     };
-                    let change = match entry.change {
-                        Change::Applied => "applied",
-                        Change::Removed(_) => "removed",
-                    };
-                    Statement {
-                        sql: upsert.to_string(),
-                        params: vec![
-                            Value::Text(uid),
-                            Value::Text(kind.into()),
-                            Value::Text(change.into()),
-                        ],
-                    }
+                    statement(upsert, uid, kind, change)
                 })
                 .collect();
             conn.execute_batch(&statements)

@@ -18,7 +18,7 @@ use std::cell::{Cell, RefCell};
 
 use bindings::exports::kubesink::sink::sink::Guest;
 use bindings::kubesink::sink::sql::Connection;
-use bindings::kubesink::sink::types::{Entry, Error, RecordKind};
+use bindings::kubesink::sink::types::{Change, Error, HeldPage, RecordKind, Shape, Wants};
 
 thread_local! {
     static COUNT: Cell<u64> = const { Cell::new(u64::MAX) };
@@ -28,7 +28,7 @@ thread_local! {
 struct Hoarder;
 
 impl Guest for Hoarder {
-    fn init(settings: Vec<(String, String)>) -> Result<(), Error> {
+    fn init(settings: Vec<(String, String)>) -> Result<Wants, Error> {
         for (k, v) in settings {
             match k.as_str() {
                 "count" => COUNT.set(
@@ -38,14 +38,21 @@ impl Guest for Hoarder {
                 other => return Err(Error::Fatal(format!("unknown setting {other}"))),
             }
         }
-        Ok(())
+        Ok(Wants {
+            kinds: Vec::new(),
+            shape: Shape::Log,
+            fields: Vec::new(),
+        })
     }
 
-    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
-        Ok(Vec::new())
+    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
+        Ok(HeldPage {
+            uids: Vec::new(),
+            next: None,
+        })
     }
 
-    fn write(_batch: Vec<Entry>) -> Result<(), Error> {
+    fn write(_batch: Vec<Change>) -> Result<(), Error> {
         for _ in 0..COUNT.get() {
             let conn =
                 Connection::open("main").map_err(|e| Error::Fatal(format!("open main: {e:?}")))?;

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use bindings::exports::kubesink::sink::sink::Guest;
 use bindings::kubesink::sink::sql::{Connection, Value};
-use bindings::kubesink::sink::types::{Entry, Error, RecordKind};
+use bindings::kubesink::sink::types::{Change, Error, HeldPage, RecordKind, Shape, Wants};
 use bindings::wasi::clocks::monotonic_clock;
 use bindings::wasi::http::outgoing_handler;
 use bindings::wasi::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, Scheme};
@@ -294,7 +294,7 @@ fn run(s: &Settings, batch_len: usize) -> Result<(), Error> {
 struct Hostile;
 
 impl Guest for Hostile {
-    fn init(settings: Vec<(String, String)>) -> Result<(), Error> {
+    fn init(settings: Vec<(String, String)>) -> Result<Wants, Error> {
         let mut s = Settings {
             connection: "main".into(),
             bytes: 1 << 20,
@@ -328,14 +328,21 @@ impl Guest for Hostile {
             None => Ok(()),
         };
         SETTINGS.with_borrow_mut(|c| *c = s);
-        result
+        result.map(|()| Wants {
+            kinds: Vec::new(),
+            shape: Shape::Log,
+            fields: Vec::new(),
+        })
     }
 
-    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
-        Ok(Vec::new())
+    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
+        Ok(HeldPage {
+            uids: Vec::new(),
+            next: None,
+        })
     }
 
-    fn write(batch: Vec<Entry>) -> Result<(), Error> {
+    fn write(batch: Vec<Change>) -> Result<(), Error> {
         let s = SETTINGS.with_borrow(Settings::clone);
         if s.mode.starts_with("init-") {
             return Ok(());

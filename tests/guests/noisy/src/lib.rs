@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::io::Write;
 
 use bindings::exports::kubesink::sink::sink::Guest;
-use bindings::kubesink::sink::types::{Entry, Error, RecordKind};
+use bindings::kubesink::sink::types::{Change, Error, HeldPage, RecordKind, Shape, Wants};
 
 thread_local! {
     static LINES: Cell<u64> = const { Cell::new(100_000) };
@@ -25,7 +25,7 @@ thread_local! {
 struct Noisy;
 
 impl Guest for Noisy {
-    fn init(settings: Vec<(String, String)>) -> Result<(), Error> {
+    fn init(settings: Vec<(String, String)>) -> Result<Wants, Error> {
         for (k, v) in settings {
             match k.as_str() {
                 "lines" => {
@@ -38,14 +38,21 @@ impl Guest for Noisy {
             }
         }
         println!("noisy guest ready");
-        Ok(())
+        Ok(Wants {
+            kinds: Vec::new(),
+            shape: Shape::Log,
+            fields: Vec::new(),
+        })
     }
 
-    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
-        Ok(Vec::new())
+    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
+        Ok(HeldPage {
+            uids: Vec::new(),
+            next: None,
+        })
     }
 
-    fn write(batch: Vec<Entry>) -> Result<(), Error> {
+    fn write(batch: Vec<Change>) -> Result<(), Error> {
         let mut out = std::io::stdout().lock();
         for i in 0..LINES.get() {
             // Errors writing to the log are not the guest's business.

@@ -20,7 +20,7 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use bindings::exports::kubesink::sink::sink::Guest;
-use bindings::kubesink::sink::types::{Entry, Error, RecordKind};
+use bindings::kubesink::sink::types::{Change, Error, HeldPage, RecordKind, Shape, Wants};
 
 thread_local! {
     /// `spin_ms`, if set.
@@ -30,7 +30,7 @@ thread_local! {
 struct Spin;
 
 impl Guest for Spin {
-    fn init(settings: Vec<(String, String)>) -> Result<(), Error> {
+    fn init(settings: Vec<(String, String)>) -> Result<Wants, Error> {
         for (k, v) in settings {
             match k.as_str() {
                 "spin_ms" => {
@@ -42,14 +42,21 @@ impl Guest for Spin {
                 other => return Err(Error::Fatal(format!("unknown setting {other}"))),
             }
         }
-        Ok(())
+        Ok(Wants {
+            kinds: Vec::new(),
+            shape: Shape::Log,
+            fields: Vec::new(),
+        })
     }
 
-    fn held(_kind: RecordKind) -> Result<Vec<String>, Error> {
-        Ok(Vec::new())
+    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
+        Ok(HeldPage {
+            uids: Vec::new(),
+            next: None,
+        })
     }
 
-    fn write(batch: Vec<Entry>) -> Result<(), Error> {
+    fn write(batch: Vec<Change>) -> Result<(), Error> {
         let mut n: u64 = batch.len() as u64;
         let Some(spin_for) = SPIN_FOR.get() else {
             loop {
