@@ -260,12 +260,16 @@ fn expected_value(key: &str, v: &Value) -> Result<Value> {
 /// (serde's externally tagged form) independently of the Python code.
 fn expected_line(entry: &Entry) -> Result<Value> {
     let v = serde_json::to_value(entry)?;
-    let (change, removed_at) = match &v["change"] {
-        Value::String(s) if s == "Applied" => ("applied", Value::Null),
-        Value::Object(m) if m.contains_key("Removed") => ("removed", rfc3339(&m["Removed"])?),
+    let (change, removed_at, record) = match &v {
+        Value::Object(m) if m.contains_key("Applied") => ("applied", Value::Null, &m["Applied"]),
+        Value::Object(m) if m.contains_key("Removed") => (
+            "removed",
+            rfc3339(&m["Removed"]["at"])?,
+            &m["Removed"]["record"],
+        ),
         other => bail!("unexpected change {other}"),
     };
-    let (kind, record) = v["record"]
+    let (kind, record) = record
         .as_object()
         .and_then(|m| m.iter().next())
         .context("record variant")?;
