@@ -3,6 +3,8 @@
 //! components.
 //!
 //! Where things happen:
+//! - [`app`]: `kubesink run` and `kubesink replay` assembled, for the
+//!   binary and in-process tests;
 //! - [`source`]: where objects come from (replay files, the live watch);
 //! - `kubesink_normalize`: where a Kubernetes object becomes a record;
 //! - [`pipeline`]: per-sink queues, batching, retry;
@@ -13,6 +15,7 @@
 //! - [`namespace`]: kubesink's own namespace;
 //! - [`ops`]: metrics, health and readiness, and their HTTP server.
 
+pub mod app;
 pub mod config;
 pub mod history;
 pub mod modules;

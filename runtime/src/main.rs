@@ -1,14 +1,13 @@
 //! The `kubesink` command.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
+use kubesink::app::{self, Cluster, LeaderElection, ReplayInput, RunOptions, Runtime};
 use kubesink::config::{Config, DEFAULT_SQLITE_PATH, EventStorage, KubedlFlags, MetaStorage};
-use kubesink::pipeline::Pipeline;
-use kubesink::source::{Normalizer, replay};
+use kubesink::source::watch::EventFilter;
 
 /// Watches Kubernetes jobs, pods and events and delivers them to sandboxed
 /// WebAssembly sinks.
@@ -24,6 +23,7 @@ use kubesink::source::{Normalizer, replay};
 /// Exit status: 0 all delivered; 1 startup error; 3 some input was malformed
 /// and skipped (the rest delivered); 4 some records were rejected by a sink;
 /// 5 (`run`) the shutdown grace period ran out with records undelivered.
+// (The codes are `kubesink::app::ExitStatus`.)
 #[derive(Debug, Parser)]
 #[command(name = "kubesink", version)]
 struct Cli {
@@ -196,14 +196,14 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
-            return ExitCode::from(1);
+            return app::ExitStatus::Error.into();
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            ExitCode::from(1)
+            app::ExitStatus::Error.into()
         }
     }
 }
@@ -249,139 +249,52 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The client and the API server's URL (for messages).
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<(kube::Client, String)> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig: set --kubeconfig or KUBECONFIG, or run in a cluster")?,
-    };
-    let server = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
-    Ok((client, server))
-}
-
 async fn run_command(global: &Global, args: RunArgs) -> Result<ExitCode> {
     let (config, origin, _) = global.config()?;
     let plan = config.resolve(&origin)?;
-    let normalizer = Normalizer::with_region(plan.region.clone());
-    // The operations server answers (not ready) while sinks load.
-    let ops = kubesink::ops::Ops::new();
-    let _heartbeat = ops.health.spawn_heartbeat();
-    let server = kubesink::ops::server::serve(&args.listen, ops.clone()).await?;
-    let (client, server_url) = kube_client(args.kubeconfig.as_deref()).await?;
-    let host = kubesink_host::Host::new(plan.host.clone()).context("starting the sandbox host")?;
-    let pipeline = std::sync::Arc::new(
-        Pipeline::start_with_ops(&host, plan.sinks.clone(), ops.clone()).await?,
-    );
-    // Sinks whose module is a ConfigMap key (in kubesink's namespace): watch
-    // it and swap each new version in; a missing one waits, the others run.
-    let modules = kubesink::modules::watch_modules(
-        &client,
-        &kubesink::namespace::own_namespace(&client),
-        &host,
-        &pipeline,
-        &plan.sinks,
-    );
-    // With --leader-elect, stand by (sinks loaded, nothing watched) until
-    // this replica holds the Lease; SIGTERM while standing by just exits.
-    let mut stop = std::pin::pin!(shutdown_signal());
-    let mut leadership = None;
-    if args.leader_elect {
-        let lease_namespace = args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(|| kubesink::namespace::own_namespace(&client));
-        let options = kubesink::source::leader::LeaderOptions {
-            lease_name: args.lease_name.clone(),
-            lease_namespace,
-            lease_duration: args.lease_duration,
-            identity: kubesink::source::leader::identity(),
-            server: server_url.clone(),
-        };
-        tokio::select! {
-            acquired = kubesink::source::leader::Leadership::acquire(client.clone(), options) => {
-                leadership = Some(acquired?);
-            }
-            _ = &mut stop => {
-                tracing::info!("stopped while standing by");
-                return Ok(ExitCode::SUCCESS);
-            }
-        }
-    }
-    let options = kubesink::source::watch::WatchOptions {
-        server: server_url,
-        namespace: args.namespace,
-        events: kubesink::source::watch::EventFilter {
-            related_only: args.events == EventScope::Related,
-            namespaces: args.event_namespaces,
-            involved_kinds: args.event_kinds,
-            types: args.event_types,
-            reasons: args.event_reasons,
-        },
-    };
-    let watch = tokio::spawn(kubesink::source::watch::run(
-        client,
-        pipeline.clone(),
-        normalizer,
-        options,
-    ));
-    tracing::info!("watching; stop with Ctrl-C or SIGTERM");
-    let lost = match leadership.as_mut() {
-        Some(l) => tokio::select! {
-            _ = &mut stop => None,
-            reason = l.lost() => Some(reason),
-        },
-        None => {
-            (&mut stop).await;
-            None
-        }
-    };
-    if lost.is_none() {
-        tracing::info!("stopping: delivering what is queued");
-    }
-    watch.abort();
-    let _ = watch.await;
-    drop(modules);
     let grace = args.shutdown_grace;
-    let shutdown = pipeline.shutdown(grace).await;
-    server.stop();
-    let mut failed = 0;
-    for s in &shutdown.reports {
-        eprintln!(
-            "sink {}: {} delivered, {} failed, {} retries",
-            s.name, s.delivered, s.failed, s.retries
-        );
-        failed += s.failed;
+    let mut options = RunOptions::new(Cluster::Kubeconfig(args.kubeconfig));
+    options.listen = Some(args.listen);
+    options.namespace = args.namespace;
+    options.events = EventFilter {
+        related_only: args.events == EventScope::Related,
+        namespaces: args.event_namespaces,
+        involved_kinds: args.event_kinds,
+        types: args.event_types,
+        reasons: args.event_reasons,
+    };
+    if args.leader_elect {
+        options.leader = Some(LeaderElection {
+            lease_name: args.lease_name,
+            lease_namespace: args.lease_namespace,
+            lease_duration: args.lease_duration,
+        });
     }
-    for (sink, left) in &shutdown.undelivered {
-        eprintln!(
-            "sink {sink}: {left} records left undelivered: the shutdown grace of {} ran out (--shutdown-grace)",
-            humantime_serde::re::humantime::format_duration(grace)
-        );
+    let mut runtime = Runtime::start(&plan, options).await?;
+    // SIGTERM or Ctrl-C, or the runtime stopping on its own (leadership lost).
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        _ = runtime.ended() => {}
     }
-    // The queues are delivered: give the Lease to a standby.
-    if let Some(l) = leadership {
-        l.release().await;
+    let mut stopped = runtime.shutdown(grace).await?;
+    if let Some(shutdown) = &stopped.shutdown {
+        for s in &shutdown.reports {
+            eprintln!(
+                "sink {}: {} delivered, {} failed, {} retries",
+                s.name, s.delivered, s.failed, s.retries
+            );
+        }
+        for (sink, left) in &shutdown.undelivered {
+            eprintln!(
+                "sink {sink}: {left} records left undelivered: the shutdown grace of {} ran out (--shutdown-grace)",
+                humantime_serde::re::humantime::format_duration(stopped.grace)
+            );
+        }
     }
-    if let Some(reason) = lost {
-        return Err(anyhow::Error::new(reason)
-            .context("stopped delivering: this replica no longer leads (a restart stands by)"));
+    if let Some(e) = stopped.error.take() {
+        return Err(e.into());
     }
-    Ok(if !shutdown.undelivered.is_empty() {
-        ExitCode::from(5)
-    } else if failed > 0 {
-        ExitCode::from(4)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(stopped.exit_status().into())
 }
 
 async fn shutdown_signal() {
@@ -410,43 +323,8 @@ async fn shutdown_signal() {
 async fn replay_command(global: &Global, file: &str, no_show: bool) -> Result<ExitCode> {
     let (config, origin, embedded) = global.config()?;
     let plan = config.resolve(&origin)?;
-    if let Some(sink) = plan.sinks.iter().find(|s| s.configmap().is_some()) {
-        anyhow::bail!(
-            "sink '{}': module {} comes from a ConfigMap, which needs a cluster: use `kubesink run`, or give replay a file module",
-            sink.spec.name,
-            sink.module.origin()
-        );
-    }
-    let normalizer = Normalizer::with_region(plan.region.clone());
-    let host = kubesink_host::Host::new(plan.host.clone()).context("starting the sandbox host")?;
-    let pipeline = Pipeline::start(&host, plan.sinks.clone()).await?;
-
-    let (name, reader): (String, Box<dyn BufRead + Send>) = if file == "-" {
-        (
-            "<stdin>".into(),
-            Box::new(std::io::BufReader::new(std::io::stdin())),
-        )
-    } else {
-        let f = std::fs::File::open(file).with_context(|| format!("replay input {file}"))?;
-        (
-            file.to_owned(),
-            Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
-        )
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-    let reader_task = tokio::task::spawn_blocking(move || {
-        replay::replay(reader, &name, &normalizer, |entry| {
-            tx.blocking_send(entry).is_ok()
-        })
-    });
-    let started = std::time::Instant::now();
-    while let Some(entry) = rx.recv().await {
-        pipeline.send(entry).await;
-    }
-    let report = reader_task.await.context("replay reader")?;
-    let sinks = pipeline.finish().await;
-    let elapsed = started.elapsed();
-
+    let outcome = app::replay(&plan, ReplayInput::from_arg(file)).await?;
+    let report = &outcome.input;
     for p in &report.problems {
         eprintln!("warning: {p}");
     }
@@ -456,25 +334,17 @@ async fn replay_command(global: &Global, file: &str, no_show: bool) -> Result<Ex
         report.entries,
         report.ignored,
         report.problems.len(),
-        elapsed,
-        report.entries as f64 / elapsed.as_secs_f64().max(1e-9)
+        outcome.elapsed,
+        report.entries as f64 / outcome.elapsed.as_secs_f64().max(1e-9)
     );
-    let mut failed = 0;
-    for s in &sinks {
+    for s in &outcome.sinks {
         eprintln!(
             "sink {}: {} delivered ({} superseded while queued), {} failed, {} retries, {} batches",
             s.name, s.delivered, s.coalesced, s.failed, s.retries, s.batches
         );
-        failed += s.failed;
     }
     if embedded && !no_show {
         print!("{}", kubesink::show::render(Path::new(&global.db)).await?);
     }
-    Ok(if failed > 0 {
-        ExitCode::from(4)
-    } else if !report.problems.is_empty() {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(outcome.exit_status().into())
 }
