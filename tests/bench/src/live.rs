@@ -1,6 +1,7 @@
 //! Scenarios against a real control plane (etcd + kube-apiserver from
 //! `kubesink_tests::cluster`) with the `kubesink` binary running `run` as a
-//! child process, delivering through the wasm mysql sink into MariaDB:
+//! child process (`kubesink_tests::binary::Kubesink`), delivering through
+//! the wasm mysql sink into MariaDB:
 //!
 //! - **memory**: kubesink's resident memory with no pods; after it has
 //!   delivered `pods` pods created while it watched; and, the hard case, a
@@ -14,9 +15,7 @@
 //!   (polled every [`POLL`]); p50 and p99.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,11 +24,12 @@ use futures_util::stream::{self, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DynamicObject, PostParams};
+use kubesink::ops::metrics::sample;
+use kubesink_tests::binary::Kubesink;
 use kubesink_tests::cluster::Cluster;
 use kubesink_tests::mariadb::TestDb;
 use serde_json::json;
 use sqlx::MySqlPool;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::procfs;
 
@@ -42,171 +42,101 @@ pub const CREATE_CONCURRENCY: usize = 64;
 /// Namespace of everything created.
 const NS: &str = "default";
 
-/// A `kubesink run` child process; killed on drop.
-#[derive(Debug)]
-pub struct Kubesink {
-    child: Child,
-    log: PathBuf,
-    /// Address of its operations server.
-    ops: SocketAddr,
+/// Starts `kubesink run` (the binary `kubesink`) against `cluster`,
+/// delivering jobs, pods and events through the mysql component `wasm`
+/// into `db`, its operations server on a free port. Its log goes to
+/// `dir/kubesink.log` (appended to by each start).
+pub fn start(
+    kubesink: &Path,
+    wasm: &Path,
+    cluster: &Cluster,
+    db: &TestDb,
+    dir: &Path,
+) -> anyhow::Result<Kubesink> {
+    let env: HashMap<&str, String> = db.kubedl_env().into_iter().collect();
+    let get = |k: &str| env.get(k).cloned().unwrap_or_default();
+    let config = format!(
+        "connections:\n  db: {{ driver: mysql, host: '{}', port: {}, database: '{}', user: '{}', password: '{}' }}\nsinks:\n  - name: mysql\n    module: '{}'\n    connections: [db]\n    settings: {{ connection: db }}\n",
+        get("MYSQL_HOST"),
+        get("MYSQL_PORT"),
+        get("MYSQL_DB_NAME"),
+        get("MYSQL_USER"),
+        get("MYSQL_PASSWORD"),
+        wasm.display()
+    );
+    let config_path = dir.join("kubesink.yaml");
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let args = [
+        "--config".to_owned(),
+        config_path.display().to_string(),
+        "run".to_owned(),
+        "--kubeconfig".to_owned(),
+        cluster.kubeconfig_path().display().to_string(),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ];
+    let env = [(
+        "KUBESINK_CACHE_DIR".to_owned(),
+        dir.join("cache").display().to_string(),
+    )];
+    Kubesink::start(kubesink, &args, &env, &dir.join("kubesink.log"))
 }
 
-impl Kubesink {
-    /// Starts `kubesink run` against `cluster`, delivering jobs, pods and
-    /// events through the mysql component `wasm` into `db`. Its log goes
-    /// to `dir/kubesink.log`.
-    pub fn start(
-        kubesink: &Path,
-        wasm: &Path,
-        cluster: &Cluster,
-        db: &TestDb,
-        dir: &Path,
-    ) -> anyhow::Result<Self> {
-        let env: HashMap<&str, String> = db.kubedl_env().into_iter().collect();
-        let get = |k: &str| env.get(k).cloned().unwrap_or_default();
-        let config = format!(
-            "connections:\n  db: {{ driver: mysql, host: '{}', port: {}, database: '{}', user: '{}', password: '{}' }}\nsinks:\n  - name: mysql\n    module: '{}'\n    connections: [db]\n    settings: {{ connection: db }}\n",
-            get("MYSQL_HOST"),
-            get("MYSQL_PORT"),
-            get("MYSQL_DB_NAME"),
-            get("MYSQL_USER"),
-            get("MYSQL_PASSWORD"),
-            wasm.display()
-        );
-        let config_path = dir.join("kubesink.yaml");
-        std::fs::write(&config_path, config)
-            .with_context(|| format!("writing {}", config_path.display()))?;
-        let log = dir.join("kubesink.log");
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        // A free port for the operations server (`/readyz`, `/metrics`).
-        let ops = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .context("finding a free port for kubesink's operations server")?;
-        let child = Command::new(kubesink)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(cluster.kubeconfig_path())
-            .arg("--listen")
-            .arg(ops.to_string())
-            .env("KUBESINK_CACHE_DIR", dir.join("cache"))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .with_context(|| format!("starting {}", kubesink.display()))?;
-        Ok(Self { child, log, ops })
-    }
+/// Its process id, failing if it has exited.
+fn pid(ks: &mut Kubesink) -> anyhow::Result<u32> {
+    ks.check_alive()?;
+    ks.pid().context("kubesink is not running")
+}
 
-    /// Its process id.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
+/// `VmRSS` and `VmHWM` of `ks` in bytes.
+pub fn memory(ks: &mut Kubesink) -> anyhow::Result<(u64, u64)> {
+    procfs::memory(pid(ks)?).context("reading kubesink's /proc status")
+}
 
-    /// Fails with the tail of its log if it has exited.
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!("kubesink exited ({status}):\n{}", tail.join("\n"));
-        }
-        Ok(())
-    }
+/// The resident memory of `ks` split into anonymous and file-backed pages.
+pub fn rollup(ks: &mut Kubesink) -> anyhow::Result<procfs::Rollup> {
+    procfs::rollup(pid(ks)?).context("reading kubesink's /proc smaps_rollup")
+}
 
-    /// `VmRSS` and `VmHWM` in bytes.
-    pub fn memory(&mut self) -> anyhow::Result<(u64, u64)> {
-        self.check_alive()?;
-        procfs::memory(self.pid()).context("reading kubesink's /proc status")
-    }
+/// The guests' linear memory in `ks` in bytes (0 if it cannot be read).
+pub fn guest_memory(ks: &mut Kubesink) -> u64 {
+    pid(ks).ok().and_then(procfs::linear_memory).unwrap_or(0)
+}
 
-    /// Its resident memory split into anonymous and file-backed pages.
-    pub fn rollup(&mut self) -> anyhow::Result<procfs::Rollup> {
-        self.check_alive()?;
-        procfs::rollup(self.pid()).context("reading kubesink's /proc smaps_rollup")
-    }
-
-    /// `GET path` on its operations server: status code and body.
-    async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(self.ops)
-            .await
-            .with_context(|| format!("connecting to kubesink's operations server {}", self.ops))?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.ops
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        parse_response(&response)
-            .with_context(|| format!("kubesink answered GET {path} with {response:?}"))
-    }
-
-    /// Waits until it is ready (every watch listed), its sink has
-    /// delivered at least `delivered` records in all and its queue is
-    /// empty; fails after `timeout`. Returns the time taken.
-    pub async fn wait_settled(
-        &mut self,
-        delivered: u64,
-        timeout: Duration,
-    ) -> anyhow::Result<Duration> {
-        let started = Instant::now();
-        let mut last = String::new();
-        loop {
-            self.check_alive()?;
-            if let Ok((200, _)) = self.get("/readyz").await
-                && let Ok((200, text)) = self.get("/metrics").await
-            {
-                let done = sample(&text, "kubesink_sink_records_delivered_total", SINK);
-                let depth = sample(&text, "kubesink_sink_queue_depth", SINK);
-                if done.is_some_and(|d| d >= delivered as f64) && depth == Some(0.0) {
-                    return Ok(started.elapsed());
-                }
-                last = format!("delivered {done:?}, queue depth {depth:?}");
+/// Waits until `ks` is ready (every watch listed), its sink has delivered
+/// at least `delivered` records in all and its queue is empty; fails after
+/// `timeout`. Returns the time taken.
+pub async fn wait_settled(
+    ks: &mut Kubesink,
+    delivered: u64,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        ks.check_alive()?;
+        if let Ok((200, _)) = ks.get("/readyz").await
+            && let Ok((200, text)) = ks.get("/metrics").await
+        {
+            let done = sample(&text, "kubesink_sink_records_delivered_total", SINK);
+            let depth = sample(&text, "kubesink_sink_queue_depth", SINK);
+            if done.is_some_and(|d| d >= delivered as f64) && depth == Some(0.0) {
+                return Ok(started.elapsed());
             }
-            if started.elapsed() > timeout {
-                bail!(
-                    "kubesink did not settle within {timeout:?} (want ready, {delivered} delivered, an empty queue; last: {last})"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            last = format!("delivered {done:?}, queue depth {depth:?}");
         }
+        if started.elapsed() > timeout {
+            bail!(
+                "kubesink did not settle within {timeout:?} (want ready, {delivered} delivered, an empty queue; last: {last})"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 /// The label of the bench's one sink in kubesink's metrics.
 const SINK: &str = "sink=\"mysql\"";
-
-/// Status code and body of an HTTP/1.1 response without chunking.
-fn parse_response(text: &str) -> Option<(u16, String)> {
-    let code = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    Some((code, body.to_owned()))
-}
-
-/// The value of the sample `name{labels}` in an OpenMetrics exposition.
-fn sample(text: &str, name: &str, labels: &str) -> Option<f64> {
-    let key = format!("{name}{{{labels}}} ");
-    text.lines().find_map(|l| {
-        l.strip_prefix(&key)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
-}
-
-impl Drop for Kubesink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn count(pool: &MySqlPool, sql: &str) -> i64 {
     sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
@@ -442,21 +372,6 @@ pub async fn latency(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_status_body_and_samples() {
-        let r = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\na_total{sink=\"mysql\"} 7\nb{sink=\"mysql\"} 0\n# EOF\n";
-        let (code, body) = parse_response(r).expect("a response");
-        assert_eq!(code, 200);
-        assert_eq!(sample(&body, "a_total", SINK), Some(7.0));
-        assert_eq!(sample(&body, "b", SINK), Some(0.0));
-        assert_eq!(sample(&body, "a", SINK), None);
-        assert_eq!(
-            parse_response("HTTP/1.1 503 Service Unavailable\r\n\r\nno").map(|r| r.0),
-            Some(503)
-        );
-        assert!(parse_response("garbage").is_none());
-    }
 
     #[test]
     fn quantiles_by_nearest_rank() {

@@ -477,7 +477,7 @@ impl Bench {
         let dir = tempfile::tempdir()?;
         let job_uid = live::create_job(&client).await?;
         step("kubesink run");
-        let mut ks = live::Kubesink::start(&kubesink, &wasm, &cluster, &db, dir.path())?;
+        let mut ks = live::start(&kubesink, &wasm, &cluster, &db, dir.path())?;
         live::wait_count(
             &pool,
             &mut ks,
@@ -487,9 +487,9 @@ impl Bench {
         )
         .await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (rss0, _) = ks.memory()?;
-        let base = ks.rollup()?;
-        let guest0 = procfs::linear_memory(ks.pid()).unwrap_or(0);
+        let (rss0, _) = live::memory(&mut ks)?;
+        let base = live::rollup(&mut ks)?;
+        let guest0 = live::guest_memory(&mut ks);
         eprintln!(
             "  running, RSS {:.1} MB with 1 job ({:.1} MB anonymous, of which {:.1} MB the guest's linear memory; {:.1} MB file-backed)",
             rss0 as f64 / 1e6,
@@ -517,10 +517,10 @@ impl Bench {
                 Duration::from_secs(600),
             )
             .await?;
-            ks.wait_settled(pods + 1, Duration::from_secs(600)).await?;
+            live::wait_settled(&mut ks, pods + 1, Duration::from_secs(600)).await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let (rss_w, hwm_w) = ks.memory()?;
-            let guest_w = procfs::linear_memory(ks.pid()).unwrap_or(0);
+            let (rss_w, hwm_w) = live::memory(&mut ks)?;
+            let guest_w = live::guest_memory(&mut ks);
             let slope_w = (rss_w.saturating_sub(rss0)) as f64 / pods as f64;
             eprintln!(
                 "  watched: RSS {:.1} MB (peak {:.1} MB; guest linear memory {:.1} MB) holding {pods} pods; {slope_w:.0} bytes/pod",
@@ -536,12 +536,12 @@ impl Bench {
                 "memory: restarting kubesink with {pods} pods in the cluster (list + reconcile)"
             ));
             drop(ks);
-            ks = live::Kubesink::start(&kubesink, &wasm, &cluster, &db, dir.path())?;
-            let relisted = ks.wait_settled(pods + 1, Duration::from_secs(900)).await?;
+            ks = live::start(&kubesink, &wasm, &cluster, &db, dir.path())?;
+            let relisted = live::wait_settled(&mut ks, pods + 1, Duration::from_secs(900)).await?;
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let (rss_r, hwm_r) = ks.memory()?;
-            let roll_r = ks.rollup()?;
-            let guest_r = procfs::linear_memory(ks.pid()).unwrap_or(0);
+            let (rss_r, hwm_r) = live::memory(&mut ks)?;
+            let roll_r = live::rollup(&mut ks)?;
+            let guest_r = live::guest_memory(&mut ks);
             let slope_r = (rss_r.saturating_sub(rss0)) as f64 / pods as f64;
             let peak_slope_r = (hwm_r.saturating_sub(rss0)) as f64 / pods as f64;
             eprintln!(

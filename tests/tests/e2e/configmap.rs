@@ -12,80 +12,45 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Event};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kubesink::app::Runtime;
 use kubesink::config::Config;
-use kubesink::modules::{ModuleStatus, ModuleWatcher, sha256_hex, watch_modules};
+use kubesink::modules::{ModuleStatus, ModuleWatcher, sha256_hex};
 use kubesink::pipeline::Pipeline;
-use kubesink::source::{Normalizer, watch};
 use kubesink_host::Host;
 use kubesink_tests::wait::eventually;
 use kubesink_tests::{cluster, guests};
 use serde_json::json;
 use sqlx::{Connection, Row};
 
+use crate::live::{start_in_process, stop_in_process};
+
 const NS: &str = "default";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// kubesink as `run` assembles it, plus the module watchers.
-struct Kubesink {
-    pipeline: Arc<Pipeline>,
-    watch: tokio::task::JoinHandle<()>,
-    modules: Vec<ModuleWatcher>,
+/// The watcher of sink `sink`'s ConfigMap module in `runtime`.
+fn module<'a>(runtime: &'a mut Runtime, sink: &str) -> Result<&'a mut ModuleWatcher> {
+    runtime
+        .module(sink)
+        .with_context(|| format!("no module watcher for sink {sink}"))
 }
 
-impl Kubesink {
-    async fn start(yaml: &str, client: kube::Client) -> Result<Kubesink> {
-        let plan = Config::parse(yaml, "test")?.resolve("test")?;
-        let host = Host::new(plan.host.clone())?;
-        let pipeline = Arc::new(Pipeline::start(&host, plan.sinks.clone()).await?);
-        let modules = watch_modules(&client, NS, &host, &pipeline, &plan.sinks);
-        let watch = tokio::spawn(watch::run(
-            client,
-            pipeline.clone(),
-            Normalizer::default(),
-            watch::WatchOptions::default(),
-        ));
-        Ok(Kubesink {
-            pipeline,
-            watch,
-            modules,
-        })
-    }
-
-    fn module(&mut self, sink: &str) -> Result<&mut ModuleWatcher> {
-        self.modules
-            .iter_mut()
-            .find(|m| m.sink() == sink)
-            .with_context(|| format!("no module watcher for sink {sink}"))
-    }
-
-    /// Waits until sink `sink`'s module status satisfies `pred`.
-    async fn wait_module(
-        &mut self,
-        sink: &str,
-        what: &str,
-        pred: impl FnMut(&ModuleStatus) -> bool,
-    ) -> Result<ModuleStatus> {
-        self.module(sink)?
-            .wait_for(WAIT, pred)
-            .await
-            .map_err(|last| anyhow::anyhow!("sink {sink}: waited for {what}; last status {last:?}"))
-    }
-
-    async fn stop(self) -> Result<Vec<kubesink::pipeline::SinkReport>> {
-        drop(self.modules);
-        self.watch.abort();
-        let _ = self.watch.await;
-        Pipeline::finish_shared(self.pipeline)
-            .await
-            .map_err(|_| anyhow::anyhow!("pipeline still shared after the watch stopped"))
-    }
+/// Waits until sink `sink`'s module status satisfies `pred`.
+async fn wait_module(
+    runtime: &mut Runtime,
+    sink: &str,
+    what: &str,
+    pred: impl FnMut(&ModuleStatus) -> bool,
+) -> Result<ModuleStatus> {
+    module(runtime, sink)?
+        .wait_for(WAIT, pred)
+        .await
+        .map_err(|last| anyhow::anyhow!("sink {sink}: waited for {what}; last status {last:?}"))
 }
 
 /// The uids in column `column` of `table` (empty when the table is absent).
@@ -196,10 +161,8 @@ async fn cluster_configmap_module_is_swapped_mid_stream_and_bad_versions_are_rej
         "connections:\n  db: {{ driver: sqlite, path: '{}' }}\nsinks:\n  - name: hot\n    module: 'configmap:sinks/sink.wasm'\n    records: [events]\n    connections: [db]\n    settings: {{ connection: db }}\n    limits: {{ max_module: 150Ki }}\n    batch: {{ max_records: 5, max_delay: 20ms }}\n",
         db.display()
     );
-    let mut ks = Kubesink::start(&yaml, client.clone()).await?;
-    let first = ks
-        .wait_module("hot", "the counter version", |s| s.loaded == 1)
-        .await?;
+    let mut ks = start_in_process(&yaml, &cluster).await?;
+    let first = wait_module(&mut ks, "hot", "the counter version", |s| s.loaded == 1).await?;
     assert_eq!(first.active.as_deref(), Some(sha256_hex(&counter).as_str()));
 
     // A stream of events; the mysql sink replaces the counter mid-stream:
@@ -212,16 +175,14 @@ async fn cluster_configmap_module_is_swapped_mid_stream_and_bad_versions_are_rej
         if i == 20 {
             put_configmap(&configmaps, "sinks", &[("sink.wasm", &mysql)]).await?;
         }
-        if ks.module("hot")?.status().loaded >= 2 {
+        if module(&mut ks, "hot")?.status().loaded >= 2 {
             after_swap += 1;
         }
         i += 1;
         ensure!(i < 2000, "the mysql version was never swapped in");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let second = ks
-        .wait_module("hot", "the mysql version", |s| s.loaded == 2)
-        .await?;
+    let second = wait_module(&mut ks, "hot", "the mysql version", |s| s.loaded == 2).await?;
     assert_eq!(second.active.as_deref(), Some(sha256_hex(&mysql).as_str()));
     assert_eq!(second.error, None);
     eventually(
@@ -278,9 +239,9 @@ async fn cluster_configmap_module_is_swapped_mid_stream_and_bad_versions_are_rej
         ),
     ];
     for (i, (what, bytes, cause)) in bad.iter().enumerate() {
-        let errors = ks.module("hot")?.status().errors;
+        let errors = module(&mut ks, "hot")?.status().errors;
         put_configmap(&configmaps, "sinks", &[("sink.wasm", bytes)]).await?;
-        let status = ks.wait_module("hot", what, |s| s.errors > errors).await?;
+        let status = wait_module(&mut ks, "hot", what, |s| s.errors > errors).await?;
         let error = status.error.clone().unwrap_or_default();
         assert!(
             error.contains("sink 'hot'") && error.contains(at) && error.contains(cause),
@@ -301,7 +262,7 @@ async fn cluster_configmap_module_is_swapped_mid_stream_and_bad_versions_are_rej
         .await?;
     }
 
-    let reports = ks.stop().await?;
+    let reports = stop_in_process(ks).await?;
     assert_eq!(reports[0].failed, 0, "{reports:?}");
     Ok(())
 }
@@ -332,11 +293,12 @@ async fn cluster_configmap_module_missing_at_start_is_picked_up_and_pinned_by_sh
         file_db.display(),
         counter_path.display()
     );
-    let mut ks = Kubesink::start(&yaml, client.clone()).await?;
+    let mut ks = start_in_process(&yaml, &cluster).await?;
     let at = "configmap default/late-sinks key counter.wasm.gz";
-    let status = ks
-        .wait_module("late", "the missing ConfigMap error", |s| s.error.is_some())
-        .await?;
+    let status = wait_module(&mut ks, "late", "the missing ConfigMap error", |s| {
+        s.error.is_some()
+    })
+    .await?;
     let error = status.error.unwrap_or_default();
     assert!(
         error.contains("sink 'late'") && error.contains(at) && error.contains("does not exist"),
@@ -359,13 +321,12 @@ async fn cluster_configmap_module_missing_at_start_is_picked_up_and_pinned_by_sh
 
     // The ConfigMap appears without the key, then with the wrong digest.
     put_configmap(&configmaps, "late-sinks", &[("other.wasm", b"x")]).await?;
-    let status = ks
-        .wait_module("late", "the missing key error", |s| {
-            s.error
-                .as_deref()
-                .is_some_and(|e| e.contains("no binaryData key"))
-        })
-        .await?;
+    let status = wait_module(&mut ks, "late", "the missing key error", |s| {
+        s.error
+            .as_deref()
+            .is_some_and(|e| e.contains("no binaryData key"))
+    })
+    .await?;
     let error = status.error.unwrap_or_default();
     assert!(
         error.contains(at) && error.contains("other.wasm"),
@@ -377,13 +338,12 @@ async fn cluster_configmap_module_missing_at_start_is_picked_up_and_pinned_by_sh
         &[("counter.wasm.gz", &gzip(&mysql)?)],
     )
     .await?;
-    let status = ks
-        .wait_module("late", "the digest mismatch", |s| {
-            s.error
-                .as_deref()
-                .is_some_and(|e| e.contains("sha256 mismatch"))
-        })
-        .await?;
+    let status = wait_module(&mut ks, "late", "the digest mismatch", |s| {
+        s.error
+            .as_deref()
+            .is_some_and(|e| e.contains("sha256 mismatch"))
+    })
+    .await?;
     let error = status.error.unwrap_or_default();
     assert!(
         error.contains(at) && error.contains(&pin) && error.contains(&sha256_hex(&mysql)),
@@ -398,9 +358,7 @@ async fn cluster_configmap_module_missing_at_start_is_picked_up_and_pinned_by_sh
         &[("counter.wasm.gz", &gzip(&counter)?)],
     )
     .await?;
-    let status = ks
-        .wait_module("late", "the pinned version", |s| s.loaded == 1)
-        .await?;
+    let status = wait_module(&mut ks, "late", "the pinned version", |s| s.loaded == 1).await?;
     assert_eq!(status.active.as_deref(), Some(pin.as_str()));
     assert_eq!(status.error, None);
     eventually(
@@ -417,9 +375,10 @@ async fn cluster_configmap_module_missing_at_start_is_picked_up_and_pinned_by_sh
         &[("counter.wasm.gz", &gzip(&mysql)?)],
     )
     .await?;
-    let status = ks
-        .wait_module("late", "the later digest mismatch", |s| s.error.is_some())
-        .await?;
+    let status = wait_module(&mut ks, "late", "the later digest mismatch", |s| {
+        s.error.is_some()
+    })
+    .await?;
     let error = status.error.unwrap_or_default();
     assert!(
         error.contains("sha256 mismatch") && error.contains("keeps running version"),
@@ -439,7 +398,7 @@ async fn cluster_configmap_module_missing_at_start_is_picked_up_and_pinned_by_sh
     )
     .await?;
     assert!(repeats.is_empty(), "redelivered: {repeats:?}");
-    let reports = ks.stop().await?;
+    let reports = stop_in_process(ks).await?;
     assert!(reports.iter().all(|r| r.failed == 0), "{reports:?}");
     Ok(())
 }

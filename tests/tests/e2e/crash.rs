@@ -20,7 +20,7 @@ use kube::core::GroupVersionKind;
 use kubesink_tests::{cluster, guests, mariadb};
 use serde_json::json;
 
-use crate::live::{Kubesink, col, wait_same_rows};
+use crate::live::{col, run_kubedl, wait_same_rows};
 
 /// One change driven through the API.
 #[derive(Debug, Clone)]
@@ -364,10 +364,14 @@ async fn cluster_mariadb_sigkill_at_random_points_leaves_the_rows_of_an_uninterr
         mariadb::fresh_database("crash_got").await?,
     );
     let kubeconfig = cluster.kubeconfig_path();
-    let mut reference = Kubesink::start("reference", kubeconfig, &want_db, &[], dir.path())?;
-    let mut victim = Kubesink::start("victim", kubeconfig, &got_db, &[], dir.path())?;
-    reference.wait_log("listed; watching", 4, 120).await?;
-    victim.wait_log("listed; watching", 4, 120).await?;
+    let mut reference = run_kubedl("reference", kubeconfig, &want_db, &[], dir.path())?;
+    let mut victim = run_kubedl("victim", kubeconfig, &got_db, &[], dir.path())?;
+    reference
+        .wait_for_count("listed; watching", 4, Duration::from_secs(120))
+        .await?;
+    victim
+        .wait_for_count("listed; watching", 4, Duration::from_secs(120))
+        .await?;
 
     let rounds = 9;
     let ops = plan(rounds);
@@ -400,9 +404,11 @@ async fn cluster_mariadb_sigkill_at_random_points_leaves_the_rows_of_an_uninterr
         }
         if restart_at.is_some_and(|r| r <= n) {
             let listed = victim.log().matches("listed; watching").count();
-            victim = Kubesink::start("victim", kubeconfig, &got_db, &[], dir.path())?;
+            victim = run_kubedl("victim", kubeconfig, &got_db, &[], dir.path())?;
             // jobs, tfjobs, pods and events listed again.
-            victim.wait_log("listed; watching", listed + 4, 120).await?;
+            victim
+                .wait_for_count("listed; watching", listed + 4, Duration::from_secs(120))
+                .await?;
             restart_at = None;
         }
         if restart_at.is_some() && op.is_delete() {
@@ -416,7 +422,7 @@ async fn cluster_mariadb_sigkill_at_random_points_leaves_the_rows_of_an_uninterr
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
     if restart_at.is_some() {
-        victim = Kubesink::start("victim", kubeconfig, &got_db, &[], dir.path())?;
+        victim = run_kubedl("victim", kubeconfig, &got_db, &[], dir.path())?;
     }
     assert!(killed >= 5);
     eprintln!("objects deleted while the victim was down (compared for removal only): {relaxed:?}");
@@ -424,7 +430,7 @@ async fn cluster_mariadb_sigkill_at_random_points_leaves_the_rows_of_an_uninterr
     let (want, got) = (want_db.connect().await?, got_db.connect().await?);
     let rows = wait_same_rows(&want, &got, &relaxed, 120)
         .await
-        .with_context(|| format!("victim log:\n{}", crate::live::tail(&victim.log(), 30)))?;
+        .with_context(|| format!("victim log:\n{}", victim.tail(30)))?;
     check_plan_rows(&rows, rounds)?;
     // Each restart's listing marked what was deleted while it was down.
     assert!(victim.running() && reference.running());

@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use kubesink_tests::mariadb;
 
 use crate::crash::{Driver, check_plan_rows, cluster_with_tfjobs, plan};
-use crate::live::{Kubesink, tail, wait_same_rows};
+use crate::live::{run_kubedl, wait_same_rows};
+use kubesink_tests::binary::{Kubesink, tail};
 
 /// The lease duration the replicas run with.
 const LEASE: Duration = Duration::from_secs(4);
@@ -36,7 +37,7 @@ async fn leader_of(replicas: &[&Kubesink], within: Duration) -> Result<(usize, D
         "no replica became the leader within {within:?}; logs:\n{}",
         replicas
             .iter()
-            .map(|r| format!("{}:\n{}", r.name, tail(&r.log(), 15)))
+            .map(|r| format!("{}:\n{}", r.name(), r.tail(15)))
             .collect::<Vec<_>>()
             .join("\n")
     )
@@ -50,11 +51,11 @@ fn watched_only_as_leader(replica: &Kubesink) -> Result<()> {
         let led = log.find("became the leader").with_context(|| {
             format!(
                 "{} watched without leading:\n{}",
-                replica.name,
+                replica.name(),
                 tail(&log, 20)
             )
         })?;
-        anyhow::ensure!(led < listed, "{} watched before it led", replica.name);
+        anyhow::ensure!(led < listed, "{} watched before it led", replica.name());
     }
     Ok(())
 }
@@ -77,16 +78,20 @@ async fn cluster_mariadb_leader_hand_over_on_sigterm_and_sigkill_loses_and_dupli
         "--lease-duration",
         lease.as_str(),
     ];
-    let reference = Kubesink::start("reference", kubeconfig, &want_db, &[], dir.path())?;
-    let a = Kubesink::start("a", kubeconfig, &ha_db, &elect, dir.path())?;
-    let b = Kubesink::start("b", kubeconfig, &ha_db, &elect, dir.path())?;
-    reference.wait_log("listed; watching", 4, 120).await?;
+    let mut reference = run_kubedl("reference", kubeconfig, &want_db, &[], dir.path())?;
+    let a = run_kubedl("a", kubeconfig, &ha_db, &elect, dir.path())?;
+    let b = run_kubedl("b", kubeconfig, &ha_db, &elect, dir.path())?;
+    reference
+        .wait_for_count("listed; watching", 4, Duration::from_secs(120))
+        .await?;
     let (first, _) = leader_of(&[&a, &b], Duration::from_secs(60)).await?;
     let (mut leader, mut standby) = if first == 0 { (a, b) } else { (b, a) };
     standby
-        .wait_log("standing by for leadership", 1, 30)
+        .wait_for_count("standing by for leadership", 1, Duration::from_secs(30))
         .await?;
-    leader.wait_log("listed; watching", 4, 60).await?;
+    leader
+        .wait_for_count("listed; watching", 4, Duration::from_secs(60))
+        .await?;
 
     let rounds = 9;
     let ops = plan(rounds);
@@ -98,14 +103,16 @@ async fn cluster_mariadb_leader_hand_over_on_sigterm_and_sigkill_loses_and_dupli
             // SIGTERM: the leader delivers its queue, releases the Lease
             // and exits 0; the standby takes over at once.
             let stopped = Instant::now();
-            let status = leader.terminate().await?;
-            assert!(status.success(), "{}: {status}", leader.name);
+            let status = leader.terminate(Duration::from_secs(60)).await?;
+            assert!(status.success(), "{}: {status}", leader.name());
             assert!(leader.log().contains("released the lease"));
             let (_, took) = leader_of(&[&standby], LEASE * 3).await?;
             takeovers.push(("SIGTERM", stopped.elapsed().max(took)));
             // A new replica stands by.
-            let fresh = Kubesink::start("c", kubeconfig, &ha_db, &elect, dir.path())?;
-            fresh.wait_log("standing by for leadership", 1, 30).await?;
+            let mut fresh = run_kubedl("c", kubeconfig, &ha_db, &elect, dir.path())?;
+            fresh
+                .wait_for_count("standing by for leadership", 1, Duration::from_secs(30))
+                .await?;
             std::mem::swap(&mut leader, &mut standby);
             standby = fresh;
         }
@@ -115,19 +122,10 @@ async fn cluster_mariadb_leader_hand_over_on_sigterm_and_sigkill_loses_and_dupli
             let killed = Instant::now();
             leader.kill();
             let before = standby.log().matches("became the leader").count();
-            let deadline = LEASE * 3;
-            loop {
-                if standby.log().matches("became the leader").count() > before {
-                    break;
-                }
-                anyhow::ensure!(
-                    killed.elapsed() < deadline,
-                    "{} did not take over within {deadline:?}:\n{}",
-                    standby.name,
-                    tail(&standby.log(), 20)
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            standby
+                .wait_for_count("became the leader", before + 1, LEASE * 3)
+                .await
+                .context("the standby did not take over after the SIGKILL")?;
             takeovers.push(("SIGKILL", killed.elapsed()));
             std::mem::swap(&mut leader, &mut standby);
         }
@@ -150,7 +148,7 @@ async fn cluster_mariadb_leader_hand_over_on_sigterm_and_sigkill_loses_and_dupli
     // Both replicas that took over had stood by without watching.
     watched_only_as_leader(&leader)?;
     watched_only_as_leader(&standby)?;
-    assert!(leader.running(), "{}", tail(&leader.log(), 20));
+    assert!(leader.running(), "{}", leader.tail(20));
     want.close().await;
     got.close().await;
     drop((reference, leader, standby));

@@ -11,17 +11,16 @@
 //! malformed object). Also the process and row-set helpers of `ha.rs` and
 //! `crash.rs`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
+use kubesink::app::{self, RunOptions, Runtime};
 use kubesink::config::Config;
-use kubesink::pipeline::Pipeline;
-use kubesink::source::{Normalizer, watch};
-use kubesink_host::Host;
+use kubesink::pipeline::SinkReport;
+use kubesink_tests::binary::{Kubesink, cache_env, kubesink_binary};
 use kubesink_tests::wait::eventually;
 use kubesink_tests::{cluster, guests};
 use serde_json::json;
@@ -77,7 +76,7 @@ async fn cluster_live_watch_follows_a_tfjob_its_pod_and_events() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("live.db");
     let yaml = sink_config(&db)?;
-    let (pipeline, watcher) = start_kubesink(&yaml, client.clone()).await?;
+    let runtime = start_in_process(&yaml, &cluster).await?;
 
     // A TFJob, Running.
     let tfjobs = tfjob_api(client.clone());
@@ -206,10 +205,10 @@ async fn cluster_live_watch_follows_a_tfjob_its_pod_and_events() -> Result<()> {
         &["Pending", "1"],
     )
     .await?;
-    stop_kubesink(pipeline, watcher).await?;
+    stop_kubesink(runtime).await?;
     pods.delete("mnist-worker-1", &DeleteParams::default())
         .await?;
-    let (pipeline, watcher) = start_kubesink(&yaml, client.clone()).await?;
+    let runtime = start_in_process(&yaml, &cluster).await?;
     wait_for(
         &db,
         "SELECT status, is_in_etcd, image FROM replica_info WHERE name = 'mnist-worker-1'",
@@ -229,7 +228,7 @@ async fn cluster_live_watch_follows_a_tfjob_its_pod_and_events() -> Result<()> {
         &["Running", "1"],
     )
     .await?;
-    stop_kubesink(pipeline, watcher).await
+    stop_kubesink(runtime).await
 }
 
 /// The mysql sink into the SQLite file `db`, batches flushed quickly.
@@ -254,31 +253,35 @@ fn tfjob_api(client: kube::Client) -> Api<DynamicObject> {
     )
 }
 
-async fn start_kubesink(
-    yaml: &str,
-    client: kube::Client,
-) -> Result<(Arc<Pipeline>, tokio::task::JoinHandle<()>)> {
+/// kubesink `run` in-process on `cluster` with the sinks of `yaml` (no
+/// operations server, no leader election).
+pub(crate) async fn start_in_process(yaml: &str, cluster: &cluster::Cluster) -> Result<Runtime> {
     let plan = Config::parse(yaml, "test")?.resolve("test")?;
-    let host = Host::new(plan.host.clone())?;
-    let pipeline = Arc::new(Pipeline::start(&host, plan.sinks.clone()).await?);
-    let watcher = tokio::spawn(watch::run(
-        client,
-        pipeline.clone(),
-        Normalizer::default(),
-        watch::WatchOptions::default(),
-    ));
-    Ok((pipeline, watcher))
+    let mut options = RunOptions::new(app::Cluster::Client {
+        client: cluster.client(),
+        server: cluster.base_url(),
+    });
+    options.own_namespace = Some("default".into());
+    Ok(Runtime::start(&plan, options).await?)
 }
 
-async fn stop_kubesink(
-    pipeline: Arc<Pipeline>,
-    watcher: tokio::task::JoinHandle<()>,
-) -> Result<()> {
-    watcher.abort();
-    let _ = watcher.await;
-    let reports = Pipeline::finish_shared(pipeline)
-        .await
-        .map_err(|_| anyhow::anyhow!("pipeline still shared after the watch stopped"))?;
+/// Shuts `runtime` down (everything queued delivered) and returns the
+/// final counters of its sinks.
+pub(crate) async fn stop_in_process(runtime: Runtime) -> Result<Vec<SinkReport>> {
+    let stopped = runtime.shutdown(Duration::from_secs(60)).await?;
+    let shutdown = stopped
+        .shutdown
+        .context("the runtime stood by instead of watching")?;
+    anyhow::ensure!(
+        shutdown.undelivered.is_empty(),
+        "undelivered after 60 s: {:?}",
+        shutdown.undelivered
+    );
+    Ok(shutdown.reports)
+}
+
+async fn stop_kubesink(runtime: Runtime) -> Result<()> {
+    let reports = stop_in_process(runtime).await?;
     assert_eq!(reports[0].failed, 0, "{reports:?}");
     Ok(())
 }
@@ -292,10 +295,10 @@ async fn cluster_live_watch_picks_up_a_late_crd_and_survives_an_apiserver_restar
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("late.db");
     let yaml = sink_config(&db)?;
-    let (pipeline, watcher) = start_kubesink(&yaml, client.clone()).await?;
+    let runtime = start_in_process(&yaml, &cluster).await?;
     // Every watch has made its first listing (the TFJob one found no CRD:
     // 404), so the CRD below is installed after the watch started.
-    let health = pipeline.ops().health.clone();
+    let health = runtime.ops().health.clone();
     eventually(Duration::from_secs(60), "every watch listed once", || {
         let ready = health.readiness();
         async move { Ok(ready.is_ok_and(|text| text.contains("tfjobs (training.kubedl.io"))) }
@@ -338,152 +341,54 @@ async fn cluster_live_watch_picks_up_a_late_crd_and_survives_an_apiserver_restar
     )
     .await?;
     wait_for(&db, "SELECT COUNT(*) FROM job_info", &["1"]).await?;
-    stop_kubesink(pipeline, watcher).await
+    stop_kubesink(runtime).await
 }
 
 // ---------------------------------------------------------------------------
 // `kubesink run` as a process, and MariaDB row sets: shared by live.rs,
 // ha.rs and crash.rs.
 
-/// A `kubesink run` process with the KubeDL switches (`--meta-storage
-/// mysql --event-storage mysql`, `MYSQL_*` of `db`) and its stderr in a
-/// log file. Dropping it kills it.
-pub(crate) struct Kubesink {
-    child: Option<std::process::Child>,
-    log: std::path::PathBuf,
-    /// For messages.
-    pub(crate) name: String,
-}
-
-impl Kubesink {
-    /// Starts `kubesink run` on the cluster of `kubeconfig`, appending its
-    /// stderr to `<dir>/<name>.log`.
-    pub(crate) fn start(
-        name: &str,
-        kubeconfig: &std::path::Path,
-        db: &kubesink_tests::mariadb::TestDb,
-        extra: &[&str],
-        dir: &std::path::Path,
-    ) -> Result<Self> {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("log file {}", log.display()))?;
-        let mut cmd = std::process::Command::new(kubesink_tests::binary::kubesink_binary()?);
-        cmd.args(["run", "--meta-storage", "mysql", "--event-storage", "mysql"])
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .envs(db.kubedl_env())
-            .env(
-                "KUBESINK_LOG",
-                "warn,kubesink=info,kubesink_host=info,kube_lease_manager=info",
-            )
-            .env_remove("KUBECONFIG")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(file);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting kubesink {name}"))?;
-        Ok(Self {
-            child: Some(child),
-            log,
-            name: name.to_owned(),
-        })
-    }
-
-    /// Everything it logged so far (all its runs).
-    pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: &str) -> Result<()> {
-        let pid = self
-            .child
-            .as_ref()
-            .context("kubesink is not running")?
-            .id()
-            .to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill {signal} {pid}: {status}");
-        Ok(())
-    }
-
-    /// SIGKILL, as a crash would; waits for it to exit.
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // An error only means it has exited already.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM; waits (up to 60 s) for it to exit and returns its status.
-    pub(crate) async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
-        self.signal("-TERM")?;
-        let mut child = self.child.take().context("kubesink is not running")?;
-        for _ in 0..600 {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = child.kill();
-        anyhow::bail!("kubesink {} did not exit within 60 s of SIGTERM", self.name)
-    }
-
-    /// SIGSTOP: frozen with its connections open.
-    pub(crate) fn pause(&self) -> Result<()> {
-        self.signal("-STOP")
-    }
-
-    /// SIGCONT.
-    pub(crate) fn resume(&self) -> Result<()> {
-        self.signal("-CONT")
-    }
-
-    /// Whether the process is still running.
-    pub(crate) fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// Waits (up to `secs`) until its log contains `needle` at least
-    /// `times` times.
-    pub(crate) async fn wait_log(&self, needle: &str, times: usize, secs: u64) -> Result<()> {
-        for _ in 0..secs * 10 {
-            if self.log().matches(needle).count() >= times {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        anyhow::bail!(
-            "kubesink {}: `{needle}` not logged {times} times within {secs} s; log:\n{}",
-            self.name,
-            tail(&self.log(), 40)
-        )
-    }
-}
-
-impl Drop for Kubesink {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The last `n` lines of `text`.
-pub(crate) fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+/// Starts a `kubesink run` process on the cluster of `kubeconfig` with the
+/// KubeDL switches (`--meta-storage mysql --event-storage mysql`, `MYSQL_*`
+/// of `db`, no config file) and `extra` arguments, appending its output to
+/// `<dir>/<name>.log` (one log for all its runs).
+pub(crate) fn run_kubedl(
+    name: &str,
+    kubeconfig: &std::path::Path,
+    db: &kubesink_tests::mariadb::TestDb,
+    extra: &[&str],
+    dir: &std::path::Path,
+) -> Result<Kubesink> {
+    let mut args: Vec<String> = [
+        "run",
+        "--meta-storage",
+        "mysql",
+        "--event-storage",
+        "mysql",
+        "--listen",
+        "127.0.0.1:0",
+        "--kubeconfig",
+    ]
+    .map(String::from)
+    .into();
+    args.push(kubeconfig.display().to_string());
+    args.extend(extra.iter().map(|&a| a.to_owned()));
+    let mut env: Vec<(String, String)> = db
+        .kubedl_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    env.push((
+        "KUBESINK_LOG".into(),
+        "warn,kubesink=info,kubesink_host=info,kube_lease_manager=info".into(),
+    ));
+    env.extend(cache_env());
+    Kubesink::start(
+        &kubesink_binary()?,
+        &args,
+        &env,
+        &dir.join(format!("{name}.log")),
+    )
 }
 
 /// One table's rows: key (the object's uid) → (column, value as text).
@@ -707,7 +612,7 @@ async fn cluster_mariadb_kubedl_switches_run_live_and_jobs_deleted_while_down_ar
     let dir = tempfile::tempdir()?;
     let db = kubesink_tests::mariadb::fresh_database("live_kubedl").await?;
     let pool = db.connect().await?;
-    let mut ks = Kubesink::start("kubedl", cluster.kubeconfig_path(), &db, &[], dir.path())?;
+    let mut ks = run_kubedl("kubedl", cluster.kubeconfig_path(), &db, &[], dir.path())?;
     let mut driver = Driver::new(cluster.client());
     let ops = [
         Op::CreateTfJob("tf-a".into()),
@@ -757,8 +662,8 @@ async fn cluster_mariadb_kubedl_switches_run_live_and_jobs_deleted_while_down_ar
     )
     .await?;
 
-    let status = ks.terminate().await?;
-    assert!(status.success(), "{status}: {}", tail(&ks.log(), 20));
+    let status = ks.terminate(Duration::from_secs(60)).await?;
+    assert!(status.success(), "{status}: {}", ks.tail(20));
     for (n, op) in [
         Op::DeletePod("tf-a-worker-0".into()),
         Op::DeleteTfJob("tf-a".into()),
@@ -769,7 +674,7 @@ async fn cluster_mariadb_kubedl_switches_run_live_and_jobs_deleted_while_down_ar
     {
         driver.apply(n, op).await?;
     }
-    let ks = Kubesink::start("kubedl", cluster.kubeconfig_path(), &db, &[], dir.path())?;
+    let mut ks = run_kubedl("kubedl", cluster.kubeconfig_path(), &db, &[], dir.path())?;
     wait_mysql(
         &pool,
         "SELECT status, is_in_etcd, owner FROM job_info WHERE name = 'tf-a'",
@@ -791,8 +696,12 @@ async fn cluster_mariadb_kubedl_switches_run_live_and_jobs_deleted_while_down_ar
         60,
     )
     .await?;
-    ks.wait_log("marked jobs deleted while not watching", 1, 10)
-        .await?;
+    ks.wait_for_count(
+        "marked jobs deleted while not watching",
+        1,
+        Duration::from_secs(10),
+    )
+    .await?;
     wait_mysql(
         &pool,
         "SELECT COUNT(*), CAST(SUM(is_in_etcd) AS SIGNED) FROM job_info",
@@ -874,7 +783,7 @@ async fn cluster_mariadb_jobs_are_not_reconciled_while_a_served_job_kind_cannot_
     for (n, op) in ops.iter().enumerate() {
         driver.apply(n, op).await?;
     }
-    let mut ks = Kubesink::start("reader", &kubeconfig, &db, &[], dir.path())?;
+    let mut ks = run_kubedl("reader", &kubeconfig, &db, &[], dir.path())?;
     wait_mysql(
         &pool,
         "SELECT is_in_etcd FROM job_info WHERE name = 'bj-r'",
@@ -882,15 +791,19 @@ async fn cluster_mariadb_jobs_are_not_reconciled_while_a_served_job_kind_cannot_
         60,
     )
     .await?;
-    ks.wait_log("tfjobs (training.kubedl.io/v1alpha1)", 1, 30)
-        .await?;
+    ks.wait_for_count(
+        "tfjobs (training.kubedl.io/v1alpha1)",
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
     assert!(ks.log().contains("403") || ks.log().contains("forbidden"));
-    let status = ks.terminate().await?;
+    let status = ks.terminate(Duration::from_secs(60)).await?;
     assert!(status.success(), "{status}");
 
     driver.apply(2, &Op::DeletePod("bj-r-pod".into())).await?;
     driver.apply(3, &Op::DeleteBatchJob("bj-r".into())).await?;
-    let ks = Kubesink::start("reader", &kubeconfig, &db, &[], dir.path())?;
+    let ks = run_kubedl("reader", &kubeconfig, &db, &[], dir.path())?;
     // The pod is reconciled (pods are listed) ...
     wait_mysql(
         &pool,
@@ -987,7 +900,7 @@ async fn cluster_mariadb_forced_410_after_apiserver_restart_loses_and_duplicates
     let dir = tempfile::tempdir()?;
     let db = kubesink_tests::mariadb::fresh_database("live_410").await?;
     let pool = db.connect().await?;
-    let mut ks = Kubesink::start("expiry", cluster.kubeconfig_path(), &db, &[], dir.path())?;
+    let mut ks = run_kubedl("expiry", cluster.kubeconfig_path(), &db, &[], dir.path())?;
     let mut driver = Driver::new(cluster.client());
     let pod = |name: &str| Op::CreatePod {
         name: name.into(),
@@ -1037,8 +950,12 @@ async fn cluster_mariadb_forced_410_after_apiserver_restart_loses_and_duplicates
     eprintln!("etcd compacted at revision {revision}");
     ks.resume()?;
 
-    ks.wait_log("watch expired (410 Gone); listing again", 1, 60)
-        .await?;
+    ks.wait_for_count(
+        "watch expired (410 Gone); listing again",
+        1,
+        Duration::from_secs(60),
+    )
+    .await?;
     wait_mysql(
         &pool,
         "SELECT status, is_in_etcd FROM replica_info WHERE name = 'tf-e-worker-0'",
@@ -1100,9 +1017,13 @@ async fn cluster_mariadb_unreachable_apiserver_and_a_malformed_object_are_report
 
     // Unreachable at start.
     cluster.stop_apiserver();
-    let mut ks = Kubesink::start("faults", cluster.kubeconfig_path(), &db, &[], dir.path())?;
-    ks.wait_log("cannot watch; retrying with backoff", 4, 60)
-        .await?;
+    let mut ks = run_kubedl("faults", cluster.kubeconfig_path(), &db, &[], dir.path())?;
+    ks.wait_for_count(
+        "cannot watch; retrying with backoff",
+        4,
+        Duration::from_secs(60),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let log = ks.log();
     let warnings: Vec<&str> = log
@@ -1126,12 +1047,17 @@ async fn cluster_mariadb_unreachable_apiserver_and_a_malformed_object_are_report
         60,
     )
     .await?;
-    ks.wait_log("watching again", 4, 30).await?;
+    ks.wait_for_count("watching again", 4, Duration::from_secs(30))
+        .await?;
 
     // Unreachable mid-run.
     cluster.stop_apiserver();
-    ks.wait_log("cannot watch; retrying with backoff", 5, 60)
-        .await?;
+    ks.wait_for_count(
+        "cannot watch; retrying with backoff",
+        5,
+        Duration::from_secs(60),
+    )
+    .await?;
     cluster.start_apiserver().await?;
     driver.apply(1, &Op::CreateTfJob("tf-2".into())).await?;
     wait_mysql(
@@ -1159,7 +1085,8 @@ async fn cluster_mariadb_unreachable_apiserver_and_a_malformed_object_are_report
         60,
     )
     .await?;
-    ks.wait_log("malformed object skipped", 1, 10).await?;
+    ks.wait_for_count("malformed object skipped", 1, Duration::from_secs(10))
+        .await?;
     let log = ks.log();
     let errors: Vec<&str> = log
         .lines()
@@ -1172,7 +1099,7 @@ async fn cluster_mariadb_unreachable_apiserver_and_a_malformed_object_are_report
         Some(vec![Some("0".into())])
     );
     assert!(ks.running());
-    let status = ks.terminate().await?;
+    let status = ks.terminate(Duration::from_secs(60)).await?;
     assert!(status.success(), "{status}");
     pool.close().await;
     db.drop_database().await?;

@@ -5,179 +5,43 @@
 //! SIGTERM delivers what is queued within `--shutdown-grace` and exits 0,
 //! or says what was left and exits 5 when the grace runs out.
 //!
-//! Also the helpers the outage test shares: building the binary, starting
-//! it with its stderr in a file, bare HTTP GETs, reading metrics.
+//! Also the helpers the outage and lagging tests share: starting the
+//! binary (`kubesink_tests::binary::Kubesink`), reading metrics, the mysql
+//! sink's configuration.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, ListParams, PostParams};
 use kubesink::ops::metrics::sample;
+use kubesink_tests::binary::{Kubesink, cache_env, http_get, kubesink_binary};
 use kubesink_tests::mariadb::PrivateMariaDb;
 use kubesink_tests::wait::eventually;
 use kubesink_tests::{cluster, guests};
 use serde_json::json;
 use sqlx::Row;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Builds the `kubesink` binary (once per process) and returns its path.
-pub(crate) fn kubesink_bin() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = Command::new(&cargo)
-                .current_dir(guests::workspace_root())
-                .env("CARGO_TARGET_DIR", guests::target_dir())
-                .args(["build", "-p", "kubesink", "--bin", "kubesink"])
-                .output()
-                .map_err(|e| format!("running `{cargo} build -p kubesink`: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "`cargo build -p kubesink` failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            let bin = guests::target_dir().join("debug").join("kubesink");
-            if bin.is_file() {
-                Ok(bin)
-            } else {
-                Err(format!("{} was not built", bin.display()))
-            }
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-/// A `kubesink` child process whose stderr goes to a file.
-pub(crate) struct Kubesink {
-    pub child: Child,
-    pub stderr: PathBuf,
-}
-
-impl Kubesink {
-    /// Starts `kubesink ARGS` with `env`, stderr into `dir/name.stderr`.
-    pub fn spawn(
-        dir: &Path,
-        name: &str,
-        args: &[&str],
-        env: &[(&str, String)],
-        stdin: Stdio,
-    ) -> Result<Kubesink> {
-        let stderr = dir.join(format!("{name}.stderr"));
-        let file = std::fs::File::create(&stderr)?;
-        let mut cmd = Command::new(kubesink_bin()?);
-        cmd.args(args)
-            .env("NO_COLOR", "1")
-            .env("KUBESINK_LOG", "warn,kubesink=info,kubesink_host=info")
-            .stdin(stdin)
-            .stdout(Stdio::null())
-            .stderr(file);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().context("starting kubesink")?;
-        Ok(Kubesink { child, stderr })
-    }
-
-    /// What it wrote to stderr so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Waits (up to 120 s) for `listening on http://ADDR` in its log.
-    pub async fn listen_addr(&mut self) -> Result<SocketAddr> {
-        for _ in 0..1200 {
-            let log = self.log();
-            if let Some(addr) = log
-                .lines()
-                .find_map(|l| l.split("listening on http://").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
-            {
-                return addr.parse().with_context(|| format!("address {addr}"));
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("kubesink exited ({status}) before listening:\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("kubesink did not log its address:\n{}", self.log())
-    }
-
-    /// Sends SIGTERM.
-    pub fn terminate(&self) -> Result<()> {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
-        ensure!(status.success(), "kill -TERM {pid} failed");
-        Ok(())
-    }
-
-    /// Waits up to `limit` for it to exit; its exit code.
-    pub async fn wait(&mut self, limit: Duration) -> Result<i32> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return status
-                    .code()
-                    .with_context(|| format!("kubesink ended by a signal: {status}"));
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                bail!(
-                    "kubesink did not exit within {limit:?}; its log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Peak resident set size so far (`VmHWM` of /proc/PID/status), bytes.
-    pub fn peak_rss(&self) -> Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("no VmHWM in /proc/PID/status")?;
-        Ok(kb * 1024)
-    }
-}
-
-impl Drop for Kubesink {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A bare HTTP/1.1 GET: status code and body.
-pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: kubesink\r\nConnection: close\r\n\r\n").as_bytes(),
+/// Starts `kubesink ARGS` (with the compiled-component cache of the
+/// tests), its output in `dir/name.log`.
+pub(crate) fn spawn(dir: &Path, name: &str, args: &[&str]) -> Result<Kubesink> {
+    let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
+    Kubesink::start(
+        &kubesink_binary()?,
+        &args,
+        &cache_env(),
+        &dir.join(format!("{name}.log")),
     )
-    .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    let code = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no status line in {out:?}"))?;
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+}
+
+/// Its exit code once it has exited (within `limit`).
+async fn exit_code(ks: &mut Kubesink, limit: Duration) -> Result<i32> {
+    let status = ks.wait_exit(limit).await?;
+    status
+        .code()
+        .with_context(|| format!("kubesink {} ended by a signal: {status}", ks.name()))
 }
 
 /// One sample of `/metrics` (0 when the series is absent).
@@ -275,7 +139,7 @@ async fn cluster_ops_readyz_waits_for_the_listing_and_metrics_count_the_rows() -
     cluster.stop_apiserver();
     let kubeconfig = cluster.kubeconfig_path().display().to_string();
     let config_arg = config.display().to_string();
-    let mut ks = Kubesink::spawn(
+    let mut ks = spawn(
         dir.path(),
         "ops",
         &[
@@ -287,10 +151,8 @@ async fn cluster_ops_readyz_waits_for_the_listing_and_metrics_count_the_rows() -
             "--listen",
             "127.0.0.1:0",
         ],
-        &[],
-        Stdio::null(),
     )?;
-    let addr = ks.listen_addr().await?;
+    let addr = ks.listen_addr(Duration::from_secs(120)).await?;
     // Sinks load, watches fail: live but not ready, saying why.
     eventually(Duration::from_secs(60), "the watch to fail", || async {
         Ok(metric(
@@ -380,8 +242,8 @@ async fn cluster_ops_readyz_waits_for_the_listing_and_metrics_count_the_rows() -
         "{text}"
     );
 
-    ks.terminate()?;
-    let code = ks.wait(Duration::from_secs(60)).await?;
+    ks.signal("-TERM")?;
+    let code = exit_code(&mut ks, Duration::from_secs(60)).await?;
     ensure!(code == 0, "exit {code}; log:\n{}", ks.log());
     Ok(())
 }
@@ -404,7 +266,7 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     let kubeconfig = cluster.kubeconfig_path().display().to_string();
     let config_arg = config.display().to_string();
     let start = |name: &str, grace: &str| {
-        Kubesink::spawn(
+        spawn(
             dir.path(),
             name,
             &[
@@ -418,8 +280,6 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
                 "--shutdown-grace",
                 grace,
             ],
-            &[],
-            Stdio::null(),
         )
     };
     let pool = testdb.connect().await?;
@@ -436,7 +296,7 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     //    SIGTERM; the database comes back within the grace: all delivered,
     //    exit 0.
     let mut ks = start("drain", "60s")?;
-    let addr = ks.listen_addr().await?;
+    let addr = ks.listen_addr(Duration::from_secs(120)).await?;
     eventually(Duration::from_secs(60), "/readyz 200", || async {
         Ok(http_get(addr, "/readyz").await?.0 == 200)
     })
@@ -460,7 +320,7 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
         },
     )
     .await?;
-    ks.terminate()?;
+    ks.signal("-TERM")?;
     // It has taken the signal (readiness says so) and keeps draining: it is
     // still running with records queued behind the stopped database.
     eventually(
@@ -473,12 +333,12 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     )
     .await?;
     ensure!(
-        ks.child.try_wait()?.is_none(),
+        ks.exited()?.is_none(),
         "kubesink exited while records were queued; log:\n{}",
         ks.log()
     );
     mariadb.restart().await?;
-    let code = ks.wait(Duration::from_secs(60)).await?;
+    let code = exit_code(&mut ks, Duration::from_secs(60)).await?;
     let log = ks.log();
     ensure!(code == 0, "exit {code}; log:\n{log}");
     ensure!(log.contains("sink mysql: 150 delivered, 0 failed"), "{log}");
@@ -491,7 +351,7 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     // 2. The database stays away: the grace runs out, kubesink says what it
     //    did not deliver and exits 5.
     let mut ks = start("grace", "3s")?;
-    let addr = ks.listen_addr().await?;
+    let addr = ks.listen_addr(Duration::from_secs(120)).await?;
     // It lists the 150 events again and upserts them (no new rows).
     eventually(Duration::from_secs(60), "the listing delivered", || async {
         Ok(http_get(addr, "/readyz").await?.0 == 200
@@ -516,8 +376,8 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     })
     .await?;
     let stopped_at = Instant::now();
-    ks.terminate()?;
-    let code = ks.wait(Duration::from_secs(30)).await?;
+    ks.signal("-TERM")?;
+    let code = exit_code(&mut ks, Duration::from_secs(30)).await?;
     let took = stopped_at.elapsed();
     let log = ks.log();
     ensure!(code == 5, "exit {code}; log:\n{log}");

@@ -7,17 +7,17 @@
 //! reaches the pipe: the feeder is held back) and the peak RSS is reported.
 
 use std::io::Write;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
+use kubesink_tests::binary::{Kubesink, cache_env, kubesink_binary};
 use kubesink_tests::mariadb::PrivateMariaDb;
 use serde_json::json;
 use sqlx::Row;
 
-use super::ops::{Kubesink, mysql_connection, mysql_sink_config};
+use super::ops::{mysql_connection, mysql_sink_config};
 
 /// Events per second fed into the pipe.
 const RATE: u64 = 100;
@@ -63,7 +63,7 @@ fn parse_debug_duration(text: &str) -> Option<Duration> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_outage_of_60s_loses_and_duplicates_nothing() -> Result<()> {
     // Build the binary first, so that building does not eat into the stream.
-    super::ops::kubesink_bin()?;
+    let binary = kubesink_binary()?;
     let t0 = Instant::now();
     let phase = |what: &str| println!("outage test: {what} at {:.1?}", t0.elapsed());
     let mut mariadb = PrivateMariaDb::start().await?;
@@ -81,15 +81,9 @@ async fn mariadb_outage_of_60s_loses_and_duplicates_nothing() -> Result<()> {
             ),
         )?,
     )?;
-    let config_arg = config.display().to_string();
-    let mut ks = Kubesink::spawn(
-        dir.path(),
-        "outage",
-        &["--config", &config_arg, "replay", "-"],
-        &[],
-        Stdio::piped(),
-    )?;
-    let mut stdin = ks.child.stdin.take().context("kubesink's stdin")?;
+    let args = ["--config", &config.display().to_string(), "replay", "-"].map(String::from);
+    let (mut ks, mut stdin) =
+        Kubesink::start_piped(&binary, &args, &cache_env(), &dir.path().join("outage.log"))?;
 
     // The feeder writes document i at start + i/RATE, or as soon as the
     // pipe takes it when kubesink pushes back.
@@ -136,7 +130,10 @@ async fn mariadb_outage_of_60s_loses_and_duplicates_nothing() -> Result<()> {
         .map_err(|_| anyhow::anyhow!("the feeder thread panicked"))??;
     let rss_peak = ks.peak_rss()?;
     phase("stream fed");
-    let code = ks.wait(Duration::from_secs(120)).await?;
+    let status = ks.wait_exit(Duration::from_secs(120)).await?;
+    let code = status
+        .code()
+        .with_context(|| format!("kubesink: {status}"))?;
     let log = ks.log();
     ensure!(code == 0, "exit {code}; log:\n{log}");
     phase("kubesink exited");
