@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use kubesink_host::SinkInstance;
-use kubesink_normalize::record::{Change, Entry, RecordKind};
+use kubesink_normalize::record::{Entry, RecordKind};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kubesink_host::{FaultCause, WriteError};
-use kubesink_normalize::record::{Entry, Record, RecordKind, Timestamp};
+use kubesink_normalize::record::{Entry, RecordKind, Timestamp};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -73,11 +73,7 @@ impl Fake {
 }
 
 fn uid(entry: &Entry) -> String {
-    match &entry.record {
-        Record::Job(j) => j.meta.uid.clone(),
-        Record::Pod(p) => p.meta.uid.clone(),
-        Record::Event(e) => e.meta.uid.clone(),
-    }
+    entry.uid().to_owned()
 }
 
 impl Instance for Fake {
