@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use kubesink_normalize::record::RecordKind;
+use tokio::sync::{mpsc, oneshot};
 
 use super::CatchUpLink;
 use super::backoff::Backoff;
@@ -86,23 +87,30 @@ impl<S: Instance> Worker<S> {
         mut swaps: mpsc::Receiver<Swap<S>>,
     ) {
         let name = sink.config.name.clone();
+        // `held` requests wait for the module: answered by the first
+        // instance once it has delivered what queued (the asker's deadline
+        // still applies). Answering "cannot say" instead would make the
+        // sink fall behind and catch up from a listing, delivering what is
+        // already queued for it a second time.
+        let mut pending = Vec::new();
         loop {
             tokio::select! {
                 swap = swaps.recv() => match swap {
                     Some(Swap { instance, reply }) => {
                         tracing::info!(sink = %name, module = %instance.origin(), queued = queue.len(), "module loaded; the sink starts");
                         let _ = reply.send(());
-                        return Worker { instance, queue, sink, swaps }.run(control).await;
+                        let mut worker = Worker { instance, queue, sink, swaps };
+                        let retry = &worker.sink.config.retry;
+                        let mut failures = Backoff::new(retry.initial, retry.max);
+                        for (kind, reply) in pending {
+                            worker.answer_held(kind, reply, &mut failures).await;
+                        }
+                        return worker.run(control).await;
                     }
                     None => return,
                 },
                 request = control.recv() => match request {
-                    Some(Control::Held { reply, .. }) => {
-                        let _ = reply.send(Err(format!(
-                            "sink '{name}' has no module yet (waiting for {})",
-                            sink.config.module
-                        )));
-                    }
+                    Some(Control::Held { kind, reply }) => pending.push((kind, reply)),
                     None => return,
                 },
                 () = queue.closed() => {
@@ -111,6 +119,30 @@ impl<S: Instance> Worker<S> {
                 }
             }
         }
+    }
+
+    /// Delivers what is queued, then asks the sink what it holds of `kind`.
+    async fn answer_held(
+        &mut self,
+        kind: RecordKind,
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
+        failures: &mut Backoff,
+    ) {
+        if reply.is_closed() {
+            // Asked long ago; the asker gave up (deadline).
+            return;
+        }
+        let max_records = self.sink.config.batch.max_records;
+        while !self.queue.is_empty() {
+            let Some(batch) = self.queue.next_batch(max_records, Duration::ZERO).await else {
+                break;
+            };
+            self.deliver(batch, failures).await;
+        }
+        let started = std::time::Instant::now();
+        let answer = self.instance.held(kind).await.map_err(|e| e.to_string());
+        self.sink.counters.metrics.add_guest_time(started.elapsed());
+        let _ = reply.send(answer);
     }
 
     pub(super) async fn run(mut self, mut control: mpsc::Receiver<Control>) {
@@ -139,24 +171,7 @@ impl<S: Instance> Worker<S> {
                 biased;
                 request = control.recv(), if control_open => match request {
                     Some(Control::Held { kind, reply }) => {
-                        if reply.is_closed() {
-                            // Asked long ago; the asker gave up (deadline).
-                            continue;
-                        }
-                        while !self.queue.is_empty() {
-                            let Some(batch) = self
-                                .queue
-                                .next_batch(max_records, Duration::ZERO)
-                                .await
-                            else {
-                                break;
-                            };
-                            self.deliver(batch, &mut failures).await;
-                        }
-                        let started = std::time::Instant::now();
-                        let answer = self.instance.held(kind).await.map_err(|e| e.to_string());
-                        self.sink.counters.metrics.add_guest_time(started.elapsed());
-                        let _ = reply.send(answer);
+                        self.answer_held(kind, reply, &mut failures).await;
                     }
                     None => control_open = false,
                 },

@@ -1,4 +1,3 @@
-
 use super::*;
 use kubesink_normalize::record::{Change, Entry, Event, Meta, ObjectRef, Record, Timestamp};
 use std::sync::Arc;
