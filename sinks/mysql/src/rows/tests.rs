@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::model::{Job, Pod};
 use crate::settings::Ident;

@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::bindings::kubesink::sink::types::{Change, Record};
 use crate::mapping::tests::{event, settings};
