@@ -361,11 +361,8 @@ impl Cluster {
         write_file(&files.sa_private_key, sa_key.serialize_pem().as_bytes())?;
         write_file(&files.sa_public_key, sa_key.public_key_pem().as_bytes())?;
 
-        let (etcd_client_port, etcd_peer_port, apiserver_port) = (
-            free_port("etcd clients")?,
-            free_port("etcd peers")?,
-            free_port("kube-apiserver")?,
-        );
+        let [etcd_client_port, etcd_peer_port, apiserver_port] =
+            free_ports(["etcd clients", "etcd peers", "kube-apiserver"])?;
         let etcd_client_url = format!("http://127.0.0.1:{etcd_client_port}");
         let base_url = format!("https://127.0.0.1:{apiserver_port}");
 
@@ -791,12 +788,23 @@ async fn etcd_healthy(port: u16) -> Result<(), String> {
         .map_err(|_| "GET /health timed out".to_owned())?
 }
 
-/// Reserves a free loopback port by binding to port 0 and releasing it.
-fn free_port(purpose: &'static str) -> Result<u16> {
-    TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|source| ClusterError::Port { purpose, source })
+/// Reserves distinct free loopback ports, one per purpose, by binding to
+/// port 0. All listeners are held until every port is chosen: a port
+/// released at once may be handed out again by the next bind (etcd was
+/// once given one port for both its clients and its peers).
+fn free_ports<const N: usize>(purposes: [&'static str; N]) -> Result<[u16; N]> {
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = [0; N];
+    for (port, purpose) in ports.iter_mut().zip(purposes) {
+        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .map_err(|source| ClusterError::Port { purpose, source })?;
+        *port = listener
+            .local_addr()
+            .map_err(|source| ClusterError::Port { purpose, source })?
+            .port();
+        listeners.push(listener);
+    }
+    Ok(ports)
 }
 
 /// A CA certificate (PEM) and the issuer that signs with its key.
@@ -1016,10 +1024,17 @@ mod tests {
 
     #[test]
     fn free_ports_are_distinct_and_bindable() {
-        let a = free_port("test").expect("port");
-        let b = free_port("test").expect("port");
-        assert_ne!(a, 0);
-        assert_ne!(a, b, "the kernel handed out the same port twice in a row");
+        // Many rounds: releasing each port before the next bind handed
+        // out one port twice now and then.
+        for _ in 0..200 {
+            let ports = free_ports(["a", "b", "c"]).expect("ports");
+            assert!(!ports.contains(&0));
+            assert!(
+                ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2],
+                "the same port was handed out twice: {ports:?}"
+            );
+        }
+        let [a] = free_ports(["rebind"]).expect("port");
         TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, a))).expect("rebind");
     }
 
