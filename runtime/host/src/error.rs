@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::cache::CompileError;
-use crate::instance::WriteError;
+use crate::instance::CallError;
 use crate::sql;
 
 /// Why the host could not start, or could not load a sink.
@@ -97,7 +97,7 @@ pub enum HostError {
         origin: String,
         /// The failure, as for a write.
         #[source]
-        source: WriteError,
+        source: CallError,
     },
     /// A background task panicked or was cancelled.
     #[error("sink '{sink}': internal error: {reason}")]

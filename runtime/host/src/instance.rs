@@ -61,9 +61,10 @@ impl std::fmt::Display for FaultCause {
     }
 }
 
-/// Why a call into a sink failed. Messages start with the sink's name.
+/// Why a call into a sink (`init`, `write`, `held`) failed. Messages start
+/// with the sink's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WriteError {
+pub enum CallError {
     /// The guest returned `error.retryable`: retry the same batch later.
     #[error("{0}")]
     Retryable(String),
@@ -82,14 +83,14 @@ pub enum WriteError {
     },
 }
 
-impl WriteError {
+impl CallError {
     /// True for errors after which the same batch may succeed: retryable
     /// guest errors and timeouts (a slow database, a slow network).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            WriteError::Retryable(_)
-                | WriteError::Fault {
+            CallError::Retryable(_)
+                | CallError::Fault {
                     cause: FaultCause::Timeout,
                     ..
                 }
@@ -278,17 +279,17 @@ mod tests {
 
     #[test]
     fn retryable_classification() {
-        assert!(WriteError::Retryable("x".into()).is_retryable());
+        assert!(CallError::Retryable("x".into()).is_retryable());
         assert!(
-            WriteError::Fault {
+            CallError::Fault {
                 cause: FaultCause::Timeout,
                 detail: String::new()
             }
             .is_retryable()
         );
-        assert!(!WriteError::Fatal("x".into()).is_retryable());
+        assert!(!CallError::Fatal("x".into()).is_retryable());
         assert!(
-            !WriteError::Fault {
+            !CallError::Fault {
                 cause: FaultCause::Memory,
                 detail: String::new()
             }

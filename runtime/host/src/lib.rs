@@ -7,7 +7,7 @@
 //! ```text
 //! let host = Host::new(HostOptions { cache_dir: Some(dir), sql: connections })?;
 //! let mut sink = host.load(SinkSpec { name, module, settings, sql_grants, limits }).await?;
-//! sink.write(&batch).await?; // WriteError::{Retryable, Fatal, Fault}
+//! sink.write(&batch).await?; // CallError::{Retryable, Fatal, Fault}
 //! ```
 //!
 //! Module map:
@@ -42,7 +42,7 @@ pub use cache::{CacheOutcome, CompileError};
 pub use cpu::CpuQuota;
 pub use error::HostError;
 pub use host::{EPOCH_TICK, Host, HostOptions};
-pub use instance::{FaultCause, HeldCap, SinkInstance, SinkStats, StoreData, WriteError};
+pub use instance::{CallError, FaultCause, HeldCap, SinkInstance, SinkStats, StoreData};
 pub use kubesink_normalize::record::Entry;
 pub use kubesink_normalize::record::SinkError;
 pub use kubesink_normalize::record::{OptionalField, Shape, Wants};

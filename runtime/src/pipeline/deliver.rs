@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kubesink_host::WriteError;
+use kubesink_host::CallError;
 use kubesink_normalize::record::Entry;
 
 use super::backoff::Backoff;
@@ -17,11 +17,11 @@ use super::worker::Worker;
 /// The `cause` label of a failed call: the host's fault cause (`timeout`,
 /// `memory`, `trap`, ...), `fatal` for the sink's own fatal error,
 /// `retryable` for a retryable one.
-fn fault_cause(err: &WriteError) -> String {
+fn fault_cause(err: &CallError) -> String {
     match err {
-        WriteError::Fault { cause, .. } => cause.to_string(),
-        WriteError::Fatal(_) => "fatal".to_owned(),
-        WriteError::Retryable(_) => "retryable".to_owned(),
+        CallError::Fault { cause, .. } => cause.to_string(),
+        CallError::Fatal(_) => "fatal".to_owned(),
+        CallError::Retryable(_) => "retryable".to_owned(),
     }
 }
 
@@ -76,7 +76,7 @@ impl<S: Instance> Worker<S> {
                         failures.reset();
                         break;
                     }
-                    Err(WriteError::Retryable(message)) => {
+                    Err(CallError::Retryable(message)) => {
                         lag.set_retrying(true);
                         counters.retries.fetch_add(1, Ordering::Relaxed);
                         counters.metrics.retries.inc();

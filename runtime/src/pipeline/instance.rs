@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use kubesink_host::{SinkInstance, WriteError};
+use kubesink_host::{CallError, SinkInstance};
 use kubesink_normalize::record::{Entry, RecordKind};
 
 /// One instance of a sink, owned by one worker.
@@ -15,13 +15,13 @@ pub trait Instance: Send + 'static {
 
     /// Delivers one batch. After a fault the instance has discarded its
     /// state; the next call starts from a fresh one.
-    fn write(&mut self, batch: &[Entry]) -> impl Future<Output = Result<(), WriteError>> + Send;
+    fn write(&mut self, batch: &[Entry]) -> impl Future<Output = Result<(), CallError>> + Send;
 
     /// The uids of `kind` the sink holds as still in the cluster.
     fn held(
         &mut self,
         kind: RecordKind,
-    ) -> impl Future<Output = Result<Vec<String>, WriteError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, CallError>> + Send;
 
     /// Discards the instance's state: the next call runs in a fresh one
     /// (after a fatal error or a fault).
@@ -33,14 +33,14 @@ impl Instance for SinkInstance {
         SinkInstance::origin(self)
     }
 
-    fn write(&mut self, batch: &[Entry]) -> impl Future<Output = Result<(), WriteError>> + Send {
+    fn write(&mut self, batch: &[Entry]) -> impl Future<Output = Result<(), CallError>> + Send {
         SinkInstance::write(self, batch)
     }
 
     fn held(
         &mut self,
         kind: RecordKind,
-    ) -> impl Future<Output = Result<Vec<String>, WriteError>> + Send {
+    ) -> impl Future<Output = Result<Vec<String>, CallError>> + Send {
         SinkInstance::held(self, kind)
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kubesink_host::{FaultCause, WriteError};
+use kubesink_host::{CallError, FaultCause};
 use kubesink_normalize::record::{Entry, RecordKind, Timestamp};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -81,7 +81,7 @@ impl Instance for Fake {
         &self.origin
     }
 
-    async fn write(&mut self, batch: &[Entry]) -> Result<(), WriteError> {
+    async fn write(&mut self, batch: &[Entry]) -> Result<(), CallError> {
         let uids: Vec<String> = batch.iter().map(uid).collect();
         let call = {
             let mut seen = self.seen.lock().unwrap();
@@ -91,18 +91,18 @@ impl Instance for Fake {
         self.called.notify_waiters();
         let result = match &self.answer {
             Answer::RetryableThenOk(n) if call <= *n => {
-                Err(WriteError::Retryable(format!("{}: busy", self.origin)))
+                Err(CallError::Retryable(format!("{}: busy", self.origin)))
             }
             Answer::RetryableThenOk(_) => Ok(()),
             Answer::Poisoned(bad) if uids.iter().any(|u| u == bad) => {
-                Err(WriteError::Fatal(format!("{}: rejects {bad}", self.origin)))
+                Err(CallError::Fatal(format!("{}: rejects {bad}", self.origin)))
             }
             Answer::Poisoned(_) => Ok(()),
-            Answer::AlwaysFaults => Err(WriteError::Fault {
+            Answer::AlwaysFaults => Err(CallError::Fault {
                 cause: FaultCause::Trap,
                 detail: format!("{}: trapped", self.origin),
             }),
-            Answer::AlwaysRetryable => Err(WriteError::Retryable(format!("{}: down", self.origin))),
+            Answer::AlwaysRetryable => Err(CallError::Retryable(format!("{}: down", self.origin))),
             Answer::Slow(took) => {
                 tokio::time::sleep(*took).await;
                 Ok(())
@@ -118,7 +118,7 @@ impl Instance for Fake {
         result
     }
 
-    async fn held(&mut self, _kind: RecordKind) -> Result<Vec<String>, WriteError> {
+    async fn held(&mut self, _kind: RecordKind) -> Result<Vec<String>, CallError> {
         let seen = self.seen.lock().unwrap();
         Ok(seen.delivered.keys().cloned().collect())
     }

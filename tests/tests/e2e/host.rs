@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use kubesink_host::sql::{ConnectionConfig, Value};
 use kubesink_host::{
-    CacheOutcome, CompileError, FaultCause, HeldCap, Host, HostError, HostOptions, Limits,
-    ModuleSource, SinkSpec, WriteError,
+    CacheOutcome, CallError, CompileError, FaultCause, HeldCap, Host, HostError, HostOptions,
+    Limits, ModuleSource, SinkSpec,
 };
 use kubesink_normalize::record::{Change, Entry, Record, RecordKind, Shape, Timestamp};
 use kubesink_tests::guests::{self, guest_wasm};
@@ -272,7 +272,7 @@ async fn host_spin_is_stopped_by_the_deadline_and_others_keep_working() -> anyho
     });
     let spin_elapsed = started.elapsed();
     match spun {
-        Err(WriteError::Fault {
+        Err(CallError::Fault {
             cause: FaultCause::Timeout,
             detail,
         }) => assert!(detail.contains("'spin'"), "{detail}"),
@@ -297,7 +297,7 @@ async fn host_spin_is_stopped_by_the_deadline_and_others_keep_working() -> anyho
     assert!(
         matches!(
             again,
-            Err(WriteError::Fault {
+            Err(CallError::Fault {
                 cause: FaultCause::Timeout,
                 ..
             })
@@ -344,7 +344,7 @@ async fn host_balloon_is_stopped_by_the_memory_cap_and_rebuilt() -> anyhow::Resu
         .await?;
     let started = Instant::now();
     match balloon.write(&batch()).await {
-        Err(WriteError::Fault {
+        Err(CallError::Fault {
             cause: FaultCause::Memory,
             detail,
         }) => {
@@ -364,7 +364,7 @@ async fn host_balloon_is_stopped_by_the_memory_cap_and_rebuilt() -> anyhow::Resu
     assert!(
         matches!(
             again,
-            Err(WriteError::Fault {
+            Err(CallError::Fault {
                 cause: FaultCause::Memory,
                 ..
             })
@@ -386,7 +386,7 @@ async fn host_crash_is_a_trap_and_the_instance_is_rebuilt() -> anyhow::Result<()
         .await?;
     for round in 1..=2 {
         match crash.write(&batch()).await {
-            Err(WriteError::Fault {
+            Err(CallError::Fault {
                 cause: FaultCause::Trap,
                 detail,
             }) => assert!(detail.contains("'crash'"), "{detail}"),
@@ -445,7 +445,7 @@ async fn host_ungranted_connection_is_denied() -> anyhow::Result<()> {
         .expect_err("denied");
     match &err {
         HostError::Init {
-            source: WriteError::Fatal(msg),
+            source: CallError::Fatal(msg),
             ..
         } => assert!(
             msg.contains("denied") && msg.contains("'nogrant'") && msg.contains("'main'"),
@@ -595,7 +595,7 @@ async fn host_mysql_sink_held_is_paged_and_capped() -> anyhow::Result<()> {
         ..HeldCap::default()
     });
     match sink.held(RecordKind::Pod).await {
-        Err(WriteError::Fatal(m)) => {
+        Err(CallError::Fatal(m)) => {
             assert!(
                 m.contains("sink 'mysql'") && m.contains("at most 10 uids"),
                 "{m}"
@@ -727,7 +727,7 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
     match load("current", current).await {
         Err(HostError::Init {
             source:
-                WriteError::Fault {
+                CallError::Fault {
                     cause: FaultCause::Trap,
                     ..
                 },

@@ -33,7 +33,7 @@ use kubesink::ops::metrics::sample;
 use kubesink::pipeline::{Pipeline, SinkReport};
 use kubesink_host::sql::ConnectionConfig;
 use kubesink_host::{
-    FaultCause, Host, HostError, HostOptions, Limits, ModuleSource, SinkSpec, WriteError,
+    CallError, FaultCause, Host, HostError, HostOptions, Limits, ModuleSource, SinkSpec,
 };
 use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::{self, guest_wasm};
@@ -131,8 +131,8 @@ pub(crate) fn guest_spec(
 /// The lines of a probing mode's fatal error, after the host's prefix
 /// `sink 'NAME': write failed (fatal): `; fails unless every line is a
 /// denial.
-fn denials(name: &str, err: &WriteError) -> anyhow::Result<Vec<String>> {
-    let WriteError::Fatal(message) = err else {
+fn denials(name: &str, err: &CallError) -> anyhow::Result<Vec<String>> {
+    let CallError::Fatal(message) = err else {
         bail!("sink {name}: expected the guest's fatal report, got {err:?}");
     };
     let prefix = format!("sink '{name}': write failed (fatal): ");
@@ -365,7 +365,7 @@ async fn host_write_that_never_returns_hits_the_deadline() -> anyhow::Result<()>
             let err = sink.write(&events(1)).await.expect_err("never returns");
             let took = started.elapsed();
             match &err {
-                WriteError::Fault {
+                CallError::Fault {
                     cause: FaultCause::Timeout,
                     detail,
                 } => ensure!(
@@ -407,7 +407,7 @@ async fn host_write_that_never_returns_hits_the_deadline() -> anyhow::Result<()>
         HostError::Init {
             sink,
             source:
-                WriteError::Fault {
+                CallError::Fault {
                     cause: FaultCause::Timeout,
                     ..
                 },

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use kubesink_host::sql::{ConnectionConfig, SqlConn, Value};
-use kubesink_host::{Host, HostError, HostOptions, Limits, ModuleSource, SinkSpec, WriteError};
+use kubesink_host::{CallError, Host, HostError, HostOptions, Limits, ModuleSource, SinkSpec};
 use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::guest_wasm;
 use kubesink_tests::kubedl;
@@ -565,7 +565,7 @@ async fn bad_settings_fail_init_naming_the_key(mariadb: bool) -> anyhow::Result<
             .expect_err("init must fail");
         match &err {
             HostError::Init {
-                source: WriteError::Fatal(msg),
+                source: CallError::Fatal(msg),
                 ..
             } => assert!(msg.contains(needle), "{msg}"),
             other => bail!("expected a fatal init error naming {needle}, got {other:?}"),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use kubesink::config::Config;
 use kubesink::pipeline::Pipeline;
-use kubesink_host::{Host, HostOptions, Limits, SinkSpec, WriteError};
+use kubesink_host::{CallError, Host, HostOptions, Limits, SinkSpec};
 use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::guest_wasm;
 use kubesink_tests::records;
@@ -156,7 +156,7 @@ async fn probe_with(
         .await
         .with_context(|| format!("loading {name}"))?;
     let err = sink.write(&events(1)).await.expect_err("a probe report");
-    let WriteError::Fatal(message) = &err else {
+    let CallError::Fatal(message) = &err else {
         bail!("{name}: expected the probe report, got {err:?}");
     };
     let report = message

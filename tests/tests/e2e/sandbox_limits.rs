@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use kubesink::ops::metrics::{Metrics, sample};
 use kubesink_host::sql::ConnectionConfig;
-use kubesink_host::{FaultCause, Host, HostOptions, Limits, ModuleSource, SinkSpec, WriteError};
+use kubesink_host::{CallError, FaultCause, Host, HostOptions, Limits, ModuleSource, SinkSpec};
 use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::{self, guest_wasm};
 use kubesink_tests::records;
@@ -354,7 +354,7 @@ async fn a_call_slowed_past_its_deadline_by_the_quota_says_so() -> anyhow::Resul
         .await?;
     let started = Instant::now();
     match sink.write(&batch(0)).await {
-        Err(WriteError::Fault {
+        Err(CallError::Fault {
             cause: FaultCause::Timeout,
             detail,
         }) => {
@@ -398,7 +398,7 @@ async fn resource_handles_are_capped() -> anyhow::Result<()> {
     for attempt in 1..=2u64 {
         let started = Instant::now();
         match sink.write(&batch(0)).await {
-            Err(WriteError::Fault {
+            Err(CallError::Fault {
                 cause: FaultCause::Memory,
                 detail,
             }) => {
@@ -590,7 +590,7 @@ async fn table_growth_is_charged_to_the_host_memory_budget() -> anyhow::Result<(
         })
         .await?;
     match sink.write(&batch(0)).await {
-        Err(WriteError::Fault {
+        Err(CallError::Fault {
             cause: FaultCause::Memory,
             detail,
         }) => {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use kubesink_host::sql::ConnectionConfig;
-use kubesink_host::{FaultCause, Host, HostOptions, Limits, ModuleSource, SinkSpec, WriteError};
+use kubesink_host::{CallError, FaultCause, Host, HostOptions, Limits, ModuleSource, SinkSpec};
 use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::guest_wasm;
 use kubesink_tests::records;
@@ -64,8 +64,8 @@ fn sqlite_host(dir: &Path, max_connections: u32) -> anyhow::Result<Host> {
 
 /// The lines of a probing mode's report; fails unless every one is a
 /// denial that contains `needle` (the WIT error case expected).
-fn report_lines(name: &str, err: &WriteError, needle: &str) -> anyhow::Result<Vec<String>> {
-    let WriteError::Fatal(message) = err else {
+fn report_lines(name: &str, err: &CallError, needle: &str) -> anyhow::Result<Vec<String>> {
+    let CallError::Fatal(message) = err else {
         bail!("sink {name}: expected the guest's fatal report, got {err:?}");
     };
     let prefix = format!("sink '{name}': write failed (fatal): ");
@@ -474,7 +474,7 @@ async fn host_sqlite_huge_results_are_too_large_and_memory_stays_bounded() -> an
     ensure!(
         !matches!(
             err,
-            WriteError::Fault {
+            CallError::Fault {
                 cause: FaultCause::Memory,
                 ..
             }

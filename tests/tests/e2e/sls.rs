@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail, ensure};
-use kubesink_host::{Host, HostOptions, Limits, ModuleSource, SinkInstance, SinkSpec, WriteError};
+use kubesink_host::{CallError, Host, HostOptions, Limits, ModuleSource, SinkInstance, SinkSpec};
 use kubesink_normalize::record::{Change, Entry, Event, Job, Meta, ObjectRef, Record, Timestamp};
 use kubesink_tests::guests::guest_wasm;
 use kubesink_tests::sls::{self, EmulatorConfig, python_sdk};
@@ -350,19 +350,19 @@ async fn sls_sink_retries_quota_and_busy_then_lands_once() -> anyhow::Result<()>
     emu.inject(Fault::Pass, 1);
     emu.inject(Fault::WriteQuotaExceeded, 1);
     match rig.sink.write(&batch).await {
-        Err(WriteError::Retryable(m)) => ensure!(m.contains("WriteQuotaExceed"), "{m}"),
+        Err(CallError::Retryable(m)) => ensure!(m.contains("WriteQuotaExceed"), "{m}"),
         other => bail!("403 quota: want retryable, got {other:?}"),
     }
     emu.inject(Fault::ServerBusy, 1);
     match rig.sink.write(&batch).await {
-        Err(WriteError::Retryable(m)) => {
+        Err(CallError::Retryable(m)) => {
             ensure!(m.contains("ServerBusy") && m.contains("503"), "{m}")
         }
         other => bail!("503: want retryable, got {other:?}"),
     }
     emu.inject(Fault::InternalError, 1);
     ensure!(
-        matches!(rig.sink.write(&batch).await, Err(WriteError::Retryable(_))),
+        matches!(rig.sink.write(&batch).await, Err(CallError::Retryable(_))),
         "500 is retryable"
     );
     rig.sink.write(&batch).await?;
@@ -430,7 +430,7 @@ async fn sls_sink_wrong_key_is_fatal_and_names_no_secret() -> anyhow::Result<()>
     let emu = sls::start(EmulatorConfig::default()).await?;
     let mut rig = rig(&emu, &emulator_allow(&emu), &[], Some("wrong-secret-value")).await?;
     match rig.sink.write(&[event("e1", 1)]).await {
-        Err(WriteError::Fatal(m)) => {
+        Err(CallError::Fatal(m)) => {
             ensure!(m.contains("SignatureNotMatch") && m.contains("401"), "{m}");
             ensure!(!m.contains("wrong-secret-value"), "the secret leaked: {m}");
         }
@@ -453,7 +453,7 @@ async fn sls_sink_outside_its_allow_list_is_denied() -> anyhow::Result<()> {
     ] {
         let mut rig = rig(&emu, &allow, &[], None).await?;
         match rig.sink.write(&[event("e1", 1)]).await {
-            Err(WriteError::Fatal(m)) => {
+            Err(CallError::Fatal(m)) => {
                 ensure!(m.contains("denied") && m.contains("allow-list"), "{m}")
             }
             other => bail!("allow {allow:?}: want fatal denial, got {other:?}"),

@@ -21,8 +21,8 @@ use kubesink::config::Config;
 use kubesink::pipeline::{Pipeline, SinkReport};
 use kubesink::source::{Normalizer, replay};
 use kubesink_host::{
-    CacheOutcome, Host, HostError, HostOptions, Limits, ModuleSource, SinkInstance, SinkSpec,
-    WriteError,
+    CacheOutcome, CallError, Host, HostError, HostOptions, Limits, ModuleSource, SinkInstance,
+    SinkSpec,
 };
 use kubesink_normalize::record::Entry;
 use kubesink_tests::binary::{built_once, run_build_script};
@@ -549,7 +549,7 @@ async fn webhook_py_retries_500_then_lands_once() -> Result<()> {
     let batch = &entries[..40];
     receiver.script(&[(200, "ok"), (503, "try later")]);
     match sink.write(batch).await {
-        Err(WriteError::Retryable(m)) => ensure!(
+        Err(CallError::Retryable(m)) => ensure!(
             m.contains(&format!("sink '{SINK}'"))
                 && m.contains("HTTP 503 Service Unavailable: try later")
                 && m.contains("request 2 of"),
@@ -580,7 +580,7 @@ async fn webhook_py_400_is_rejected_naming_the_sink() -> Result<()> {
     let mut sink = load(&host, &[receiver.allow()], settings(&receiver.url(), &[])).await?;
     receiver.script(&[(400, "bad record: field `kind` missing")]);
     match sink.write(&entries[..5]).await {
-        Err(WriteError::Fatal(m)) => {
+        Err(CallError::Fatal(m)) => {
             for words in [
                 &format!("sink '{SINK}'"),
                 "rejected the batch",
@@ -644,7 +644,7 @@ async fn webhook_py_outside_its_allow_list_is_denied() -> Result<()> {
         // Twice on the same instance: a denial leaves it usable.
         for _ in 0..2 {
             match sink.write(&entries[..3]).await {
-                Err(WriteError::Fatal(m)) => ensure!(
+                Err(CallError::Fatal(m)) => ensure!(
                     m.contains(&format!("sink '{SINK}'"))
                         && m.contains("denied")
                         && m.contains("allow-list")

@@ -1,7 +1,7 @@
 //! The calls into a sink's guest: `init` (with instantiation, on every
 //! (re)build), `write` and the pages of `held`, each under the call's
 //! deadline, with accounting, and with the store discarded after a fault;
-//! and how a failed call is classified ([`WriteError`]).
+//! and how a failed call is classified ([`CallError`]).
 
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use wasmtime::Trap;
 use wasmtime::component::ResourceTableError;
 
 use super::store::{MemoryCapExceeded, StoreData, begin_call, end_call, new_store};
-use super::{Blueprint, FaultCause, Live, RecordKind, SinkInstance, TIMEOUT_GRACE, WriteError};
+use super::{Blueprint, CallError, FaultCause, Live, RecordKind, SinkInstance, TIMEOUT_GRACE};
 use crate::budget::BudgetExceeded;
 use crate::{Entry, SinkError};
 
@@ -24,7 +24,7 @@ macro_rules! guest_call {
         // over the quota (crate::cpu). Not counted against the deadline.
         let _turn = bp.cpu.turn().await;
         let Some(live) = $self.live.as_mut() else {
-            return Err(WriteError::Fault {
+            return Err(CallError::Fault {
                 cause: FaultCause::Trap,
                 detail: format!("sink '{}': no instance after rebuild", bp.name),
             });
@@ -48,7 +48,7 @@ macro_rules! guest_call {
             end_call(&mut live.store);
         }
         $self.account(started);
-        if let Err(WriteError::Fault { cause, detail }) = &outcome {
+        if let Err(CallError::Fault { cause, detail }) = &outcome {
             $self.stats.faults += 1;
             $self.live = None;
             tracing::warn!(target: "kubesink::host", sink = %bp.name, %cause, "{detail}; the instance will be rebuilt");
@@ -59,13 +59,13 @@ macro_rules! guest_call {
 
 impl SinkInstance {
     /// Discards the store and builds a new one now (instantiate + `init`).
-    /// The pipeline calls this after a [`WriteError::Fatal`].
-    pub async fn rebuild(&mut self) -> Result<(), WriteError> {
+    /// The pipeline calls this after a [`CallError::Fatal`].
+    pub async fn rebuild(&mut self) -> Result<(), CallError> {
         self.live = None;
         self.ensure_live().await
     }
 
-    async fn ensure_live(&mut self) -> Result<(), WriteError> {
+    async fn ensure_live(&mut self) -> Result<(), CallError> {
         if self.live.is_some() {
             return Ok(());
         }
@@ -131,7 +131,7 @@ impl SinkInstance {
     /// Delivers one batch. Rebuilds the store first when the last call
     /// faulted (or after [`invalidate`](Self::invalidate)); a failed rebuild
     /// is reported like a failed write.
-    pub async fn write(&mut self, batch: &[Entry]) -> Result<(), WriteError> {
+    pub async fn write(&mut self, batch: &[Entry]) -> Result<(), CallError> {
         guest_call!(self, "write", |sink, store| sink.call_write(store, batch))
     }
 
@@ -143,7 +143,7 @@ impl SinkInstance {
     /// [`HeldCap`](super::HeldCap) (deadline, uids, bytes). Over a bound,
     /// or with a page over its limit or a cursor that does not move, it is
     /// a fatal error naming the sink (the instance is kept).
-    pub async fn held(&mut self, kind: RecordKind) -> Result<Vec<String>, WriteError> {
+    pub async fn held(&mut self, kind: RecordKind) -> Result<Vec<String>, CallError> {
         let cap = self.held_cap;
         let started = Instant::now();
         let name = self.blueprint.name.clone();
@@ -161,7 +161,7 @@ impl SinkInstance {
                 Some(next) => cursor = Some(next),
             }
             if started.elapsed() > cap.deadline {
-                return Err(WriteError::Fatal(format!(
+                return Err(CallError::Fatal(format!(
                     "sink '{name}': held({kind:?}) did not give its last page within {:?} ({} uids so far)",
                     cap.deadline,
                     answer.uids.len()
@@ -197,10 +197,10 @@ impl<'a> HeldAnswer<'a> {
         &mut self,
         page: kubesink_normalize::record::HeldPage,
         cursor: Option<&str>,
-    ) -> Result<Option<String>, WriteError> {
+    ) -> Result<Option<String>, CallError> {
         let (sink, kind) = (self.sink, self.kind);
         if page.uids.len() > self.cap.page_uids as usize {
-            return Err(WriteError::Fatal(format!(
+            return Err(CallError::Fatal(format!(
                 "sink '{sink}': held({kind:?}) returned a page of {} uids, over the limit of {} it was asked for",
                 page.uids.len(),
                 self.cap.page_uids
@@ -209,7 +209,7 @@ impl<'a> HeldAnswer<'a> {
         for uid in page.uids {
             self.bytes = self.bytes.saturating_add(uid.len());
             if self.uids.len() >= self.cap.max_uids || self.bytes > self.cap.max_bytes {
-                return Err(WriteError::Fatal(format!(
+                return Err(CallError::Fatal(format!(
                     "sink '{sink}' holds more {kind:?} uids than kubesink takes in one answer (at most {} uids, {} bytes); not reconciled",
                     self.cap.max_uids, self.cap.max_bytes
                 )));
@@ -217,7 +217,7 @@ impl<'a> HeldAnswer<'a> {
             self.uids.push(uid);
         }
         match page.next {
-            Some(next) if cursor == Some(next.as_str()) => Err(WriteError::Fatal(format!(
+            Some(next) if cursor == Some(next.as_str()) => Err(CallError::Fatal(format!(
                 "sink '{sink}': held({kind:?}) returned its cursor unchanged as the next one; its pages do not advance"
             ))),
             next => Ok(next),
@@ -228,24 +228,24 @@ impl<'a> HeldAnswer<'a> {
 /// The guest's error, its text escaped, cut and charged to the sink's
 /// output budget ([`crate::log::SinkOutput::admit`]) before it can reach a
 /// log line.
-fn guest_error(bp: &Blueprint, call: &str, e: SinkError) -> WriteError {
+fn guest_error(bp: &Blueprint, call: &str, e: SinkError) -> CallError {
     let e = match e {
         SinkError::Retryable(m) => SinkError::Retryable(bp.output.admit(&m)),
         SinkError::Fatal(m) => SinkError::Fatal(bp.output.admit(&m)),
     };
     match e {
-        SinkError::Retryable(m) => WriteError::Retryable(format!(
+        SinkError::Retryable(m) => CallError::Retryable(format!(
             "sink '{}': {call} failed (retryable): {m}",
             bp.name
         )),
         SinkError::Fatal(m) => {
-            WriteError::Fatal(format!("sink '{}': {call} failed (fatal): {m}", bp.name))
+            CallError::Fatal(format!("sink '{}': {call} failed (fatal): {m}", bp.name))
         }
     }
 }
 
-fn timeout_fault(bp: &Blueprint, call: &str) -> WriteError {
-    WriteError::Fault {
+fn timeout_fault(bp: &Blueprint, call: &str) -> CallError {
+    CallError::Fault {
         cause: FaultCause::Timeout,
         detail: format!(
             "sink '{}': {call} exceeded its deadline of {:?}",
@@ -255,7 +255,7 @@ fn timeout_fault(bp: &Blueprint, call: &str) -> WriteError {
 }
 
 /// Classifies an error returned by a guest call.
-fn fault(bp: &Blueprint, call: &str, data: &StoreData, err: &wasmtime::Error) -> WriteError {
+fn fault(bp: &Blueprint, call: &str, data: &StoreData, err: &wasmtime::Error) -> CallError {
     // The chain without the wasm backtrace (logged at debug level instead).
     let text = err
         .chain()
@@ -307,7 +307,7 @@ fn fault(bp: &Blueprint, call: &str, data: &StoreData, err: &wasmtime::Error) ->
             format!("sink '{}': {call} trapped: {text}", bp.name),
         )
     };
-    WriteError::Fault { cause, detail }
+    CallError::Fault { cause, detail }
 }
 
 #[cfg(test)]
@@ -346,8 +346,8 @@ mod tests {
 
     #[test]
     fn held_pages_over_their_limit_or_the_cap_or_stuck_fail_naming_the_sink() {
-        let fatal = |r: Result<Option<String>, WriteError>, want: &str| match r {
-            Err(WriteError::Fatal(m)) => assert!(m.contains("sink 's'") && m.contains(want), "{m}"),
+        let fatal = |r: Result<Option<String>, CallError>, want: &str| match r {
+            Err(CallError::Fatal(m)) => assert!(m.contains("sink 's'") && m.contains(want), "{m}"),
             other => panic!("{other:?}"),
         };
         let mut a = HeldAnswer::new("s", RecordKind::Job, cap(2, 10, 100));
