@@ -8,6 +8,8 @@
 //! - [`source`]: where objects come from (replay files, the live watch);
 //! - `kubesink_normalize`: where a Kubernetes object becomes a record;
 //! - [`pipeline`]: per-sink queues, batching, retry;
+//! - [`checkpoint`]: what log sinks have delivered, kept in a ConfigMap
+//!   across restarts and hand-overs;
 //! - `kubesink_host`: the wasmtime engine, sink instances, limits and
 //!   capabilities;
 //! - [`config`]: the configuration file and command-line switches;
@@ -16,6 +18,7 @@
 //! - [`ops`]: metrics, health and readiness, and their HTTP server.
 
 pub mod app;
+pub mod checkpoint;
 pub mod config;
 pub mod history;
 pub mod modules;

@@ -121,6 +121,16 @@ struct RunArgs {
     /// within this time after the leader dies.
     #[arg(long, value_parser = parse_lease_duration, default_value = "15s")]
     lease_duration: std::time::Duration,
+    /// The ConfigMap, in kubesink's own namespace, that keeps what each
+    /// checkpointed (log) sink has delivered, so that a restart or a
+    /// leader hand-over does not deliver it again. kubesink creates and
+    /// updates it.
+    #[arg(long, default_value = kubesink::checkpoint::DEFAULT_NAME)]
+    checkpoint_configmap: String,
+    /// Keep no checkpoint: every start delivers to log sinks what the
+    /// cluster still holds.
+    #[arg(long)]
+    no_checkpoint: bool,
     /// Address of the operations server: `/metrics` (Prometheus),
     /// `/healthz`, `/readyz`. Port 0 picks a free port (the bound address
     /// is logged as `listening on http://ADDR`).
@@ -256,6 +266,7 @@ async fn run_command(global: &Global, args: RunArgs) -> Result<ExitCode> {
     let mut options = RunOptions::new(Cluster::Kubeconfig(args.kubeconfig));
     options.listen = Some(args.listen);
     options.namespace = args.namespace;
+    options.checkpoint_configmap = (!args.no_checkpoint).then_some(args.checkpoint_configmap);
     options.events = EventFilter {
         related_only: args.events == EventScope::Related,
         namespaces: args.event_namespaces,

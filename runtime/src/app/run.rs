@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::ExitStatus;
+use crate::checkpoint::Checkpoints;
 use crate::config::Plan;
 use crate::modules::{ModuleWatcher, watch_modules};
 use crate::ops::Ops;
@@ -105,6 +106,10 @@ pub struct RunOptions {
     pub own_namespace: Option<String>,
     /// Leader election; `None`: watch at once.
     pub leader: Option<LeaderElection>,
+    /// The ConfigMap in kubesink's own namespace that keeps the
+    /// checkpointed sinks' delivery frontiers (`--checkpoint-configmap`,
+    /// default [`crate::checkpoint::DEFAULT_NAME`]); `None`: none kept.
+    pub checkpoint_configmap: Option<String>,
 }
 
 impl RunOptions {
@@ -118,6 +123,7 @@ impl RunOptions {
             events: EventFilter::default(),
             own_namespace: None,
             leader: None,
+            checkpoint_configmap: Some(crate::checkpoint::DEFAULT_NAME.to_owned()),
         }
     }
 }
@@ -241,6 +247,11 @@ impl Runtime {
         // Sinks whose module is a ConfigMap key: watch it and swap each new
         // version in; a missing one waits, the others run.
         let modules = watch_modules(&client, &own_namespace, &host, &pipeline, &plan.sinks);
+        let checkpoints = options
+            .checkpoint_configmap
+            .as_deref()
+            .and_then(|name| Checkpoints::new(client.clone(), &own_namespace, name, &pipeline))
+            .map(Arc::new);
         let leader = options.leader.map(|l| LeaderOptions {
             lease_name: l.lease_name,
             lease_namespace: l.lease_namespace.unwrap_or(own_namespace),
@@ -265,6 +276,7 @@ impl Runtime {
                 leader,
                 server,
                 heartbeat,
+                checkpoints,
                 ended: ended_tx,
             }
             .run(stopped),
@@ -339,6 +351,7 @@ struct Driver {
     leader: Option<LeaderOptions>,
     server: Option<Server>,
     heartbeat: JoinHandle<()>,
+    checkpoints: Option<Arc<Checkpoints>>,
     ended: watch::Sender<bool>,
 }
 
@@ -352,6 +365,7 @@ impl Driver {
             leader,
             server,
             heartbeat,
+            checkpoints,
             ended,
         } = self;
         // The heartbeat outlives nothing it reports on.
@@ -374,6 +388,25 @@ impl Driver {
                 }
             }
         }
+        // What the checkpointed sinks delivered before (an earlier run, the
+        // previous leader) is not delivered again.
+        let writer = match &checkpoints {
+            Some(c) => {
+                match c.load().await {
+                    Ok(loaded) => {
+                        tracing::info!(configmap = %c.name(), frontiers = loaded, "checkpoint read")
+                    }
+                    Err(e) => {
+                        let error = kubesink_host::log::sanitize(&e.to_string(), 1024);
+                        tracing::warn!(%error, "cannot read the checkpoint; log sinks get again what the cluster still holds");
+                    }
+                }
+                Some(AbortOnDrop(
+                    c.clone().spawn_writer(crate::checkpoint::INTERVAL),
+                ))
+            }
+            None => None,
+        };
         let watching = tokio::spawn(crate::source::watch::run(
             client,
             pipeline.clone(),
@@ -405,6 +438,15 @@ impl Driver {
         let _ = watching.await;
         drop(modules);
         let shutdown = pipeline.shutdown(grace).await;
+        drop(writer);
+        // What the queues delivered is written before a standby may take
+        // over.
+        if let Some(c) = &checkpoints
+            && let Err(e) = c.save().await
+        {
+            let error = kubesink_host::log::sanitize(&e.to_string(), 1024);
+            tracing::warn!(%error, "cannot write the checkpoint at shutdown; the next start may deliver again what was delivered since the last write");
+        }
         if let Some(server) = server {
             server.stop();
         }

@@ -284,6 +284,12 @@ impl Config {
                     "must name at least one of jobs, pods, events".into(),
                 ));
             }
+            if sink.checkpoint == Some(true) && sink.queue.coalesce == Some(true) {
+                return Err(invalid(
+                    at("checkpoint"),
+                    "a checkpointed sink gets every update: set `queue.coalesce: false` or leave it out".into(),
+                ));
+            }
             let at_least_1 = [
                 ("batch.max_records", Some(sink.batch.max_records)),
                 ("queue.capacity", Some(sink.queue.capacity)),

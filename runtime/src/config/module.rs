@@ -70,14 +70,6 @@ impl FromStr for Builtin {
     }
 }
 
-impl ModuleRef {
-    /// Whether this is the bundled sls sink (a log sink: its queue keeps
-    /// every update unless the configuration says otherwise).
-    pub fn is_builtin_sls(&self) -> bool {
-        *self == ModuleRef::Builtin(Builtin::Sls)
-    }
-}
-
 impl FromStr for ModuleRef {
     type Err = String;
 
@@ -247,13 +239,6 @@ mod tests {
             assert_eq!(parsed, want, "{text}");
             assert_eq!(parsed.to_string(), text);
         }
-        assert!("builtin:sls".parse::<ModuleRef>().unwrap().is_builtin_sls());
-        assert!(
-            !"builtin:mysql"
-                .parse::<ModuleRef>()
-                .unwrap()
-                .is_builtin_sls()
-        );
         let err = "builtin:nope".parse::<ModuleRef>().unwrap_err();
         assert!(
             err.contains("`nope`") && err.contains("mysql, sls"),

@@ -31,8 +31,12 @@ pub struct SinkPlan {
     pub batch: BatchConfig,
     pub retry: RetryConfig,
     pub queue_capacity: usize,
-    /// Whether a newer update replaces an older one still queued.
-    pub coalesce: bool,
+    /// Whether a newer update replaces an older one still queued (`None`:
+    /// as the sink's declared shape says).
+    pub coalesce: Option<bool>,
+    /// Whether a durable checkpoint is kept for it (`None`: as the sink's
+    /// declared shape says).
+    pub checkpoint: Option<bool>,
     /// Instances writing in parallel, each for its share of the objects.
     pub workers: usize,
     /// The pinned SHA-256 of the component (lowercase hex), if any.
@@ -230,7 +234,6 @@ impl Config {
             if let Some(t) = l.call_timeout {
                 limits.call_timeout = t;
             }
-            let coalesce = s.queue.coalesce.unwrap_or(!s.module.is_builtin_sls());
             sinks.push(SinkPlan {
                 spec: SinkTemplate {
                     name: s.name.clone(),
@@ -243,7 +246,8 @@ impl Config {
                 batch: s.batch.clone(),
                 retry: s.retry.clone(),
                 queue_capacity: s.queue.capacity,
-                coalesce,
+                coalesce: s.queue.coalesce,
+                checkpoint: s.checkpoint,
                 workers: s.workers,
                 sha256: s.sha256.as_ref().map(|p| p.as_str().to_owned()),
             });
@@ -390,8 +394,8 @@ connections:
         let plan = plan(text);
         assert_eq!(plan.sinks[0].spec.limits.memory_bytes, 8 << 20);
         assert_eq!(plan.sinks[0].spec.limits.call_timeout.as_secs(), 2);
-        assert!(plan.sinks[0].coalesce);
-        assert!(!plan.sinks[1].coalesce);
+        assert_eq!(plan.sinks[0].coalesce, None, "as the sink declares");
+        assert_eq!(plan.sinks[1].coalesce, Some(false));
     }
 
     #[test]

@@ -62,6 +62,15 @@ pub struct SinkConfig {
     /// stay in order. Default 1.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Whether kubesink keeps a durable checkpoint of what this sink has
+    /// delivered (per resource, the resourceVersion at or below which
+    /// everything handed to it is acknowledged), so that a restart, a
+    /// leader hand-over or a relist does not deliver it again. Default:
+    /// what the sink declares at `init` — yes for a log (sls), no for a
+    /// state sink (mysql, whose upserts make redelivery harmless); no for a
+    /// ConfigMap module, whose shape is known only once loaded.
+    #[serde(default)]
+    pub checkpoint: Option<bool>,
 }
 
 /// Most workers a sink may have.
@@ -245,10 +254,12 @@ pub struct QueueConfig {
     /// (nothing is dropped). Default 10000.
     #[serde(default = "default_capacity")]
     pub capacity: usize,
-    /// `true` (default for state sinks such as mysql): a newer update of an
-    /// object still waiting in the queue replaces the older one, so a slow
-    /// sink's queue holds at most one entry per object. `false`: every
-    /// update is delivered (log sinks such as sls).
+    /// `true`: a newer update of an object still waiting in the queue
+    /// replaces the older one, so a slow sink's queue holds at most one
+    /// entry per object. `false`: every update is delivered. Default: what
+    /// the sink declares at `init` — `true` for a state sink (mysql),
+    /// `false` for a log (sls) and for a ConfigMap module (its shape is
+    /// known only once loaded). A checkpointed sink never coalesces.
     #[serde(default)]
     pub coalesce: Option<bool>,
 }
@@ -312,6 +323,7 @@ impl SinkConfig {
             queue: QueueConfig::default(),
             retry: RetryConfig::default(),
             workers: default_workers(),
+            checkpoint: None,
         }
     }
 }

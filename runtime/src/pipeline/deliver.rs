@@ -72,6 +72,9 @@ impl<S: Instance> Worker<S> {
                             .fetch_add(batch.len() as u64, Ordering::Relaxed);
                         counters.metrics.delivered.inc_by(batch.len() as u64);
                         tracing::debug!(sink = %name, records = batch.len(), ?elapsed, "batch delivered");
+                        if let Some(frontiers) = &self.sink.frontiers {
+                            frontiers.settled(&batch);
+                        }
                         lag.set_retrying(false);
                         failures.reset();
                         break;
@@ -104,6 +107,9 @@ impl<S: Instance> Worker<S> {
                             for entry in &batch {
                                 let object = describe(entry);
                                 tracing::error!(sink = %name, %object, error = %err, "entry failed for good");
+                            }
+                            if let Some(frontiers) = &self.sink.frontiers {
+                                frontiers.settled(&batch);
                             }
                         }
                         // The next write runs in a fresh instance.

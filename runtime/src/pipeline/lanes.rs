@@ -11,6 +11,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::frontier::{Frontiers, resource_of};
 use super::instance::Instance;
 use super::lag::{LagState, SinkLag};
 use super::queue::{self, Pushed, SinkQueue};
@@ -171,9 +172,26 @@ pub(super) struct SinkHandle {
     pub(super) headroom: usize,
     /// `workers` lanes; an object's entries always go to the same one.
     pub(super) lanes: Vec<Lane>,
+    /// Its delivery frontiers, when it keeps a checkpoint.
+    pub(super) frontiers: Option<Arc<Frontiers>>,
 }
 
+/// What a sink's frontier needs of an entry, taken before it is queued:
+/// its resource and resourceVersion (`None` when the sink keeps no
+/// checkpoint, or for a tombstone).
+pub(super) type Mark = Option<(String, u64)>;
+
 impl SinkHandle {
+    /// Whether the sink's checkpoint says `entry` was delivered already.
+    pub(super) fn covers(&self, entry: &Entry) -> bool {
+        self.frontiers.as_ref().is_some_and(|f| f.covers(entry))
+    }
+
+    pub(super) fn mark(&self, entry: &Entry) -> Mark {
+        self.frontiers.as_ref()?;
+        Some((resource_of(entry)?.to_owned(), entry.resource_version_num()))
+    }
+
     pub(super) fn lane(&self, entry: &Entry) -> &Lane {
         &self.lanes[queue::lane_of(entry, self.lanes.len())]
     }
@@ -214,7 +232,12 @@ impl Pipeline {
     /// lagging sinks are skipped until they catch up.
     pub async fn send(&self, entry: Entry) {
         let kind = entry::configured_kind(&entry);
-        let targets = self.sinks.iter().filter(|s| s.records.contains(&kind));
+        // A sink whose checkpoint covers the entry delivered it before (a
+        // listing after a restart, a hand-over or a 410).
+        let targets = self
+            .sinks
+            .iter()
+            .filter(|s| s.records.contains(&kind) && !s.covers(&entry));
         if !self.catch_up.enabled() {
             let targets: Vec<&SinkHandle> = targets.collect();
             let Some((last, rest)) = targets.split_last() else {
@@ -249,6 +272,7 @@ impl Pipeline {
                     LagState::CatchingUp => s.headroom,
                     _ => 0,
                 };
+                let mark = s.mark(&entry);
                 match s.lane(&entry).queue.try_push(entry.clone(), extra) {
                     Ok(pushed) => {
                         taken = true;
@@ -256,7 +280,7 @@ impl Pipeline {
                             let (k, uid) = queue::object_of(&entry);
                             s.lag.queued_live(k, uid);
                         }
-                        Self::count(s, pushed);
+                        Self::count(s, pushed, mark);
                     }
                     Err(_) => full.push((s, room)),
                 }
@@ -285,11 +309,16 @@ impl Pipeline {
         }
     }
 
-    pub(super) fn count(sink: &SinkHandle, pushed: Pushed) {
+    /// Counts an entry offered to `sink` and, once queued, hands it to the
+    /// sink's frontier (`mark`, taken before it was queued).
+    pub(super) fn count(sink: &SinkHandle, pushed: Pushed, mark: Mark) {
         match pushed {
             Pushed::Queued => {
                 sink.counters.received.fetch_add(1, Ordering::Relaxed);
                 sink.counters.metrics.received.inc();
+                if let (Some(frontiers), Some((resource, version))) = (&sink.frontiers, mark) {
+                    frontiers.handed(&resource, version);
+                }
             }
             // A stale update dropped counts as coalesced: the object's
             // newer entry, already waiting, stands for both.
@@ -304,8 +333,9 @@ impl Pipeline {
     }
 
     pub(super) async fn push(sink: &SinkHandle, entry: Entry) {
+        let mark = sink.mark(&entry);
         let pushed = sink.lane(&entry).queue.push(entry).await;
-        Self::count(sink, pushed);
+        Self::count(sink, pushed, mark);
     }
 
     /// The handle that swaps a new module into sink `name`, if it exists.

@@ -46,6 +46,7 @@
 pub mod backoff;
 mod deliver;
 mod entry;
+pub mod frontier;
 mod instance;
 pub mod lag;
 mod lanes;
@@ -61,13 +62,14 @@ mod tests;
 use std::sync::Arc;
 
 use kubesink_host::{Host, HostError};
-use kubesink_normalize::record::RecordKind;
+use kubesink_normalize::record::{RecordKind, Shape};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::config::{self, SinkPlan};
 use crate::ops::Ops;
 pub use entry::{describe, tombstone};
+use frontier::Frontiers;
 use instance::Instance;
 use lag::{LagState, SinkLag};
 use lanes::{Lane, SinkHandle};
@@ -96,15 +98,24 @@ struct SinkSetup {
     /// Shared by the sink's workers.
     queue_capacity: usize,
     coalesce: bool,
+    /// Whether it keeps delivery frontiers for a durable checkpoint.
+    checkpoint: bool,
 }
 
 impl SinkSetup {
-    fn of(plan: &SinkPlan) -> Self {
+    /// From the sink's configuration and the shape its module declares
+    /// (`None`: not known yet, a ConfigMap module): a state sink's queue
+    /// coalesces; a log sink keeps a checkpoint. The configuration
+    /// (`queue.coalesce`, `checkpoint`) overrides both; a checkpointed
+    /// queue never coalesces ([`config`] refuses both set).
+    fn of(plan: &SinkPlan, shape: Option<Shape>) -> Self {
+        let checkpoint = plan.checkpoint.unwrap_or(shape == Some(Shape::Log));
         Self {
             config: WorkerConfig::of(plan),
             records: plan.records.clone(),
             queue_capacity: plan.queue_capacity,
-            coalesce: plan.coalesce,
+            coalesce: !checkpoint && plan.coalesce.unwrap_or(shape == Some(Shape::State)),
+            checkpoint,
         }
     }
 }
@@ -160,7 +171,11 @@ impl Pipeline {
                     None => None,
                 });
             }
-            pipeline.add_sink(SinkSetup::of(&plan), instances, |swaps| swaps);
+            let shape = instances
+                .first()
+                .and_then(Option::as_ref)
+                .map(|i: &kubesink_host::SinkInstance| i.wants().shape);
+            pipeline.add_sink(SinkSetup::of(&plan, shape), instances, |swaps| swaps);
             pipeline.ops.metrics.watch_cpu(plan.cpu_meter(host));
         }
         Ok(pipeline)
@@ -187,10 +202,14 @@ impl Pipeline {
         mut lane_swaps: impl FnMut(mpsc::Sender<lanes::Swap<S>>) -> mpsc::Sender<lanes::Swap>,
     ) {
         let name = setup.config.name.clone();
+        let lag = Arc::new(SinkLag::new(&name));
         let sink = SinkContext {
             config: setup.config,
             counters: Arc::new(DeliveryCounters::new(&name, &self.ops)),
-            lag: Arc::new(SinkLag::new(&name)),
+            frontiers: setup
+                .checkpoint
+                .then(|| Arc::new(Frontiers::new(lag.clone()))),
+            lag,
             catch_up: self.catch_up.clone(),
         };
         // The sink's capacity is shared by its workers' queues.
@@ -215,6 +234,7 @@ impl Pipeline {
             lag: sink.lag,
             headroom: capacity,
             lanes,
+            frontiers: sink.frontiers,
         });
     }
 
@@ -236,6 +256,23 @@ impl Pipeline {
                 .map(entry::from_configured)
                 .collect()
         })
+    }
+
+    /// The delivery frontiers of every sink that keeps a checkpoint, by
+    /// sink name.
+    pub fn checkpointed(&self) -> Vec<(String, Arc<Frontiers>)> {
+        self.sinks
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.frontiers.clone()?)))
+            .collect()
+    }
+
+    /// The source starts (`true`) or ends listing `resource` (a kind):
+    /// the frontiers of that resource stay put meanwhile.
+    pub fn listing(&self, resource: &str, listing: bool) {
+        for frontiers in self.sinks.iter().filter_map(|s| s.frontiers.as_ref()) {
+            frontiers.listing(resource, listing);
+        }
     }
 
     /// The metrics and health state this pipeline reports to.

@@ -108,7 +108,12 @@ impl Pipeline {
         let Some(sink) = self.sink(name) else {
             return false;
         };
+        if sink.covers(&entry) {
+            // Delivered before it fell behind.
+            return true;
+        }
         let queue = &sink.lane(&entry).queue;
+        let mark = sink.mark(&entry);
         let mut entry = entry;
         loop {
             // Both registered before looking, so that neither room made
@@ -120,7 +125,7 @@ impl Pipeline {
             }
             match queue.try_push(entry, 0) {
                 Ok(pushed) => {
-                    Self::count(sink, pushed);
+                    Self::count(sink, pushed, mark);
                     return pushed != Pushed::Closed;
                 }
                 Err(back) => entry = back,
@@ -139,6 +144,9 @@ impl Pipeline {
             return false;
         };
         let ok = sink.lag.caught_up();
+        if let Some(frontiers) = sink.frontiers.as_ref().filter(|_| ok) {
+            frontiers.resume();
+        }
         if ok {
             tracing::info!(sink = %name, skipped = sink.lag.skipped(), "sink caught up");
         }
@@ -191,7 +199,7 @@ impl Pipeline {
                         let entry = tombstone(kind, uid, at);
                         match sink.lane(&entry).queue.try_push(entry, 0) {
                             Ok(pushed) => {
-                                Self::count(sink, pushed);
+                                Self::count(sink, pushed, None);
                                 sent += 1;
                             }
                             Err(entry) if !self.catch_up.enabled() => {

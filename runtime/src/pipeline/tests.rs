@@ -159,6 +159,7 @@ fn context(name: &str, max_records: usize) -> SinkContext {
         counters: Arc::new(DeliveryCounters::new(name, &Ops::new())),
         lag: Arc::new(SinkLag::new(name)),
         catch_up: CatchUpLink::default(),
+        frontiers: None,
     }
 }
 
@@ -345,6 +346,7 @@ fn pipeline(sinks: Vec<(&str, Fake, usize, usize)>) -> Pipeline {
             records: vec![config::RecordKind::Events],
             queue_capacity,
             coalesce: false,
+            checkpoint: false,
         };
         p.add_sink(setup, vec![Some(fake)], |_| unused_slot());
     }
@@ -441,6 +443,7 @@ async fn held_delivers_the_queue_first_and_joins_every_worker() {
         records: vec![config::RecordKind::Events],
         queue_capacity: 100,
         coalesce: false,
+        checkpoint: false,
     };
     let fakes = vec![
         Some(Fake::new("a", Answer::Slow(Duration::from_secs(1)))),

@@ -50,6 +50,8 @@ pub(super) struct SinkContext {
     pub(super) lag: Arc<SinkLag>,
     /// Where to ask for a catch-up.
     pub(super) catch_up: CatchUpLink,
+    /// Its delivery frontiers, when it keeps a checkpoint.
+    pub(super) frontiers: Option<Arc<super::frontier::Frontiers>>,
 }
 
 /// Reports a sink worker that unwinds from a panic to the health state

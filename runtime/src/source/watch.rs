@@ -286,6 +286,9 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
                 (o, true)
             }
             Ok(watcher::Event::Init) => {
+                // A listing comes in no resourceVersion order: checkpoint
+                // frontiers stay put until it is done.
+                pipeline.listing(&r.resource.kind, true);
                 listed = reconcile_kind.map(|_| HashSet::new());
                 if job {
                     jobs.list_started(&name);
@@ -293,6 +296,7 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
                 continue;
             }
             Ok(watcher::Event::InitDone) => {
+                pipeline.listing(&r.resource.kind, false);
                 pipeline.ops().health.watcher_synced(&name);
                 if failing {
                     tracing::info!(resource = %name, "watching again");
