@@ -870,7 +870,7 @@ async fn etcd_post(base: &str, path: &str, body: &str) -> Result<serde_json::Val
 /// Compacts etcd's history up to its current revision (what the API
 /// server's periodic compaction does), so watches from any earlier
 /// resource version get 410 Gone. Returns the revision.
-async fn compact_etcd(base: &str) -> Result<i64> {
+pub(crate) async fn compact_etcd(base: &str) -> Result<i64> {
     // key "/" (base64 "Lw=="), just for the header's revision.
     let range = etcd_post(base, "/v3/kv/range", r#"{"key":"Lw==","limit":1}"#).await?;
     let revision: i64 = range

@@ -27,6 +27,7 @@ macro_rules! on_both {
 }
 
 mod bad_input;
+mod checkpoint;
 mod cluster;
 mod configmap;
 mod crash;
