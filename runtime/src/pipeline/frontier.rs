@@ -39,6 +39,10 @@ struct Frontier {
     max_handed: u64,
     /// Being listed: entries come in no particular order.
     listing: bool,
+    /// Objects handed by a watch resumed from the checkpoint, by uid, at
+    /// their newest resourceVersion: the listing that follows does not
+    /// hand them again (until it is done).
+    resumed: HashMap<String, u64>,
 }
 
 impl Frontier {
@@ -115,9 +119,29 @@ impl Frontiers {
         };
         let rv = entry.resource_version_num();
         let map = self.by_resource.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(resource)
-            .and_then(|f| f.value)
-            .is_some_and(|v| rv <= v)
+        map.get(resource).is_some_and(|f| {
+            f.value.is_some_and(|v| rv <= v) || f.resumed.get(entry.uid()).is_some_and(|&v| rv <= v)
+        })
+    }
+
+    /// The frontier of `resource`, if there is one (loaded, or moved).
+    pub fn value(&self, resource: &str) -> Option<u64> {
+        let map = self.by_resource.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(resource).and_then(|f| f.value)
+    }
+
+    /// `entry` was handed by a watch resumed from the checkpoint: the
+    /// listing that follows skips its object at that version.
+    pub fn resumed(&self, entry: &Entry) {
+        let Some(resource) = resource_of(entry) else {
+            return;
+        };
+        let rv = entry.resource_version_num();
+        let uid = entry.uid().to_owned();
+        self.with(resource, |f, _| {
+            let at = f.resumed.entry(uid).or_default();
+            *at = (*at).max(rv);
+        });
     }
 
     /// An entry of `resource` at `rv` was queued for the sink.
@@ -155,6 +179,9 @@ impl Frontiers {
     pub fn listing(&self, resource: &str, listing: bool) {
         let moved = self.with(resource, |f, frozen| {
             f.listing = listing;
+            if !listing {
+                f.resumed = HashMap::new();
+            }
             f.advance(frozen)
         });
         self.moved(moved);
@@ -273,6 +300,23 @@ mod tests {
         assert!(lag.caught_up());
         f.resume();
         assert_eq!(value(&f), Some(25));
+    }
+
+    #[test]
+    fn a_resumed_object_is_not_handed_again_by_the_listing() {
+        let f = Frontiers::default();
+        f.load("Event", 10);
+        let bumped = event("a", 12);
+        hand(&f, &bumped);
+        f.resumed(&bumped);
+        f.listing("Event", true);
+        assert!(f.covers(&event("a", 12)), "the same version, listed");
+        assert!(!f.covers(&event("a", 13)), "a newer one");
+        assert!(!f.covers(&event("b", 13)), "another object");
+        f.listing("Event", false);
+        f.settled(std::slice::from_ref(&bumped));
+        assert_eq!(value(&f), Some(12));
+        assert!(!f.covers(&event("a", 13)));
     }
 
     #[test]

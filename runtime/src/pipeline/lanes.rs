@@ -301,6 +301,37 @@ impl Pipeline {
         }
     }
 
+    /// Where a watch of `resource` can resume for the checkpointed sinks:
+    /// the oldest of their frontiers (`None`: no checkpointed sink has one,
+    /// the listing serves them all).
+    pub fn resume_point(&self, resource: &str) -> Option<u64> {
+        self.sinks
+            .iter()
+            .filter_map(|s| s.frontiers.as_ref()?.value(resource))
+            .min()
+    }
+
+    /// Queues an entry of a watch resumed from the checkpoint for each
+    /// checkpointed sink that receives its kind, has a frontier for its
+    /// resource and did not deliver it yet; the others get the listing
+    /// that follows. Waits while a queue is full.
+    pub async fn send_resumed(&self, entry: Entry) {
+        let kind = entry::configured_kind(&entry);
+        let Some(resource) = resource_of(&entry) else {
+            return;
+        };
+        for s in self.sinks.iter().filter(|s| s.records.contains(&kind)) {
+            let Some(frontiers) = &s.frontiers else {
+                continue;
+            };
+            if frontiers.value(resource).is_none() || frontiers.covers(&entry) {
+                continue;
+            }
+            frontiers.resumed(&entry);
+            Self::push(s, entry.clone()).await;
+        }
+    }
+
     /// `sink`'s queue was full while another sink took the entry.
     pub(super) fn fall_behind(sink: &SinkHandle) {
         sink.counters.metrics.skipped.inc();
