@@ -149,7 +149,8 @@ struct Planned {
 #[derive(Debug, Clone)]
 enum Content {
     Chat(Message),
-    Json(Value),
+    /// The whole body, serialized.
+    Json(String),
 }
 
 /// The sink.
@@ -244,7 +245,7 @@ impl WebhookSink {
         let mut out = Vec::new();
         let mut records: Vec<(String, String)> = Vec::new();
         let mut texts: Vec<String> = Vec::new();
-        let mut values: Vec<Value> = Vec::new();
+        let mut values: Vec<String> = Vec::new();
         let mut size = 0;
         for (change, json) in items {
             let Some(record) = record_of(change) else {
@@ -255,19 +256,22 @@ impl WebhookSink {
             }
             let (text, value) = if route.format == Format::Json {
                 let v = match &route.template {
-                    None => json.clone(),
+                    None => json.to_string(),
                     Some(_) => {
                         let text = self
                             .renderer
                             .render(route, json)
                             .map_err(SinkError::Fatal)?;
-                        serde_json::from_str(&text).map_err(|e| {
-                            SinkError::Fatal(format!(
-                                "route `{}`: the template's output is not JSON ({e}): {}",
-                                route.name,
-                                format::snippet(text.as_bytes())
-                            ))
-                        })?
+                        // Checked and compacted.
+                        serde_json::from_str::<Value>(&text)
+                            .map_err(|e| {
+                                SinkError::Fatal(format!(
+                                    "route `{}`: the template's output is not JSON ({e}): {}",
+                                    route.name,
+                                    format::snippet(text.as_bytes())
+                                ))
+                            })?
+                            .to_string()
                     }
                 };
                 (String::new(), Some(v))
@@ -278,9 +282,7 @@ impl WebhookSink {
                     .map_err(SinkError::Fatal)?;
                 (cut(text, max - route.title.len().min(max / 2) - 16), None)
             };
-            let len = value
-                .as_ref()
-                .map_or(text.len() + 1, |v| v.to_string().len() + 1);
+            let len = value.as_ref().map_or(text.len(), String::len) + 1;
             if !records.is_empty() && (records.len() >= route.batch || size + len > max) {
                 out.push(self.message(
                     route,
@@ -308,12 +310,13 @@ impl WebhookSink {
         route: &Route,
         records: Vec<(String, String)>,
         lines: Vec<String>,
-        values: Vec<Value>,
+        values: Vec<String>,
     ) -> Planned {
         let mut parts: Vec<&str> = vec![route.name.as_str()];
         parts.extend(records.iter().map(|(id, _)| id.as_str()));
         let content = if route.format == Format::Json {
-            Content::Json(json!({ "records": values }))
+            // Each record serialized once, joined into `{"records":[...]}`.
+            Content::Json(format!("{{\"records\":[{}]}}", values.join(",")))
         } else {
             Content::Chat(Message {
                 title: route.title.clone(),
@@ -365,10 +368,13 @@ impl WebhookSink {
         let content = if route.format == Format::Json {
             let by_map: serde_json::Map<String, Value> =
                 by.iter().map(|(k, n)| ((*k).clone(), json!(n))).collect();
-            Content::Json(json!({
-                "records": [],
-                "suppressed": { "count": total, "since": since, "until": until, "by": by_map, "text": text },
-            }))
+            Content::Json(
+                json!({
+                    "records": [],
+                    "suppressed": { "count": total, "since": since, "until": until, "by": by_map, "text": text },
+                })
+                .to_string(),
+            )
         } else {
             Content::Chat(Message {
                 title: route.title.clone(),
@@ -560,7 +566,7 @@ fn request(route: &Route, m: &Planned, now_ms: u64) -> HttpRequest {
         }
     }
     let body = match &m.content {
-        Content::Json(v) => v.to_string(),
+        Content::Json(body) => body.clone(),
         Content::Chat(msg) => format::chat_body(route.format, msg, feishu).to_string(),
     };
     let mut headers = vec![

@@ -50,3 +50,4 @@ mod sandbox_limits;
 mod sandbox_sql;
 mod sls;
 mod webhook;
+mod webhook_rs;
