@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the bundled sinks (tests/scripts/guests.sh) and writes a ConfigMap
 # manifest holding them, for `module: configmap:kubesink-sinks/<sink>.wasm.gz`
-# in kubesink's configuration. Each component is stored gzip-compressed
-# (`gzip -n -9`, reproducible) under binaryData key `<sink>.wasm.gz`; the
+# in kubesink's configuration: every Rust sink under sinks/ (mysql.wasm.gz,
+# sls.wasm.gz, webhook.wasm.gz; the Python webhook-py is too big for it).
+# Each component is stored gzip-compressed (`gzip -n -9`, reproducible)
+# under binaryData key `<sink>.wasm.gz`; the
 # SHA-256 of each uncompressed component (what a sink's `sha256:` pins) is
 # written as annotation `kubesink.io/sha256.<key>`.
 #

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the bundled sinks (every Rust crate in sinks/*/, and every other
-# sinks/*/build.sh) as wasm32-wasip2
+# Builds the bundled sinks (every Rust crate in sinks/*/: mysql, sls,
+# webhook; and every other sinks/*/build.sh: webhook-py) as wasm32-wasip2
 # components with the `guest` profile and prints their sizes. The runtime
 # finds them in <target>/wasm32-wasip2/guest/.
 set -euo pipefail

@@ -97,10 +97,11 @@ impl Format {
         match self {
             // 20 messages per minute per robot (DingTalk, WeChat Work).
             Format::DingTalk | Format::WeChat => Some((20, 60)),
-            // 100 per minute, 5 per second.
-            Format::Feishu => Some((100, 60)),
-            // About one message per second.
-            Format::Slack | Format::Teams | Format::TeamsMessageCard => Some((60, 60)),
+            // 100 per minute and 5 per second: 5 per 3 s keeps both.
+            Format::Feishu => Some((5, 3)),
+            // Slack: one message per second, short bursts tolerated; Teams
+            // alike.
+            Format::Slack | Format::Teams | Format::TeamsMessageCard => Some((10, 10)),
             Format::Json => None,
         }
     }

@@ -19,6 +19,7 @@ pub mod render;
 pub mod rules;
 pub mod settings;
 pub mod sink;
+pub mod transport;
 
 // wit-bindgen's export glue uses `unsafe` (canonical ABI).
 #[cfg(target_arch = "wasm32")]

@@ -31,52 +31,8 @@ use crate::bindings::kubesink::sink::types::Change;
 use crate::format::{self, Format, Message, Verdict};
 use crate::record::{Fields, change_json, identity, record_of, rfc3339};
 use crate::render::Renderer;
-use crate::settings::{Config, Route, Scheme};
-
-/// An HTTP request for the transport (always a POST of JSON).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpRequest {
-    /// Scheme.
-    pub scheme: Scheme,
-    /// `host[:port]`.
-    pub authority: String,
-    /// Path and query.
-    pub path_with_query: String,
-    /// Headers, lowercase names.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-/// An HTTP response.
-#[derive(Debug, Clone, Default)]
-pub struct HttpResponse {
-    /// Status code.
-    pub status: u16,
-    /// Headers, lowercase names.
-    pub headers: Vec<(String, String)>,
-    /// Body (possibly capped).
-    pub body: Vec<u8>,
-}
-
-/// Why no response came.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransportError {
-    /// The host refused the request (allow-list).
-    Denied(String),
-    /// Connecting, sending or receiving failed, or timed out.
-    Network(String),
-}
-
-/// HTTP, the clock and waiting (wasi in the component, fakes in tests).
-pub trait Transport {
-    /// Sends one request and waits for its answer.
-    fn send(&mut self, req: HttpRequest) -> Result<HttpResponse, TransportError>;
-    /// Wall-clock time, milliseconds since the Unix epoch.
-    fn now_ms(&self) -> u64;
-    /// Waits.
-    fn sleep_ms(&mut self, ms: u64);
-}
+use crate::settings::{Config, Route};
+pub use crate::transport::{HttpRequest, HttpResponse, Transport, TransportError};
 
 /// A failed write, as the host's `error` variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,9 +311,13 @@ impl WebhookSink {
             .collect();
         let more = by.len().saturating_sub(5);
         let text = format!(
-            "kubesink rate limit ({} messages per {}s): {total} records not sent between {since} and {until}: {}{}",
+            "kubesink rate limit ({} messages per {}): {total} records not sent between {since} and {until}: {}{}",
             rate.count,
-            rate.period_ms / 1000,
+            if rate.period_ms % 1000 == 0 {
+                format!("{}s", rate.period_ms / 1000)
+            } else {
+                format!("{}ms", rate.period_ms)
+            },
             top.join(", "),
             if more > 0 {
                 format!(", and {more} more kinds")
