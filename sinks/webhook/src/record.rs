@@ -234,6 +234,19 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// When a change happened, in milliseconds since the epoch: an event's
+/// last occurrence, a job's or pod's last status change, a removal's time.
+pub fn change_time_ms(c: &Change) -> Option<i64> {
+    let t = match c {
+        Change::Applied(Record::Event(e)) => &e.last_seen,
+        Change::Applied(Record::Job(j)) => &j.modified,
+        Change::Applied(Record::Pod(p)) => &p.modified,
+        Change::Removed(r) => &r.at,
+        Change::Tombstone(_) => return None,
+    };
+    Some(t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000))
+}
+
 /// What identifies one change for idempotency keys and redelivery:
 /// `change kind uid resource-version`.
 pub fn identity(c: &Change) -> String {

@@ -169,6 +169,8 @@ pub struct Route {
     pub batch: usize,
     /// Rate limit, `None`: unlimited.
     pub rate: Option<Rate>,
+    /// Records older than this (by their own time) are not sent.
+    pub max_age_ms: Option<u64>,
     /// Extra headers.
     pub headers: Vec<(String, String)>,
     /// Which records it takes.
@@ -315,6 +317,7 @@ impl Config {
                 count,
                 period_ms: secs * 1000,
             }),
+            max_age_ms: None,
             headers: Vec::new(),
             filter: Filter::default(),
             name,
@@ -350,6 +353,8 @@ impl Config {
                         })?;
                 }
                 "rate_limit" => route.rate = rate(value).map_err(|r| err(key, r))?,
+                "max_age" if value.trim() == "none" => route.max_age_ms = None,
+                "max_age" => route.max_age_ms = Some(duration_ms(value).map_err(|r| err(key, r))?),
                 _ => {
                     if let Some(h) = field.strip_prefix("header.") {
                         let valid = !h.is_empty()
@@ -372,7 +377,7 @@ impl Config {
                     } else {
                         return Err(err(
                             key,
-                            "unknown route setting (url, format, secret, template, title, batch, rate_limit, header.NAME, match.FIELD, drop.RULE.FIELD)",
+                            "unknown route setting (url, format, secret, template, title, batch, rate_limit, max_age, header.NAME, match.FIELD, drop.RULE.FIELD)",
                         ));
                     }
                 }

@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::bindings::kubesink::sink::types::Change;
 use crate::format::{self, Format, Message, Verdict};
-use crate::record::{Fields, change_json, identity, record_of, rfc3339};
+use crate::record::{Fields, change_json, change_time_ms, identity, record_of, rfc3339};
 use crate::render::Renderer;
 use crate::settings::{Config, Route};
 pub use crate::transport::{HttpRequest, HttpResponse, Transport, TransportError};
@@ -174,8 +174,9 @@ impl WebhookSink {
         let mut fatal = None;
         let mut retry = None;
         for i in 0..self.config.routes.len() {
+            let now = t.now_ms();
             let result = self
-                .plan(i, &items)
+                .plan(i, &items, now)
                 .and_then(|plan| self.deliver(i, t, plan, &mut budget));
             match result {
                 Ok(()) => {}
@@ -195,7 +196,12 @@ impl WebhookSink {
     }
 
     /// The route's messages for this batch, in order.
-    fn plan(&self, i: usize, items: &[(&Change, Value)]) -> Result<Vec<Planned>, SinkError> {
+    fn plan(
+        &self,
+        i: usize,
+        items: &[(&Change, Value)],
+        now_ms: u64,
+    ) -> Result<Vec<Planned>, SinkError> {
         let route = &self.config.routes[i];
         let max = route.format.max_text();
         let mut out = Vec::new();
@@ -208,6 +214,11 @@ impl WebhookSink {
                 continue;
             };
             if !route.filter.takes(&Fields::of(record), &self.config.drops) {
+                continue;
+            }
+            if let (Some(max), Some(at)) = (route.max_age_ms, change_time_ms(change))
+                && (now_ms as i64).saturating_sub(at) > max as i64
+            {
                 continue;
             }
             let (text, value) = if route.format == Format::Json {
@@ -422,6 +433,10 @@ impl WebhookSink {
         let name = self.config.routes[i].name.clone();
         let not_before = self.state[i].not_before_ms;
         if now < not_before {
+            if pending.is_empty() {
+                // Only a summary is due: it waits for the next write.
+                return Ok(());
+            }
             return Err(SinkError::Retryable(format!(
                 "route `{name}`: the receiver asked to wait {} ms more (Retry-After); {} messages wait",
                 not_before - now,

@@ -400,3 +400,64 @@ fn long_texts_are_cut_to_the_vendor_limit_and_split_into_messages() {
         assert!(c <= 4096, "{c} bytes");
     }
 }
+
+#[test]
+fn max_age_skips_records_older_than_it() {
+    let mut s = sink(&[("route.a.url", "http://r/"), ("route.a.max_age", "10m")]);
+    let mut t = fake();
+    // The events' last_seen is the fake clock's start.
+    t.now += 9 * 60_000;
+    s.write(&mut t, &warnings(1)).unwrap();
+    assert_eq!(t.sent.len(), 1);
+    t.now += 2 * 60_000;
+    let old = vec![event("old", "ml", "Warning", "BackOff", "")];
+    s.write(&mut t, &old).unwrap();
+    assert_eq!(t.sent.len(), 1, "an 11-minute-old event is not sent");
+}
+
+#[test]
+fn a_route_waiting_for_retry_after_does_not_fail_a_batch_it_has_nothing_in() {
+    let mut s = sink(&[
+        ("route.a.url", "http://r/a"),
+        ("route.a.match.reason", "BackOff"),
+        ("route.a.batch", "1"),
+        ("route.a.rate_limit", "1/1s"),
+        ("wait_in_call", "0s"),
+    ]);
+    let mut t = fake();
+    // One sent, one kept back; then a 429 for 60 s on the next message.
+    s.write(&mut t, &warnings(2)).unwrap();
+    t.now += 1_000;
+    t.answers.push_back(status(429, Some("60")));
+    let next = vec![event("n", "ml", "Warning", "BackOff", "")];
+    assert!(matches!(
+        s.write(&mut t, &next),
+        Err(SinkError::Retryable(_))
+    ));
+    // A batch with nothing for the route: its pending summary waits.
+    let other = vec![event("o", "ml", "Normal", "Pulled", "")];
+    s.write(&mut t, &other).unwrap();
+    assert_eq!(t.sent.len(), 2);
+}
+
+#[test]
+fn labels_with_dotted_keys_are_read_by_subscript() {
+    let mut s = sink(&[
+        ("route.a.url", "http://r/"),
+        ("route.a.format", "slack"),
+        ("route.a.match.label.app.kubernetes.io/name", "trainer"),
+        (
+            "route.a.template",
+            r#"{{ record.meta.labels["app.kubernetes.io/name"] }}"#,
+        ),
+    ]);
+    let mut e = event("l", "ml", "Warning", "BackOff", "");
+    if let Change::Applied(Record::Event(ev)) = &mut e {
+        ev.meta.labels = vec![("app.kubernetes.io/name".into(), "trainer".into())];
+    }
+    let mut t = fake();
+    s.write(&mut t, &[e, event("x", "ml", "Warning", "BackOff", "")])
+        .unwrap();
+    assert_eq!(t.sent.len(), 1);
+    assert_eq!(body(&t.sent[0])["text"], "*kubesink*\ntrainer");
+}
