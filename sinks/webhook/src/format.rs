@@ -114,6 +114,8 @@ pub struct Message {
     pub title: String,
     /// One text per record (or one summary).
     pub lines: Vec<String>,
+    /// DingTalk and WeChat Work: a `text` message instead of `markdown`.
+    pub plain: bool,
 }
 
 /// HMAC-SHA256 of `msg` keyed by `key`, base64.
@@ -158,6 +160,10 @@ pub fn chat_body(format: Format, m: &Message, feishu_signed: Option<(u64, String
     let text = m.lines.join("\n");
     match format {
         Format::Slack => json!({ "text": format!("*{}*\n{text}", m.title) }),
+        Format::DingTalk if m.plain => json!({
+            "msgtype": "text",
+            "text": { "content": format!("{}\n{text}", m.title) },
+        }),
         Format::DingTalk => json!({
             "msgtype": "markdown",
             "markdown": {
@@ -176,6 +182,10 @@ pub fn chat_body(format: Format, m: &Message, feishu_signed: Option<(u64, String
             }
             body
         }
+        Format::WeChat if m.plain => json!({
+            "msgtype": "text",
+            "text": { "content": format!("{}\n{text}", m.title) },
+        }),
         Format::WeChat => json!({
             "msgtype": "markdown",
             "markdown": { "content": format!("**{}**\n{text}", m.title) },

@@ -165,6 +165,8 @@ pub struct Route {
     pub template: Option<String>,
     /// Title of chat messages.
     pub title: String,
+    /// DingTalk, WeChat Work: `text` messages instead of `markdown`.
+    pub plain: bool,
     /// Most records per message.
     pub batch: usize,
     /// Rate limit, `None`: unlimited.
@@ -187,6 +189,18 @@ impl std::fmt::Debug for Route {
             .field("batch", &self.batch)
             .field("rate", &self.rate)
             .finish_non_exhaustive()
+    }
+}
+
+impl Route {
+    /// Most bytes of message text per request: the format's limit (WeChat
+    /// Work: 2,048 bytes for text messages).
+    pub fn max_text(&self) -> usize {
+        if self.plain && self.format == Format::WeChat {
+            2_000
+        } else {
+            self.format.max_text()
+        }
     }
 }
 
@@ -312,6 +326,7 @@ impl Config {
             secret: None,
             template: None,
             title: "kubesink".into(),
+            plain: false,
             batch: format.default_batch(),
             rate: format.default_rate().map(|(count, secs)| Rate {
                 count,
@@ -341,6 +356,24 @@ impl Config {
                     ));
                 }
                 "template" => route.template = Some((*value).to_owned()),
+                "msgtype" if matches!(format, Format::DingTalk | Format::WeChat) => {
+                    route.plain = match value.trim() {
+                        "text" => true,
+                        "markdown" => false,
+                        other => {
+                            return Err(err(key, format!("`{other}` is not text or markdown")));
+                        }
+                    };
+                }
+                "msgtype" => {
+                    return Err(err(
+                        key,
+                        format!(
+                            "format {} has one message type (msgtype: dingtalk and wechat)",
+                            format.name()
+                        ),
+                    ));
+                }
                 "title" => route.title = (*value).to_owned(),
                 "batch" => {
                     route.batch = value
@@ -377,7 +410,7 @@ impl Config {
                     } else {
                         return Err(err(
                             key,
-                            "unknown route setting (url, format, secret, template, title, batch, rate_limit, max_age, header.NAME, match.FIELD, drop.RULE.FIELD)",
+                            "unknown route setting (url, format, secret, template, title, msgtype, batch, rate_limit, max_age, header.NAME, match.FIELD, drop.RULE.FIELD)",
                         ));
                     }
                 }

@@ -203,7 +203,7 @@ impl WebhookSink {
         now_ms: u64,
     ) -> Result<Vec<Planned>, SinkError> {
         let route = &self.config.routes[i];
-        let max = route.format.max_text();
+        let max = route.max_text();
         let mut out = Vec::new();
         let mut records: Vec<(String, String)> = Vec::new();
         let mut texts: Vec<String> = Vec::new();
@@ -287,6 +287,7 @@ impl WebhookSink {
         } else {
             Content::Chat(Message {
                 title: route.title.clone(),
+                plain: route.plain,
                 lines,
             })
         };
@@ -349,6 +350,7 @@ impl WebhookSink {
         } else {
             Content::Chat(Message {
                 title: route.title.clone(),
+                plain: route.plain,
                 lines: vec![text],
             })
         };

@@ -156,9 +156,16 @@ fn vendor_check(
                 "sign {:?}, want {want}",
                 q.get("sign")
             );
-            ensure!(v["msgtype"] == "markdown", "msgtype {}", v["msgtype"]);
-            text_of(&v["markdown"]["title"], "markdown.title")?;
-            text_of(&v["markdown"]["text"], "markdown.text")?;
+            match v["msgtype"].as_str() {
+                Some("markdown") => {
+                    text_of(&v["markdown"]["title"], "markdown.title")?;
+                    text_of(&v["markdown"]["text"], "markdown.text")?;
+                }
+                Some("text") => {
+                    text_of(&v["text"]["content"], "text.content")?;
+                }
+                _ => bail!("msgtype {}", v["msgtype"]),
+            }
             ensure!(body.len() <= 20_000, "{} bytes", body.len());
         }
         "feishu" => {
@@ -178,11 +185,19 @@ fn vendor_check(
             text_of(&v["content"]["text"], "content.text")?;
             ensure!(body.len() <= 20 << 10, "{} bytes", body.len());
         }
-        "wechat" => {
+        "wechat" | "wechattext" => {
             ensure!(query == "key=wx-key", "query {query}");
-            ensure!(v["msgtype"] == "markdown", "msgtype {}", v["msgtype"]);
-            let c = text_of(&v["markdown"]["content"], "markdown.content")?;
-            ensure!(c.len() <= 4096, "markdown.content {} bytes", c.len());
+            match v["msgtype"].as_str() {
+                Some("markdown") => {
+                    let c = text_of(&v["markdown"]["content"], "markdown.content")?;
+                    ensure!(c.len() <= 4096, "markdown.content {} bytes", c.len());
+                }
+                Some("text") => {
+                    let c = text_of(&v["text"]["content"], "text.content")?;
+                    ensure!(c.len() <= 2048, "text.content {} bytes", c.len());
+                }
+                _ => bail!("msgtype {}", v["msgtype"]),
+            }
         }
         "teams" => {
             ensure!(v["type"] == "message", "type {}", v["type"]);
@@ -218,12 +233,14 @@ fn vendor_check(
 /// The vendor's answer: success, or its error for a broken rule.
 fn vendor_answer(route: &str, problem: Option<&str>) -> (u16, String) {
     match (route, problem) {
-        ("dingtalk", None) | ("wechat", None) => (200, r#"{"errcode":0,"errmsg":"ok"}"#.into()),
+        ("dingtalk", None) | ("wechat" | "wechattext", None) => {
+            (200, r#"{"errcode":0,"errmsg":"ok"}"#.into())
+        }
         ("dingtalk", Some(p)) => (
             200,
             format!(r#"{{"errcode":310000,"errmsg":{}}}"#, Value::from(p)),
         ),
-        ("wechat", Some(p)) => (
+        ("wechat" | "wechattext", Some(p)) => (
             200,
             format!(r#"{{"errcode":40008,"errmsg":{}}}"#, Value::from(p)),
         ),
@@ -567,6 +584,9 @@ async fn webhook_rs_delivers_the_fixture_in_each_vendor_format() -> Result<()> {
             "route.wechat.template",
             "{{ record.meta.uid }}@{{ record.meta.resource_version }}/{{ change }}".into(),
         ),
+        ("route.wechattext.url", format!("{b}/wechattext?key=wx-key")),
+        ("route.wechattext.format", "wechat".into()),
+        ("route.wechattext.msgtype", "text".into()),
         ("route.teams.url", format!("{b}/teams/workflows/t0")),
         ("route.teams.format", "teams".into()),
         ("route.teamscard.url", format!("{b}/teamscard/webhookb2/t0")),
@@ -581,6 +601,7 @@ async fn webhook_rs_delivers_the_fixture_in_each_vendor_format() -> Result<()> {
         "dingtalk",
         "feishu",
         "wechat",
+        "wechattext",
         "teams",
         "teamscard",
     ] {
@@ -601,6 +622,7 @@ async fn webhook_rs_delivers_the_fixture_in_each_vendor_format() -> Result<()> {
         "dingtalk",
         "feishu",
         "wechat",
+        "wechattext",
         "teams",
         "teamscard",
         "json",

@@ -33,6 +33,20 @@ fn msg() -> Message {
     Message {
         title: "kubesink".into(),
         lines: vec!["one".into(), "two \"quoted\"".into()],
+        plain: false,
+    }
+}
+
+#[test]
+fn dingtalk_and_wechat_send_text_messages_when_asked() {
+    let m = Message {
+        plain: true,
+        ..msg()
+    };
+    for f in [Format::DingTalk, Format::WeChat] {
+        let b = chat_body(f, &m, None);
+        assert_eq!(b["msgtype"], "text");
+        assert_eq!(b["text"]["content"], "kubesink\none\ntwo \"quoted\"");
     }
 }
 

@@ -101,6 +101,18 @@ fn bad_settings_name_the_key() {
         "route.a.colour"
     );
     assert_eq!(key_of(&[("route.a b.url", "https://h")]), "route.a b.url");
+    assert_eq!(
+        key_of(&[("route.a.url", "https://h"), ("route.a.msgtype", "text")]),
+        "route.a.msgtype"
+    );
+    assert_eq!(
+        key_of(&[
+            ("route.a.url", "https://h"),
+            ("route.a.format", "wechat"),
+            ("route.a.msgtype", "card")
+        ]),
+        "route.a.msgtype"
+    );
     assert_eq!(key_of(&[("wait_in_call", "1m")]), "wait_in_call");
     assert_eq!(key_of(&[("drop.x", "y")]), "drop.x");
 }

@@ -399,6 +399,19 @@ fn long_texts_are_cut_to_the_vendor_limit_and_split_into_messages() {
         let c = body(r)["markdown"]["content"].as_str().unwrap().len();
         assert!(c <= 4096, "{c} bytes");
     }
+    // Text messages: 2,048 bytes.
+    let mut s = sink(&[
+        ("route.w.url", "http://r/"),
+        ("route.w.format", "wechat"),
+        ("route.w.msgtype", "text"),
+    ]);
+    let mut t = fake();
+    s.write(&mut t, &batch).unwrap();
+    assert_eq!(t.sent.len(), 3);
+    for r in &t.sent {
+        let c = body(r)["text"]["content"].as_str().unwrap().len();
+        assert!(c <= 2048, "{c} bytes");
+    }
 }
 
 #[test]
