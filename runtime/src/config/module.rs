@@ -36,17 +36,21 @@ pub enum Builtin {
     Mysql,
     /// `builtin:sls`: KubeDL's event log in Simple Log Service.
     Sls,
+    /// `builtin:webhook`: chat alerts and templated webhooks
+    /// (`sinks/webhook`).
+    Webhook,
 }
 
 impl Builtin {
     /// Every bundled sink.
-    pub const ALL: [Builtin; 2] = [Builtin::Mysql, Builtin::Sls];
+    pub const ALL: [Builtin; 3] = [Builtin::Mysql, Builtin::Sls, Builtin::Webhook];
 
     /// Its name after `builtin:`.
     pub fn name(self) -> &'static str {
         match self {
             Builtin::Mysql => "mysql",
             Builtin::Sls => "sls",
+            Builtin::Webhook => "webhook",
         }
     }
 
@@ -55,6 +59,7 @@ impl Builtin {
         match self {
             Builtin::Mysql => "kubesink_sink_mysql.wasm",
             Builtin::Sls => "kubesink_sink_sls.wasm",
+            Builtin::Webhook => "kubesink_sink_webhook.wasm",
         }
     }
 }
@@ -66,7 +71,13 @@ impl FromStr for Builtin {
         Builtin::ALL
             .into_iter()
             .find(|b| b.name() == name)
-            .ok_or_else(|| format!("no bundled sink named `{name}` (bundled: mysql, sls)"))
+            .ok_or_else(|| {
+                let bundled: Vec<&str> = Builtin::ALL.iter().map(|b| b.name()).collect();
+                format!(
+                    "no bundled sink named `{name}` (bundled: {})",
+                    bundled.join(", ")
+                )
+            })
     }
 }
 
@@ -226,6 +237,7 @@ mod tests {
         for (text, want) in [
             ("builtin:mysql", ModuleRef::Builtin(Builtin::Mysql)),
             ("builtin:sls", ModuleRef::Builtin(Builtin::Sls)),
+            ("builtin:webhook", ModuleRef::Builtin(Builtin::Webhook)),
             ("./sinks/x.wasm", ModuleRef::Path("./sinks/x.wasm".into())),
             (
                 "configmap:sinks/mysql.wasm.gz",
@@ -241,7 +253,7 @@ mod tests {
         }
         let err = "builtin:nope".parse::<ModuleRef>().unwrap_err();
         assert!(
-            err.contains("`nope`") && err.contains("mysql, sls"),
+            err.contains("`nope`") && err.contains("mysql, sls, webhook"),
             "{err}"
         );
         assert!("configmap:sinks".parse::<ModuleRef>().is_err());
