@@ -10,6 +10,8 @@
 //! (host records → sink model), [`native`] (the native sink's database),
 //! [`ceiling`] (plain sqlx), [`mysql`] (the three MariaDB runs), [`sls`]
 //! (the sls run), [`live`] (memory and latency against the control plane),
+//! [`restart`] (a log sink's duplicates per restart, with and without the
+//! checkpoint),
 //! [`calls`] (criterion results), [`procfs`] (memory, machine), [`report`].
 
 pub mod calls;
@@ -21,4 +23,5 @@ pub mod mysql;
 pub mod native;
 pub mod procfs;
 pub mod report;
+pub mod restart;
 pub mod sls;

@@ -7,7 +7,7 @@
 //!
 //! `BENCH_SCALE` (default 1) scales the data set (1 = 10k jobs, 100k pods,
 //! 1M events), the pods held for the memory figure and the latency run;
-//! `BENCH_ONLY=mysql,sls,calls,memory,latency` picks scenarios.
+//! `BENCH_ONLY=mysql,sls,calls,memory,latency,restart` picks scenarios.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use kubesink_bench::report::{Figure, Report, Target};
-use kubesink_bench::{calls, data, live, mysql, procfs, sls};
+use kubesink_bench::{calls, data, live, mysql, procfs, restart, sls};
 use kubesink_tests::guests::{guest_wasm, workspace_root};
 use kubesink_tests::mariadb;
 
@@ -30,12 +30,12 @@ struct Args {
     #[arg(long, env = "BENCH_SCALE", default_value_t = 1.0)]
     scale: f64,
     /// Scenarios to run (comma-separated): mysql (= wasm, native, pipeline,
-    /// ceiling), replay, sls, calls, memory, latency.
+    /// ceiling), replay, sls, calls, memory, latency, restart.
     #[arg(
         long,
         env = "BENCH_ONLY",
         value_delimiter = ',',
-        default_value = "mysql,replay,sls,calls,memory,latency"
+        default_value = "mysql,replay,sls,calls,memory,latency,restart"
     )]
     only: Vec<String>,
     /// Pods for the memory figure (default: 100000 × scale, at least 2000).
@@ -466,6 +466,39 @@ impl Bench {
         Ok(())
     }
 
+    /// A log sink's duplicates per restart with 10k retained events (× scale).
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        let kubesink = sibling("kubesink")?;
+        let wasm = guest_wasm("kubesink-sink-sls")?;
+        let events = ((10_000.0 * self.args.scale) as usize).max(100);
+        step(&format!(
+            "restart: {events} events through the sls sink, then restarts"
+        ));
+        let cluster = kubesink_tests::cluster::start().await?;
+        let emulator =
+            kubesink_tests::sls::start(kubesink_tests::sls::EmulatorConfig::default()).await?;
+        let d =
+            restart::duplicates_per_restart(&kubesink, &wasm, &cluster, &emulator, events).await?;
+        let note = format!(
+            "{events} events held by the API server, delivered by `kubesink run` through the sls sink into the SLS emulator; then SIGTERM and a new start"
+        );
+        self.report.figures.push(Figure::new(
+            "log sink: records delivered again per restart, without a checkpoint (`--no-checkpoint`, as before)",
+            d.without as f64,
+            "records",
+            Target::None,
+            note.clone(),
+        ));
+        self.report.figures.push(Figure::new(
+            "log sink: records delivered again per restart, with the checkpoint (default)",
+            d.with as f64,
+            "records",
+            Target::None,
+            note,
+        ));
+        Ok(())
+    }
+
     async fn live(&mut self, memory: bool, latency: bool) -> anyhow::Result<()> {
         let kubesink = sibling("kubesink")?;
         let wasm = guest_wasm("kubesink-sink-mysql")?;
@@ -829,6 +862,10 @@ async fn main() -> anyhow::Result<()> {
     if memory || latency {
         let r = bench.live(memory, latency).await;
         bench.record("memory/latency", r);
+    }
+    if bench.wants("restart") {
+        let r = bench.restart().await;
+        bench.record("restart", r);
     }
     if bench.args.scale < 1.0 {
         bench.report.notes.push(format!(
