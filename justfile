@@ -1,6 +1,7 @@
 # kubesink's entry points. Without `just` installed, run them as
-# `tests/just <recipe>` (it installs a pinned `just` first).
-# Logic lives in tests/scripts/; recipes stay short.
+# `scripts/just <recipe>` (it installs a pinned `just` first).
+# Logic lives in scripts/ (building and setup) and tests/scripts/ (test
+# services, the suite, the benchmarks); recipes stay short.
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -13,11 +14,11 @@ default:
 
 # Install what every recipe needs (wasm32-wasip2 target, rustfmt, clippy); idempotent.
 setup:
-    bash tests/scripts/setup.sh
+    bash scripts/setup.sh
 
 # Build the bundled sinks (sinks/*) for wasm32-wasip2 and print their sizes.
 guests: setup
-    bash tests/scripts/guests.sh
+    bash scripts/guests.sh
 
 # Build the sinks and the kubesink binary.
 build: guests
@@ -56,7 +57,7 @@ sls-emulator:
 
 # Build the bundled sinks and write them, gzipped, as ConfigMap kubesink-sinks to OUT (default deploy/generated/sinks-configmap.yaml); prints sizes and digests.
 configmap OUT="deploy/generated/sinks-configmap.yaml": setup
-    bash tests/scripts/configmap.sh {{ OUT }}
+    bash scripts/configmap.sh {{ OUT }}
 
 # Benchmarks (issue 7): starts MariaDB, the SLS emulator and a control plane itself, writes docs/benchmarks.md. BENCH_SCALE=0.01 for a quick check; BENCH_ONLY=mysql,replay,sls,calls,memory,latency picks scenarios.
 bench: setup

@@ -1,6 +1,6 @@
 //! The `kubesink` command as a user runs it: exit codes and error messages
 //! for bad input, and the embedded default end to end. The bundled mysql
-//! sink must be built first (`tests/just guests`, which `tests/just test`
+//! sink must be built first (`scripts/just guests`, which `scripts/just test`
 //! does); without it these tests fail with the command's own message.
 
 use std::path::{Path, PathBuf};

@@ -31,7 +31,7 @@ if [ -z "${KUBESINK_TEST_MYSQL_URL:-}" ]; then
 fi
 
 say "building the sink components (wasm32-wasip2, profile guest)"
-bash tests/scripts/guests.sh >&2
+bash scripts/guests.sh >&2
 
 say "building kubesink, kubesink-gen and kubesink-bench (profile $profile)"
 # One invocation, so that the three share one feature resolution.

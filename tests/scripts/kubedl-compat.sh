@@ -2,7 +2,7 @@
 # Builds tests/kubedl-compat (a small Go program running KubeDL v0.5.0's own
 # storage code: its mysql backend, dmo models and converters) from Go
 # modules fetched through the Go module proxy, and caches the binary under
-#   ${KUBESINK_CACHE_DIR:-~/.cache/kubesink}/kubedl-compat/<kubedl version>-<go.sum hash>/kubedl-compat
+#   ${KUBESINK_CACHE:-~/.cache/kubesink}/kubedl-compat/<kubedl version>-<go.sum hash>/kubedl-compat
 # keyed by the KubeDL version pinned in go.mod and the hash of go.sum and
 # main.go. When the binary is already there nothing is built.
 #
@@ -10,7 +10,7 @@
 #   Prints the binary's path as the last line of stdout; progress goes to
 #   stderr.
 #
-# Environment: KUBESINK_CACHE_DIR (default ~/.cache/kubesink; XDG_CACHE_HOME
+# Environment: KUBESINK_CACHE (default ~/.cache/kubesink; XDG_CACHE_HOME
 # is honoured), the usual Go variables (GOPROXY, GOMODCACHE, GOCACHE, ...).
 # The Go toolchain on PATH is used as is (GOTOOLCHAIN=local).
 set -euo pipefail
@@ -28,7 +28,7 @@ main() {
     fi
     key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-16)
 
-    cache_root=${KUBESINK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesink}
+    cache_root=${KUBESINK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesink}
     dir="$cache_root/kubedl-compat/${version}-${key}"
     bin="$dir/kubedl-compat"
     if [[ -x $bin ]]; then

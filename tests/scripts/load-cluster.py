@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Creates N pods (of one batch Job) and M events in a test cluster started by
-`tests/just cluster`, for memory measurements of `kubesink run`.
+`scripts/just cluster`, for memory measurements of `kubesink run`.
 
 Usage: load-cluster.py CLUSTER_DIR PORT PODS EVENTS (CLUSTER_DIR holds ca.crt and
 the kubesink-admin certificate; PORT is the API server port it printed)."""

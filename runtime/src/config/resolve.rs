@@ -311,7 +311,7 @@ pub fn locate_builtin(builtin: Builtin) -> Result<PathBuf, String> {
     }
     let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     Err(format!(
-        "bundled sink `{name}` ({file}) not found; looked in {}. Build it with `tests/just guests`, or set {SINK_DIR_ENV}",
+        "bundled sink `{name}` ({file}) not found; looked in {}. Build it with `scripts/just guests`, or set {SINK_DIR_ENV}",
         looked.join(", ")
     ))
 }

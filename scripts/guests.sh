@@ -4,7 +4,7 @@
 # components with the `guest` profile and prints their sizes. The runtime
 # finds them in <target>/wasm32-wasip2/guest/.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 pkgs=()
 for manifest in sinks/*/Cargo.toml; do
