@@ -17,6 +17,10 @@
 //! - [`namespace`]: kubesink's own namespace;
 //! - [`ops`]: metrics, health and readiness, and their HTTP server.
 
+// The module docs are written for maintainers and link internals:
+// `cargo doc --document-private-items` renders those links.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod app;
 pub mod checkpoint;
 pub mod config;

@@ -5,12 +5,12 @@
 use std::path::Path;
 
 /// The file Kubernetes mounts into every pod with a service account token.
-pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
+pub(crate) const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 /// The environment variable a Deployment sets from the downward API
 /// (`fieldRef: metadata.namespace`).
-pub const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
+pub(crate) const POD_NAMESPACE_ENV: &str = "POD_NAMESPACE";
 
 /// kubesink's own namespace: `POD_NAMESPACE` when set and not empty, else
 /// the service account's namespace file (in a pod), else the namespace of

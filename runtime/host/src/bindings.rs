@@ -20,7 +20,7 @@ wasmtime::component::bindgen!({
 });
 
 /// The version of `kubesink:sink` this host implements.
-pub const CONTRACT_VERSION: &str = "0.2.0";
+pub(crate) const CONTRACT_VERSION: &str = "0.2.0";
 
 /// The package, as import and export names start.
 const PACKAGE: &str = "kubesink:sink/";
@@ -28,7 +28,7 @@ const PACKAGE: &str = "kubesink:sink/";
 /// The versions of `kubesink:sink` the component's imports and exports
 /// name (e.g. `kubesink:sink/sink@0.1.0` gives `0.1.0`), sorted, without
 /// repeats; `""` for a name without a version.
-pub fn contract_versions(
+pub(crate) fn contract_versions(
     component: &wasmtime::component::Component,
     engine: &wasmtime::Engine,
 ) -> Vec<String> {
@@ -48,7 +48,7 @@ pub fn contract_versions(
 /// Whether a component built against `version` of `kubesink:sink` links
 /// with this host: the same major version, or for 0.x the same minor
 /// (semver, as wasmtime's linker matches names: 0.2.1 serves 0.2.0).
-pub fn is_served(version: &str) -> bool {
+pub(crate) fn is_served(version: &str) -> bool {
     let key = |v: &str| -> Option<(u64, u64)> {
         let mut parts = v.split('.');
         let major = parts.next()?.parse().ok()?;

@@ -58,7 +58,7 @@ impl fmt::Debug for HostBudget {
 #[error(
     "sink '{sink}': host memory budget exceeded by {what}: asked for {asked} bytes with {used} of {limit} bytes in use (limits.host_memory)"
 )]
-pub struct BudgetExceeded {
+pub(crate) struct BudgetExceeded {
     /// The sink.
     pub sink: String,
     /// What asked, e.g. `host memory`, `sql result`, `http response body`.
@@ -84,14 +84,10 @@ impl HostBudget {
         }
     }
 
-    /// A budget that never refuses (for tools and unit tests).
-    pub fn unlimited(sink: &str) -> Self {
+    /// A budget that never refuses (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn unlimited(sink: &str) -> Self {
         Self::new(sink, usize::MAX)
-    }
-
-    /// The sink it belongs to.
-    pub fn sink(&self) -> &str {
-        &self.inner.sink
     }
 
     /// The limit in bytes.
@@ -110,18 +106,20 @@ impl HostBudget {
     }
 
     /// True when two handles share one count (the same sink's budget).
-    pub fn same(&self, other: &HostBudget) -> bool {
+    #[cfg(test)]
+    pub(crate) fn same(&self, other: &HostBudget) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Reserves `bytes`, released when the [`Reservation`] is dropped.
-    pub fn try_reserve(&self, bytes: usize) -> Result<Reservation, BudgetExceeded> {
+    #[cfg(test)]
+    pub(crate) fn try_reserve(&self, bytes: usize) -> Result<Reservation, BudgetExceeded> {
         self.try_reserve_for("host memory", bytes)
     }
 
     /// [`try_reserve`](Self::try_reserve), naming what asks in the error
     /// (e.g. `"sql result"`).
-    pub fn try_reserve_for(
+    pub(crate) fn try_reserve_for(
         &self,
         what: &'static str,
         bytes: usize,
@@ -169,7 +167,7 @@ impl HostBudget {
 
 /// Bytes reserved from a [`HostBudget`]; given back when dropped.
 #[must_use = "a reservation is released as soon as it is dropped"]
-pub struct Reservation {
+pub(crate) struct Reservation {
     budget: HostBudget,
     what: &'static str,
     bytes: usize,
@@ -187,13 +185,9 @@ impl fmt::Debug for Reservation {
 
 impl Reservation {
     /// Bytes held by this reservation.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
-    }
-
-    /// The budget it is taken from.
-    pub fn budget(&self) -> &HostBudget {
-        &self.budget
     }
 
     /// Reserves `bytes` more; on failure the reservation is unchanged.
@@ -204,7 +198,8 @@ impl Reservation {
     }
 
     /// Grows or shrinks the reservation to exactly `bytes`.
-    pub fn resize(&mut self, bytes: usize) -> Result<(), BudgetExceeded> {
+    #[cfg(test)]
+    pub(crate) fn resize(&mut self, bytes: usize) -> Result<(), BudgetExceeded> {
         if bytes >= self.bytes {
             self.grow(bytes - self.bytes)
         } else {
@@ -214,7 +209,7 @@ impl Reservation {
     }
 
     /// Gives back `bytes` (at most what is held) before the drop.
-    pub fn shrink(&mut self, bytes: usize) {
+    pub(crate) fn shrink(&mut self, bytes: usize) {
         let bytes = bytes.min(self.bytes);
         self.budget.give_back(bytes);
         self.bytes -= bytes;

@@ -66,7 +66,7 @@ impl Hasher for ShaHasher<'_> {
 }
 
 /// The cache file name for `bytes` compiled by `engine`.
-pub fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
+pub(crate) fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
     let mut sha = Sha256::new();
     sha.update(CACHE_VERSION);
     sha.update(Sha256::digest(bytes));
@@ -77,7 +77,7 @@ pub fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
 }
 
 /// Checks the header: a component has `\0asm`, version 0x0d and layer 1.
-pub fn check_header(bytes: &[u8]) -> Result<(), CompileError> {
+pub(crate) fn check_header(bytes: &[u8]) -> Result<(), CompileError> {
     match bytes {
         [0, b'a', b's', b'm', _, _, 0, 0, ..] => Err(CompileError::CoreModule),
         [0, b'a', b's', b'm', _, _, _, _, ..] => Ok(()),
@@ -94,7 +94,7 @@ fn error_text(err: &wasmtime::Error) -> String {
 
 /// Compiles `bytes`, or loads the artifact cached under `cache_dir`.
 /// Blocking (compilation takes CPU seconds): call it off the async runtime.
-pub fn load_component(
+pub(crate) fn load_component(
     engine: &Engine,
     cache_dir: Option<&Path>,
     bytes: &[u8],

@@ -44,10 +44,10 @@ use std::time::{Duration, Instant};
 
 /// Wall time whose worth of quota a sink may save up and spend at once:
 /// 100 ms (a `200m` sink may run 20 ms without a pause after idling).
-pub const BURST: Duration = Duration::from_millis(100);
+pub(crate) const BURST: Duration = Duration::from_millis(100);
 
 /// The calling thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) in ns.
-pub fn thread_cpu_nanos() -> u64 {
+pub(crate) fn thread_cpu_nanos() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     (t.tv_sec as u64)
         .saturating_mul(1_000_000_000)
@@ -110,7 +110,7 @@ struct Inner {
 /// ([`CpuQuota::turn`]); given back when dropped.
 #[derive(Debug)]
 #[must_use = "the turn ends when it is dropped"]
-pub struct Turn {
+pub(crate) struct Turn {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
@@ -196,7 +196,7 @@ impl CpuQuota {
     /// once, so they never run wasm on more threads at the same moment than
     /// the quota has cores; without a quota the turn is free. Hold it for
     /// the whole call.
-    pub async fn turn(&self) -> Turn {
+    pub(crate) async fn turn(&self) -> Turn {
         let permit = match &self.inner.turns {
             Some(turns) => turns.clone().acquire_owned().await.ok(),
             None => None,
@@ -222,7 +222,7 @@ impl CpuQuota {
     /// How long the sink must pause now: `None` when it is within its
     /// quota (or has none), else the wall time until its bucket is back at
     /// zero.
-    pub fn pause_needed(&self) -> Option<Duration> {
+    pub(crate) fn pause_needed(&self) -> Option<Duration> {
         let cores = self.inner.cores?;
         let now = Instant::now();
         let mut b = self.lock();
@@ -237,7 +237,7 @@ impl CpuQuota {
     }
 
     /// Records a pause of `wall` (taken by the caller).
-    pub fn note_pause(&self, wall: Duration) {
+    pub(crate) fn note_pause(&self, wall: Duration) {
         self.inner.pauses.fetch_add(1, Ordering::Relaxed);
         self.inner.paused_nanos.fetch_add(
             u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX),

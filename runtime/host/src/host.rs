@@ -23,7 +23,7 @@ use crate::{bindings, http, log, sql};
 
 /// How often the epoch ticker advances the engine's epoch: the resolution
 /// of call deadlines.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Options for the whole host.
 #[derive(Debug, Clone, Default)]
 pub struct HostOptions {
@@ -193,7 +193,8 @@ impl Host {
 
     /// Sink `spec.name`'s host memory budget (see [`crate::budget`]), shared by all
     /// its instances.
-    pub fn sink_budget(&self, spec: &SinkSpec) -> HostBudget {
+    #[cfg(test)]
+    pub(crate) fn sink_budget(&self, spec: &SinkSpec) -> HostBudget {
         self.shared(&spec.name, &spec.limits).budget
     }
 

@@ -30,7 +30,7 @@
 //! A rule for a name grants the name, not whatever it resolves to: a
 //! connection to a loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16,
 //! fe80::/10), private (10/8, 172.16/12, 192.168/16), unique-local
-//! (fc00::/7) or other non-public address ([`internal_range`]) is refused
+//! (fc00::/7) or other non-public address ([`internal_range`](allow::internal_range)) is refused
 //! unless a rule names that address or its range. So `http://localhost:8080`
 //! alone is refused (localhost is 127.0.0.1); with `http://127.0.0.1:8080`
 //! it is not. The same holds for IP literals in the URL (`*` does not grant
@@ -64,16 +64,13 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::Limits;
-pub use allow::{
-    AllowList, AllowListError, HostRule, PortRule, Rule, SchemeRule, Target, internal_range,
-};
-pub use resolve::AddressRefused;
+pub use allow::{AllowList, AllowListError, HostRule, PortRule, Rule, SchemeRule};
 use send::SinkHooks;
-pub use slots::{InFlightSlots, SinkSlots};
+pub(crate) use slots::{InFlightSlots, SinkSlots};
 
 /// The caps applied to a sink's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpCaps {
+pub(crate) struct HttpCaps {
     /// From connecting to the end of the response body.
     pub timeout: Duration,
     /// Largest request body.
@@ -83,11 +80,9 @@ pub struct HttpCaps {
 }
 
 /// A sink's `wasi:http` state, a field of the store's data.
-pub struct HttpCtx {
+pub(crate) struct HttpCtx {
     wasi: WasiHttpCtx,
     hooks: SinkHooks,
-    /// The sink's host memory budget (buffered bodies are charged to it).
-    budget: crate::budget::HostBudget,
 }
 
 impl fmt::Debug for HttpCtx {
@@ -131,23 +126,17 @@ impl HttpCtx {
                 },
                 client,
                 slots: SinkSlots::new(limits.http_max_in_flight),
-                budget: budget.clone(),
+                budget,
             },
-            budget,
         }
     }
 
     /// Uses the sink's shared request slots (the host's, so that all its
     /// instances count together) instead of slots of its own.
     #[must_use]
-    pub fn with_slots(mut self, slots: SinkSlots) -> Self {
+    pub(crate) fn with_slots(mut self, slots: SinkSlots) -> Self {
         self.hooks.slots = slots;
         self
-    }
-
-    /// The sink's host memory budget.
-    pub fn budget(&self) -> &crate::budget::HostBudget {
-        &self.budget
     }
 
     /// The view wasmtime-wasi-http works on.
@@ -162,6 +151,8 @@ impl HttpCtx {
 
 /// Adds `wasi:http/types` and `wasi:http/outgoing-handler` to the linker
 /// (WASI itself is added separately).
-pub fn add_to_linker<T: WasiHttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: WasiHttpView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
 }

@@ -29,8 +29,8 @@ use crate::budget::HostBudget;
 use crate::cpu::CpuQuota;
 use crate::log::LogCounters;
 use crate::sql::SqlPools;
-pub use kubesink_normalize::record::{OptionalField, RecordKind, Shape, Wants};
-pub use store::{StoreData, TABLE_ELEMENT_BYTES};
+pub(crate) use kubesink_normalize::record::{RecordKind, Shape, Wants};
+pub(crate) use store::StoreData;
 
 /// Extra time the async timeout allows past the epoch deadline, so a guest
 /// that spins is stopped by the epoch (a clean trap) and a call stuck in a

@@ -24,26 +24,27 @@
 //!   [`http`] (`wasi:http` behind an allow-list);
 //! - [`secret`] (values that never reach a log).
 
-pub mod bindings;
-pub mod budget;
-pub mod cache;
+// The module docs are written for maintainers and link internals:
+// `cargo doc --document-private-items` renders those links.
+#![allow(rustdoc::private_intra_doc_links)]
+
+mod bindings;
+mod budget;
+mod cache;
 pub mod cpu;
-pub mod error;
-pub mod host;
+mod error;
+mod host;
 pub mod http;
-pub mod instance;
+mod instance;
 pub mod log;
 pub mod secret;
-pub mod spec;
+mod spec;
 pub mod sql;
 
-pub use budget::{BudgetExceeded, DEFAULT_HOST_MEMORY_BYTES, HostBudget, Reservation};
+pub use budget::{DEFAULT_HOST_MEMORY_BYTES, HostBudget};
 pub use cache::{CacheOutcome, CompileError};
 pub use cpu::CpuQuota;
 pub use error::HostError;
-pub use host::{EPOCH_TICK, Host, HostOptions};
-pub use instance::{CallError, FaultCause, HeldCap, SinkInstance, SinkStats, StoreData};
-pub use kubesink_normalize::record::Entry;
-pub use kubesink_normalize::record::SinkError;
-pub use kubesink_normalize::record::{OptionalField, Shape, Wants};
+pub use host::{Host, HostOptions};
+pub use instance::{CallError, FaultCause, HeldCap, SinkInstance, SinkStats};
 pub use spec::{DEFAULT_MAX_MODULE_BYTES, DEFAULT_MAX_RESOURCES, Limits, ModuleSource, SinkSpec};

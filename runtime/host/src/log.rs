@@ -28,10 +28,10 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Longest line kept in the buffer before it is logged as is.
-pub const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// Longest text of a sink (an error message) kept after escaping.
-pub const MAX_SINK_TEXT: usize = 4096;
+pub(crate) const MAX_SINK_TEXT: usize = 4096;
 
 /// Whether `c` is escaped by [`sanitize`]: C0 and C1 controls (newlines,
 /// tabs, ESC that starts ANSI sequences, ...), DEL, line and paragraph
@@ -86,7 +86,7 @@ pub fn sanitize(text: &str, max_len: usize) -> String {
 /// One sink's output budget: the token bucket its log lines and error
 /// text are charged to. Shared (in an `Arc`) by all instances of the sink.
 #[derive(Debug)]
-pub struct SinkOutput {
+pub(crate) struct SinkOutput {
     sink: Arc<str>,
     bytes_per_sec: usize,
     bucket: Mutex<Bucket>,
@@ -105,16 +105,6 @@ impl SinkOutput {
         })
     }
 
-    /// The sink it belongs to.
-    pub fn sink(&self) -> &str {
-        &self.sink
-    }
-
-    /// The rate, in bytes per second.
-    pub fn bytes_per_sec(&self) -> usize {
-        self.bytes_per_sec
-    }
-
     fn take(&self, n: usize, now: Instant) -> bool {
         self.bucket
             .lock()
@@ -126,7 +116,7 @@ impl SinkOutput {
     /// line: escaped and cut ([`sanitize`], [`MAX_SINK_TEXT`]) and charged
     /// to the budget. Over the budget, the text is replaced by a note of
     /// its size.
-    pub fn admit(&self, text: &str) -> String {
+    pub(crate) fn admit(&self, text: &str) -> String {
         let clean = sanitize(text, MAX_SINK_TEXT);
         if self.take(clean.len(), Instant::now()) {
             clean
@@ -144,7 +134,7 @@ impl SinkOutput {
 
 /// The output budgets of a host's sinks, by sink name.
 #[derive(Debug, Default)]
-pub struct SinkOutputs {
+pub(crate) struct SinkOutputs {
     by_name: Mutex<std::collections::HashMap<String, Arc<SinkOutput>>>,
 }
 
@@ -170,7 +160,7 @@ const DROP_REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Counters of what a guest wrote to stdout/stderr, shared with the
 /// instance that owns the log.
 #[derive(Debug, Default)]
-pub struct LogCounters {
+pub(crate) struct LogCounters {
     /// Bytes logged.
     pub logged: AtomicU64,
     /// Bytes dropped by the rate limit.
@@ -332,20 +322,14 @@ impl Drop for Shared {
 /// The log of one sink instance; hand [`GuestLog::stdout`] and
 /// [`GuestLog::stderr`] to the WASI context.
 #[derive(Debug, Clone)]
-pub struct GuestLog {
+pub(crate) struct GuestLog {
     shared: Arc<Mutex<Shared>>,
 }
 
 impl GuestLog {
-    /// A log for sink `sink` with a budget of its own of `bytes_per_sec`,
-    /// counting into `counters`.
-    pub fn new(sink: &str, bytes_per_sec: usize, counters: Arc<LogCounters>) -> Self {
-        Self::with_output(SinkOutput::new(sink, bytes_per_sec), counters)
-    }
-
     /// A log charging the sink's shared budget `output`, counting into
     /// `counters`.
-    pub fn with_output(output: Arc<SinkOutput>, counters: Arc<LogCounters>) -> Self {
+    pub(crate) fn with_output(output: Arc<SinkOutput>, counters: Arc<LogCounters>) -> Self {
         let now = Instant::now();
         Self {
             shared: Arc::new(Mutex::new(Shared {
@@ -383,7 +367,7 @@ impl GuestLog {
 
 /// One of the guest's output streams.
 #[derive(Debug, Clone)]
-pub struct GuestStream {
+pub(crate) struct GuestStream {
     log: GuestLog,
     kind: Kind,
 }

@@ -20,7 +20,7 @@ pub enum EnvError {
 /// let get = |k: &str| (k == "HOST").then(|| "db".to_string());
 /// assert_eq!(expand_env("mysql://${HOST}:${PORT:-3306}", get).unwrap(), "mysql://db:3306");
 /// ```
-pub fn expand_env(
+pub(crate) fn expand_env(
     value: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, EnvError> {
@@ -58,7 +58,7 @@ pub fn expand_env(
 }
 
 /// [`expand_env`] over the process environment.
-pub fn expand_process_env(value: &str) -> Result<String, EnvError> {
+pub(crate) fn expand_process_env(value: &str) -> Result<String, EnvError> {
     expand_env(value, |k| std::env::var(k).ok())
 }
 

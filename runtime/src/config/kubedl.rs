@@ -191,7 +191,7 @@ pub enum KubedlEnvError {
 
 /// An SLS endpoint: where the sls sink connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlsEndpoint {
+pub(crate) struct SlsEndpoint {
     /// `http` or `https`.
     pub scheme: &'static str,
     /// A DNS name (lower case) or an IPv4 address.
@@ -205,7 +205,7 @@ pub struct SlsEndpoint {
 /// Parses `SLS_ENDPOINT`: `host` (https) or `scheme://host[:port]`, with
 /// the host a DNS name or an IPv4 address, through the allow-list's parser
 /// ([`Rule::parse`]); wildcards, ranges, IPv6 and `*` ports are refused.
-pub fn parse_sls_endpoint(value: &str) -> Result<SlsEndpoint, KubedlEnvError> {
+pub(crate) fn parse_sls_endpoint(value: &str) -> Result<SlsEndpoint, KubedlEnvError> {
     let bad = |reason: &str| KubedlEnvError::Endpoint {
         value: value.to_string(),
         reason: reason.to_string(),
@@ -379,7 +379,7 @@ mod tests {
         let c = flags.to_config(odd).unwrap();
         c.check("flags").unwrap();
         // What resolve does with every value: expand `${VAR}`.
-        let expanded = |v: &str| crate::config::expand_process_env(v).unwrap();
+        let expanded = |v: &str| crate::config::env::expand_process_env(v).unwrap();
         let password = c.connections["mysql"].password.as_ref().unwrap().expose();
         assert_eq!(expanded(password), "pa$$${HOME}word");
         let sls = c.sinks.iter().find(|s| s.name == "aliyun-sls").unwrap();

@@ -46,21 +46,15 @@ mod resolve;
 mod sink;
 mod size;
 
-pub use env::{EnvError, expand_env, expand_process_env};
+pub use env::EnvError;
 pub use kubedl::{
-    DEFAULT_SQLITE_PATH, EventStorage, KubedlEnvError, KubedlFlags, MetaStorage, SlsEndpoint,
-    parse_sls_endpoint, sls_sink_config,
+    DEFAULT_SQLITE_PATH, EventStorage, KubedlEnvError, KubedlFlags, MetaStorage, sls_sink_config,
 };
-pub use module::{BUILTIN_PREFIX, Builtin, CONFIGMAP_PREFIX, ConfigMapRef, ModuleRef, Sha256};
-pub use resolve::{
-    Plan, PlannedModule, SINK_DIR_ENV, SinkPlan, SinkTemplate, builtin_dirs, default_cache_dir,
-    locate_builtin,
-};
-pub use sink::{
-    BatchConfig, Cores, LimitsConfig, MAX_HTTP_IN_FLIGHT, MAX_WORKERS, QueueConfig, RetryConfig,
-    Settings, SinkConfig,
-};
-pub use size::{ByteSize, parse_size};
+pub use module::{Builtin, ConfigMapRef, ModuleRef, Sha256};
+pub use resolve::{Plan, PlannedModule, SinkPlan, SinkTemplate};
+pub use sink::{BatchConfig, Cores, LimitsConfig, QueueConfig, RetryConfig, Settings, SinkConfig};
+pub(crate) use sink::{MAX_HTTP_IN_FLIGHT, MAX_WORKERS};
+pub use size::ByteSize;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

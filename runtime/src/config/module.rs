@@ -11,10 +11,10 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer};
 
 /// The prefix of a `module:` naming a ConfigMap key.
-pub const CONFIGMAP_PREFIX: &str = "configmap:";
+pub(crate) const CONFIGMAP_PREFIX: &str = "configmap:";
 
 /// The prefix of a `module:` naming a bundled sink.
-pub const BUILTIN_PREFIX: &str = "builtin:";
+pub(crate) const BUILTIN_PREFIX: &str = "builtin:";
 
 /// A sink's `module:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +172,7 @@ impl ConfigMapRef {
     }
 
     /// Whether the key holds a gzip-compressed component.
-    pub fn gzipped(&self) -> bool {
+    pub(crate) fn gzipped(&self) -> bool {
         self.key.ends_with(".gz")
     }
 }

@@ -57,7 +57,7 @@ pub enum PlannedModule {
 impl PlannedModule {
     /// How errors and logs name it: the file path, or `configmap NAME key
     /// KEY`.
-    pub fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         match self {
             PlannedModule::File(path) => path.display().to_string(),
             PlannedModule::ConfigMap(cm) => cm.to_string(),
@@ -67,7 +67,7 @@ impl PlannedModule {
 
 impl SinkPlan {
     /// The ConfigMap key its module comes from, if it does.
-    pub fn configmap(&self) -> Option<&ConfigMapRef> {
+    pub(crate) fn configmap(&self) -> Option<&ConfigMapRef> {
         match &self.module {
             PlannedModule::ConfigMap(cm) => Some(cm),
             PlannedModule::File(_) => None,
@@ -79,7 +79,7 @@ impl SinkPlan {
     /// it is given; a sink whose module is not loaded yet (a ConfigMap key)
     /// has no component to put in it, so the spec names the module's
     /// origin without bytes.
-    pub fn cpu_meter(&self, host: &kubesink_host::Host) -> kubesink_host::CpuQuota {
+    pub(crate) fn cpu_meter(&self, host: &kubesink_host::Host) -> kubesink_host::CpuQuota {
         host.sink_cpu(&self.spec.with_module(ModuleSource::Bytes {
             origin: self.module.origin(),
             bytes: std::sync::Arc::default(),
@@ -103,7 +103,7 @@ pub struct SinkTemplate {
 
 impl SinkTemplate {
     /// The spec the host loads, with `module`.
-    pub fn with_module(&self, module: ModuleSource) -> SinkSpec {
+    pub(crate) fn with_module(&self, module: ModuleSource) -> SinkSpec {
         SinkSpec {
             name: self.name.clone(),
             module,
@@ -129,7 +129,7 @@ impl std::fmt::Debug for SinkTemplate {
 }
 
 /// Environment variable naming a directory with the bundled sinks.
-pub const SINK_DIR_ENV: &str = "KUBESINK_SINK_DIR";
+pub(crate) const SINK_DIR_ENV: &str = "KUBESINK_SINK_DIR";
 
 impl Config {
     /// Resolves the configuration; `origin` names it in errors (a file
@@ -270,7 +270,7 @@ impl Config {
 
 /// `$KUBESINK_CACHE_DIR`, else `$XDG_CACHE_HOME/kubesink/components`, else
 /// `~/.cache/kubesink/components`.
-pub fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("KUBESINK_CACHE_DIR") {
         return Some(PathBuf::from(d));
     }
@@ -281,7 +281,7 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// Where bundled sinks are looked for, in order.
-pub fn builtin_dirs() -> Vec<PathBuf> {
+pub(crate) fn builtin_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = std::env::var_os(SINK_DIR_ENV) {
         dirs.push(PathBuf::from(d));
@@ -300,7 +300,7 @@ pub fn builtin_dirs() -> Vec<PathBuf> {
 }
 
 /// The file of a bundled sink, looked for in [`builtin_dirs`].
-pub fn locate_builtin(builtin: Builtin) -> Result<PathBuf, String> {
+pub(crate) fn locate_builtin(builtin: Builtin) -> Result<PathBuf, String> {
     let (name, file) = (builtin.name(), builtin.file_name());
     let dirs = builtin_dirs();
     for d in &dirs {

@@ -74,12 +74,12 @@ pub struct SinkConfig {
 }
 
 /// Most workers a sink may have.
-pub const MAX_WORKERS: usize = 16;
+pub(crate) const MAX_WORKERS: usize = 16;
 
 /// Most HTTP requests in flight a sink may be given
 /// (`limits.http_max_in_flight`): far above what a log service's write
 /// quota allows, and a bound on a typo.
-pub const MAX_HTTP_IN_FLIGHT: usize = 4096;
+pub(crate) const MAX_HTTP_IN_FLIGHT: usize = 4096;
 
 fn default_workers() -> usize {
     1

@@ -59,7 +59,7 @@ impl<'de> Deserialize<'de> for ByteSize {
 /// ```
 /// assert_eq!(kubesink::config::parse_size("64Mi"), Ok(64 << 20));
 /// ```
-pub fn parse_size(text: &str) -> Result<usize, String> {
+pub(crate) fn parse_size(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let t = t.strip_suffix('B').unwrap_or(t);
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());

@@ -111,7 +111,7 @@ pub async fn run(db: &str, args: &HistoryArgs) -> Result<String, HistoryError> {
 
 /// A point in time: RFC 3339, a date (midnight UTC), or a duration before
 /// now (`90m`, `24h`, `7d`).
-pub fn parse_point(text: &str) -> Result<DateTime<Utc>, String> {
+pub(crate) fn parse_point(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.to_utc());
     }

@@ -178,7 +178,7 @@ fn flat(v: &str) -> String {
 
 /// A duration as Kubernetes prints ages (apimachinery's `HumanDuration`):
 /// `45s`, `5m30s`, `3h`, `2d4h`, `1y20d`.
-pub fn human_duration(d: TimeDelta) -> String {
+pub(crate) fn human_duration(d: TimeDelta) -> String {
     let seconds = d.num_seconds();
     if seconds < -1 {
         return "<invalid>".into();

@@ -35,13 +35,14 @@ use thiserror::Error;
 
 use crate::config::{PlannedModule, SinkPlan};
 
-pub use watch::{ModuleStatus, ModuleWatcher, watch_modules};
+pub(crate) use watch::watch_modules;
+pub use watch::{ModuleStatus, ModuleWatcher};
 
-pub use crate::config::{CONFIGMAP_PREFIX, ConfigMapRef};
+pub use crate::config::ConfigMapRef;
 
 impl ConfigMapRef {
     /// This key in `namespace`, for errors and logs.
-    pub fn located(&self, namespace: &str) -> Located {
+    pub(crate) fn located(&self, namespace: &str) -> Located {
         Located {
             namespace: namespace.to_owned(),
             name: self.name.clone(),
@@ -52,7 +53,7 @@ impl ConfigMapRef {
 
 /// A ConfigMap key with its namespace: `configmap NS/NAME key KEY`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Located {
+pub(crate) struct Located {
     /// kubesink's namespace.
     pub namespace: String,
     /// The ConfigMap's name.
@@ -78,7 +79,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Why a version of a ConfigMap module is not (or not yet) running.
 #[derive(Debug, Error)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// The ConfigMap does not exist (or was deleted).
     #[error("the ConfigMap does not exist")]
     NotFound,
@@ -162,15 +163,15 @@ pub struct ModuleError {
     /// The sink.
     pub sink: String,
     /// The ConfigMap key.
-    pub at: Located,
+    pub(crate) at: Located,
     /// What is wrong.
     #[source]
-    pub cause: Cause,
+    pub(crate) cause: Cause,
 }
 
 /// A component taken from a ConfigMap key.
 #[derive(Debug, Clone)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     /// The component (decompressed).
     pub bytes: Arc<Vec<u8>>,
     /// Its SHA-256, lowercase hex.
@@ -182,7 +183,7 @@ pub struct Decoded {
 /// Takes the component out of `configmap`'s key `cm.key`: decompresses a
 /// `.gz` key (never past `limit` bytes), checks the size against `limit`
 /// and the digest against `pin`.
-pub fn decode(
+pub(crate) fn decode(
     configmap: &ConfigMap,
     cm: &ConfigMapRef,
     limit: usize,
@@ -278,7 +279,7 @@ pub enum PinError {
 /// limit is left to the host, which refuses it without reading it).
 /// `None` for a ConfigMap module: its watcher ([`watch_modules`]) loads
 /// each version.
-pub async fn file_spec(plan: &SinkPlan) -> Result<Option<SinkSpec>, PinError> {
+pub(crate) async fn file_spec(plan: &SinkPlan) -> Result<Option<SinkSpec>, PinError> {
     let PlannedModule::File(path) = &plan.module else {
         return Ok(None);
     };

@@ -92,7 +92,7 @@ impl Drop for ModuleWatcher {
 /// key, in `namespace` (kubesink's own: [`crate::namespace::own_namespace`]).
 /// The sinks must have been started by `pipeline`, which left them waiting
 /// for their first version.
-pub fn watch_modules(
+pub(crate) fn watch_modules(
     client: &kube::Client,
     namespace: &str,
     host: &Host,

@@ -24,7 +24,7 @@ use kube::runtime::watcher;
 use crate::pipeline::lag::{LagState, SinkLag};
 
 /// How often the heartbeat ticks.
-pub const HEARTBEAT: Duration = Duration::from_millis(500);
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(500);
 /// A heartbeat older than this makes `/healthz` fail.
 pub const STALL: Duration = Duration::from_secs(10);
 
@@ -85,14 +85,14 @@ impl Health {
     }
 
     /// Declares a watch whose first listing is awaited.
-    pub fn watcher_pending(&self, resource: &str) {
+    pub(crate) fn watcher_pending(&self, resource: &str) {
         self.lock()
             .watchers
             .insert(resource.to_owned(), WatchState::Listing);
     }
 
     /// The watch on `resource` completed a listing.
-    pub fn watcher_synced(&self, resource: &str) {
+    pub(crate) fn watcher_synced(&self, resource: &str) {
         self.lock()
             .watchers
             .insert(resource.to_owned(), WatchState::Synced);
@@ -100,7 +100,7 @@ impl Health {
 
     /// The watch on `resource` failed; a resource the API server does not
     /// serve (404 on the initial list) counts as listed until it appears.
-    pub fn watcher_failed(&self, resource: &str, error: &watcher::Error) {
+    pub(crate) fn watcher_failed(&self, resource: &str, error: &watcher::Error) {
         if not_served(error) {
             let mut s = self.lock();
             let state = s
@@ -114,40 +114,40 @@ impl Health {
     }
 
     /// Declares a sink being loaded.
-    pub fn sink_pending(&self, sink: &str) {
+    pub(crate) fn sink_pending(&self, sink: &str) {
         self.lock()
             .sinks
             .insert(sink.to_owned(), SinkState::Loading);
     }
 
     /// Sink `sink` is initialized.
-    pub fn sink_ready(&self, sink: &str) {
+    pub(crate) fn sink_ready(&self, sink: &str) {
         self.lock().sinks.insert(sink.to_owned(), SinkState::Ready);
     }
 
     /// Names sink `lag` in the readiness answer while it lags.
-    pub fn watch_lag(&self, lag: std::sync::Weak<SinkLag>) {
+    pub(crate) fn watch_lag(&self, lag: std::sync::Weak<SinkLag>) {
         self.lock().lags.push(lag);
     }
 
     /// The worker of `sink` ended by a panic.
-    pub fn worker_died(&self, sink: &str) {
+    pub(crate) fn worker_died(&self, sink: &str) {
         self.lock().dead_workers.push(sink.to_owned());
     }
 
     /// Shutting down: no longer ready.
-    pub fn set_stopping(&self) {
+    pub(crate) fn set_stopping(&self) {
         self.lock().stopping = true;
     }
 
     /// Records a heartbeat now.
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.beat.store(ms, Ordering::Relaxed);
     }
 
     /// Starts the heartbeat task (on the current tokio runtime).
-    pub fn spawn_heartbeat(self: &std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn_heartbeat(self: &std::sync::Arc<Self>) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
@@ -159,7 +159,7 @@ impl Health {
     }
 
     /// `Ok(text)` when live, `Err(text)` saying what is wrong.
-    pub fn liveness(&self) -> Result<String, String> {
+    pub(crate) fn liveness(&self) -> Result<String, String> {
         let now = self.started.elapsed();
         let last = Duration::from_millis(self.beat.load(Ordering::Relaxed));
         let age = now.saturating_sub(last);

@@ -33,14 +33,14 @@ use crate::pipeline::queue::SinkQueue;
 
 /// Label set of per-sink metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SinkLabel {
+pub(crate) struct SinkLabel {
     /// The sink's name from the configuration.
     pub sink: String,
 }
 
 /// Label set of sink faults.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FaultLabel {
+pub(crate) struct FaultLabel {
     /// The sink's name.
     pub sink: String,
     /// What stopped the call: `timeout`, `memory`, `trap`, `fatal`, ...
@@ -49,7 +49,7 @@ pub struct FaultLabel {
 
 /// Label set of the sink state gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabel {
+pub(crate) struct StateLabel {
     /// The sink's name.
     pub sink: String,
     /// `ok`, `lagging` or `catching_up`.
@@ -58,7 +58,7 @@ pub struct StateLabel {
 
 /// Label set of watch metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResourceLabel {
+pub(crate) struct ResourceLabel {
     /// The watched resource, e.g. `pods (v1)`.
     pub resource: String,
 }
@@ -106,7 +106,7 @@ impl Default for Metrics {
 
 /// The handles of one sink's metrics (cheap clones of shared atomics).
 #[derive(Clone, Debug)]
-pub struct SinkMetrics {
+pub(crate) struct SinkMetrics {
     name: String,
     /// Entries queued for the sink.
     pub received: Counter,
@@ -127,17 +127,17 @@ pub struct SinkMetrics {
 
 impl SinkMetrics {
     /// Records the latency of one write call.
-    pub fn observe_batch(&self, elapsed: Duration) {
+    pub(crate) fn observe_batch(&self, elapsed: Duration) {
         self.batch_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// Adds time spent in guest calls.
-    pub fn add_guest_time(&self, elapsed: Duration) {
+    pub(crate) fn add_guest_time(&self, elapsed: Duration) {
         self.guest_seconds.inc_by(elapsed.as_secs_f64());
     }
 
     /// Counts one fault of `cause` (`timeout`, `memory`, `trap`, `fatal`, ...).
-    pub fn fault(&self, cause: &str) {
+    pub(crate) fn fault(&self, cause: &str) {
         self.faults
             .get_or_create(&FaultLabel {
                 sink: self.name.clone(),
@@ -253,7 +253,7 @@ impl Metrics {
 
     /// The handles of sink `name`'s metrics; its series appear (at 0) from
     /// now on.
-    pub fn sink(&self, name: &str) -> SinkMetrics {
+    pub(crate) fn sink(&self, name: &str) -> SinkMetrics {
         let l = SinkLabel {
             sink: name.to_owned(),
         };
@@ -273,7 +273,7 @@ impl Metrics {
 
     /// Reports the depth of sink `name`'s queues, one per worker, summed
     /// (read at every encoding).
-    pub fn watch_queue(&self, name: &str, queues: Vec<Weak<SinkQueue>>) {
+    pub(crate) fn watch_queue(&self, name: &str, queues: Vec<Weak<SinkQueue>>) {
         let gauge = self.queue_depth.get_or_create_owned(&SinkLabel {
             sink: name.to_owned(),
         });
@@ -284,7 +284,7 @@ impl Metrics {
     }
 
     /// Reports a sink's lag and state (read at every encoding).
-    pub fn watch_lag(&self, lag: Weak<SinkLag>) {
+    pub(crate) fn watch_lag(&self, lag: Weak<SinkLag>) {
         self.lags
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -292,7 +292,7 @@ impl Metrics {
     }
 
     /// Counts a restart of the watch on `resource`.
-    pub fn watch_restart(&self, resource: &str) {
+    pub(crate) fn watch_restart(&self, resource: &str) {
         self.watch_restarts
             .get_or_create(&ResourceLabel {
                 resource: resource.to_owned(),
@@ -301,7 +301,7 @@ impl Metrics {
     }
 
     /// Makes the watch-restart series of `resource` appear (at 0).
-    pub fn watch_started(&self, resource: &str) {
+    pub(crate) fn watch_started(&self, resource: &str) {
         let _ = self.watch_restarts.get_or_create(&ResourceLabel {
             resource: resource.to_owned(),
         });

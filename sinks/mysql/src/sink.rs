@@ -54,7 +54,7 @@ pub struct Plan {
 /// ```
 /// use kubesink_sink_mysql::{Change, Dialect, Entry, Job, Meta, Planner, Record, Settings};
 ///
-/// let planner = Planner::new(Settings::default(), Dialect::Sqlite).unwrap();
+/// let planner = Planner::new(Settings::default(), Dialect::Sqlite);
 /// // Run these once (CREATE TABLE IF NOT EXISTS ...).
 /// assert_eq!(planner.create_statements().len(), 5);
 /// let job = |rv: u64| Entry {
@@ -80,7 +80,8 @@ pub struct Planner {
 
 impl Planner {
     /// Prepare the SQL for `settings` in `dialect`.
-    pub fn new(settings: Settings, dialect: Dialect) -> Result<Self, SinkError> {
+    #[must_use]
+    pub fn new(settings: Settings, dialect: Dialect) -> Self {
         let mut tables = Vec::new();
         for (on, kind, name) in [
             (settings.jobs, Kind::Job, &settings.job_table),
@@ -93,11 +94,11 @@ impl Planner {
                 tables.push((table, upsert));
             }
         }
-        Ok(Self {
+        Self {
             settings,
             dialect,
             tables,
-        })
+        }
     }
 
     /// The settings.
@@ -252,7 +253,7 @@ impl<D: Db> MysqlSink<D> {
     /// ones (e.g. tables KubeDL created), or, with `create_tables` false,
     /// check that they are complete.
     pub fn with_db(mut db: D, settings: Settings) -> Result<Self, SinkError> {
-        let planner = Planner::new(settings, db.dialect())?;
+        let planner = Planner::new(settings, db.dialect());
         let mut migrations = Vec::new();
         for table in planner.tables() {
             migrations.extend(prepare_table(&mut db, &planner, table)?);

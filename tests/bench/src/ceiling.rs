@@ -22,9 +22,6 @@ pub const ROWS_PER_STATEMENT: usize = 500;
 /// Why the ceiling writer failed; names the table.
 #[derive(Debug, thiserror::Error)]
 pub enum CeilingError {
-    /// The sink's table definitions could not be built.
-    #[error("mysql sink planner: {0}")]
-    Planner(String),
     /// The database refused a statement.
     #[error("table `{table}`: {source}")]
     Sql {
@@ -54,8 +51,7 @@ impl Ceiling {
     /// Creates the mysql sink's tables in `pool`'s database (if missing)
     /// and prepares the statements.
     pub async fn new(pool: MySqlPool) -> Result<Self, CeilingError> {
-        let planner = Planner::new(Settings::default(), Dialect::Mysql)
-            .map_err(|e| CeilingError::Planner(e.to_string()))?;
+        let planner = Planner::new(Settings::default(), Dialect::Mysql);
         let mut tables = Vec::new();
         for table in planner.tables() {
             for st in create_statements(Dialect::Mysql, table) {

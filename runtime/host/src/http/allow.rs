@@ -120,7 +120,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 /// (loopback, link-local, private, unique-local, ...); `None` for a public
 /// address. A sink reaches such an address only through a rule that names
 /// it (or its range) explicitly.
-pub fn internal_range(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn internal_range(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();
@@ -329,7 +329,12 @@ impl AllowList {
     }
 
     /// [`allows`](Self::allows) for a parsed target.
-    pub fn allows_target(&self, scheme: &str, target: Target<'_>, port: Option<u16>) -> bool {
+    pub(crate) fn allows_target(
+        &self,
+        scheme: &str,
+        target: Target<'_>,
+        port: Option<u16>,
+    ) -> bool {
         let scheme = scheme.to_ascii_lowercase();
         let Some(port) = port.or_else(|| default_port(&scheme)) else {
             return false;
@@ -363,13 +368,13 @@ impl AllowList {
     /// allows resolved to: a public address, or one a rule names explicitly
     /// (`127.0.0.1`, `10.0.0.0/8`, `[::1]`). Every resolved address is
     /// checked, and the refused ones are left out.
-    pub fn permits_resolved(&self, ip: IpAddr) -> bool {
+    pub(crate) fn permits_resolved(&self, ip: IpAddr) -> bool {
         internal_range(ip).is_none() || self.rules.iter().any(|r| r.names_ip(ip))
     }
 
     /// Whether the authority `scheme://ip:port` is allowed by a rule that
     /// names the address itself (or its range).
-    pub fn names_address(&self, scheme: &str, ip: IpAddr, port: Option<u16>) -> bool {
+    pub(crate) fn names_address(&self, scheme: &str, ip: IpAddr, port: Option<u16>) -> bool {
         let scheme = scheme.to_ascii_lowercase();
         let Some(port) = port.or_else(|| default_port(&scheme)) else {
             return false;

@@ -23,7 +23,7 @@ use super::allow::{AllowList, internal_range};
     "`{name}` resolves only to addresses the sink's allow-list does not name: {}",
     refused.iter().map(|(ip, range)| format!("{ip} ({range})")).collect::<Vec<_>>().join(", ")
 )]
-pub struct AddressRefused {
+pub(crate) struct AddressRefused {
     /// The name.
     pub name: String,
     /// The addresses with their ranges.
@@ -32,7 +32,7 @@ pub struct AddressRefused {
 
 /// Splits resolved addresses into those `allow` permits and the refused
 /// ones; an error when none is left.
-pub fn filter_addresses(
+pub(crate) fn filter_addresses(
     allow: &AllowList,
     name: &str,
     addrs: impl IntoIterator<Item = IpAddr>,
@@ -80,7 +80,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// guarded resolver. Clients are kept per allow-list, so sinks with the
 /// same list share a connection pool. An error when the client cannot be
 /// built (there is no fallback to a default client).
-pub fn client_for(allow: &Arc<AllowList>) -> Result<reqwest::Client, String> {
+pub(crate) fn client_for(allow: &Arc<AllowList>) -> Result<reqwest::Client, String> {
     static CLIENTS: Mutex<Option<HashMap<AllowList, reqwest::Client>>> = Mutex::new(None);
     let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
     let clients = clients.get_or_insert_with(HashMap::new);
@@ -108,7 +108,7 @@ pub fn client_for(allow: &Arc<AllowList>) -> Result<reqwest::Client, String> {
 }
 
 /// The [`AddressRefused`] in an error's source chain, if any.
-pub fn address_refused<'a>(
+pub(crate) fn address_refused<'a>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a AddressRefused> {
     let mut current = Some(err);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 /// A sink's HTTP request slots: how many of its requests may be in flight
 /// at once ([`crate::Limits::http_max_in_flight`]), shared by all its instances.
 #[derive(Debug, Clone)]
-pub struct SinkSlots {
+pub(crate) struct SinkSlots {
     pub(super) slots: Arc<tokio::sync::Semaphore>,
     pub(super) limit: usize,
 }
@@ -20,16 +20,11 @@ impl SinkSlots {
             limit,
         }
     }
-
-    /// Requests in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.limit - self.slots.available_permits()
-    }
 }
 
 /// The host's [`SinkSlots`], by sink name.
 #[derive(Debug, Default)]
-pub struct InFlightSlots {
+pub(crate) struct InFlightSlots {
     by_name: std::sync::Mutex<std::collections::HashMap<String, SinkSlots>>,
 }
 

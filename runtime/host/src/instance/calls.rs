@@ -11,7 +11,7 @@ use wasmtime::component::ResourceTableError;
 use super::store::{MemoryCapExceeded, StoreData, begin_call, end_call, new_store};
 use super::{Blueprint, CallError, FaultCause, Live, RecordKind, SinkInstance, TIMEOUT_GRACE};
 use crate::budget::BudgetExceeded;
-use crate::{Entry, SinkError};
+use kubesink_normalize::record::{Entry, SinkError};
 
 /// One call into the guest: rebuild when needed, deadline (epochs plus a
 /// wall-clock timeout for host calls), accounting, and a discarded store

@@ -27,7 +27,7 @@ pub(super) struct MemoryCapExceeded {
 
 /// Host bytes one wasm table element takes (a pointer), as charged to the
 /// sink's host memory budget.
-pub const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+pub(crate) const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
 
 /// Counts memory across all of an instance's linear memories against the
 /// cap; charges table elements to the sink's host memory budget; table
@@ -123,7 +123,7 @@ impl ResourceLimiter for SinkLimiter {
 /// The `http` capability (`crate::http`, wasmtime-wasi-http with an
 /// allow-list) adds its context as a field here and implements its view
 /// for this type; [`crate::Host`] adds it to the linker in `build_linker`.
-pub struct StoreData {
+pub(crate) struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
     sql: SqlCtx,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// default per-call deadline so that a database that is down shows up as a
 /// retryable error rather than a timeout fault.
-pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One named connection from the runtime configuration. `Debug` shows
 /// the URL as `[REDACTED]`.
@@ -68,7 +68,7 @@ pub enum SqlConfigError {
 
 /// Caps on the sizes a caller (the guest) controls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SqlCaps {
+pub(crate) struct SqlCaps {
     /// Most bytes of one statement: its text plus its text/bytes parameters.
     pub max_statement_bytes: usize,
     /// Most bytes a query may return: every cell at its in-memory size plus

@@ -105,21 +105,22 @@ impl SqlConn {
     /// The same connection held to other size caps (the pool keeps the
     /// statement time and cell size it was made with).
     #[must_use]
-    pub fn with_caps(mut self, caps: SqlCaps) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_caps(mut self, caps: SqlCaps) -> Self {
         self.caps = caps;
         self
     }
 
     /// The same connection, its statements stopped at `deadline`.
     #[must_use]
-    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+    pub(crate) fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
         self.deadline = deadline;
         self
     }
 
     /// The same connection, result rows charged to `budget`.
     #[must_use]
-    pub fn with_budget(mut self, budget: HostBudget) -> Self {
+    pub(crate) fn with_budget(mut self, budget: HostBudget) -> Self {
         self.budget = Some(budget);
         self
     }
@@ -130,7 +131,7 @@ impl SqlConn {
     }
 
     /// The URL without credentials.
-    pub fn shown_url(&self) -> &str {
+    pub(crate) fn shown_url(&self) -> &str {
         &self.entry.spec.shown
     }
 

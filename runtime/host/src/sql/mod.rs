@@ -16,7 +16,7 @@
 //!   [`SqlView`] trait the store data implements, and [`add_to_linker`].
 //!
 //! Connection URLs carry credentials: they never appear in errors or logs.
-//! Errors show `scheme://host:port/database` only (see [`redact_url`]), and
+//! Errors show `scheme://host:port/database` only (see [`redact_url`](redact::redact_url)), and
 //! any message coming back from a driver is scrubbed of the URL's user
 //! information before it is shown.
 //!
@@ -39,15 +39,16 @@ mod view;
 
 #[cfg(test)]
 use codec::{parse_sqlite_timestamp, sqlite_timestamp_text};
-pub use config::{ACQUIRE_TIMEOUT, ConnectionConfig, SqlCaps, SqlConfigError};
+pub(crate) use config::{ACQUIRE_TIMEOUT, SqlCaps};
+pub use config::{ConnectionConfig, SqlConfigError};
 pub use conn::SqlConn;
 #[cfg(test)]
 use kubesink_normalize::record::Timestamp;
 pub use pool::SqlPools;
-pub use redact::redact_url;
 #[cfg(test)]
-use redact::{scrub, url_secrets};
-pub use view::{Connection, SqlCtx, SqlCtxView, SqlView, add_to_linker};
+use redact::{redact_url, scrub, url_secrets};
+pub use view::Connection;
+pub(crate) use view::{SqlCtx, SqlCtxView, SqlView, add_to_linker};
 
 #[cfg(test)]
 mod tests;

@@ -230,7 +230,7 @@ impl SqlPools {
     /// Sink `sink`'s pool of the connection `name`, held to `caps`. The
     /// first call makes the pool; later calls (other instances or workers
     /// of the same sink) share it. A change of caps makes a new pool.
-    pub fn for_sink(&self, sink: &str, name: &str, caps: SqlCaps) -> Option<SqlConn> {
+    pub(crate) fn for_sink(&self, sink: &str, name: &str, caps: SqlCaps) -> Option<SqlConn> {
         self.pool_for(sink, name, caps)
     }
 
@@ -257,11 +257,6 @@ impl SqlPools {
     /// Names of the configured connections, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.specs.keys().map(String::as_str)
-    }
-
-    /// Pools made so far (one per sink and connection name in use).
-    pub fn pool_count(&self) -> usize {
-        self.pools.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Closes every pool (waits for checked-out connections to return).

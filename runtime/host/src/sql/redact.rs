@@ -3,7 +3,7 @@
 
 /// Shows a connection URL without credentials or query:
 /// `mysql://user:pw@db:3306/kubedl?ssl-mode=x` → `mysql://db:3306/kubedl`.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         // `sqlite::memory:` and other opaque forms: keep the scheme only
         // unless it is plainly credential-free.

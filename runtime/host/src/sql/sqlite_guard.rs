@@ -28,7 +28,7 @@ use libsqlite3_sys as ffi;
 
 /// PRAGMAs that describe the schema; their argument is a table or index
 /// name, never a new value.
-pub const SCHEMA_PRAGMAS: &[&str] = &[
+pub(crate) const SCHEMA_PRAGMAS: &[&str] = &[
     "table_info",
     "table_xinfo",
     "table_list",
@@ -43,7 +43,7 @@ pub const SCHEMA_PRAGMAS: &[&str] = &[
 
 /// PRAGMAs that read a setting; allowed only without an argument (with one
 /// they would change it).
-pub const READ_PRAGMAS: &[&str] = &[
+pub(crate) const READ_PRAGMAS: &[&str] = &[
     "user_version",
     "application_id",
     "schema_version",
@@ -60,12 +60,12 @@ pub const READ_PRAGMAS: &[&str] = &[
 
 /// SQL functions a sink may not call: loading code into the process, and
 /// the FTS3 tokenizer registration that takes a raw pointer.
-pub const DENIED_FUNCTIONS: &[&str] = &["load_extension", "fts3_tokenizer"];
+pub(crate) const DENIED_FUNCTIONS: &[&str] = &["load_extension", "fts3_tokenizer"];
 
 /// The authorizer's verdict for one action (`SQLITE_OK` or `SQLITE_DENY`).
 /// `arg1` and `arg2` are the action's first two details (for a PRAGMA: its
 /// name and its argument; for a function: `NULL` and its name).
-pub fn decide(action: c_int, arg1: Option<&str>, arg2: Option<&str>) -> c_int {
+pub(crate) fn decide(action: c_int, arg1: Option<&str>, arg2: Option<&str>) -> c_int {
     let allowed = match action {
         ffi::SQLITE_CREATE_INDEX
         | ffi::SQLITE_CREATE_TABLE
@@ -192,7 +192,7 @@ pub fn install(db: NonNull<ffi::sqlite3>, max_length: usize) -> Result<(), Strin
 
 /// True when the connection is inside a transaction (not in autocommit
 /// mode). Same contract on `db` as [`install`].
-pub fn in_transaction(db: NonNull<ffi::sqlite3>) -> bool {
+pub(crate) fn in_transaction(db: NonNull<ffi::sqlite3>) -> bool {
     // SAFETY: `db` is a live, locked connection (see `install`);
     // `sqlite3_get_autocommit` only reads a flag of it.
     unsafe { ffi::sqlite3_get_autocommit(db.as_ptr()) == 0 }

@@ -10,7 +10,7 @@ use crate::bindings::kubesink::sink::sql as wit;
 
 /// Per-store state of the `sql` capability for one sink.
 #[derive(Debug, Clone)]
-pub struct SqlCtx {
+pub(crate) struct SqlCtx {
     sink: String,
     grants: Vec<String>,
     pools: SqlPools,
@@ -43,13 +43,8 @@ impl SqlCtx {
     }
 
     /// Sets the deadline of the call that starts now (`None` between calls).
-    pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
+    pub(crate) fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
         self.deadline = deadline;
-    }
-
-    /// The sink's host memory budget.
-    pub fn budget(&self) -> &crate::budget::HostBudget {
-        &self.budget
     }
 
     /// Opens `name` if this sink is granted it and it is configured.
@@ -79,7 +74,7 @@ pub struct Connection {
 }
 
 /// What the host functions of the capability borrow from the store.
-pub struct SqlCtxView<'a> {
+pub(crate) struct SqlCtxView<'a> {
     /// The sink's grants and pools.
     pub ctx: &'a mut SqlCtx,
     /// The store's resource table (holds [`Connection`]s).
@@ -87,7 +82,7 @@ pub struct SqlCtxView<'a> {
 }
 
 /// Implemented by store data that offers the `sql` capability.
-pub trait SqlView: Send {
+pub(crate) trait SqlView: Send {
     /// Borrow the capability's state.
     fn sql(&mut self) -> SqlCtxView<'_>;
 }
@@ -99,7 +94,7 @@ impl HasData for HasSql {
 }
 
 /// Adds `kubesink:sink/sql` to `linker`.
-pub fn add_to_linker<T: SqlView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+pub(crate) fn add_to_linker<T: SqlView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     wit::add_to_linker::<T, HasSql>(linker, T::sql)
 }
 
