@@ -1,4 +1,5 @@
 use super::*;
+use crate::db::Value;
 
 fn table(kind: Kind, name: &str) -> Table {
     Table::new(kind, Ident::new(name).expect("valid"))
