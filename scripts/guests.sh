@@ -15,9 +15,11 @@ for manifest in sinks/*/Cargo.toml; do
 done
 [ "${#pkgs[@]}" -gt 0 ] || { echo "guests.sh: no Rust sinks under sinks/" >&2; exit 1; }
 # The test guests (tests/guests/*: spin, balloon, crash, noisy, counter,
-# hostile), so the e2e tests find them built.
+# hoarder, hostile), so the e2e tests find them built; tests/guests/common,
+# the macros they share, is a library, not a component.
 for manifest in tests/guests/*/Cargo.toml; do
     [ -f "$manifest" ] || continue
+    grep -q '"cdylib"' "$manifest" || continue
     name="$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)"
     [ -n "$name" ] || { echo "guests.sh: no package name in $manifest" >&2; exit 1; }
     pkgs+=("$name")

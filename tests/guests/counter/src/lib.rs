@@ -87,12 +87,7 @@ impl Guest for Counter {
         })
     }
 
-    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
-        Ok(HeldPage {
-            uids: Vec::new(),
-            next: None,
-        })
-    }
+    kubesink_guest_common::nothing_held!();
 
     fn write(batch: Vec<Change>) -> Result<(), Error> {
         CONN.with_borrow(|conn| {

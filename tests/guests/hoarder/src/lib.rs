@@ -4,15 +4,7 @@
 //! returns ok. The host's cap on resource handles (`limits.max_resources`)
 //! must stop it before the host's memory does.
 
-// wit-bindgen's generated canonical-ABI glue (exports, lifting, lowering)
-// is unsafe code by nature; nothing hand-written here is.
-#[allow(unsafe_code)]
-mod bindings {
-    wit_bindgen::generate!({ path: "../../../wit", world: "sink-world" });
-
-    use super::Hoarder;
-    export!(Hoarder);
-}
+kubesink_guest_common::sink_world!(Hoarder);
 
 use std::cell::{Cell, RefCell};
 
@@ -38,19 +30,10 @@ impl Guest for Hoarder {
                 other => return Err(Error::Fatal(format!("unknown setting {other}"))),
             }
         }
-        Ok(Wants {
-            kinds: Vec::new(),
-            shape: Shape::Log,
-            fields: Vec::new(),
-        })
+        Ok(kubesink_guest_common::log_wants!())
     }
 
-    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
-        Ok(HeldPage {
-            uids: Vec::new(),
-            next: None,
-        })
-    }
+    kubesink_guest_common::nothing_held!();
 
     fn write(_batch: Vec<Change>) -> Result<(), Error> {
         for _ in 0..COUNT.get() {

@@ -328,19 +328,10 @@ impl Guest for Hostile {
             None => Ok(()),
         };
         SETTINGS.with_borrow_mut(|c| *c = s);
-        result.map(|()| Wants {
-            kinds: Vec::new(),
-            shape: Shape::Log,
-            fields: Vec::new(),
-        })
+        result.map(|()| kubesink_guest_common::log_wants!())
     }
 
-    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
-        Ok(HeldPage {
-            uids: Vec::new(),
-            next: None,
-        })
-    }
+    kubesink_guest_common::nothing_held!();
 
     fn write(batch: Vec<Change>) -> Result<(), Error> {
         let s = SETTINGS.with_borrow(Settings::clone);

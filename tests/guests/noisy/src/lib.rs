@@ -2,15 +2,7 @@
 //! default 100000) of about 100 bytes to stdout and some to stderr, then
 //! succeeds. The host must rate-limit what reaches its log.
 
-// wit-bindgen's generated canonical-ABI glue (exports, lifting, lowering)
-// is unsafe code by nature; nothing hand-written here is.
-#[allow(unsafe_code)]
-mod bindings {
-    wit_bindgen::generate!({ path: "../../../wit", world: "sink-world" });
-
-    use super::Noisy;
-    export!(Noisy);
-}
+kubesink_guest_common::sink_world!(Noisy);
 
 use std::cell::Cell;
 use std::io::Write;
@@ -38,19 +30,10 @@ impl Guest for Noisy {
             }
         }
         println!("noisy guest ready");
-        Ok(Wants {
-            kinds: Vec::new(),
-            shape: Shape::Log,
-            fields: Vec::new(),
-        })
+        Ok(kubesink_guest_common::log_wants!())
     }
 
-    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
-        Ok(HeldPage {
-            uids: Vec::new(),
-            next: None,
-        })
-    }
+    kubesink_guest_common::nothing_held!();
 
     fn write(batch: Vec<Change>) -> Result<(), Error> {
         let mut out = std::io::stdout().lock();

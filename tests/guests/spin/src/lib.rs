@@ -6,15 +6,7 @@
 //! (read from the WASI clock, so pauses the host imposes count) and returns
 //! ok: a sink that uses its CPU call after call (the CPU quota test).
 
-// wit-bindgen's generated canonical-ABI glue (exports, lifting, lowering)
-// is unsafe code by nature; nothing hand-written here is.
-#[allow(unsafe_code)]
-mod bindings {
-    wit_bindgen::generate!({ path: "../../../wit", world: "sink-world" });
-
-    use super::Spin;
-    export!(Spin);
-}
+kubesink_guest_common::sink_world!(Spin);
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -42,19 +34,10 @@ impl Guest for Spin {
                 other => return Err(Error::Fatal(format!("unknown setting {other}"))),
             }
         }
-        Ok(Wants {
-            kinds: Vec::new(),
-            shape: Shape::Log,
-            fields: Vec::new(),
-        })
+        Ok(kubesink_guest_common::log_wants!())
     }
 
-    fn held(_kind: RecordKind, _cursor: Option<String>, _limit: u32) -> Result<HeldPage, Error> {
-        Ok(HeldPage {
-            uids: Vec::new(),
-            next: None,
-        })
-    }
+    kubesink_guest_common::nothing_held!();
 
     fn write(batch: Vec<Change>) -> Result<(), Error> {
         let mut n: u64 = batch.len() as u64;
