@@ -185,45 +185,19 @@ impl Bench {
         let mut w = None;
         if all || self.wants("wasm") {
             step(&format!("mysql sink (wasm) → MariaDB: {records} records"));
-            let db = mariadb::fresh_database("bench_wasm").await?;
-            let cpu = mysqld_cpu();
-            let counters = mysql::statement_counters(&db).await?;
-            let t = mysql::wasm(&db, &wasm, &components, &batches).await?;
-            let server = cpu_since(cpu);
-            let after = mysql::statement_counters(&db).await?;
-            let prepares = after.0.saturating_sub(counters.0);
-            let executes = after.1.saturating_sub(counters.1);
-            let rows = mysql::row_counts(&db).await?;
-            eprintln!(
-                "  {:.0} records/s; mysqld CPU {server:.2} s; {prepares} prepares, {executes} executes; rows {rows:?}",
-                t.per_sec()
-            );
-            let server =
-                format!("{server:.1} s of CPU, {prepares} statement prepares, {executes} executes");
+            let (t, server, rows) = measured("bench_wasm", async |db| {
+                mysql::wasm(db, &wasm, &components, &batches).await
+            })
+            .await?;
             check_rows("wasm", rows)?;
-            db.drop_database().await?;
             w = Some((t, server));
         }
         let mut n = None;
         if all || self.wants("native") {
             step("mysql sink (native) → MariaDB");
-            let db = mariadb::fresh_database("bench_native").await?;
-            let cpu = mysqld_cpu();
-            let counters = mysql::statement_counters(&db).await?;
-            let t = mysql::native(&db, &batches).await?;
-            let server = cpu_since(cpu);
-            let after = mysql::statement_counters(&db).await?;
-            let prepares = after.0.saturating_sub(counters.0);
-            let executes = after.1.saturating_sub(counters.1);
-            let rows = mysql::row_counts(&db).await?;
-            eprintln!(
-                "  {:.0} records/s; mysqld CPU {server:.2} s; {prepares} prepares, {executes} executes; rows {rows:?}",
-                t.per_sec()
-            );
-            let server =
-                format!("{server:.1} s of CPU, {prepares} statement prepares, {executes} executes");
+            let (t, server, rows) =
+                measured("bench_native", async |db| mysql::native(db, &batches).await).await?;
             check_rows("native", rows)?;
-            db.drop_database().await?;
             n = Some((t, server));
         }
         let mut piped = Vec::new();
@@ -249,22 +223,10 @@ impl Bench {
         let mut c = None;
         if all || self.wants("ceiling") {
             step("plain sqlx batched upserts → MariaDB (ceiling)");
-            let db = mariadb::fresh_database("bench_ceiling").await?;
-            let cpu = mysqld_cpu();
-            let counters = mysql::statement_counters(&db).await?;
-            let t = mysql::ceiling(&db, &batches).await?;
-            let server = cpu_since(cpu);
-            let after = mysql::statement_counters(&db).await?;
-            let prepares = after.0.saturating_sub(counters.0);
-            let executes = after.1.saturating_sub(counters.1);
-            let rows = mysql::row_counts(&db).await?;
-            eprintln!(
-                "  {:.0} records/s; mysqld CPU {server:.2} s; {prepares} prepares, {executes} executes; rows {rows:?}",
-                t.per_sec()
-            );
-            let server =
-                format!("{server:.1} s of CPU, {prepares} statement prepares, {executes} executes");
-            db.drop_database().await?;
+            let (t, server, _) = measured("bench_ceiling", async |db| {
+                mysql::ceiling(db, &batches).await
+            })
+            .await?;
             c = Some((t, server));
         }
         let rows = rows_seen.unwrap_or_default();
@@ -723,6 +685,32 @@ impl Bench {
         drop(cluster);
         Ok(())
     }
+}
+
+/// Runs `write` on a fresh database `name` and drops it: the timing, what
+/// the server spent (its CPU time, statement prepares and executes, as a
+/// note for the report) and the row counts left, each printed.
+async fn measured(
+    name: &str,
+    write: impl AsyncFnOnce(&mariadb::TestDb) -> anyhow::Result<mysql::Throughput>,
+) -> anyhow::Result<(mysql::Throughput, String, [i64; 3])> {
+    let db = mariadb::fresh_database(name).await?;
+    let cpu = mysqld_cpu();
+    let counters = mysql::statement_counters(&db).await?;
+    let t = write(&db).await?;
+    let server = cpu_since(cpu);
+    let after = mysql::statement_counters(&db).await?;
+    let prepares = after.0.saturating_sub(counters.0);
+    let executes = after.1.saturating_sub(counters.1);
+    let rows = mysql::row_counts(&db).await?;
+    eprintln!(
+        "  {:.0} records/s; mysqld CPU {server:.2} s; {prepares} prepares, {executes} executes; rows {rows:?}",
+        t.per_sec()
+    );
+    db.drop_database().await?;
+    let server =
+        format!("{server:.1} s of CPU, {prepares} statement prepares, {executes} executes");
+    Ok((t, server, rows))
 }
 
 /// CPU seconds (user + system) the MariaDB server has used so far, from
