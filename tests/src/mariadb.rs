@@ -221,7 +221,11 @@ impl TestDb {
 /// sanitized `prefix`.
 pub async fn fresh_database(prefix: &str) -> anyhow::Result<TestDb> {
     let server = tokio::task::spawn_blocking(server_url).await??;
-    let server = server_base(&server)?;
+    create_database(server_base(&server)?, prefix).await
+}
+
+/// Creates database `ks_<prefix>_...` on `server` (a URL without a database).
+async fn create_database(server: Url, prefix: &str) -> anyhow::Result<TestDb> {
     let name = unique_name(prefix);
     let mut admin = admin_connection(&server).await?;
     let sql = format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
@@ -606,17 +610,7 @@ impl PrivateMariaDb {
 
     /// Creates an empty database on this server (`ks_<prefix>_...`).
     pub async fn fresh_database(&self, prefix: &str) -> anyhow::Result<TestDb> {
-        let server = server_base(&self.server_url())?;
-        let name = unique_name(prefix);
-        let mut admin = admin_connection(&server).await?;
-        let sql =
-            format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
-        let created = execute(&mut admin, &server, sql).await;
-        let _ = admin.close().await;
-        created?;
-        let mut url = server.clone();
-        url.set_path(&name);
-        Ok(TestDb { name, server, url })
+        create_database(server_base(&self.server_url())?, prefix).await
     }
 }
 
