@@ -15,52 +15,26 @@
 # The Go toolchain on PATH is used as is (GOTOOLCHAIN=local).
 set -euo pipefail
 
+GO_BUILD_SCRIPT=kubedl-compat.sh
+# shellcheck source=../controlplane/go-build.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../controlplane/go-build.sh"
+
 main() {
-    local here src version key cache_root dir bin start
+    local here src version key dir bin
     here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     src="$here/../kubedl-compat"
 
-    version=$(awk '$1 == "github.com/alibaba/kubedl" && $2 ~ /^v/ { print $2; exit }
-                   $1 == "require" && $2 == "github.com/alibaba/kubedl" { print $3; exit }' "$src/go.mod")
-    if [[ -z $version ]]; then
-        echo "kubedl-compat.sh: $src/go.mod does not require github.com/alibaba/kubedl" >&2
-        exit 1
-    fi
+    version=$(go_required_version "$src/go.mod" github.com/alibaba/kubedl)
     key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-16)
-
-    cache_root=${KUBESINK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubesink}
-    dir="$cache_root/kubedl-compat/${version}-${key}"
+    dir="$(go_cache_root)/kubedl-compat/${version}-${key}"
     bin="$dir/kubedl-compat"
-    if [[ -x $bin ]]; then
-        echo "$bin"
-        exit 0
-    fi
-    if ! command -v go > /dev/null; then
-        echo "kubedl-compat.sh: the Go toolchain (go) is not on PATH; it is needed to build" \
-            "the KubeDL $version compatibility program" >&2
-        exit 1
-    fi
 
-    mkdir -p "$dir"
-    # Several test processes may start at once: one builds, the others wait.
-    exec 9> "$dir/.build.lock"
-    flock 9
-    if [[ -x $bin ]]; then
-        echo "$bin"
-        exit 0
-    fi
-
-    staging=$(mktemp -d "$dir/.bin.XXXXXX")
-    trap 'rm -rf "$staging"' EXIT
-    export GOTOOLCHAIN=local
-    export CGO_ENABLED=0
-    # go.sum is committed: refuse to change go.mod/go.sum during a build.
-    export GOFLAGS="-mod=readonly -buildvcs=false"
-    start=$(date +%s)
-    echo "kubedl-compat.sh: building the KubeDL $version compatibility program" >&2
-    (cd "$src" && go build -trimpath -ldflags='-s -w' -o "$staging/kubedl-compat" .)
-    mv "$staging/kubedl-compat" "$bin"
-    echo "kubedl-compat.sh: built in $(($(date +%s) - start))s into $bin" >&2
+    built() { [[ -x $bin ]]; }
+    build() {
+        (cd "$src" && go build -trimpath -ldflags='-s -w' -o "$1/kubedl-compat" .)
+        mv "$1/kubedl-compat" "$bin"
+    }
+    go_build_once "$dir" "the KubeDL $version compatibility program into $bin" built build
     echo "$bin"
 }
 
