@@ -271,13 +271,8 @@ async fn host_spin_is_stopped_by_the_deadline_and_others_keep_working() -> anyho
         (result, started.elapsed())
     });
     let spin_elapsed = started.elapsed();
-    match spun {
-        Err(CallError::Fault {
-            cause: FaultCause::Timeout,
-            detail,
-        }) => assert!(detail.contains("'spin'"), "{detail}"),
-        other => panic!("expected a timeout fault, got {other:?}"),
-    }
+    let detail = fault_detail(spun, FaultCause::Timeout);
+    assert!(detail.contains("'spin'"), "{detail}");
     assert!(
         spin_elapsed >= deadline && spin_elapsed < deadline + Duration::from_secs(5),
         "spin stopped after {spin_elapsed:?}"
@@ -293,17 +288,7 @@ async fn host_spin_is_stopped_by_the_deadline_and_others_keep_working() -> anyho
     // The same instance is rebuilt (init runs again) and faults the same way.
     spin.rebuild().await?;
     assert!(spin.is_live());
-    let again = spin.write(&batch()).await;
-    assert!(
-        matches!(
-            again,
-            Err(CallError::Fault {
-                cause: FaultCause::Timeout,
-                ..
-            })
-        ),
-        "{again:?}"
-    );
+    fault_detail(spin.write(&batch()).await, FaultCause::Timeout);
     assert_eq!(spin.stats().faults, 2);
     assert_eq!(spin.stats().builds, 2);
 
@@ -343,34 +328,17 @@ async fn host_balloon_is_stopped_by_the_memory_cap_and_rebuilt() -> anyhow::Resu
         ))
         .await?;
     let started = Instant::now();
-    match balloon.write(&batch()).await {
-        Err(CallError::Fault {
-            cause: FaultCause::Memory,
-            detail,
-        }) => {
-            assert!(
-                detail.contains("'balloon'") && detail.contains("memory cap"),
-                "{detail}"
-            );
-        }
-        other => panic!("expected a memory fault, got {other:?}"),
-    }
+    let detail = fault_detail(balloon.write(&batch()).await, FaultCause::Memory);
+    assert!(
+        detail.contains("'balloon'") && detail.contains("memory cap"),
+        "{detail}"
+    );
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "stopped by the cap, not the clock"
     );
     // Next write rebuilds first (and faults again the same way).
-    let again = balloon.write(&batch()).await;
-    assert!(
-        matches!(
-            again,
-            Err(CallError::Fault {
-                cause: FaultCause::Memory,
-                ..
-            })
-        ),
-        "{again:?}"
-    );
+    fault_detail(balloon.write(&batch()).await, FaultCause::Memory);
     assert_eq!(balloon.stats().builds, 2);
     counter.write(&batch()).await?;
     assert_eq!(received(&host).await?.len(), 4);
@@ -385,13 +353,8 @@ async fn host_crash_is_a_trap_and_the_instance_is_rebuilt() -> anyhow::Result<()
         .load(spec("crash", guest_wasm(guests::CRASH)?, fast_limits()))
         .await?;
     for round in 1..=2 {
-        match crash.write(&batch()).await {
-            Err(CallError::Fault {
-                cause: FaultCause::Trap,
-                detail,
-            }) => assert!(detail.contains("'crash'"), "{detail}"),
-            other => panic!("round {round}: expected a trap, got {other:?}"),
-        }
+        let detail = fault_detail(crash.write(&batch()).await, FaultCause::Trap);
+        assert!(detail.contains("'crash'"), "round {round}: {detail}");
     }
     let stats = crash.stats();
     assert_eq!((stats.faults, stats.builds), (2, 2));
@@ -607,6 +570,14 @@ async fn host_mysql_sink_held_is_paged_and_capped() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The detail of the fault `result` must be, of cause `cause`.
+fn fault_detail(result: Result<(), CallError>, cause: FaultCause) -> String {
+    match result {
+        Err(CallError::Fault { cause: c, detail }) if c == cause => detail,
+        other => panic!("expected a {cause:?} fault, got {other:?}"),
+    }
+}
+
 fn pod_applied(uid: &str) -> Entry {
     records::applied(Record::Pod(records::pod(uid, 42, "Running")))
 }
@@ -673,10 +644,19 @@ fn stub_sink(wit: &Path) -> anyhow::Result<Vec<u8>> {
         .section(&memories)
         .section(&exports)
         .section(&code);
-    let mut bytes = module.finish();
+    sink_component(module.finish(), &resolve, world)
+}
+
+/// The component of the core module `bytes`, which exports the functions
+/// of `world` in `resolve` (by their canonical ABI names).
+pub(crate) fn sink_component(
+    mut bytes: Vec<u8>,
+    resolve: &wit_parser::Resolve,
+    world: wit_parser::WorldId,
+) -> anyhow::Result<Vec<u8>> {
     wit_component::embed_component_metadata(
         &mut bytes,
-        &resolve,
+        resolve,
         world,
         wit_component::StringEncoding::UTF8,
     )?;

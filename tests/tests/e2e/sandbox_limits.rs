@@ -551,21 +551,11 @@ fn table_grower(tables: u32, grow: i32) -> anyhow::Result<Vec<u8>> {
         .section(&globals)
         .section(&exports)
         .section(&code);
-    let mut bytes = module.finish();
     let wit = kubesink_tests::guests::workspace_root().join("wit");
     let mut resolve = wit_parser::Resolve::default();
     let (pkg, _) = resolve.push_dir(&wit)?;
     let world = resolve.select_world(&[pkg], Some("sink-world"))?;
-    wit_component::embed_component_metadata(
-        &mut bytes,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )?;
-    wit_component::ComponentEncoder::default()
-        .module(&bytes)?
-        .validate(true)
-        .encode()
+    crate::host::sink_component(module.finish(), &resolve, world)
 }
 
 /// A sink that grows wasm tables (64 tables by 1M elements each: 512 MiB
