@@ -198,40 +198,7 @@ async fn host_sqlite_stays_inside_its_file() -> anyhow::Result<()> {
 async fn host_sqlite_endless_statement_ends_with_its_call() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let host = sqlite_host(dir.path(), 4)?;
-    let deadline = Duration::from_millis(1000);
-    let limits = Limits {
-        call_timeout: deadline,
-        ..Limits::default()
-    };
-    let mut hang = host
-        .load(spec(
-            "hang",
-            HOSTILE,
-            &[("mode", "sql-hang".to_owned())],
-            limits.clone(),
-        )?)
-        .await?;
-    let mut counter = host
-        .load(spec("counter", COUNTER, &[], Limits::default())?)
-        .await?;
-    for call in 0..4 {
-        let started = Instant::now();
-        let err = hang
-            .write(&events("h", 1))
-            .await
-            .expect_err("never succeeds");
-        let took = started.elapsed();
-        eprintln!("call {call}: {took:?}: {err}");
-        ensure!(
-            took < deadline + Duration::from_secs(2),
-            "call {call} took {took:?}"
-        );
-        ensure!(err.to_string().contains("'hang'"), "names the sink: {err}");
-        counter
-            .write(&events(&format!("c{call}"), 5))
-            .await
-            .with_context(|| format!("counter beside call {call}"))?;
-    }
+    hang_beside_counter(&host, "hang").await?;
     let rows = host
         .sql_pools()
         .get("main")
@@ -265,39 +232,7 @@ async fn mariadb_sleep_ends_with_its_call() -> anyhow::Result<()> {
     })?;
     let admin = db.connect().await?;
     let result = async {
-        let deadline = Duration::from_millis(1000);
-        let limits = Limits {
-            call_timeout: deadline,
-            ..Limits::default()
-        };
-        let mut hang = host
-            .load(spec(
-                "sleeper",
-                HOSTILE,
-                &[("mode", "sql-hang".to_owned())],
-                limits,
-            )?)
-            .await?;
-        let mut counter = host
-            .load(spec("counter", COUNTER, &[], Limits::default())?)
-            .await?;
-        for call in 0..4 {
-            let started = Instant::now();
-            let err = hang
-                .write(&events("h", 1))
-                .await
-                .expect_err("never succeeds");
-            let took = started.elapsed();
-            eprintln!("call {call}: {took:?}: {err}");
-            ensure!(
-                took < deadline + Duration::from_secs(2),
-                "call {call} took {took:?}"
-            );
-            counter
-                .write(&events(&format!("c{call}"), 5))
-                .await
-                .with_context(|| format!("counter beside call {call}"))?;
-        }
+        hang_beside_counter(&host, "sleeper").await?;
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM received")
             .fetch_one(&admin)
             .await?;
@@ -326,6 +261,51 @@ async fn mariadb_sleep_ends_with_its_call() -> anyhow::Result<()> {
         db.drop_database().await?;
     }
     result.with_context(|| format!("statements still running after the test: {left:?}"))
+}
+
+/// Loads sink `name` (the hostile guest in mode `sql-hang`, a call deadline
+/// of 1 s) and a counter sink on connection `main`; four calls of `name`
+/// in a row each fail at the deadline naming the sink, while the counter
+/// delivers 5 records between them (20 in all).
+async fn hang_beside_counter(host: &Host, name: &str) -> anyhow::Result<()> {
+    let deadline = Duration::from_millis(1000);
+    let limits = Limits {
+        call_timeout: deadline,
+        ..Limits::default()
+    };
+    let mut hang = host
+        .load(spec(
+            name,
+            HOSTILE,
+            &[("mode", "sql-hang".to_owned())],
+            limits,
+        )?)
+        .await?;
+    let mut counter = host
+        .load(spec("counter", COUNTER, &[], Limits::default())?)
+        .await?;
+    for call in 0..4 {
+        let started = Instant::now();
+        let err = hang
+            .write(&events("h", 1))
+            .await
+            .expect_err("never succeeds");
+        let took = started.elapsed();
+        eprintln!("call {call}: {took:?}: {err}");
+        ensure!(
+            took < deadline + Duration::from_secs(2),
+            "call {call} took {took:?}"
+        );
+        ensure!(
+            err.to_string().contains(&format!("'{name}'")),
+            "names the sink: {err}"
+        );
+        counter
+            .write(&events(&format!("c{call}"), 5))
+            .await
+            .with_context(|| format!("counter beside call {call}"))?;
+    }
+    Ok(())
 }
 
 /// Ids of the sessions on `db_name` running `SLEEP`.
