@@ -619,6 +619,27 @@ mod seed_deployment {
         crate::deploy::container_env(admin, NAMESPACE, "kubedl", container).await
     }
 
+    /// Runs `container` (of the seed Deployment, applied) as the kubelet
+    /// would: its command line must be `expected` (KubeDL's args replace
+    /// the image's CMD); kubesink's Role is granted to the Deployment's
+    /// ServiceAccount, whose token the process runs with. Returns the
+    /// process and its directory (to keep while it runs).
+    async fn run_as_kubelet(
+        cluster: &Cluster,
+        container: &Container,
+        expected: &[&str],
+    ) -> Result<(Kubesink, tempfile::TempDir)> {
+        let admin = cluster.client();
+        let line = kubelet_command_line(container)?;
+        assert_eq!(line, expected, "the args replace the image's CMD");
+        grant_kubesink_role(&admin).await?;
+        let dir = tempfile::tempdir()?;
+        let kubeconfig = token_kubeconfig(cluster, dir.path()).await?;
+        let resolved = container_env(&admin, container).await?;
+        let kubesink = start(&line, resolved, kubeconfig, dir.path())?;
+        Ok((kubesink, dir))
+    }
+
     /// Runs the composed command line (the image's ENTRYPOINT mapped to the
     /// built binary) with the container's environment, the image's ENV
     /// (its cache dir mapped to a temporary one) and, as the pod's mounted
@@ -723,17 +744,12 @@ mod seed_deployment {
             ],
         )
         .await?;
-        let line = kubelet_command_line(&container)?;
-        assert_eq!(
-            line,
-            ["/usr/local/bin/kubesink", "--meta-storage", "mysql"],
-            "the args replace the image's CMD"
-        );
-        grant_kubesink_role(&admin).await?;
-        let dir = tempfile::tempdir()?;
-        let kubeconfig = token_kubeconfig(&cluster, dir.path()).await?;
-        let resolved = container_env(&admin, &container).await?;
-        let mut kubesink = start(&line, resolved, kubeconfig, dir.path())?;
+        let (mut kubesink, _dir) = run_as_kubelet(
+            &cluster,
+            &container,
+            &["/usr/local/bin/kubesink", "--meta-storage", "mysql"],
+        )
+        .await?;
 
         let job: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob",
@@ -798,17 +814,12 @@ mod seed_deployment {
             ],
         )
         .await?;
-        let line = kubelet_command_line(&container)?;
-        assert_eq!(
-            line,
-            ["/usr/local/bin/kubesink", "--event-storage", "aliyun-sls"],
-            "the args replace the image's CMD"
-        );
-        grant_kubesink_role(&admin).await?;
-        let dir = tempfile::tempdir()?;
-        let kubeconfig = token_kubeconfig(&cluster, dir.path()).await?;
-        let resolved = container_env(&admin, &container).await?;
-        let mut kubesink = start(&line, resolved, kubeconfig, dir.path())?;
+        let (mut kubesink, _dir) = run_as_kubelet(
+            &cluster,
+            &container,
+            &["/usr/local/bin/kubesink", "--event-storage", "aliyun-sls"],
+        )
+        .await?;
 
         let event: Event = serde_json::from_value(json!({
             "metadata": {"name": "seed-event", "namespace": "default"},
