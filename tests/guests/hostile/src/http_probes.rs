@@ -18,11 +18,9 @@
 use std::collections::BTreeMap;
 
 use crate::bindings::wasi::http::outgoing_handler;
-use crate::bindings::wasi::http::types::{
-    Fields, FutureIncomingResponse, Method, OutgoingBody, OutgoingRequest,
-};
+use crate::bindings::wasi::http::types::{Fields, FutureIncomingResponse, OutgoingBody};
 use crate::bindings::wasi::io::streams::OutputStream;
-use crate::{Error, Probe, Settings, split_url};
+use crate::{Error, Probe, Settings, post_request};
 
 /// The text `http-probe-forge` returns: a forged log line after a newline,
 /// ANSI colour, a carriage return, a bidirectional override.
@@ -40,23 +38,16 @@ struct InFlight {
 /// Starts a POST to `url` (with a `host` header if given); the body is
 /// written by the caller.
 fn start(url: &str, host: Option<&str>) -> Result<Result<InFlight, String>, Error> {
-    let (scheme, authority, path) = split_url(url)?;
     let headers = Fields::new();
     if let Some(h) = host
         && let Err(e) = headers.append("host", h.as_bytes())
     {
         return Ok(Err(format!("host header: {e:?}")));
     }
-    let req = OutgoingRequest::new(headers);
-    let bad = |what: &str| Error::Fatal(format!("cannot set the request's {what}"));
-    req.set_method(&Method::Post).map_err(|()| bad("method"))?;
-    req.set_scheme(Some(&scheme)).map_err(|()| bad("scheme"))?;
-    req.set_authority(Some(&authority))
-        .map_err(|()| bad("authority"))?;
-    req.set_path_with_query(Some(&path))
-        .map_err(|()| bad("path"))?;
-    let body = req.body().map_err(|()| bad("body"))?;
-    let stream = body.write().map_err(|()| bad("body stream"))?;
+    let (req, body) = post_request(url, headers)?;
+    let stream = body
+        .write()
+        .map_err(|()| Error::Fatal("cannot set the request's body stream".into()))?;
     let future = match outgoing_handler::handle(req, None) {
         Ok(f) => f,
         Err(code) => return Ok(Err(format!("{code:?}"))),

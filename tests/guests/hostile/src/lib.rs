@@ -167,10 +167,10 @@ fn split_url(url: &str) -> Result<(Scheme, String, String), Error> {
     Ok((scheme, authority.to_string(), path.to_string()))
 }
 
-/// POSTs `body` to `url` and waits for the response status.
-fn post(url: &str, body: &[u8]) -> Result<Result<u16, String>, Error> {
+/// A POST request to `url` with `headers`, and its body to write.
+fn post_request(url: &str, headers: Fields) -> Result<(OutgoingRequest, OutgoingBody), Error> {
     let (scheme, authority, path) = split_url(url)?;
-    let req = OutgoingRequest::new(Fields::new());
+    let req = OutgoingRequest::new(headers);
     let bad = |what: &str| Error::Fatal(format!("cannot set the request's {what}"));
     req.set_method(&Method::Post).map_err(|()| bad("method"))?;
     req.set_scheme(Some(&scheme)).map_err(|()| bad("scheme"))?;
@@ -178,7 +178,13 @@ fn post(url: &str, body: &[u8]) -> Result<Result<u16, String>, Error> {
         .map_err(|()| bad("authority"))?;
     req.set_path_with_query(Some(&path))
         .map_err(|()| bad("path"))?;
-    let out = req.body().map_err(|()| bad("body"))?;
+    let body = req.body().map_err(|()| bad("body"))?;
+    Ok((req, body))
+}
+
+/// POSTs `body` to `url` and waits for the response status.
+fn post(url: &str, body: &[u8]) -> Result<Result<u16, String>, Error> {
+    let (req, out) = post_request(url, Fields::new())?;
     let future = match outgoing_handler::handle(req, None) {
         Ok(f) => f,
         Err(code) => return Ok(Err(format!("handle: {code:?}"))),
