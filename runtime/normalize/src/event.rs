@@ -148,8 +148,16 @@ mod tests {
         time::parse(s).expect("timestamp")
     }
 
+    /// `base` with the top-level fields of `extra` added (replacing).
+    fn merged(mut base: Value, extra: Value) -> Value {
+        if let (Some(o), Value::Object(extra)) = (base.as_object_mut(), extra) {
+            o.extend(extra);
+        }
+        base
+    }
+
     fn core(extra: Value) -> Value {
-        let mut v = json!({
+        let v = json!({
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": "mnist-worker-0.17c1", "namespace": "ml", "uid": "e-1",
                          "resourceVersion": "30", "creationTimestamp": "2024-05-01T10:00:05Z"},
@@ -157,10 +165,7 @@ mod tests {
                                "name": "mnist-worker-0", "uid": "p-1", "fieldPath": "spec.containers{tensorflow}"},
             "type": "Warning", "reason": "BackOff", "message": "Back-off restarting failed container"
         });
-        if let (Some(o), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
-            o.extend(extra.clone());
-        }
-        v
+        merged(v, extra)
     }
 
     fn c(v: &Value) -> Event {
@@ -249,7 +254,7 @@ mod tests {
     }
 
     fn events_v1(extra: Value) -> Value {
-        let mut v = json!({
+        let v = json!({
             "apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": {"name": "mnist.17c2", "namespace": "ml", "uid": "e-2",
                          "resourceVersion": "31", "creationTimestamp": "2024-05-01T10:00:06Z"},
@@ -257,10 +262,7 @@ mod tests {
                           "namespace": "ml", "name": "mnist", "uid": "j-1"},
             "type": "Normal", "reason": "SuccessfulCreatePod", "note": "Created pod: mnist-ps-0"
         });
-        if let (Some(o), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
-            o.extend(extra.clone());
-        }
-        v
+        merged(v, extra)
     }
 
     fn ev(v: &Value) -> Event {
