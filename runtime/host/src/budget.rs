@@ -8,18 +8,6 @@
 //! asked, what is in use and the limit); the capability turns that into an
 //! error of that one call (`too-large`, or a fault), never a failure of the
 //! process.
-//!
-//! ```
-//! use kubesink_host::budget::HostBudget;
-//! let budget = HostBudget::new("mysql", 1024);
-//! let mut rows = budget.try_reserve(600).expect("fits");
-//! assert!(budget.try_reserve(600).is_err()); // 1200 > 1024
-//! rows.grow(100).expect("fits");
-//! assert_eq!(budget.used(), 700);
-//! drop(rows);
-//! assert_eq!(budget.used(), 0);
-//! assert_eq!(budget.peak(), 700);
-//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -225,6 +213,18 @@ impl Drop for Reservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reservation_grows_within_the_limit_and_is_given_back() {
+        let budget = HostBudget::new("mysql", 1024);
+        let mut rows = budget.try_reserve(600).expect("fits");
+        assert!(budget.try_reserve(600).is_err(), "1200 > 1024");
+        rows.grow(100).expect("fits");
+        assert_eq!(budget.used(), 700);
+        drop(rows);
+        assert_eq!(budget.used(), 0);
+        assert_eq!(budget.peak(), 700);
+    }
 
     #[test]
     fn reservations_count_until_dropped() {

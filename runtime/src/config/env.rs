@@ -13,13 +13,8 @@ pub enum EnvError {
 }
 
 /// Expands `${VAR}` (an error when unset) and `${VAR:-default}` using
-/// `lookup`; `$$` is a literal `$`.
-///
-/// ```
-/// use kubesink::config::expand_env;
-/// let get = |k: &str| (k == "HOST").then(|| "db".to_string());
-/// assert_eq!(expand_env("mysql://${HOST}:${PORT:-3306}", get).unwrap(), "mysql://db:3306");
-/// ```
+/// `lookup`; `$$` is a literal `$`: `mysql://${HOST}:${PORT:-3306}` is
+/// `mysql://db:3306` when only `HOST` (`db`) is set.
 pub(crate) fn expand_env(
     value: &str,
     lookup: impl Fn(&str) -> Option<String>,
@@ -77,6 +72,10 @@ mod tests {
     #[test]
     fn expands_and_defaults() {
         assert_eq!(expand_env("x${A}y", get).unwrap(), "x1y");
+        assert_eq!(
+            expand_env("mysql://${A}:${PORT:-3306}", get).unwrap(),
+            "mysql://1:3306"
+        );
         assert_eq!(expand_env("${B:-d}", get).unwrap(), "d");
         assert_eq!(expand_env("${EMPTY:-d}", get).unwrap(), "d");
         assert_eq!(expand_env("${EMPTY}", get).unwrap(), "");
