@@ -18,7 +18,7 @@ use crate::config::Plan;
 use crate::modules::{ModuleWatcher, watch_modules};
 use crate::ops::Ops;
 use crate::ops::server::{Server, ServerError};
-use crate::pipeline::{Pipeline, PipelineError, ShutdownReport};
+use crate::pipeline::{HeldLimits, Pipeline, PipelineError, ShutdownReport};
 use crate::source::Normalizer;
 use crate::source::leader::{LeaderError, LeaderOptions, Leadership};
 use crate::source::watch::{EventFilter, WatchOptions};
@@ -239,8 +239,9 @@ impl Runtime {
         let (client, server_url) = options.cluster.connect().await?;
         let host =
             kubesink_host::Host::new(plan.host.clone()).map_err(|e| RunError::Host(Box::new(e)))?;
-        let pipeline =
-            Arc::new(Pipeline::start_with_ops(&host, plan.sinks.clone(), ops.clone()).await?);
+        let mut pipeline = Pipeline::start_with_ops(&host, plan.sinks.clone(), ops.clone()).await?;
+        pipeline.set_held_limits(HeldLimits::of(&plan.held));
+        let pipeline = Arc::new(pipeline);
         let own_namespace = options
             .own_namespace
             .unwrap_or_else(|| crate::namespace::own_namespace(&client));

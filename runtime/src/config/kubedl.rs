@@ -16,8 +16,8 @@ use std::net::IpAddr;
 use kubesink_host::http::{HostRule, PortRule, Rule, SchemeRule};
 
 use super::{
-    Builtin, Config, ConfigError, ConnectionSpec, Driver, ModuleRef, QueueConfig, RecordKind,
-    Settings, SinkConfig, StringOrInt,
+    Builtin, Config, ConfigError, ConnectionSpec, Driver, HeldConfig, ModuleRef, QueueConfig,
+    RecordKind, Settings, SinkConfig, StringOrInt,
 };
 
 /// Where KubeDL's `--meta-storage` puts jobs and pods.
@@ -85,6 +85,7 @@ impl KubedlFlags {
                 cache_dir: None,
                 connections,
                 sinks,
+                held: HeldConfig::default(),
             });
         }
         let mut mysql_records = Vec::new();
@@ -124,6 +125,7 @@ impl KubedlFlags {
             cache_dir: None,
             connections,
             sinks,
+            held: HeldConfig::default(),
         })
     }
 }

@@ -134,6 +134,26 @@ pub struct Config {
     /// The sinks, each with its own queue.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// Bounds on asking a sink what it holds (`held`), for reconciliation.
+    #[serde(default)]
+    pub held: HeldConfig,
+}
+
+/// Bounds on one sink's `held` answer during a reconciliation: a sink
+/// that cannot answer within them is skipped and catches up later.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeldConfig {
+    /// How long a sink may take to deliver what is queued and answer.
+    /// Default 30 s.
+    #[serde(default, with = "humantime_serde")]
+    pub deadline: Option<std::time::Duration>,
+    /// The most uids an answer may hold. Default 2 000 000.
+    #[serde(default)]
+    pub max_uids: Option<usize>,
+    /// The most bytes of uids an answer may hold. Default 128Mi.
+    #[serde(default)]
+    pub max_bytes: Option<ByteSize>,
 }
 
 /// A named SQL connection.
@@ -249,6 +269,21 @@ impl Config {
             field,
             message,
         };
+        if self.held.max_uids == Some(0) {
+            return Err(invalid("held.max_uids".into(), "must be at least 1".into()));
+        }
+        if self.held.max_bytes.is_some_and(|b| b.bytes() == 0) {
+            return Err(invalid(
+                "held.max_bytes".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.held.deadline == Some(std::time::Duration::ZERO) {
+            return Err(invalid(
+                "held.deadline".into(),
+                "must be more than 0".into(),
+            ));
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, sink) in self.sinks.iter().enumerate() {
             let at = |f: &str| format!("sinks[{i}].{f}");

@@ -18,6 +18,8 @@ pub struct Plan {
     pub sinks: Vec<SinkPlan>,
     /// `--region` / `region:`, passed to normalization.
     pub region: Option<String>,
+    /// Bounds on `held` answers (`held:`).
+    pub held: super::HeldConfig,
 }
 
 /// One sink, ready to load.
@@ -264,6 +266,7 @@ impl Config {
             host,
             sinks,
             region: self.region.clone().filter(|r| !r.is_empty()),
+            held: self.held.clone(),
         })
     }
 }

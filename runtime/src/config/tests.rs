@@ -216,3 +216,28 @@ fn settings_do_not_print_their_secrets_through_debug() {
         "{shown}"
     );
 }
+
+#[test]
+fn held_bounds_are_read_and_checked() {
+    let plan = parse("held: { deadline: 5s, max_uids: 10, max_bytes: 1Mi }\n")
+        .unwrap()
+        .resolve("f.yaml")
+        .unwrap();
+    let limits = crate::pipeline::HeldLimits::of(&plan.held);
+    assert_eq!(limits.deadline, Duration::from_secs(5));
+    assert_eq!((limits.max_uids, limits.max_bytes), (10, 1 << 20));
+    let defaults = parse("sinks: []\n").unwrap().resolve("f.yaml").unwrap();
+    assert_eq!(
+        crate::pipeline::HeldLimits::of(&defaults.held),
+        crate::pipeline::HeldLimits::default()
+    );
+    for (held, field) in [
+        ("{ max_uids: 0 }", "held.max_uids"),
+        ("{ deadline: 0s }", "held.deadline"),
+        ("{ max_bytes: 0 }", "held.max_bytes"),
+    ] {
+        let (f, message) = refused(&format!("held: {held}\n"));
+        assert_eq!(f, field, "{held}: {message}");
+    }
+    assert!(parse("held: { deadlines: 5s }\n").is_err(), "unknown key");
+}

@@ -41,6 +41,18 @@ impl Default for HeldLimits {
     }
 }
 
+impl HeldLimits {
+    /// From the configuration's `held:` (defaults where it says nothing).
+    pub fn of(held: &crate::config::HeldConfig) -> Self {
+        let d = Self::default();
+        Self {
+            deadline: held.deadline.unwrap_or(d.deadline),
+            max_uids: held.max_uids.unwrap_or(d.max_uids),
+            max_bytes: held.max_bytes.map_or(d.max_bytes, |b| b.bytes()),
+        }
+    }
+}
+
 /// Where catch-up requests go: the name of each sink that starts catching
 /// up ([`Pipeline::enable_catch_up`]).
 #[derive(Debug, Default)]

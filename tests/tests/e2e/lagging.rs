@@ -33,38 +33,16 @@ use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kubesink::app::{self, RunOptions, Runtime};
 use kubesink::config::Config;
-use kubesink::ops::Ops;
 use kubesink::ops::metrics::sample;
-use kubesink::pipeline::{HeldLimits, Pipeline};
-use kubesink::source::{Normalizer, watch};
-use kubesink_host::Host;
 use kubesink_tests::mariadb::{self, PrivateMariaDb};
+use kubesink_tests::wait::eventually;
 use kubesink_tests::{cluster, guests};
 use serde_json::json;
 
 use super::live::{Relaxed, wait_same_rows};
 use super::ops::mysql_connection;
-
-/// Checks `check` every 100 ms until it returns true, for at most `limit`
-/// (`what` names what was awaited in the error).
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Events created per run.
 const EVENTS: usize = 10_000;
@@ -88,44 +66,23 @@ fn sink_yaml(name: &str, conn: &str, extra: &str) -> Result<String> {
     ))
 }
 
-struct Running {
-    pipeline: Arc<Pipeline>,
-    ops: Arc<Ops>,
-    watcher: tokio::task::JoinHandle<()>,
-}
-
-async fn start(yaml: &str, client: kube::Client, namespace: &str) -> Result<Running> {
-    let plan = Config::parse(yaml, "test")?.resolve("test")?;
-    let host = Host::new(plan.host.clone())?;
-    let ops = Ops::new();
-    let mut pipeline = Pipeline::start_with_ops(&host, plan.sinks.clone(), ops.clone()).await?;
-    pipeline.set_held_limits(HeldLimits {
-        deadline: Duration::from_secs(5),
-        ..HeldLimits::default()
+/// kubesink `run` in-process on `cluster`, watching only `namespace`, with
+/// the sinks of `yaml`; a sink gets 5 s to answer `held` (30 s by default),
+/// so a stuck one is found stuck within the test.
+async fn start(yaml: &str, cluster: &cluster::Cluster, namespace: &str) -> Result<Runtime> {
+    let yaml = format!("held: {{ deadline: 5s }}\n{yaml}");
+    let plan = Config::parse(&yaml, "test")?.resolve("test")?;
+    let mut options = RunOptions::new(app::Cluster::Client {
+        client: cluster.client(),
+        server: cluster.base_url(),
     });
-    let pipeline = Arc::new(pipeline);
-    let watcher = tokio::spawn(watch::run(
-        client,
-        pipeline.clone(),
-        Normalizer::default(),
-        watch::WatchOptions {
-            namespace: Some(namespace.to_owned()),
-            ..watch::WatchOptions::default()
-        },
-    ));
-    Ok(Running {
-        pipeline,
-        ops,
-        watcher,
-    })
+    options.namespace = Some(namespace.to_owned());
+    options.own_namespace = Some("default".into());
+    Ok(Runtime::start(&plan, options).await?)
 }
 
-async fn stop(run: Running) -> Result<()> {
-    run.watcher.abort();
-    let _ = run.watcher.await;
-    let reports = Pipeline::finish_shared(run.pipeline)
-        .await
-        .map_err(|_| anyhow::anyhow!("pipeline still shared after the watch stopped"))?;
+async fn stop(run: Runtime) -> Result<()> {
+    let reports = super::live::stop_in_process(run).await?;
     for r in &reports {
         ensure!(r.failed == 0, "{reports:?}");
     }
@@ -311,7 +268,7 @@ async fn cluster_mariadb_a_stuck_sink_holds_back_nobody_and_catches_up() -> Resu
         mysql_connection(&db_ref),
         sink_yaml("mysql", "db", "")?
     );
-    let run = start(&yaml, client.clone(), "lag-ref").await?;
+    let run = start(&yaml, &cluster, "lag-ref").await?;
     let ref_pool = db_ref.connect().await?;
     let reference = load_and_measure(&client, "lag-ref", &ref_pool).await?;
     stop(run).await?;
@@ -332,9 +289,9 @@ async fn cluster_mariadb_a_stuck_sink_holds_back_nobody_and_catches_up() -> Resu
             "    queue: { capacity: 200 }\n    retry: { initial: 100ms, max: 1s }\n"
         )?
     );
-    let run = start(&yaml, client.clone(), "lag-run").await?;
+    let run = start(&yaml, &cluster, "lag-run").await?;
     eventually(Duration::from_secs(60), "kubesink ready", || {
-        let ops = run.ops.clone();
+        let ops = run.ops().clone();
         async move { Ok(ops.health.readiness().is_ok()) }
     })
     .await?;
@@ -344,7 +301,7 @@ async fn cluster_mariadb_a_stuck_sink_holds_back_nobody_and_catches_up() -> Resu
     let stalled = load_and_measure(&client, "lag-run", &fast_pool).await?;
 
     // While `stuck` is still down: reported lagging, the process ready.
-    let text = run.ops.metrics.encode();
+    let text = run.ops().metrics.encode();
     let state = |text: &str, s: &str| {
         sample(
             text,
@@ -376,7 +333,7 @@ async fn cluster_mariadb_a_stuck_sink_holds_back_nobody_and_catches_up() -> Resu
         Some(0.0),
         "{text}"
     );
-    let ready = run.ops.health.readiness().map_err(anyhow::Error::msg)?;
+    let ready = run.ops().health.readiness().map_err(anyhow::Error::msg)?;
     assert!(ready.contains("sink stuck lagging"), "{ready}");
 
     let (r99, s99) = (p99(&reference), p99(&stalled));
@@ -392,15 +349,15 @@ async fn cluster_mariadb_a_stuck_sink_holds_back_nobody_and_catches_up() -> Resu
 
     // The outage lasts `STALL` (the scenario, not a synchronization).
     tokio::time::sleep_until(stopped + STALL).await;
-    let text = run.ops.metrics.encode();
+    let text = run.ops().metrics.encode();
     assert_eq!(state(&text, "lagging"), Some(1.0), "{text}");
 
     // `stuck` heals, catches up, and ends with the rows of `mysql`.
     let healed = Instant::now();
     server.restart().await?;
     eventually(Duration::from_secs(180), "stuck caught up", || {
-        let p = run.pipeline.clone();
-        async move { Ok(p.lag_state("stuck") == Some(kubesink::pipeline::lag::LagState::Ok)) }
+        let text = run.ops().metrics.encode();
+        async move { Ok(state(&text, "ok") == Some(1.0)) }
     })
     .await?;
     eprintln!(
@@ -430,7 +387,7 @@ async fn cluster_mariadb_a_stuck_sink_holds_back_nobody_and_catches_up() -> Resu
         (PODS, DELETED_PODS),
         "pod rows, removed"
     );
-    let text = run.ops.metrics.encode();
+    let text = run.ops().metrics.encode();
     assert_eq!(
         sample(&text, "kubesink_sink_state", "sink=\"stuck\",state=\"ok\""),
         Some(1.0),

@@ -25,6 +25,7 @@ use kubesink_host::{CallError, FaultCause, Host, HostOptions, Limits, ModuleSour
 use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::guest_wasm;
 use kubesink_tests::records;
+use kubesink_tests::wait::eventually;
 use sqlx::Row;
 
 const HOSTILE: &str = "kubesink-guest-hostile";
@@ -81,24 +82,6 @@ fn report_lines(name: &str, err: &CallError, needle: &str) -> anyhow::Result<Vec
         );
     }
     Ok(lines)
-}
-
-/// Polls `check` every 100 ms until it returns true, for at most `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// CPU seconds used so far by this process's threads whose name starts
