@@ -176,7 +176,7 @@ impl Frontiers {
     }
 
     /// `resource` is being listed (`true`) or the listing is done.
-    pub fn listing(&self, resource: &str, listing: bool) {
+    pub(crate) fn listing(&self, resource: &str, listing: bool) {
         let moved = self.with(resource, |f, frozen| {
             f.listing = listing;
             if !listing {
@@ -322,7 +322,7 @@ mod tests {
     #[test]
     fn tombstones_are_ignored() {
         let f = Frontiers::default();
-        let t = crate::pipeline::tombstone(
+        let t = super::super::entry::tombstone(
             kubesink_normalize::record::RecordKind::Pod,
             "u".into(),
             crate::source::now(),

@@ -214,7 +214,7 @@ impl SinkLag {
 
     /// The catch-up is delivered and reconciled: `ok` again, unless the
     /// sink fell behind meanwhile. Returns whether it is `ok`.
-    pub fn caught_up(&self) -> bool {
+    pub(crate) fn caught_up(&self) -> bool {
         if self.transition(LagState::CatchingUp, LagState::Ok) {
             *self.since.lock().unwrap_or_else(|e| e.into_inner()) = None;
             self.live.lock().unwrap_or_else(|e| e.into_inner()).clear();

@@ -304,7 +304,7 @@ impl Pipeline {
     /// Where a watch of `resource` can resume for the checkpointed sinks:
     /// the oldest of their frontiers (`None`: no checkpointed sink has one,
     /// the listing serves them all).
-    pub fn resume_point(&self, resource: &str) -> Option<u64> {
+    pub(crate) fn resume_point(&self, resource: &str) -> Option<u64> {
         self.sinks
             .iter()
             .filter_map(|s| s.frontiers.as_ref()?.value(resource))
@@ -315,7 +315,7 @@ impl Pipeline {
     /// checkpointed sink that receives its kind, has a frontier for its
     /// resource and did not deliver it yet; the others get the listing
     /// that follows. Waits while a queue is full.
-    pub async fn send_resumed(&self, entry: Entry) {
+    pub(crate) async fn send_resumed(&self, entry: Entry) {
         let kind = entry::configured_kind(&entry);
         let Some(resource) = resource_of(&entry) else {
             return;

@@ -43,14 +43,14 @@
 //! signal, and the only timers are batching delays, retry backoffs and
 //! deadlines.
 
-pub mod backoff;
+pub(crate) mod backoff;
 mod deliver;
 mod entry;
-pub mod frontier;
+pub(crate) mod frontier;
 mod instance;
-pub mod lag;
+pub(crate) mod lag;
 mod lanes;
-pub mod queue;
+pub(crate) mod queue;
 mod reconcile;
 mod shutdown;
 mod stats;
@@ -68,7 +68,6 @@ use tokio::sync::mpsc;
 
 use crate::config::{self, SinkPlan};
 use crate::ops::Ops;
-pub use entry::{describe, tombstone};
 use frontier::Frontiers;
 use instance::Instance;
 use lag::{LagState, SinkLag};
@@ -243,12 +242,12 @@ impl Pipeline {
     }
 
     /// The state of sink `name` (`None`: no such sink).
-    pub fn lag_state(&self, name: &str) -> Option<LagState> {
+    pub(crate) fn lag_state(&self, name: &str) -> Option<LagState> {
         self.sink(name).map(|s| s.lag.state())
     }
 
     /// The record kinds sink `name` receives.
-    pub fn sink_kinds(&self, name: &str) -> Vec<RecordKind> {
+    pub(crate) fn sink_kinds(&self, name: &str) -> Vec<RecordKind> {
         self.sink(name).map_or_else(Vec::new, |s| {
             s.records
                 .iter()
@@ -260,7 +259,7 @@ impl Pipeline {
 
     /// The delivery frontiers of every sink that keeps a checkpoint, by
     /// sink name.
-    pub fn checkpointed(&self) -> Vec<(String, Arc<Frontiers>)> {
+    pub(crate) fn checkpointed(&self) -> Vec<(String, Arc<Frontiers>)> {
         self.sinks
             .iter()
             .filter_map(|s| Some((s.name.clone(), s.frontiers.clone()?)))
@@ -269,7 +268,7 @@ impl Pipeline {
 
     /// The source starts (`true`) or ends listing `resource` (a kind):
     /// the frontiers of that resource stay put meanwhile.
-    pub fn listing(&self, resource: &str, listing: bool) {
+    pub(crate) fn listing(&self, resource: &str, listing: bool) {
         for frontiers in self.sinks.iter().filter_map(|s| s.frontiers.as_ref()) {
             frontiers.listing(resource, listing);
         }

@@ -174,11 +174,6 @@ impl SinkQueue {
         }
     }
 
-    /// The capacity.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     /// When the entry waiting longest was queued.
     pub fn oldest(&self) -> Option<Instant> {
         self.lock().items.first_key_value().map(|(_, (at, _))| *at)

@@ -82,7 +82,7 @@ pub(super) type CatchUpLink = Arc<CatchUps>;
 
 impl Pipeline {
     /// Bounds on asking sinks what they hold (default [`HeldLimits`]).
-    pub fn set_held_limits(&mut self, limits: HeldLimits) {
+    pub(crate) fn set_held_limits(&mut self, limits: HeldLimits) {
         self.held_limits = limits;
     }
 
@@ -97,7 +97,7 @@ impl Pipeline {
     /// (replay). A later call (a new source: the watches restarted)
     /// replaces the receiver, and sinks whose catch-up was left unfinished
     /// by the previous source start it again.
-    pub fn enable_catch_up(&self) -> mpsc::UnboundedReceiver<String> {
+    pub(crate) fn enable_catch_up(&self) -> mpsc::UnboundedReceiver<String> {
         let (tx, rx) = mpsc::unbounded_channel();
         *self.catch_up.to.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         self.catch_up.enabled.store(true, Ordering::Release);
@@ -116,7 +116,7 @@ impl Pipeline {
     /// while its queue is full. Returns false, not queueing it, once the
     /// sink is no longer catching up (it fell behind again: the catch-up
     /// is abandoned and starts over later).
-    pub async fn send_to(&self, name: &str, entry: Entry) -> bool {
+    pub(crate) async fn send_to(&self, name: &str, entry: Entry) -> bool {
         let Some(sink) = self.sink(name) else {
             return false;
         };
@@ -151,7 +151,7 @@ impl Pipeline {
 
     /// The end of sink `name`'s catch-up: `ok` again unless it fell behind
     /// meanwhile. Returns whether it is `ok`.
-    pub fn caught_up(&self, name: &str) -> bool {
+    pub(crate) fn caught_up(&self, name: &str) -> bool {
         let Some(sink) = self.sink(name) else {
             return false;
         };
@@ -173,7 +173,7 @@ impl Pipeline {
     /// catch-up reconciles it). Returns how many tombstones were queued; a
     /// sink that cannot answer is logged and skipped (the next listing
     /// tries again).
-    pub async fn reconcile(
+    pub(crate) async fn reconcile(
         &self,
         kind: RecordKind,
         listed: &HashSet<String>,
@@ -240,7 +240,7 @@ impl Pipeline {
     /// each uid of `kind` it holds that is neither in `listed` (the
     /// catch-up's listing) nor queued live since the catch-up started.
     /// Returns how many were queued, or why the sink could not be asked.
-    pub async fn reconcile_sink(
+    pub(crate) async fn reconcile_sink(
         &self,
         name: &str,
         kind: RecordKind,

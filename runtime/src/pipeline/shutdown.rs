@@ -3,8 +3,6 @@
 //! the end ([`Pipeline::finish`], `kubesink replay`). Both wait on the
 //! workers' ends, not by looking again and again.
 
-use std::sync::Arc;
-
 use super::Pipeline;
 use super::lanes::SinkHandle;
 use super::stats::{ShutdownReport, SinkReport};
@@ -46,21 +44,6 @@ impl Pipeline {
     /// Resolves once every worker has ended.
     async fn stopped(&self) {
         futures_util::future::join_all(self.sinks.iter().map(SinkHandle::stopped)).await;
-    }
-
-    /// [`finish`](Self::finish) for a pipeline shared with sources that are
-    /// being stopped: closes the queues (an entry a source still sends is
-    /// refused, logged) and waits for every worker to deliver what is
-    /// queued, without waiting for the other references to go. Always
-    /// `Ok`; the shared pipeline is no longer handed back.
-    pub async fn finish_shared(pipeline: Arc<Pipeline>) -> Result<Vec<SinkReport>, Arc<Pipeline>> {
-        pipeline.close();
-        pipeline.stopped().await;
-        match Arc::try_unwrap(pipeline) {
-            // Every worker has ended: `finish` only collects their ends.
-            Ok(p) => Ok(p.finish().await),
-            Err(shared) => Ok(shared.reports()),
-        }
     }
 
     /// Closes the queues, lets every worker deliver what is queued, and

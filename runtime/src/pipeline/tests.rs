@@ -13,6 +13,7 @@ use kubesink_normalize::record::{Entry, RecordKind, Timestamp};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::entry::tombstone;
 use super::lanes::{Lane, Swap};
 use super::queue::SinkQueue;
 use super::worker::{SinkContext, WorkerConfig};
@@ -418,21 +419,6 @@ async fn a_catch_up_waiting_for_room_gives_up_as_soon_as_the_sink_falls_behind()
     let (queued, ()) = tokio::join!(third, fall);
     assert!(!queued);
     assert_eq!(started.elapsed(), Duration::ZERO);
-}
-
-#[tokio::test(start_paused = true)]
-async fn finish_shared_does_not_wait_for_the_other_references_to_go() {
-    let fake = Fake::new("s", Answer::Slow(Duration::from_secs(1)));
-    let p = Arc::new(pipeline(vec![("s", fake, 100, 100)]));
-    for e in entries(3) {
-        p.send(e).await;
-    }
-    let still_shared = p.clone();
-    let started = Instant::now();
-    let reports = Pipeline::finish_shared(p).await.expect("finished");
-    assert_eq!(started.elapsed(), Duration::from_secs(1));
-    assert_eq!(reports[0].delivered, 3);
-    assert_eq!(still_shared.reports(), reports);
 }
 
 #[tokio::test(start_paused = true)]

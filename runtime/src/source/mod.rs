@@ -4,10 +4,10 @@
 //! the same [`Normalizer`], so a replay delivers exactly what the live
 //! source would.
 
-pub mod jobs;
-pub mod leader;
+pub(crate) mod jobs;
+pub(crate) mod leader;
 pub mod replay;
-pub mod split;
+pub(crate) mod split;
 pub mod watch;
 
 use kubesink_normalize::record::{Change, Entry, Timestamp};
