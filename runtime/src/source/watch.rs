@@ -12,10 +12,14 @@
 //! With several sinks, the watches go at the pace of the fastest: a sink
 //! that falls behind ([`crate::pipeline::lag`]) is caught up here once it
 //! has delivered its queue — every resource is listed again (in pages) for
-//! that sink alone, and what it holds is reconciled against the listing.
+//! that sink alone, and what it holds is reconciled against the listing
+//! (`watch/catch_up.rs`).
+//!
+//! Before its first listing, a resource's watch is resumed from the oldest
+//! checkpointed frontier (`watch/resume.rs`), so a log sink gets each
+//! update made while kubesink was down ([`crate::checkpoint`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::Client;
@@ -26,9 +30,14 @@ use std::collections::HashSet;
 use kubesink_normalize::record::{Entry, Record, RecordKind};
 use serde_json::Value;
 
+mod catch_up;
+mod resume;
+
 use super::jobs::JobListings;
 use super::{Normalizer, now};
 use crate::pipeline::Pipeline;
+use catch_up::{CatchUp, serve_catch_ups};
+use resume::resume;
 
 /// Which events are delivered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -348,79 +357,6 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
     }
 }
 
-/// How long a watch resumed from a checkpoint may be silent before it is
-/// taken as caught up: the API server replays its history at once.
-const RESUME_IDLE: Duration = Duration::from_millis(500);
-
-/// Delivers to the checkpointed sinks every change of `r` after `from` (the
-/// oldest of their frontiers) that the API server still has, in order, as
-/// a watch from that resourceVersion; returns once caught up (the current
-/// resourceVersion reached, or the watch silent for [`RESUME_IDLE`]). So a
-/// log sink gets each update made while kubesink was down, not only the
-/// newest state the listing shows. When the history is gone (410) or the
-/// watch fails, the listing that follows delivers the newest state of
-/// every object changed since.
-async fn resume(
-    api: &Api<DynamicObject>,
-    r: &Resource,
-    from: u64,
-    pipeline: &Pipeline,
-    (normalizer, job_kinds, events): (&Normalizer, &[String], &EventFilter),
-) {
-    let name = watch_name(r);
-    let gone = |reason: &str| {
-        tracing::info!(resource = %name, from, reason, "cannot resume from the checkpoint; the listing delivers the newest state of what changed since");
-    };
-    let now = match api.list_metadata(&ListParams::default().limit(1)).await {
-        Ok(list) => list
-            .metadata
-            .resource_version
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(u64::MAX),
-        Err(e) => return gone(&sanitize(&e.to_string())),
-    };
-    if from >= now {
-        return;
-    }
-    let stream = match api.watch(&WatchParams::default(), &from.to_string()).await {
-        Ok(stream) => stream,
-        Err(e) => return gone(&sanitize(&e.to_string())),
-    };
-    futures_util::pin_mut!(stream);
-    let mut resumed = 0u64;
-    loop {
-        let event = match tokio::time::timeout(RESUME_IDLE, stream.next()).await {
-            Ok(Some(Ok(event))) => event,
-            Ok(Some(Err(e))) => return gone(&sanitize(&e.to_string())),
-            Ok(None) | Err(_) => break,
-        };
-        let (object, removed) = match event {
-            WatchEvent::Added(o) | WatchEvent::Modified(o) => (o, false),
-            WatchEvent::Deleted(o) => (o, true),
-            WatchEvent::Bookmark(_) => continue,
-            WatchEvent::Error(status) => return gone(&sanitize(&status.message)),
-        };
-        let version = object
-            .metadata
-            .resource_version
-            .as_deref()
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        if let Some(entry) = entry_of(&object, r, removed, normalizer, job_kinds, events) {
-            pipeline.send_resumed(entry).await;
-            resumed += 1;
-        }
-        if version >= now {
-            break;
-        }
-    }
-    tracing::info!(resource = %name, from, resumed, "resumed from the checkpoint");
-}
-
-fn sanitize(text: &str) -> String {
-    kubesink_host::log::sanitize(text, 1024)
-}
-
 /// The entry of a watched or listed object, or `None` when it is not
 /// delivered (a pod no watched job controls, an event filtered out, a
 /// malformed object: logged).
@@ -462,153 +398,6 @@ fn entry_of(
             None
         }
     }
-}
-
-/// What a catch-up needs: how to list, and the filters of the watches.
-struct CatchUp {
-    client: Client,
-    pipeline: Arc<Pipeline>,
-    normalizer: Normalizer,
-    job_kinds: Vec<String>,
-    events: EventFilter,
-    namespace: Option<String>,
-    resources: Vec<Resource>,
-}
-
-/// Objects per page of a catch-up's listing.
-const CATCH_UP_PAGE: u32 = 500;
-
-/// Runs a catch-up for each sink named by `requests`, each in its own task
-/// (one sink's catch-up never waits for another's); stopping this stops
-/// them.
-async fn serve_catch_ups(
-    mut requests: tokio::sync::mpsc::UnboundedReceiver<String>,
-    cx: Arc<CatchUp>,
-) {
-    let mut running = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            request = requests.recv() => match request {
-                Some(sink) => {
-                    running.spawn(catch_up(sink, cx.clone()));
-                }
-                None => break,
-            },
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-        }
-    }
-    while running.join_next().await.is_some() {}
-}
-
-/// Catches sink `sink` up, retrying a failed listing or reconciliation
-/// with backoff while it is still catching up.
-async fn catch_up(sink: String, cx: Arc<CatchUp>) {
-    use crate::pipeline::lag::LagState;
-    let mut backoff = crate::pipeline::backoff::Backoff::new(
-        std::time::Duration::from_secs(1),
-        std::time::Duration::from_secs(60),
-    );
-    loop {
-        let started = std::time::Instant::now();
-        match catch_up_once(&sink, &cx).await {
-            Ok(Some((listed, removed))) => {
-                if cx.pipeline.caught_up(&sink) {
-                    tracing::info!(%sink, listed, removed, took = ?started.elapsed(), "catch-up delivered and reconciled");
-                } else {
-                    tracing::info!(%sink, "fell behind again while catching up; catches up again once its queue is delivered");
-                }
-                return;
-            }
-            Ok(None) => {
-                tracing::info!(%sink, "fell behind again while catching up; catches up again once its queue is delivered");
-                return;
-            }
-            Err(message) => {
-                if cx.pipeline.lag_state(&sink) != Some(LagState::CatchingUp) {
-                    return;
-                }
-                let delay = backoff.next_delay();
-                tracing::warn!(%sink, %message, retry_in = ?delay, "catch-up failed; trying again");
-                tokio::time::sleep(delay).await;
-            }
-        }
-    }
-}
-
-/// One catch-up of `sink`: every resource it receives is listed and queued
-/// for it alone, then what it holds is reconciled. `Ok(None)` when it fell
-/// behind again meanwhile; else how many objects were listed and how many
-/// tombstones queued.
-async fn catch_up_once(sink: &str, cx: &CatchUp) -> Result<Option<(usize, usize)>, String> {
-    let kinds = cx.pipeline.sink_kinds(sink);
-    let mut listed: [HashSet<String>; 3] = Default::default();
-    let slot = |k: RecordKind| match k {
-        RecordKind::Job => 0,
-        RecordKind::Pod => 1,
-        RecordKind::Event => 2,
-    };
-    let mut count = 0;
-    // Job resources that are served but could not be listed: as in
-    // `jobs.rs`, jobs are then not reconciled (a held uid has no kind).
-    let mut jobs_blocked = Vec::new();
-    for r in &cx.resources {
-        let kind = match r.resource.kind.as_str() {
-            "Pod" => RecordKind::Pod,
-            "Event" => RecordKind::Event,
-            _ => RecordKind::Job,
-        };
-        if !kinds.contains(&kind) {
-            continue;
-        }
-        let api: Api<DynamicObject> = match &cx.namespace {
-            Some(ns) => Api::namespaced_with(cx.client.clone(), ns, &r.resource),
-            None => Api::all_with(cx.client.clone(), &r.resource),
-        };
-        let mut params = ListParams::default().limit(CATCH_UP_PAGE);
-        loop {
-            let page = match api.list(&params).await {
-                Ok(page) => page,
-                // Not served (a CRD not installed): none of it exists.
-                Err(kube::Error::Api(s)) if s.code == 404 => break,
-                Err(e) if kind == RecordKind::Job => {
-                    tracing::warn!(%sink, resource = %watch_name(r), error = %e, "catch-up cannot list this job resource; the sink's jobs are not reconciled this time");
-                    jobs_blocked.push(watch_name(r));
-                    break;
-                }
-                Err(e) => return Err(format!("listing {}: {e}", watch_name(r))),
-            };
-            for object in &page.items {
-                if let Some(uid) = object.metadata.uid.as_deref() {
-                    listed[slot(kind)].insert(uid.to_owned());
-                }
-                let Some(entry) =
-                    entry_of(object, r, false, &cx.normalizer, &cx.job_kinds, &cx.events)
-                else {
-                    continue;
-                };
-                if !cx.pipeline.send_to(sink, entry).await {
-                    return Ok(None);
-                }
-                count += 1;
-            }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(token) => params = params.continue_token(&token),
-                None => break,
-            }
-        }
-    }
-    let at = now();
-    let mut removed = 0;
-    for kind in kinds {
-        if kind == RecordKind::Job && !jobs_blocked.is_empty() {
-            continue;
-        }
-        removed += cx
-            .pipeline
-            .reconcile_sink(sink, kind, &listed[slot(kind)], at)
-            .await?;
-    }
-    Ok(Some((count, removed)))
 }
 
 fn controlled_by_job(pod: &Value, job_kinds: &[String]) -> bool {
