@@ -14,7 +14,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use db::{Cells, Db, parse_time};
-pub use render::Format;
+pub use render::OutputFormat;
 
 /// Errors reading the history.
 #[derive(Debug, Error)]
@@ -68,7 +68,7 @@ pub struct HistoryArgs {
     pub until: Option<DateTime<Utc>>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
-    pub output: Format,
+    pub output: OutputFormat,
     /// The jobs table (the mysql sink's `job_table`).
     #[arg(long, default_value = "job_info")]
     pub job_table: String,

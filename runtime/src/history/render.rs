@@ -8,7 +8,7 @@ use super::{EventGroup, HistoryError, JobDetail, JobRow};
 
 /// How the history is printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub enum OutputFormat {
     /// Aligned tables; a job as `kubectl describe` lays it out.
     #[default]
     Table,
@@ -18,14 +18,14 @@ pub enum Format {
     Yaml,
 }
 
-impl Format {
+impl OutputFormat {
     fn data<T: Serialize>(self, value: &T) -> Result<Option<String>, HistoryError> {
         let text = match self {
-            Format::Table => return Ok(None),
-            Format::Json => serde_json::to_string_pretty(value)
+            OutputFormat::Table => return Ok(None),
+            OutputFormat::Json => serde_json::to_string_pretty(value)
                 .map(|s| s + "\n")
                 .map_err(|e| HistoryError::Render(e.to_string()))?,
-            Format::Yaml => {
+            OutputFormat::Yaml => {
                 serde_yaml::to_string(value).map_err(|e| HistoryError::Render(e.to_string()))?
             }
         };
@@ -34,7 +34,11 @@ impl Format {
 }
 
 /// Jobs, one line each; `now` is the reference for running jobs.
-pub fn jobs(rows: &[JobRow], format: Format, now: DateTime<Utc>) -> Result<String, HistoryError> {
+pub fn jobs(
+    rows: &[JobRow],
+    format: OutputFormat,
+    now: DateTime<Utc>,
+) -> Result<String, HistoryError> {
     if let Some(text) = format.data(&rows)? {
         return Ok(text);
     }
@@ -67,7 +71,11 @@ pub fn jobs(rows: &[JobRow], format: Format, now: DateTime<Utc>) -> Result<Strin
 /// One job with its pods and events, as `kubectl describe` lays it out.
 /// An event's age is counted to `now`: `3m (x5 over 3h)` means last seen
 /// 3 minutes ago, 5 times since 3 hours ago.
-pub fn job(detail: &JobDetail, format: Format, now: DateTime<Utc>) -> Result<String, HistoryError> {
+pub fn job(
+    detail: &JobDetail,
+    format: OutputFormat,
+    now: DateTime<Utc>,
+) -> Result<String, HistoryError> {
     if let Some(text) = format.data(detail)? {
         return Ok(text);
     }

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, Utc};
-use kubesink::history::{Format, History, HistoryError, JobQuery, Tables, render};
+use kubesink::history::{History, HistoryError, JobQuery, OutputFormat, Tables, render};
 use kubesink_tests::mariadb::fresh_database;
 use serde_json::Value;
 
@@ -131,7 +131,7 @@ async fn reads_the_fixture_back(mariadb: bool) -> Result<()> {
 
     // The three formats.
     let now = at("2026-03-02T11:01:03Z");
-    let table = render::job(&detail, Format::Table, now)?;
+    let table = render::job(&detail, OutputFormat::Table, now)?;
     for want in [
         "Name:       mnist",
         "Duration:   35m",
@@ -145,12 +145,12 @@ async fn reads_the_fixture_back(mariadb: bool) -> Result<()> {
     // kubectl describe's age: last seen 3h ago, N times since 3h1m ago.
     let age = format!("3h (x{} over 3h1m)", scheduling.count);
     assert!(table.contains(&age), "{age:?} not in:\n{table}");
-    let json: Value = serde_json::from_str(&render::job(&detail, Format::Json, now)?)?;
+    let json: Value = serde_json::from_str(&render::job(&detail, OutputFormat::Json, now)?)?;
     assert_eq!(json["job"]["uid"], MNIST_UID);
     assert_eq!(json["pods"].as_array().map(Vec::len), Some(4));
-    let yaml: Value = serde_yaml::from_str(&render::jobs(&all, Format::Yaml, now)?)?;
+    let yaml: Value = serde_yaml::from_str(&render::jobs(&all, OutputFormat::Yaml, now)?)?;
     assert_eq!(yaml[1]["duration_seconds"], 35 * 60 + 49);
-    let listed = render::jobs(&all, Format::Table, now)?;
+    let listed = render::jobs(&all, OutputFormat::Table, now)?;
     ensure!(
         listed.contains("mnist") && listed.contains("35m"),
         "{listed}"
