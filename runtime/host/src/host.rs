@@ -1,14 +1,12 @@
-//! The host itself: one wasmtime engine and linker, the epoch ticker, the
+//! The host itself: one wasmtime engine and linker, the epoch ticker
+//! ([`crate::epoch`]), the
 //! SQL pools, the component cache, and what each sink's instances share
 //! (its host memory budget, CPU quota, output budget and HTTP slots).
 //! [`Host::load`] turns a [`SinkSpec`] into a running [`SinkInstance`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, Strategy};
@@ -16,14 +14,12 @@ use wasmtime::{Config, Engine, Strategy};
 use crate::budget::HostBudget;
 use crate::cache::{self, CacheOutcome};
 use crate::cpu::CpuQuota;
+use crate::epoch::EpochGate;
 use crate::error::HostError;
 use crate::instance::{self, SinkInstance, StoreData};
 use crate::spec::{Limits, ModuleSource, SinkSpec};
 use crate::{bindings, http, log, sql};
 
-/// How often the epoch ticker advances the engine's epoch: the resolution
-/// of call deadlines.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Options for the whole host.
 #[derive(Debug, Clone, Default)]
 pub struct HostOptions {
@@ -31,39 +27,6 @@ pub struct HostOptions {
     pub cache_dir: Option<PathBuf>,
     /// Named SQL connections (name -> settings), owned by the host.
     pub sql: Vec<sql::ConnectionConfig>,
-}
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
-struct Ticker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(engine: Engine) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("kubesink-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }
 
 struct HostInner {
@@ -74,7 +37,7 @@ struct HostInner {
     sinks: Mutex<HashMap<String, SinkShared>>,
     outputs: log::SinkOutputs,
     http_slots: http::InFlightSlots,
-    _ticker: Ticker,
+    epoch: EpochGate,
 }
 
 /// What all instances of one sink share: its host memory budget and its
@@ -87,7 +50,7 @@ struct SinkShared {
 
 /// The sandbox host: one engine, one linker, the SQL pools and the cache.
 /// Cheap to clone; `Send + Sync`. The epoch ticker stops when the last
-/// clone is dropped.
+/// clone and the last sink instance loaded from it are dropped.
 #[derive(Clone)]
 pub struct Host {
     inner: Arc<HostInner>,
@@ -123,7 +86,7 @@ fn error_text(err: &wasmtime::Error) -> String {
 
 impl Host {
     /// Creates the engine (Cranelift, epoch interruption, async), the
-    /// linker, the epoch ticker, the SQL pools (lazily: nothing connects
+    /// linker, the epoch ticker (parked until a guest call), the SQL pools (lazily: nothing connects
     /// yet) and the cache directory.
     pub fn new(options: HostOptions) -> Result<Host, HostError> {
         let mut config = Config::new();
@@ -139,7 +102,7 @@ impl Host {
                 source,
             })?;
         }
-        let ticker = Ticker::start(engine.clone())
+        let epoch = EpochGate::start(engine.clone())
             .map_err(|e| HostError::Engine(format!("cannot start the epoch ticker: {e}")))?;
         Ok(Host {
             inner: Arc::new(HostInner {
@@ -150,9 +113,15 @@ impl Host {
                 sinks: Mutex::new(HashMap::new()),
                 outputs: log::SinkOutputs::default(),
                 http_slots: http::InFlightSlots::default(),
-                _ticker: ticker,
+                epoch,
             }),
         })
+    }
+
+    /// The gate of the epoch ticker: it ticks only while a guest call
+    /// holds a [`crate::epoch::Ticking`] from it.
+    pub fn epoch(&self) -> &EpochGate {
+        &self.inner.epoch
     }
 
     /// The engine (e.g. to precompile ahead of time).
@@ -296,6 +265,7 @@ impl Host {
             pre,
             pools: self.inner.pools.clone(),
             engine: self.inner.engine.clone(),
+            epoch: self.inner.epoch.clone(),
             budget: shared.budget,
             cpu: shared.cpu,
             output,

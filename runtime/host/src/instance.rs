@@ -5,7 +5,8 @@
 //!
 //! Every call into the guest (`init`, `write`, `held`) runs under two deadlines:
 //! an epoch deadline, checked by wasm code every tick of the host's epoch
-//! ticker (this stops a guest that spins), and a `tokio::time::timeout`
+//! ticker, which runs while any call is in flight ([`crate::epoch`]; this
+//! stops a guest that spins), and a `tokio::time::timeout`
 //! around the whole call (this stops a call stuck in a host function, e.g.
 //! SQL waiting on a slow database, which epochs do not interrupt). Memory is
 //! capped by a [`wasmtime::ResourceLimiter`] that turns a refused growth
@@ -130,6 +131,8 @@ pub(crate) struct Blueprint {
     pub(crate) pre: SinkWorldPre<StoreData>,
     pub(crate) pools: SqlPools,
     pub(crate) engine: wasmtime::Engine,
+    /// The epoch ticker's gate: held for each call ([`crate::epoch`]).
+    pub(crate) epoch: crate::epoch::EpochGate,
     /// The sink's host memory budget, shared by all its instances.
     pub(crate) budget: HostBudget,
     /// The sink's CPU meter and quota, shared by all its instances.

@@ -12,8 +12,8 @@
 //!
 //! Module map:
 //!
-//! - the host and what it loads: [`host`] (engine, linker, epoch ticker,
-//!   what a sink's instances share, [`Host::load`]), [`spec`] (a sink's
+//! - the host and what it loads: [`host`] (engine, linker, the epoch
+//!   ticker of [`epoch`], what a sink's instances share, [`Host::load`]), [`spec`] (a sink's
 //!   module, settings, grants and [`Limits`]), [`error`] ([`HostError`]),
 //!   [`cache`] (compile + on-disk artifacts), [`bindings`] (the WIT world);
 //! - a running sink: [`instance`] (stores, limits, faults, rebuilds);
@@ -32,6 +32,7 @@ mod bindings;
 mod budget;
 mod cache;
 pub mod cpu;
+mod epoch;
 mod error;
 mod host;
 pub mod http;
@@ -44,6 +45,7 @@ pub mod sql;
 pub use budget::{DEFAULT_HOST_MEMORY_BYTES, HostBudget};
 pub use cache::{CacheOutcome, CompileError};
 pub use cpu::CpuQuota;
+pub use epoch::EPOCH_TICK;
 pub use error::HostError;
 pub use host::{Host, HostOptions};
 pub use instance::{CallError, FaultCause, HeldCap, SinkInstance, SinkStats};

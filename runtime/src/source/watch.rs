@@ -1,6 +1,7 @@
 //! The live source: one kube-runtime watcher per resource type (batch/v1
 //! Jobs, each training-job kind, Pods, Events), shared by all sinks, with
-//! bookmarks and kube-runtime's default backoff. Objects are normalized by
+//! bookmarks and a backoff of its own (0.8 s doubling to 30 s, reset
+//! once a listing completes). Objects are normalized by
 //! the same [`Normalizer`] as the replay source and pushed into the
 //! pipeline; a full sink queue makes the watch wait (Kubernetes is the
 //! buffer).
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use std::collections::HashSet;
 
 use kubesink_normalize::record::{Entry, Record, RecordKind};
@@ -36,8 +37,17 @@ mod resume;
 use super::jobs::JobListings;
 use super::{Normalizer, now};
 use crate::pipeline::Pipeline;
+use crate::pipeline::backoff::Backoff;
 use catch_up::{CatchUp, serve_catch_ups};
 use resume::resume;
+
+/// The first delay before a failed watch or listing is tried again (it
+/// doubles, with jitter, up to [`WATCH_RETRY_MAX`]); client-go's figures.
+pub const WATCH_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(800);
+/// The longest delay between two tries of a failing watch: a resource
+/// that is not served (its CRD not installed) costs one request per
+/// resource per this long.
+pub const WATCH_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Which events are delivered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -254,7 +264,13 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
         resume(&api, &r, from, &pipeline, filters).await;
     }
     let config = watcher::Config::default().any_semantic();
-    let mut stream = watcher(api, config).default_backoff().boxed();
+    // Not kube's `default_backoff()`: it resets on every `Ok` the watcher
+    // yields, and a retried listing starts with `Event::Init`, so a
+    // resource that is not served (a CRD not installed) was listed again
+    // every second forever. Reset here only once a listing completed or a
+    // change arrived.
+    let mut stream = watcher(api, config).boxed();
+    let mut backoff = Backoff::new(WATCH_RETRY_FIRST, WATCH_RETRY_MAX);
     let mut failing = false;
     // Pods and events come from one resource each, so a complete listing
     // tells which held records vanished while kubesink was not watching.
@@ -311,6 +327,7 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
             }
             Ok(watcher::Event::InitDone) => {
                 pipeline.listing(&r.resource.kind, false);
+                backoff.reset();
                 pipeline.ops().health.watcher_synced(&name);
                 if failing {
                     tracing::info!(resource = %name, "watching again");
@@ -336,6 +353,7 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
                     // The resource version is compacted away: the watcher
                     // lists again, and that listing reconciles.
                     tracing::info!(resource = %name, error = %e, "watch expired (410 Gone); listing again");
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
                 if failing {
@@ -348,6 +366,7 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
                     // Its CRD is absent: no job of it exists.
                     reconcile_jobs(&jobs, &pipeline, &name).await;
                 }
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };

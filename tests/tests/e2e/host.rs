@@ -309,6 +309,63 @@ async fn host_spin_is_stopped_by_the_deadline_and_others_keep_working() -> anyho
     Ok(())
 }
 
+/// `kubesink run` keeps its sink instances but not the `Host` that loaded
+/// them: the epoch ticker must live as long as an instance does, or a
+/// spinning guest is never interrupted. Between calls the ticker is
+/// parked (no tick while no guest runs).
+#[tokio::test]
+async fn host_spin_is_stopped_after_the_host_is_dropped_and_the_ticker_parks_between_calls()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let deadline = Duration::from_secs(1);
+    let limits = Limits {
+        call_timeout: deadline,
+        ..Limits::default()
+    };
+    let mut spin = host
+        .load(spec("spin", guest_wasm(guests::SPIN)?, limits))
+        .await?;
+    let epoch = host.epoch().clone();
+    drop(host);
+    let idle = epoch.ticks();
+    assert_eq!(epoch.active(), 0, "no call in flight after the load");
+
+    let started = Instant::now();
+    let spun = spin.write(&batch()).await;
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            spun,
+            Err(CallError::Fault {
+                cause: FaultCause::Timeout,
+                ..
+            })
+        ),
+        "{spun:?}"
+    );
+    assert!(
+        took >= deadline && took < deadline + Duration::from_secs(3),
+        "spin stopped after {took:?}"
+    );
+    assert!(
+        epoch.ticks() > idle,
+        "the call ran the ticker ({} ticks)",
+        epoch.ticks()
+    );
+    assert_eq!(epoch.active(), 0, "the call's guard was released");
+    // Parked again: over 20 ticks' worth of time at most the tick under
+    // way at the end of the call completes.
+    let parked = epoch.ticks();
+    tokio::time::sleep(kubesink_host::EPOCH_TICK * 20).await;
+    assert!(
+        epoch.ticks() <= parked + 1,
+        "ticking with no call in flight: {parked} -> {}",
+        epoch.ticks()
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn host_balloon_is_stopped_by_the_memory_cap_and_rebuilt() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

@@ -15,17 +15,15 @@ fn host_is_send_sync_and_instances_are_send() {
 #[tokio::test]
 async fn dropping_the_host_stops_the_ticker() {
     let host = Host::new(HostOptions::default()).expect("host");
-    let stop = host.inner._ticker.stop.clone();
+    let stopped = host.epoch().stopped_probe();
+    assert!(!stopped());
     let weak = Arc::downgrade(&host.inner);
     drop(host);
     assert!(
         weak.upgrade().is_none(),
         "no reference cycle keeps the host alive"
     );
-    assert!(
-        stop.load(Ordering::Relaxed),
-        "ticker told to stop (and joined)"
-    );
+    assert!(stopped(), "ticker told to stop (and joined)");
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ macro_rules! guest_call {
             });
         };
         let timeout = bp.limits.call_timeout;
+        let _ticking = bp.epoch.ticking();
         begin_call(&mut live.store, timeout);
         let started = Instant::now();
         let result = {
@@ -74,6 +75,7 @@ impl SinkInstance {
         self.stats.builds += 1;
         let _turn = bp.cpu.turn().await; // instantiate and init run wasm too
         let timeout = bp.limits.call_timeout;
+        let _ticking = bp.epoch.ticking();
         begin_call(&mut store, timeout);
         let started = Instant::now();
         let instantiate = tokio::time::timeout(
