@@ -59,6 +59,6 @@ sls-emulator:
 configmap OUT="deploy/generated/sinks-configmap.yaml": setup
     bash scripts/configmap.sh {{ OUT }}
 
-# Benchmarks (issue 7): starts MariaDB, the SLS emulator and a control plane itself, writes docs/benchmarks.md. BENCH_SCALE=0.01 for a quick check; BENCH_ONLY=mysql,replay,sls,calls,memory,latency picks scenarios.
+# Benchmarks (issue 7): starts MariaDB, the SLS emulator and a control plane itself, writes docs/benchmarks.md. BENCH_SCALE=0.01 for a quick check; BENCH_ONLY=mysql,replay,sls,calls,memory,latency,idle picks scenarios (the rows of the others are kept).
 bench: setup
     bash tests/scripts/bench.sh

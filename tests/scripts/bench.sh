@@ -9,7 +9,10 @@
 #   BENCH_ONLY=mysql,sls tests/scripts/bench.sh   some scenarios
 #
 # Environment: BENCH_SCALE (1), BENCH_ONLY (all: mysql,replay,sls,calls,
-# memory,latency), BENCH_MARIADB_ARGS, BENCH_MYSQL_PORT (3308), BENCH_MEMORY_PODS, BENCH_RATE (500), BENCH_LATENCY_SECS,
+# memory,latency,idle; rows of scenarios not run are kept from the report),
+# BENCH_IDLE_SECS (300 × scale, at least 60), BENCH_IDLE_SETTLE_SECS (60),
+# BENCH_IDLE_BASELINE (another kubesink binary measured idle alongside),
+# BENCH_MARIADB_ARGS, BENCH_MYSQL_PORT (3308), BENCH_MEMORY_PODS, BENCH_RATE (500), BENCH_LATENCY_SECS,
 # BENCH_OUT (docs/benchmarks.md), BENCH_PROFILE (cargo profile, default
 # release: the figures are for the build users run).
 set -euo pipefail
@@ -37,7 +40,7 @@ say "building kubesink, kubesink-gen and kubesink-bench (profile $profile)"
 # One invocation, so that the three share one feature resolution.
 cargo build --profile "$profile" -p kubesink -p kubesink-tests -p kubesink-bench --bins
 
-only="${BENCH_ONLY:-mysql,replay,sls,calls,memory,latency}"
+only="${BENCH_ONLY:-mysql,replay,sls,calls,memory,latency,idle}"
 if [[ ",$only," == *",calls,"* ]]; then
     say "criterion: host→guest call costs"
     cargo bench --profile "$profile" -p kubesink-bench --bench host_call -- --noplot >&2
@@ -47,5 +50,12 @@ case "$profile" in
     dev) dir=debug ;;
     *) dir="$profile" ;;
 esac
-export BENCH_COMMAND="${BENCH_COMMAND:-BENCH_SCALE=${BENCH_SCALE:-1} just bench}"
+if [ -z "${BENCH_COMMAND:-}" ]; then
+    BENCH_COMMAND="BENCH_SCALE=${BENCH_SCALE:-1}"
+    for v in BENCH_ONLY BENCH_IDLE_SECS BENCH_IDLE_SETTLE_SECS BENCH_PROFILE; do
+        [ -n "${!v:-}" ] && [ "$v:${!v}" != "BENCH_PROFILE:release" ] && BENCH_COMMAND+=" $v=${!v}"
+    done
+    BENCH_COMMAND+=" just bench"
+fi
+export BENCH_COMMAND
 exec "${CARGO_TARGET_DIR:-target}/$dir/kubesink-bench"

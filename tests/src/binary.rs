@@ -202,7 +202,20 @@ impl Kubesink {
         env: &[(String, String)],
         log: &Path,
     ) -> anyhow::Result<Self> {
-        Self::spawn(binary, args, env, log, Stdio::null())
+        Self::spawn(binary, args, env, log, Stdio::null(), None)
+    }
+
+    /// [`start`](Self::start) in the working directory `dir` (where a
+    /// configuration's relative paths, such as the default `./kubesink.db`,
+    /// point).
+    pub fn start_in(
+        dir: &Path,
+        binary: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(binary, args, env, log, Stdio::null(), Some(dir))
     }
 
     /// [`start`](Self::start), with a pipe to its stdin (`kubesink replay -`).
@@ -212,7 +225,7 @@ impl Kubesink {
         env: &[(String, String)],
         log: &Path,
     ) -> anyhow::Result<(Self, ChildStdin)> {
-        let mut process = Self::spawn(binary, args, env, log, Stdio::piped())?;
+        let mut process = Self::spawn(binary, args, env, log, Stdio::piped(), None)?;
         let stdin = process
             .child
             .as_mut()
@@ -227,6 +240,7 @@ impl Kubesink {
         env: &[(String, String)],
         log: &Path,
         stdin: Stdio,
+        dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
         let open = || {
             File::options()
@@ -247,6 +261,9 @@ impl Kubesink {
             .stdin(stdin)
             .stdout(stdout)
             .stderr(open()?);
+        if let Some(dir) = dir {
+            command.current_dir(dir);
+        }
         if let Some(path) = std::env::var_os("PATH") {
             command.env("PATH", path);
         }

@@ -7,7 +7,8 @@
 //!
 //! `BENCH_SCALE` (default 1) scales the data set (1 = 10k jobs, 100k pods,
 //! 1M events), the pods held for the memory figure and the latency run;
-//! `BENCH_ONLY=mysql,sls,calls,memory,latency,restart` picks scenarios.
+//! `BENCH_ONLY=mysql,sls,calls,memory,latency,idle,restart` picks scenarios;
+//! the rows of scenarios not run are kept from the report already there.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,14 +31,20 @@ struct Args {
     #[arg(long, env = "BENCH_SCALE", default_value_t = 1.0)]
     scale: f64,
     /// Scenarios to run (comma-separated): mysql (= wasm, native, pipeline,
-    /// ceiling), replay, sls, calls, memory, latency, restart.
+    /// ceiling), replay, sls, calls, memory, latency, idle, restart.
     #[arg(
         long,
         env = "BENCH_ONLY",
         value_delimiter = ',',
-        default_value = "mysql,replay,sls,calls,memory,latency,restart"
+        default_value = "mysql,replay,sls,calls,memory,latency,idle,restart"
     )]
     only: Vec<String>,
+    /// Window of the idle scenario in seconds (default: 300 × scale, at least 60).
+    #[arg(long, env = "BENCH_IDLE_SECS")]
+    idle_secs: Option<u64>,
+    /// Settling time of the idle scenario before its window, seconds.
+    #[arg(long, env = "BENCH_IDLE_SETTLE_SECS", default_value_t = 60)]
+    idle_settle_secs: u64,
     /// Pods for the memory figure (default: 100000 × scale, at least 2000).
     #[arg(long, env = "BENCH_MEMORY_PODS")]
     memory_pods: Option<u64>,
@@ -350,7 +357,7 @@ impl Bench {
             "records/s",
             Target::AtLeast(50_000.0),
             format!(
-                "as it reports; wall {wall:.1} s incl. start-up; peak RSS {:.0} MB; rows {rows:?}",
+                "as it reports; KubeDL's switches, no config file (1 worker); wall {wall:.1} s incl. start-up; peak RSS {:.0} MB; rows {rows:?}",
                 peak as f64 / 1e6
             ),
         ));
@@ -851,6 +858,26 @@ async fn main() -> anyhow::Result<()> {
         let r = bench.live(memory, latency).await;
         bench.record("memory/latency", r);
     }
+    if bench.wants("idle") {
+        let window = bench
+            .args
+            .idle_secs
+            .unwrap_or_else(|| ((300.0 * bench.args.scale) as u64).max(60));
+        step(&format!(
+            "idle: kubesink run while nothing changes ({window} s)"
+        ));
+        let r = match sibling("kubesink") {
+            Ok(k) => kubesink_bench::idle::scenario(
+                k,
+                Duration::from_secs(window),
+                Duration::from_secs(bench.args.idle_settle_secs),
+            )
+            .await
+            .map(|f| bench.report.figures.extend(f)),
+            Err(e) => Err(e),
+        };
+        bench.record("idle", r);
+    }
     if bench.wants("restart") {
         let r = bench.restart().await;
         bench.record("restart", r);
@@ -862,6 +889,16 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     let out = root.join(&bench.args.out);
+    let every = [
+        "mysql", "replay", "sls", "calls", "memory", "latency", "idle", "restart",
+    ];
+    if !every.iter().all(|s| bench.wants(s))
+        && let Some(previous) = std::fs::read_to_string(&out)
+            .ok()
+            .and_then(|text| kubesink_bench::report::Previous::parse(&text))
+    {
+        bench.report.update(previous);
+    }
     write_report(&out, &bench.report)?;
     eprintln!(
         "\nwrote {} in {:.0} s ({} figures, {} failures)",

@@ -122,9 +122,69 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Appended verbatim (the profile section).
     pub appendix: String,
+    /// The report this run updates ([`Report::update`]), if any.
+    pub previous: Option<Previous>,
+}
+
+/// An earlier report whose rows a partial run keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Previous {
+    /// Its header list (`- **Date**: …` and the other `- **` lines).
+    pub header: Vec<String>,
+    /// Its table rows: (the `what` cell, the whole line).
+    pub rows: Vec<(String, String)>,
+}
+
+impl Previous {
+    /// Reads the header and the rows of a report's Markdown; `None` when it
+    /// has no table.
+    #[must_use]
+    pub fn parse(markdown: &str) -> Option<Previous> {
+        let mut prev = Previous::default();
+        let mut lines = markdown.lines();
+        for line in lines.by_ref() {
+            if line.starts_with("- **") {
+                prev.header.push(line.to_owned());
+            } else if line.starts_with("| what | figure |") {
+                break;
+            }
+        }
+        lines.next()?; // the separator
+        for line in lines {
+            let Some(cells) = line.strip_prefix("| ") else {
+                break;
+            };
+            let what = cells.split(" | ").next().unwrap_or_default();
+            prev.rows.push((what.to_owned(), line.to_owned()));
+        }
+        (!prev.rows.is_empty()).then_some(prev)
+    }
 }
 
 impl Report {
+    /// Makes this (partial) run an update of `previous`: its header stays,
+    /// a line says what this run re-measured, its rows keep their places
+    /// (the re-measured ones replaced and marked with this run's date) and
+    /// rows new to the table go last.
+    pub fn update(&mut self, previous: Previous) {
+        self.previous = Some(previous);
+    }
+
+    fn row(&self, f: &Figure) -> String {
+        let mark = match self.previous {
+            Some(_) => format!(" *(updated {})*", self.date),
+            None => String::new(),
+        };
+        format!(
+            "| {} | {} {} | {} | {}{mark} |",
+            f.what,
+            number(f.value),
+            f.unit,
+            f.verdict(),
+            f.note.replace('|', "\\|")
+        )
+    }
+
     /// The Markdown.
     #[must_use]
     pub fn render(&self) -> String {
@@ -132,30 +192,55 @@ impl Report {
         let _ = writeln!(s, "# kubesink benchmarks\n");
         let _ = writeln!(
             s,
-            "Written by `just bench` (`tests/scripts/bench.sh`, harness in `tests/bench/`); do not edit by hand: the next run replaces everything above the profile section, which comes from `tests/bench/profile.md`.\n"
+            "Written by `just bench` (`tests/scripts/bench.sh`, harness in `tests/bench/`); do not edit by hand: a run of every scenario replaces everything above the profile section (which comes from `tests/bench/profile.md`); a run of some (`BENCH_ONLY`) replaces their rows and keeps the others.\n"
         );
-        let _ = writeln!(s, "- **Date**: {}", self.date);
-        let _ = writeln!(s, "- **Machine**: {}", self.machine);
         let versions: Vec<String> = self
             .versions
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        let _ = writeln!(s, "- **Versions**: {}", versions.join(", "));
-        let _ = writeln!(s, "- **Command**: `{}`", self.command);
-        let _ = writeln!(s, "- **Data**: {}\n", self.data);
+        match &self.previous {
+            None => {
+                let _ = writeln!(s, "- **Date**: {}", self.date);
+                let _ = writeln!(s, "- **Machine**: {}", self.machine);
+                let _ = writeln!(s, "- **Versions**: {}", versions.join(", "));
+                let _ = writeln!(s, "- **Command**: `{}`", self.command);
+                let _ = writeln!(s, "- **Data**: {}\n", self.data);
+            }
+            Some(prev) => {
+                for line in &prev.header {
+                    let _ = writeln!(s, "{line}");
+                }
+                let _ = writeln!(
+                    s,
+                    "- **Updated {}**: `{}` re-measured the rows marked *(updated {})*; the others are from the runs above. Machine: {}; versions: {}; data: {}\n",
+                    self.date,
+                    self.command,
+                    self.date,
+                    self.machine,
+                    versions.join(", "),
+                    self.data
+                );
+            }
+        }
         let _ = writeln!(s, "| what | figure | target | how |");
         let _ = writeln!(s, "| --- | ---: | --- | --- |");
-        for f in &self.figures {
-            let _ = writeln!(
-                s,
-                "| {} | {} {} | {} | {} |",
-                f.what,
-                number(f.value),
-                f.unit,
-                f.verdict(),
-                f.note.replace('|', "\\|")
-            );
+        let mut placed = vec![false; self.figures.len()];
+        if let Some(prev) = &self.previous {
+            for (what, line) in &prev.rows {
+                match self.figures.iter().position(|f| &f.what == what) {
+                    Some(i) => {
+                        placed[i] = true;
+                        let _ = writeln!(s, "{}", self.row(&self.figures[i]));
+                    }
+                    None => {
+                        let _ = writeln!(s, "{line}");
+                    }
+                }
+            }
+        }
+        for (f, _) in self.figures.iter().zip(&placed).filter(|(_, p)| !**p) {
+            let _ = writeln!(s, "{}", self.row(f));
         }
         if !self.failures.is_empty() {
             let _ = writeln!(s, "\n## Scenarios that failed\n");
@@ -210,5 +295,56 @@ mod tests {
         assert!(md.contains("`just bench`"));
         assert!(md.contains("a | b"), "{md}");
         assert!(md.contains("**sls**: `boom`"));
+    }
+
+    #[test]
+    fn an_update_keeps_the_rows_it_did_not_measure_in_place() {
+        let first = Report {
+            date: "D1".into(),
+            command: "just bench".into(),
+            figures: vec![
+                Figure::new("a", 1.0, "u", Target::None, "first a"),
+                Figure::new("b", 2.0, "u", Target::None, "first b"),
+            ],
+            ..Report::default()
+        }
+        .render();
+        let mut second = Report {
+            date: "D2".into(),
+            command: "BENCH_ONLY=x just bench".into(),
+            figures: vec![
+                Figure::new("b", 3.0, "u", Target::None, "second b"),
+                Figure::new("c", 4.0, "u", Target::None, "new c"),
+            ],
+            ..Report::default()
+        };
+        second.update(Previous::parse(&first).expect("a table"));
+        let md = second.render();
+        let rows: Vec<&str> = md
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| ---"))
+            .collect();
+        assert_eq!(rows.len(), 4, "the header and 3 rows: {md}");
+        assert!(
+            rows[1].contains("first a") && !rows[1].contains("updated"),
+            "{md}"
+        );
+        assert!(rows[2].contains("second b *(updated D2)*"), "{md}");
+        assert!(rows[3].contains("new c *(updated D2)*"), "{md}");
+        assert!(md.contains("- **Date**: D1"), "{md}");
+        assert!(
+            md.contains("- **Updated D2**: `BENCH_ONLY=x just bench`"),
+            "{md}"
+        );
+        // And again: the kept header and marks survive a second update.
+        let mut third = Report {
+            date: "D3".into(),
+            figures: vec![Figure::new("a", 5.0, "u", Target::None, "third a")],
+            ..Report::default()
+        };
+        third.update(Previous::parse(&md).expect("a table"));
+        let md3 = third.render();
+        assert!(md3.contains("second b *(updated D2)*") && md3.contains("- **Updated D2**"));
+        assert!(md3.contains("third a *(updated D3)*"), "{md3}");
     }
 }
