@@ -50,24 +50,24 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// deploy/ applied to a fresh cluster, with everything needed to run
 /// kubesink as the Deployment would.
-struct Deployed {
-    cluster: Cluster,
+pub(crate) struct Deployed {
+    pub(crate) cluster: Cluster,
     /// The objects kustomize rendered, as applied.
-    objects: Vec<DynamicObject>,
-    db: TestDb,
-    pool: MySqlPool,
-    dir: tempfile::TempDir,
+    pub(crate) objects: Vec<DynamicObject>,
+    pub(crate) db: TestDb,
+    pub(crate) pool: MySqlPool,
+    pub(crate) dir: tempfile::TempDir,
     /// A client with the ServiceAccount's token.
-    sa_client: Client,
-    binary: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
+    pub(crate) sa_client: Client,
+    pub(crate) binary: PathBuf,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
     /// The configuration file kubesink reads (the ConfigMap's `config.yaml`).
-    config_path: PathBuf,
+    pub(crate) config_path: PathBuf,
 }
 
 impl Deployed {
-    fn start_kubesink(&self, log_name: &str) -> Result<Kubesink> {
+    pub(crate) fn start_kubesink(&self, log_name: &str) -> Result<Kubesink> {
         Kubesink::start(
             &self.binary,
             &self.args,
@@ -76,11 +76,11 @@ impl Deployed {
         )
     }
 
-    fn admin(&self) -> Client {
+    pub(crate) fn admin(&self) -> Client {
         self.cluster.client()
     }
 
-    async fn finish(self) -> Result<()> {
+    pub(crate) async fn finish(self) -> Result<()> {
         self.pool.close().await;
         self.db.drop_database().await?;
         Ok(())
@@ -92,6 +92,18 @@ impl Deployed {
 /// kubesink's kubeconfig (a TokenRequest token), config file, arguments and
 /// environment from the applied Deployment.
 async fn deploy(db_prefix: &str) -> Result<Deployed> {
+    let deploy_dir = guests::workspace_root().join("deploy");
+    let objects = kustomize::render(&deploy_dir).await?;
+    check_rendered_set(&objects)?;
+    deploy_objects(db_prefix, objects).await
+}
+
+/// As [`deploy`], with `objects` (rendered manifests that include the
+/// Deployment `kubesink/kubesink` and its namespace) instead of deploy/.
+pub(crate) async fn deploy_objects(
+    db_prefix: &str,
+    objects: Vec<DynamicObject>,
+) -> Result<Deployed> {
     let cluster = cluster::start().await?;
     let admin = cluster.client();
     cluster
@@ -101,8 +113,6 @@ async fn deploy(db_prefix: &str) -> Result<Deployed> {
         .await?;
 
     let deploy_dir = guests::workspace_root().join("deploy");
-    let objects = kustomize::render(&deploy_dir).await?;
-    check_rendered_set(&objects)?;
     kustomize::apply(&admin, &objects).await?;
 
     let deployment = deployment(&objects)?;
@@ -202,7 +212,7 @@ fn check_rendered_set(objects: &[DynamicObject]) -> Result<()> {
     Ok(())
 }
 
-fn deployment(objects: &[DynamicObject]) -> Result<Deployment> {
+pub(crate) fn deployment(objects: &[DynamicObject]) -> Result<Deployment> {
     let object = kustomize::find(objects, "Deployment", Some("kubesink"))
         .into_iter()
         .next()
@@ -210,7 +220,9 @@ fn deployment(objects: &[DynamicObject]) -> Result<Deployment> {
     Ok(serde_json::from_value(serde_json::to_value(object)?)?)
 }
 
-fn main_container(deployment: &Deployment) -> Result<&k8s_openapi::api::core::v1::Container> {
+pub(crate) fn main_container(
+    deployment: &Deployment,
+) -> Result<&k8s_openapi::api::core::v1::Container> {
     deployment
         .spec
         .as_ref()
@@ -605,6 +617,14 @@ fn forbidden_lines(log: &str, plural: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_mariadb_deploy_manifests_grant_exactly_what_kubesink_needs() -> Result<()> {
     let deployed = deploy("deploy_ok").await?;
+    check_grants_and_delivery(deployed).await
+}
+
+/// What deploy/README.md promises of a deployment (also the Helm chart's,
+/// `helm.rs`): the RBAC grants exactly what kubesink needs, asked of the
+/// real authorizer; kubesink delivers with only those grants, holds the
+/// Lease, answers its probes and exits 0 on SIGTERM.
+pub(crate) async fn check_grants_and_delivery(deployed: Deployed) -> Result<()> {
     let sa = &deployed.sa_client;
 
     // What the README says the RBAC grants, and nothing around it, asked

@@ -33,6 +33,7 @@ mod configmap;
 mod crash;
 mod deploy;
 mod ha;
+mod helm;
 mod history;
 mod host;
 mod hostile;
