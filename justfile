@@ -59,6 +59,11 @@ sls-emulator:
 configmap OUT="deploy/generated/sinks-configmap.yaml": setup
     bash scripts/configmap.sh {{ OUT }}
 
-# Benchmarks (issue 7): starts MariaDB, the SLS emulator and a control plane itself, writes docs/benchmarks.md. BENCH_SCALE=0.01 for a quick check; BENCH_ONLY=mysql,replay,sls,calls,memory,latency,idle picks scenarios (the rows of the others are kept).
+# Build kubesink's OCI image without a container engine (static musl release binary + bundled sinks, umoci) into <target>/image/kubesink-oci; prints its size. ARGS: see scripts/image.sh.
+[positional-arguments]
+image *ARGS: setup
+    bash scripts/image.sh "$@"
+
+# Benchmarks (issue 7): starts MariaDB, the SLS emulator and a control plane itself, writes docs/benchmarks.md. BENCH_SCALE=0.01 for a quick check; BENCH_ONLY=mysql,replay,sls,calls,memory,latency,idle,restart picks scenarios (the rows of the others are kept).
 bench: setup
     bash tests/scripts/bench.sh

@@ -37,6 +37,7 @@ mod helm;
 mod history;
 mod host;
 mod hostile;
+mod image;
 mod isolation;
 mod kubedl_compat;
 mod lagging;

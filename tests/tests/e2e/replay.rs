@@ -94,9 +94,9 @@ fn canonical(v: Option<String>) -> Value {
     Value::String(v)
 }
 
-type Rows = BTreeMap<String, Vec<Map<String, Value>>>;
+pub(crate) type Rows = BTreeMap<String, Vec<Map<String, Value>>>;
 
-async fn sqlite_rows(path: &Path) -> Result<Rows> {
+pub(crate) async fn sqlite_rows(path: &Path) -> Result<Rows> {
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
     let mut out = Rows::new();
     for (table, key) in TABLES {
@@ -163,7 +163,7 @@ where
 }
 
 /// Compares with the expected rows (or rewrites them under KUBESINK_BLESS).
-fn check_expected(rows: &Rows, bless: bool) -> Result<()> {
+pub(crate) fn check_expected(rows: &Rows, bless: bool) -> Result<()> {
     let path = fixture("expected-rows.json");
     if bless && std::env::var_os("KUBESINK_BLESS").is_some() {
         std::fs::write(&path, serde_json::to_string_pretty(rows)? + "\n")?;
