@@ -52,10 +52,32 @@ tag=${tag:-v$version}
 out=${out:-$target/image/kubesink-oci}
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2> /dev/null || echo 0)}
 
+# The C parts of the dependencies (ring, SQLite) need a musl C compiler:
+# x86_64-linux-musl-gcc, else Debian's musl-gcc (package musl-tools,
+# installed here when missing).
+musl_cc() {
+    if command -v x86_64-linux-musl-gcc > /dev/null; then
+        return
+    fi
+    if ! command -v musl-gcc > /dev/null; then
+        local sudo=()
+        if [[ $(id -u) -ne 0 ]]; then
+            command -v sudo > /dev/null || die "no musl C compiler and no sudo: install musl-tools"
+            sudo=(sudo -n)
+        fi
+        echo "image.sh: installing musl-tools (musl-gcc) from Debian's packages" >&2
+        "${sudo[@]}" apt-get update -qq >&2 || die "apt-get update failed"
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >&2 \
+            || die "apt-get install musl-tools failed"
+    fi
+    export CC_x86_64_unknown_linux_musl=musl-gcc
+}
+
 if [[ -z $binary ]]; then
     echo "image.sh: building kubesink (release, x86_64-unknown-linux-musl, static)" >&2
     rustup target list --installed 2> /dev/null | grep -qx x86_64-unknown-linux-musl \
         || rustup target add x86_64-unknown-linux-musl >&2
+    musl_cc
     cargo build --locked --release --target x86_64-unknown-linux-musl -p kubesink --bin kubesink >&2
     binary=$target/x86_64-unknown-linux-musl/release/kubesink
 fi
