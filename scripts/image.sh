@@ -116,14 +116,17 @@ fi
 
 # A dynamically linked binary (e.g. the glibc build the tests reuse): its
 # interpreter and libraries, at the paths it looks them up by.
+libs=()
 if ldd "$binary" > "$work/ldd" 2>&1; then
-    while read -r lib; do
-        [[ -n $lib ]] || continue
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-        chmod 0755 "$root$lib"
-    done < <(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' "$work/ldd" | sort -u)
-    echo "image.sh: $binary is dynamically linked; added $(grep -c / "$work/ldd") libraries" >&2
+    mapfile -t libs < <(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' "$work/ldd" | sort -u)
+fi
+for lib in "${libs[@]}"; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+    chmod 0755 "$root$lib"
+done
+if [[ ${#libs[@]} -gt 0 ]]; then
+    echo "image.sh: $binary is dynamically linked; added ${#libs[@]} libraries" >&2
 fi
 
 # One layer: root-owned files, 65532's directories, fixed times and order.
