@@ -18,8 +18,9 @@
 # Usage: scripts/image.sh [--binary PATH] [--sinks DIR] [--out DIR] [--tag TAG]
 #   --binary  a kubesink binary to ship (default: build the release binary
 #             for x86_64-unknown-linux-musl, static)
-#   --sinks   a directory with kubesink_sink_mysql.wasm and
-#             kubesink_sink_sls.wasm (default: build them, profile guest)
+#   --sinks   a directory with kubesink_sink_mysql.wasm,
+#             kubesink_sink_sls.wasm and kubesink_sink_webhook.wasm
+#             (default: build them, profile guest)
 #   --out     the OCI layout (default: <target>/image/kubesink-oci; replaced)
 #   --tag     the tag (default: v<workspace version>)
 # The last line of stdout is `<layout>:<tag>`.
@@ -84,11 +85,11 @@ fi
 if [[ -z $sinks ]]; then
     echo "image.sh: building the bundled sinks (wasm32-wasip2, profile guest)" >&2
     cargo build --locked --target wasm32-wasip2 --profile guest \
-        -p kubesink-sink-mysql -p kubesink-sink-sls >&2
+        -p kubesink-sink-mysql -p kubesink-sink-sls -p kubesink-sink-webhook >&2
     sinks=$target/wasm32-wasip2/guest
 fi
 [[ -x $binary ]] || die "$binary is not an executable"
-for wasm in kubesink_sink_mysql.wasm kubesink_sink_sls.wasm; do
+for wasm in kubesink_sink_mysql.wasm kubesink_sink_sls.wasm kubesink_sink_webhook.wasm; do
     [[ -f $sinks/$wasm ]] || die "$sinks has no $wasm"
 done
 
@@ -106,6 +107,7 @@ mkdir -p "$root/usr/local/bin" "$root/usr/share/kubesink/sinks" "$root/etc/ssl/c
     "$root/tmp" "$root/home/nonroot" "$root/var/cache/kubesink"
 install -m 0755 "$binary" "$root/usr/local/bin/kubesink"
 install -m 0644 "$sinks/kubesink_sink_mysql.wasm" "$sinks/kubesink_sink_sls.wasm" \
+    "$sinks/kubesink_sink_webhook.wasm" \
     "$root/usr/share/kubesink/sinks/"
 printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' \
     'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' > "$root/etc/passwd"

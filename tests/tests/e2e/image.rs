@@ -79,12 +79,13 @@ async fn image(dir: &Path) -> Result<String> {
     }
     let binary = kubesink_binary()?;
     let mysql = guests::guest_wasm("kubesink-sink-mysql")?;
-    let sls = guests::guest_wasm("kubesink-sink-sls")?;
     let sinks = mysql.parent().context("sink dir")?;
-    ensure!(
-        sls.parent() == Some(sinks),
-        "the sinks were built into different directories"
-    );
+    for other in ["kubesink-sink-sls", "kubesink-sink-webhook"] {
+        ensure!(
+            guests::guest_wasm(other)?.parent() == Some(sinks),
+            "the sinks were built into different directories"
+        );
+    }
     let script = guests::workspace_root().join("scripts/image.sh");
     let out = dir.join("oci");
     let stdout = run(
@@ -214,7 +215,11 @@ async fn image_runs_kubesink_from_its_own_filesystem_and_replays_the_fixture() -
         "/etc/passwd: {passwd}"
     );
     let sinks = rootfs.join("usr/share/kubesink/sinks");
-    for file in ["kubesink_sink_mysql.wasm", "kubesink_sink_sls.wasm"] {
+    for file in [
+        "kubesink_sink_mysql.wasm",
+        "kubesink_sink_sls.wasm",
+        "kubesink_sink_webhook.wasm",
+    ] {
         let bytes =
             std::fs::read(sinks.join(file)).with_context(|| format!("{file} in the image"))?;
         ensure!(bytes.starts_with(b"\0asm"), "{file} is not WebAssembly");
