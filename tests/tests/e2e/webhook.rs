@@ -258,7 +258,7 @@ fn expected_value(key: &str, v: &Value) -> Result<Value> {
 
 /// The JSON line the sink must send for `entry`, built from the Rust record
 /// (serde's externally tagged form) independently of the Python code.
-fn expected_line(entry: &Entry) -> Result<Value> {
+pub(crate) fn expected_line(entry: &Entry) -> Result<Value> {
     let v = serde_json::to_value(entry)?;
     let (change, removed_at, record) = match &v {
         Value::Object(m) if m.contains_key("Applied") => ("applied", Value::Null, &m["Applied"]),
@@ -281,7 +281,7 @@ fn expected_line(entry: &Entry) -> Result<Value> {
     }))
 }
 
-fn fixture_entries() -> Result<Vec<Entry>> {
+pub(crate) fn fixture_entries() -> Result<Vec<Entry>> {
     let path = workspace_root().join("tests/fixtures/kubedl/watch.json");
     let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
     let mut entries = Vec::new();

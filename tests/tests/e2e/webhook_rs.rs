@@ -13,7 +13,6 @@
 //! events/s into the receiver.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,11 +27,12 @@ use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use kubesink::config::Config;
 use kubesink::pipeline::{Pipeline, SinkReport};
-use kubesink::source::{Normalizer, replay};
 use kubesink_host::{Host, HostError, HostOptions, Limits, ModuleSource, SinkInstance, SinkSpec};
 use kubesink_normalize::record::Entry;
-use kubesink_tests::guests::{guest_wasm, target_dir, workspace_root};
-use serde_json::{Map, Value};
+use kubesink_tests::guests::{guest_wasm, target_dir};
+
+use super::webhook::{expected_line, fixture_entries};
+use serde_json::Value;
 use sha2::Sha256;
 
 const SINK: &str = "webhook-rs";
@@ -368,88 +368,6 @@ impl Receiver {
     }
 }
 
-// ---- what the sink should send (the record JSON of sinks/webhook-py) ----
-
-fn rfc3339(ts: &Value) -> Result<Value> {
-    let secs = ts["seconds"].as_i64().context("timestamp seconds")?;
-    let nanos = ts["nanos"].as_u64().context("timestamp nanos")?;
-    let dt = chrono::DateTime::from_timestamp(secs, 0).context("timestamp out of range")?;
-    let mut s = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
-    if nanos != 0 {
-        s.push_str(&format!(".{nanos:09}"));
-    }
-    s.push('Z');
-    Ok(Value::String(s))
-}
-
-fn expected_value(key: &str, v: &Value) -> Result<Value> {
-    Ok(match v {
-        Value::Object(m)
-            if m.len() == 2 && m.contains_key("seconds") && m.contains_key("nanos") =>
-        {
-            rfc3339(v)?
-        }
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| Ok((k.clone(), expected_value(k, v)?)))
-                .collect::<Result<Map<_, _>>>()?,
-        ),
-        Value::Array(pairs) if key == "labels" => Value::Object(
-            pairs
-                .iter()
-                .map(|p| Ok((p[0].as_str().context("label key")?.to_owned(), p[1].clone())))
-                .collect::<Result<Map<_, _>>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
-/// The JSON the `json` format sends for `entry`, built from the Rust record
-/// (serde's externally tagged form) independently of the sink.
-fn expected_json(entry: &Entry) -> Result<Value> {
-    let v = serde_json::to_value(entry)?;
-    let (change, removed_at, record) = match &v {
-        Value::Object(m) if m.contains_key("Applied") => ("applied", Value::Null, &m["Applied"]),
-        Value::Object(m) if m.contains_key("Removed") => (
-            "removed",
-            rfc3339(&m["Removed"]["at"])?,
-            &m["Removed"]["record"],
-        ),
-        other => bail!("unexpected change {other}"),
-    };
-    let (kind, record) = record
-        .as_object()
-        .and_then(|m| m.iter().next())
-        .context("record variant")?;
-    Ok(serde_json::json!({
-        "kind": kind.to_lowercase(),
-        "change": change,
-        "removed_at": removed_at,
-        "record": expected_value("record", record)?,
-    }))
-}
-
-fn fixture_entries() -> Result<Vec<Entry>> {
-    let path = workspace_root().join("tests/fixtures/kubedl/watch.json");
-    let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
-    let mut entries = Vec::new();
-    let report = replay::replay(
-        BufReader::new(file),
-        "watch.json",
-        &Normalizer::with_region(None),
-        |e| {
-            entries.push(e);
-            true
-        },
-    );
-    ensure!(
-        report.problems.is_empty(),
-        "fixture problems: {:?}",
-        report.problems
-    );
-    Ok(entries)
-}
-
 // ---- running the sink ----
 
 fn cache_dir() -> PathBuf {
@@ -641,7 +559,7 @@ async fn webhook_rs_delivers_the_fixture_in_each_vendor_format() -> Result<()> {
     }
     let want = entries
         .iter()
-        .map(expected_json)
+        .map(expected_line)
         .collect::<Result<Vec<_>>>()?;
     ensure!(
         got.len() == want.len(),
