@@ -132,7 +132,7 @@ fn manifest_and_config(layout: &Path, tag: &str) -> Result<(Value, Value)> {
 }
 
 /// Runs `/usr/local/bin/kubesink args` with `rootfs` as its root, as uid
-/// and gid 65532, in `/work`, with only `env`.
+/// and gid 65532, in `/data`, with only `env`.
 async fn run_in_image(rootfs: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
     tokio::process::Command::new("unshare")
         .args([
@@ -141,7 +141,7 @@ async fn run_in_image(rootfs: &Path, args: &[&str], env: &[(&str, &str)]) -> Res
             &format!("--map-group={USER}"),
         ])
         .arg(format!("--root={}", rootfs.display()))
-        .arg("--wd=/work")
+        .arg("--wd=/data")
         .arg("/usr/local/bin/kubesink")
         .args(args)
         .env_clear()
@@ -226,7 +226,7 @@ async fn image_runs_kubesink_from_its_own_filesystem_and_replays_the_fixture() -
     }
 
     // The working directory of the runs (the replay's input and output).
-    let work = rootfs.join("work");
+    let work = rootfs.join("data");
     std::fs::create_dir_all(&work)?;
 
     let version = run_in_image(&rootfs, &["--version"], &[]).await?;
@@ -247,7 +247,7 @@ async fn image_runs_kubesink_from_its_own_filesystem_and_replays_the_fixture() -
         ("HOME", "/home/nonroot"),
         ("KUBESINK_CACHE_DIR", "/tmp/components"),
     ];
-    let args = ["--db=/work/kubesink.db", "replay", "/work/watch.json"];
+    let args = ["--db=/data/kubesink.db", "replay", "/data/watch.json"];
     let replayed = run_in_image(&rootfs, &args, &env).await?;
     ensure!(
         replayed.status.success(),
@@ -261,7 +261,7 @@ async fn image_runs_kubesink_from_its_own_filesystem_and_replays_the_fixture() -
     // The sink came from the image: without it the same run fails, naming
     // where it looked.
     std::fs::remove_file(sinks.join("kubesink_sink_mysql.wasm"))?;
-    let args = ["--db=/work/again.db", "replay", "/work/watch.json"];
+    let args = ["--db=/data/again.db", "replay", "/data/watch.json"];
     let missing = run_in_image(&rootfs, &args, &env).await?;
     let stderr = String::from_utf8_lossy(&missing.stderr);
     ensure!(
