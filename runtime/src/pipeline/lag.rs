@@ -73,6 +73,9 @@ pub struct SinkLag {
     queues: Mutex<Vec<Weak<SinkQueue>>>,
     /// A write of the sink failed and waits to be retried.
     retrying: AtomicBool,
+    /// A module is loaded: the sink can answer (a ConfigMap module may be
+    /// missing at first).
+    started: AtomicBool,
     /// Woken when the sink starts lagging, so that an idle worker (its
     /// queue already empty) starts the catch-up.
     lagged: tokio::sync::Notify,
@@ -91,6 +94,7 @@ impl SinkLag {
             live: Mutex::new(HashSet::new()),
             queues: Mutex::new(Vec::new()),
             retrying: AtomicBool::new(false),
+            started: AtomicBool::new(false),
             lagged: tokio::sync::Notify::new(),
             changed: tokio::sync::Notify::new(),
         }
@@ -115,6 +119,17 @@ impl SinkLag {
     /// Whether the sink's last write failed and waits to be retried.
     pub fn retrying(&self) -> bool {
         self.retrying.load(Ordering::Relaxed)
+    }
+
+    /// A worker of the sink runs: its module is loaded.
+    pub fn started(&self) {
+        self.started.store(true, Ordering::Release);
+    }
+
+    /// Whether a module of the sink was ever loaded. Until then it holds
+    /// nothing back by not answering `held`: what is queued for it waits.
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
     }
 
     /// The current state.

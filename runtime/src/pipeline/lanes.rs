@@ -22,9 +22,12 @@ use crate::config;
 
 /// Requests a worker answers between batches.
 pub(super) enum Control {
-    /// Deliver what is queued, then ask the sink what it holds.
+    /// Deliver what was queued before queue position `before` (`u64::MAX`:
+    /// everything queued when the request is taken), then ask the sink
+    /// what it holds.
     Held {
         kind: RecordKind,
+        before: u64,
         reply: oneshot::Sender<Result<Vec<String>, String>>,
     },
 }

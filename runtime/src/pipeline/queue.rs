@@ -240,38 +240,63 @@ impl SinkQueue {
     /// is closed and empty.
     pub async fn next_batch(&self, max_records: usize, max_delay: Duration) -> Option<Vec<Entry>> {
         let max_records = max_records.max(1);
-        // Wait for the first entry.
+        // Only the worker takes entries, so what it waited for is still
+        // there; the loop only guards that.
         loop {
-            let notified = self.not_empty.notified();
-            {
-                let s = self.lock();
-                if !s.items.is_empty() {
+            // Wait for the first entry.
+            loop {
+                let notified = self.not_empty.notified();
+                {
+                    let s = self.lock();
+                    if !s.items.is_empty() {
+                        break;
+                    }
+                    if s.closed {
+                        return None;
+                    }
+                }
+                notified.await;
+            }
+            // Let the batch fill, unless it is full or the queue is closing.
+            let deadline = tokio::time::Instant::now() + max_delay;
+            loop {
+                let notified = self.not_empty.notified();
+                {
+                    let s = self.lock();
+                    if s.items.len() >= max_records || s.closed {
+                        break;
+                    }
+                }
+                if tokio::time::timeout_at(deadline, notified).await.is_err() {
                     break;
                 }
-                if s.closed {
-                    return None;
-                }
             }
-            notified.await;
+            if let Some(batch) = self.take(max_records, u64::MAX) {
+                return Some(batch);
+            }
         }
-        // Let the batch fill, unless it is full or the queue is closing.
-        let deadline = tokio::time::Instant::now() + max_delay;
-        loop {
-            let notified = self.not_empty.notified();
+    }
+
+    /// Where the queue ends now: [`take`](Self::take) with it as `before`
+    /// takes only entries queued until this moment (an entry coalesced
+    /// into one of them later included).
+    pub fn position(&self) -> u64 {
+        self.lock().next_seq
+    }
+
+    /// Takes, without waiting, up to `max_records` of the entries queued
+    /// before [`position`](Self::position) `before`; `None` when there is
+    /// none.
+    pub fn take(&self, max_records: usize, before: u64) -> Option<Vec<Entry>> {
+        let mut s = self.lock();
+        let mut batch = Vec::new();
+        while batch.len() < max_records.max(1) {
+            if s.items
+                .first_key_value()
+                .is_none_or(|(&seq, _)| seq >= before)
             {
-                let s = self.lock();
-                if s.items.len() >= max_records || s.closed {
-                    break;
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 break;
             }
-        }
-        let mut s = self.lock();
-        let n = s.items.len().min(max_records);
-        let mut batch = Vec::with_capacity(n);
-        for _ in 0..n {
             let Some((seq, (_, entry))) = s.items.pop_first() else {
                 break;
             };
@@ -284,6 +309,9 @@ impl SinkQueue {
             batch.push(entry);
         }
         drop(s);
+        if batch.is_empty() {
+            return None;
+        }
         self.not_full.notify_waiters();
         Some(batch)
     }

@@ -168,24 +168,32 @@ impl Pipeline {
     /// After a complete listing of `kind` (`listed`: the uids the cluster
     /// has), delivers a `removed` tombstone to every sink for each uid it
     /// holds that the cluster no longer has (deleted while kubesink was not
-    /// watching). The sinks are asked at once, each within the
-    /// [`HeldLimits`]; a lagging or catching-up sink is skipped (its
-    /// catch-up reconciles it). Returns how many tombstones were queued; a
-    /// sink that cannot answer is logged and skipped (the next listing
-    /// tries again).
-    pub(crate) async fn reconcile(
-        &self,
+    /// watching).
+    ///
+    /// Each sink is asked at once, before this returns, to deliver what is
+    /// queued for it up to now and then say what it holds; the returned
+    /// future waits for the answers (each within the [`HeldLimits`]) and
+    /// queues the tombstones. The caller spawns it, so that a sink slow to
+    /// answer holds back no watch and no other sink. Entries queued after
+    /// this call are delivered after the answer, so an object created after
+    /// the listing is never taken for deleted. A lagging or catching-up
+    /// sink is skipped (its catch-up reconciles it); a sink that cannot
+    /// answer is logged and falls behind (its catch-up reconciles it). The
+    /// future returns how many tombstones were queued.
+    pub(crate) fn reconcile(
+        self: &Arc<Self>,
         kind: RecordKind,
-        listed: &HashSet<String>,
+        listed: HashSet<String>,
         at: Timestamp,
-    ) -> usize {
+    ) -> impl std::future::Future<Output = usize> + Send + 'static {
         let record_kind = to_configured(kind);
         let lagging = self.catch_up.enabled();
-        let asked = self
+        let asked: Vec<(usize, Asked)> = self
             .sinks
             .iter()
-            .filter(|s| s.records.contains(&record_kind))
-            .filter(|s| {
+            .enumerate()
+            .filter(|(_, s)| s.records.contains(&record_kind))
+            .filter(|(_, s)| {
                 let state = s.lag.state();
                 if state != LagState::Ok {
                     tracing::debug!(sink = %s.name, ?kind, state = state.as_str(), "not reconciled now: its catch-up reconciles it");
@@ -201,39 +209,50 @@ impl Pipeline {
                 }
                 true
             })
-            .map(|s| async move { (s, self.held(s, kind).await) });
-        let answers = futures_util::future::join_all(asked).await;
-        let mut sent = 0;
-        for (sink, answer) in answers {
-            match answer {
-                Ok(held) => {
-                    for uid in held.into_iter().filter(|u| !listed.contains(u)) {
-                        let entry = tombstone(kind, uid, at);
-                        match sink.lane(&entry).queue.try_push(entry, 0) {
-                            Ok(pushed) => {
-                                Self::count(sink, pushed, None);
-                                sent += 1;
+            .map(|(i, s)| (i, Self::ask_held(s, kind, true)))
+            .collect();
+        let pipeline = self.clone();
+        async move {
+            let answers = asked.into_iter().map(|(i, asked)| {
+                let pipeline = &pipeline;
+                async move {
+                    let sink = &pipeline.sinks[i];
+                    (sink, pipeline.held_answers(sink, kind, asked).await)
+                }
+            });
+            let answers = futures_util::future::join_all(answers).await;
+            let mut sent = 0;
+            for (sink, answer) in answers {
+                match answer {
+                    Ok(held) => {
+                        for uid in held.into_iter().filter(|u| !listed.contains(u)) {
+                            let entry = tombstone(kind, uid, at);
+                            match sink.lane(&entry).queue.try_push(entry, 0) {
+                                Ok(pushed) => {
+                                    Self::count(sink, pushed, None);
+                                    sent += 1;
+                                }
+                                Err(entry) if !pipeline.catch_up.enabled() => {
+                                    Self::push(sink, entry).await;
+                                    sent += 1;
+                                }
+                                Err(_) => Self::fall_behind(sink),
                             }
-                            Err(entry) if !self.catch_up.enabled() => {
-                                Self::push(sink, entry).await;
-                                sent += 1;
-                            }
-                            Err(_) => Self::fall_behind(sink),
                         }
                     }
-                }
-                Err(Some(message)) if lagging => {
-                    if sink.lag.lag_behind() {
-                        tracing::warn!(sink = %sink.name, ?kind, %message, "cannot ask the sink what it holds; it falls behind and is reconciled when it catches up");
+                    Err(Some(message)) if lagging => {
+                        if sink.lag.lag_behind() {
+                            tracing::warn!(sink = %sink.name, ?kind, %message, "cannot ask the sink what it holds; it falls behind and is reconciled when it catches up");
+                        }
                     }
+                    Err(Some(message)) => {
+                        tracing::warn!(sink = %sink.name, ?kind, %message, "cannot ask the sink what it holds; objects removed while not watching are marked at the next listing");
+                    }
+                    Err(None) => {}
                 }
-                Err(Some(message)) => {
-                    tracing::warn!(sink = %sink.name, ?kind, %message, "cannot ask the sink what it holds; objects removed while not watching are marked at the next listing");
-                }
-                Err(None) => {}
             }
+            sent
         }
-        sent
     }
 
     /// A catch-up's reconciliation of sink `name` alone: a tombstone for
@@ -277,12 +296,28 @@ impl Pipeline {
         sink: &SinkHandle,
         kind: RecordKind,
     ) -> Result<Vec<String>, Option<String>> {
-        let limits = self.held_limits;
+        let asked = Self::ask_held(sink, kind, false);
+        self.held_answers(sink, kind, asked).await
+    }
+
+    /// Asks each worker of `sink` what it holds of `kind`, after delivering
+    /// what is queued for it: up to now (`up_to_now`), or whatever is
+    /// queued when the worker takes the request.
+    fn ask_held(sink: &SinkHandle, kind: RecordKind, up_to_now: bool) -> Asked {
         let mut answers = Vec::with_capacity(sink.lanes.len());
         for lane in &sink.lanes {
             let (reply, answer) = oneshot::channel();
+            let before = if up_to_now {
+                lane.queue.position()
+            } else {
+                u64::MAX
+            };
             lane.control
-                .try_send(Control::Held { kind, reply })
+                .try_send(Control::Held {
+                    kind,
+                    before,
+                    reply,
+                })
                 .map_err(|e| match e {
                     mpsc::error::TrySendError::Full(_) => Some(format!(
                         "sink '{}' has not answered earlier requests yet (a write is being retried)",
@@ -292,6 +327,21 @@ impl Pipeline {
                 })?;
             answers.push(answer);
         }
+        Ok(answers)
+    }
+
+    /// Waits for and joins the answers of [`ask_held`](Self::ask_held),
+    /// within the [`HeldLimits`]. The deadline does not run out while no
+    /// module of the sink was ever loaded (a ConfigMap module not there
+    /// yet): its requests wait for the module, and nobody waits for them.
+    async fn held_answers(
+        &self,
+        sink: &SinkHandle,
+        kind: RecordKind,
+        asked: Asked,
+    ) -> Result<Vec<String>, Option<String>> {
+        let limits = self.held_limits;
+        let answers = asked?;
         let joined = async {
             let mut held = Vec::new();
             let mut seen = HashSet::new();
@@ -312,12 +362,22 @@ impl Pipeline {
             }
             Ok(held)
         };
-        match tokio::time::timeout(limits.deadline, joined).await {
-            Ok(answer) => answer,
-            Err(_) => Err(Some(format!(
-                "sink '{}' did not deliver its queue and answer what it holds within {:?}",
-                sink.name, limits.deadline
-            ))),
+        let mut joined = std::pin::pin!(joined);
+        loop {
+            match tokio::time::timeout(limits.deadline, &mut joined).await {
+                Ok(answer) => return answer,
+                Err(_) if !sink.lag.is_started() => {}
+                Err(_) => {
+                    return Err(Some(format!(
+                        "sink '{}' did not deliver its queue and answer what it holds within {:?}",
+                        sink.name, limits.deadline
+                    )));
+                }
+            }
         }
     }
 }
+
+/// The pending answers of each worker of a sink to a `held` request, or
+/// why it could not be asked (`None`: the sink is stopping).
+type Asked = Result<Vec<oneshot::Receiver<Result<Vec<String>, String>>>, Option<String>>;

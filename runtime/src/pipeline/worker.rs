@@ -4,7 +4,6 @@
 //! is delivered.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kubesink_normalize::record::RecordKind;
 use tokio::sync::{mpsc, oneshot};
@@ -104,15 +103,15 @@ impl<S: Instance> Worker<S> {
                         let mut worker = Worker { instance, queue, sink, swaps };
                         let retry = &worker.sink.config.retry;
                         let mut failures = Backoff::new(retry.initial, retry.max);
-                        for (kind, reply) in pending {
-                            worker.answer_held(kind, reply, &mut failures).await;
+                        for (kind, before, reply) in pending {
+                            worker.answer_held(kind, before, reply, &mut failures).await;
                         }
                         return worker.run(control).await;
                     }
                     None => return,
                 },
                 request = control.recv() => match request {
-                    Some(Control::Held { kind, reply }) => pending.push((kind, reply)),
+                    Some(Control::Held { kind, before, reply }) => pending.push((kind, before, reply)),
                     None => return,
                 },
                 () = queue.closed() => {
@@ -123,10 +122,12 @@ impl<S: Instance> Worker<S> {
         }
     }
 
-    /// Delivers what is queued, then asks the sink what it holds of `kind`.
+    /// Delivers what was queued before queue position `before`, then asks
+    /// the sink what it holds of `kind`.
     async fn answer_held(
         &mut self,
         kind: RecordKind,
+        before: u64,
         reply: oneshot::Sender<Result<Vec<String>, String>>,
         failures: &mut Backoff,
     ) {
@@ -135,10 +136,7 @@ impl<S: Instance> Worker<S> {
             return;
         }
         let max_records = self.sink.config.batch.max_records;
-        while !self.queue.is_empty() {
-            let Some(batch) = self.queue.next_batch(max_records, Duration::ZERO).await else {
-                break;
-            };
+        while let Some(batch) = self.queue.take(max_records, before) {
             self.deliver(batch, failures).await;
         }
         let started = std::time::Instant::now();
@@ -149,6 +147,7 @@ impl<S: Instance> Worker<S> {
 
     pub(super) async fn run(mut self, mut control: mpsc::Receiver<Control>) {
         self.sink.counters.health.sink_ready(&self.sink.config.name);
+        self.sink.lag.started();
         let _panic_guard = PanicGuard {
             sink: self.sink.config.name.clone(),
             health: self.sink.counters.health.clone(),
@@ -172,8 +171,8 @@ impl<S: Instance> Worker<S> {
             tokio::select! {
                 biased;
                 request = control.recv(), if control_open => match request {
-                    Some(Control::Held { kind, reply }) => {
-                        self.answer_held(kind, reply, &mut failures).await;
+                    Some(Control::Held { kind, before, reply }) => {
+                        self.answer_held(kind, before, reply, &mut failures).await;
                     }
                     None => control_open = false,
                 },

@@ -154,12 +154,17 @@ impl JobListings {
     }
 
     /// Delivers `removed` for every job a sink holds that no job resource
-    /// has, when the union is complete. Returns the number of tombstones
-    /// queued, or the resources that block reconciliation.
-    pub async fn reconcile(&self, pipeline: &Pipeline) -> Result<usize, Vec<String>> {
+    /// has, when the union is complete: the sinks are asked under the gate
+    /// (see [`Pipeline::reconcile`]), and the returned future waits for
+    /// their answers and returns the number of tombstones queued. `Err`
+    /// names the resources that block reconciliation.
+    pub async fn reconcile(
+        &self,
+        pipeline: &std::sync::Arc<Pipeline>,
+    ) -> Result<impl Future<Output = usize> + Send + 'static, Vec<String>> {
         let _exclusive = self.gate.write().await;
         match self.union() {
-            Union::Complete(uids) => Ok(pipeline.reconcile(RecordKind::Job, &uids, now()).await),
+            Union::Complete(uids) => Ok(pipeline.reconcile(RecordKind::Job, uids, now())),
             Union::Blocked(resources) => Err(resources),
         }
     }

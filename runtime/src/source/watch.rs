@@ -236,11 +236,16 @@ fn not_served(e: &watcher::Error) -> bool {
     matches!(e, watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 404)
 }
 
-async fn reconcile_jobs(jobs: &JobListings, pipeline: &Pipeline, name: &str) {
+async fn reconcile_jobs(jobs: &JobListings, pipeline: &Arc<Pipeline>, name: &str) {
     match jobs.reconcile(pipeline).await {
-        Ok(0) => {}
-        Ok(gone) => {
-            tracing::info!(resource = %name, removed = gone, "marked jobs deleted while not watching");
+        Ok(reconciled) => {
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                let gone = reconciled.await;
+                if gone > 0 {
+                    tracing::info!(resource = %name, removed = gone, "marked jobs deleted while not watching");
+                }
+            });
         }
         Err(blocked) => {
             tracing::debug!(resource = %name, waiting_for = ?blocked, "jobs not reconciled yet: these job resources are served but not listed");
@@ -334,10 +339,14 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
                 }
                 failing = false;
                 if let (Some(kind), Some(l)) = (reconcile_kind, listed.take()) {
-                    let gone = pipeline.reconcile(kind, &l, now()).await;
-                    if gone > 0 {
-                        tracing::info!(resource = %name, removed = gone, "marked records of objects deleted while not watching");
-                    }
+                    let reconciled = pipeline.reconcile(kind, l, now());
+                    let name = name.clone();
+                    tokio::spawn(async move {
+                        let gone = reconciled.await;
+                        if gone > 0 {
+                            tracing::info!(resource = %name, removed = gone, "marked records of objects deleted while not watching");
+                        }
+                    });
                 }
                 if job {
                     jobs.list_done(&name);
