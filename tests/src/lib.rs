@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod cluster;
 pub mod guests;
+pub mod id_cursor;
 pub mod kubedl;
 pub mod kustomize;
 pub mod mariadb;

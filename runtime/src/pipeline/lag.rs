@@ -4,8 +4,11 @@
 //! ([`super::Pipeline::enable_catch_up`]), the source is paced by the
 //! fastest sink, not the slowest: an entry whose queue is full for one sink
 //! while another sink took it is not waited for. That sink is then
-//! **lagging**: nothing more is queued for it (what is queued stays and is
-//! delivered in order) and every entry it misses is counted as skipped.
+//! **lagging**: nothing more is queued for it but deletions, within a
+//! headroom above its capacity (the catch-up's listing will not have a
+//! deleted object, so its final state would be lost); what is queued stays
+//! and is delivered in order, and every entry it misses is counted as
+//! skipped.
 //! When its workers have emptied its queues (it delivers again), it asks
 //! for a **catch-up**: the source lists every resource again for that sink
 //! alone and reconciles the listing against what the sink holds, while live

@@ -255,6 +255,17 @@ impl Pipeline {
         let mut pending: Vec<&SinkHandle> = Vec::new();
         for s in targets {
             if s.lag.state() == LagState::Lagging {
+                // A deletion is the last word on its object, and the
+                // catch-up's listing will not have it: it is queued
+                // (within the headroom) so that the sink still gets the
+                // object's final state.
+                if entry.is_removal() {
+                    let mark = s.mark(&entry);
+                    if let Ok(pushed) = s.lane(&entry).queue.try_push(entry.clone(), s.headroom) {
+                        Self::count(s, pushed, mark);
+                        continue;
+                    }
+                }
                 s.lag.skip();
                 s.counters.metrics.skipped.inc();
             } else {

@@ -530,3 +530,39 @@ async fn a_sink_without_a_module_yet_answers_held_once_loaded_without_falling_be
         seen.delivered
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_lagging_sink_still_gets_deletions_within_its_headroom() {
+    let p = pipeline(vec![
+        (
+            "fast",
+            Fake::new("fast", Answer::Slow(Duration::ZERO)),
+            100,
+            1,
+        ),
+        ("stuck", Fake::new("stuck", Answer::Stuck), 1, 1),
+    ]);
+    let _catch_ups = p.enable_catch_up();
+    let stuck = &p.sinks[1];
+    let mut e = entries(5).into_iter();
+    p.send(e.next().unwrap()).await;
+    // Taken into the stuck write once the worker runs.
+    while stuck.queued() > 0 {
+        tokio::task::yield_now().await;
+    }
+    p.send(e.next().unwrap()).await;
+    assert_eq!(stuck.lag.state(), LagState::Ok, "its queue holds one");
+    p.send(e.next().unwrap()).await;
+    assert_eq!(
+        stuck.lag.state(),
+        LagState::Lagging,
+        "full while fast took it"
+    );
+    assert_eq!(stuck.lag.skipped(), 1);
+    // Deletions (these entries are removals) are still queued, up to the
+    // headroom (the capacity again), then skipped.
+    p.send(e.next().unwrap()).await;
+    assert_eq!((stuck.queued(), stuck.lag.skipped()), (2, 1));
+    p.send(e.next().unwrap()).await;
+    assert_eq!((stuck.queued(), stuck.lag.skipped()), (2, 2));
+}

@@ -280,11 +280,13 @@ pub async fn latency(
 ) -> anyhow::Result<Latency> {
     let events: Api<Event> = Api::namespaced(client.clone(), NS);
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let mut start_id: i64 =
+    let start_id: i64 =
         sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS SIGNED) FROM event_info")
             .fetch_one(pool)
             .await
             .context("reading event_info's last id")?;
+    // Several workers commit at once: rows may appear out of id order.
+    let mut cursor = kubesink_tests::id_cursor::IdCursor::after(start_id);
     let creator = {
         let sent = sent.clone();
         tokio::spawn(async move {
@@ -329,16 +331,17 @@ pub async fn latency(
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT CAST(id AS SIGNED), name FROM event_info WHERE id > ? ORDER BY id",
         )
-        .bind(start_id)
+        .bind(cursor.low())
         .fetch_all(pool)
         .await
         .context("polling event_info")?;
         let now = Instant::now();
-        if let Ok(m) = sent.lock() {
-            for (id, name) in rows {
-                start_id = start_id.max(id);
-                if let Some(t0) = m.get(&name) {
-                    latencies.push(now.duration_since(*t0).as_secs_f64());
+        cursor.seen(rows.iter().map(|(id, _)| *id));
+        if let Ok(mut m) = sent.lock() {
+            for (_, name) in rows {
+                // Removed once measured: a row read again is not counted twice.
+                if let Some(t0) = m.remove(&name) {
+                    latencies.push(now.duration_since(t0).as_secs_f64());
                 }
             }
         }

@@ -36,6 +36,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kubesink::app::{self, RunOptions, Runtime};
 use kubesink::config::Config;
 use kubesink::ops::metrics::sample;
+use kubesink_tests::id_cursor::IdCursor;
 use kubesink_tests::mariadb::{self, PrivateMariaDb};
 use kubesink_tests::wait::eventually;
 use kubesink_tests::{cluster, guests};
@@ -90,30 +91,31 @@ async fn stop(run: Runtime) -> Result<()> {
 }
 
 /// Records when each event row first appears in `event_info` (polled every
-/// 50 ms by the auto-increment `id`: a new row has a higher one).
+/// 50 ms by the auto-increment `id`, through an [`IdCursor`]: several
+/// workers commit at once).
 #[derive(Default)]
 struct Seen(Mutex<HashMap<String, Instant>>);
 
 async fn watch_rows(pool: sqlx::MySqlPool, seen: Arc<Seen>, stop: Arc<tokio::sync::Notify>) {
-    let mut last: i64 = 0;
+    let mut cursor = IdCursor::default();
     let stopped = stop.notified();
     tokio::pin!(stopped);
     loop {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT CAST(id AS SIGNED), CAST(event_id AS CHAR) FROM event_info WHERE id > ? ORDER BY id",
         )
-        .bind(last)
+        .bind(cursor.low())
         .fetch_all(&pool)
         .await
         .unwrap_or_default();
         let now = Instant::now();
         {
             let mut s = seen.0.lock().unwrap_or_else(|e| e.into_inner());
-            for (id, uid) in rows {
-                last = last.max(id);
-                s.entry(uid).or_insert(now);
+            for (_, uid) in &rows {
+                s.entry(uid.clone()).or_insert(now);
             }
         }
+        cursor.seen(rows.iter().map(|(id, _)| *id));
         tokio::select! {
             _ = &mut stopped => return,
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
