@@ -330,7 +330,7 @@ impl Config {
                 }
             }
             let ranges = [
-                ("workers", Some(sink.workers), MAX_WORKERS),
+                ("workers", sink.workers, MAX_WORKERS),
                 (
                     "limits.http_max_in_flight",
                     sink.limits.http_max_in_flight,

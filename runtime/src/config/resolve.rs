@@ -250,7 +250,13 @@ impl Config {
                 queue_capacity: s.queue.capacity,
                 coalesce: s.queue.coalesce,
                 checkpoint: s.checkpoint,
-                workers: s.workers,
+                workers: s.workers.unwrap_or_else(|| {
+                    super::sink::auto_workers(s.connections.iter().any(|c| {
+                        self.connections
+                            .get(c)
+                            .is_some_and(|c| c.driver == Driver::Mysql)
+                    }))
+                }),
                 sha256: s.sha256.as_ref().map(|p| p.as_str().to_owned()),
             });
         }

@@ -59,9 +59,9 @@ pub struct SinkConfig {
     /// Instances of the sink writing in parallel (1 to [`MAX_WORKERS`]).
     /// Records are shared out by object (kind and uid), each worker with
     /// its own queue, instance and batches, so the updates of one object
-    /// stay in order. Default 1.
-    #[serde(default = "default_workers")]
-    pub workers: usize,
+    /// stay in order. Default: [`auto_workers`].
+    #[serde(default)]
+    pub workers: Option<usize>,
     /// Whether kubesink keeps a durable checkpoint of what this sink has
     /// delivered (per resource, the resourceVersion at or below which
     /// everything handed to it is acknowledged), so that a restart, a
@@ -81,9 +81,29 @@ pub(crate) const MAX_WORKERS: usize = 16;
 /// quota allows, and a bound on a typo.
 pub(crate) const MAX_HTTP_IN_FLIGHT: usize = 4096;
 
-fn default_workers() -> usize {
-    1
+/// The workers of a sink whose configuration does not set `workers`: one
+/// per core, at most [`MAX_AUTO_WORKERS`], when it is granted a
+/// MySQL/MariaDB connection; else 1. A network database spends much of a
+/// write in round trips that more connections overlap (docs/benchmarks.md:
+/// through the pipeline 30k records/s into MariaDB with one worker, 46k
+/// with two, 58k with four on 2 cores), but `kubesink replay` and `run`
+/// also parse and normalize, and MariaDB shares the machine, so more
+/// workers than cores only add contention (the replay measured 26k with
+/// one, 30k with two and 19–23k with four on 2 cores). SQLite takes one
+/// writer at a time, and an HTTP sink overlaps its requests within one
+/// worker (`limits.http_max_in_flight`).
+pub(crate) fn auto_workers(network_sql: bool) -> usize {
+    if !network_sql {
+        return 1;
+    }
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, MAX_AUTO_WORKERS)
 }
+
+/// Most workers [`auto_workers`] chooses: the pool's default size
+/// (`max_connections: 4`), so each worker has a connection of its own.
+pub(crate) const MAX_AUTO_WORKERS: usize = 4;
 
 fn all_kinds() -> Vec<RecordKind> {
     RecordKind::ALL.to_vec()
@@ -322,7 +342,7 @@ impl SinkConfig {
             batch: BatchConfig::default(),
             queue: QueueConfig::default(),
             retry: RetryConfig::default(),
-            workers: default_workers(),
+            workers: None,
             checkpoint: None,
         }
     }

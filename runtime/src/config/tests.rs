@@ -241,3 +241,21 @@ fn held_bounds_are_read_and_checked() {
     }
     assert!(parse("held: { deadlines: 5s }\n").is_err(), "unknown key");
 }
+
+#[test]
+fn workers_default_to_one_per_core_on_a_network_database_and_one_elsewhere() {
+    let text = "connections:\n  m: { driver: mysql, host: db }\n  s: { driver: sqlite, path: ./x.db }\n\
+                sinks:\n  - {name: net, module: x.wasm, connections: [s, m]}\n  - {name: file, module: x.wasm, connections: [s]}\n  - {name: http, module: x.wasm}\n  - {name: set, module: x.wasm, connections: [m], workers: 2}\n";
+    let plan = parse(text).unwrap().resolve("test").unwrap();
+    let workers: Vec<(&str, usize)> = plan
+        .sinks
+        .iter()
+        .map(|s| (s.spec.name.as_str(), s.workers))
+        .collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(
+        workers,
+        [("net", cores.min(4)), ("file", 1), ("http", 1), ("set", 2)],
+        "the rule, and a set value wins"
+    );
+}

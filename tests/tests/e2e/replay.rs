@@ -265,7 +265,7 @@ async fn mariadb_replay_with_stale_updates_arriving_last_keeps_the_newest_versio
     let db = mariadb::fresh_database("replay_stale").await?;
     let cfg = mariadb_config(
         &db,
-        "    queue: { capacity: 100000 }\n    batch: { max_records: 100000, max_delay: 1h }\n",
+        "    queue: { capacity: 100000 }\n    batch: { max_records: 100000, max_delay: 1h }\n    workers: 1\n",
     );
     let mut stale = Vec::new();
     let reports = replay_fixture_with(&cfg, |entries| {
