@@ -24,8 +24,10 @@ guests: setup
 build: guests
     cargo build -p kubesink
 
-# Replay the KubeDL fixture into ./kubesink.db and print what was persisted.
-demo: build
+# Replay the KubeDL fixture into ./kubesink.db and print what was persisted. Builds only what it runs: the mysql sink and kubesink.
+demo:
+    bash scripts/setup.sh --wasm
+    bash scripts/guests.sh kubesink-sink-mysql
     cargo run -q -p kubesink -- {{ demo_args }}
 
 # Start the private test MariaDB (127.0.0.1:3307) if it is not running; print its URL.

@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
 # Builds the bundled sinks (every Rust crate in sinks/*/: mysql, sls,
-# webhook; and every other sinks/*/build.sh: webhook-py) as wasm32-wasip2
-# components with the `guest` profile and prints their sizes. The runtime
-# finds them in <target>/wasm32-wasip2/guest/.
+# webhook; and every other sinks/*/build.sh: webhook-py) and the test guests
+# as wasm32-wasip2 components with the `guest` profile and prints their
+# sizes. The runtime finds them in <target>/wasm32-wasip2/guest/.
+#
+#   scripts/guests.sh            every sink and test guest
+#   scripts/guests.sh PKG...     only these Rust packages (e.g.
+#                                kubesink-sink-mysql: what `just demo` runs)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 pkgs=()
+if [ "$#" -gt 0 ]; then
+    cargo build --target wasm32-wasip2 --profile guest "${@/#/--package=}"
+    out="${CARGO_TARGET_DIR:-target}/wasm32-wasip2/guest"
+    for p in "$@"; do
+        wasm="$out/${p//-/_}.wasm"
+        [ -f "$wasm" ] || { echo "guests.sh: $p built no $wasm" >&2; exit 1; }
+        printf '%-24s %9d bytes  %s\n' "$p" "$(stat -c %s "$wasm")" "$wasm"
+    done
+    exit 0
+fi
 for manifest in sinks/*/Cargo.toml; do
     [ -f "$manifest" ] || continue
     name="$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent machine setup every recipe needs: the Rust toolchain's wasm
-# target for guests, and rustfmt/clippy for `lint`. Quick when all is there.
+# target for guests, and rustfmt/clippy for `lint` (not with `--wasm`).
+# Quick when all is there.
 set -euo pipefail
 
 say() { echo "setup.sh: $*" >&2; }
@@ -14,6 +15,9 @@ if ! grep -qx wasm32-wasip2 <<<"$installed"; then
     say "adding the Rust target wasm32-wasip2"
     rustup target add wasm32-wasip2 >&2
 fi
+
+# `--wasm`: only the wasm target (what building and running needs).
+[ "${1:-}" = --wasm ] && exit 0
 
 components="$(rustup component list --installed)"
 for c in rustfmt clippy; do
