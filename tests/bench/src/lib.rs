@@ -22,6 +22,7 @@ pub mod convert;
 pub mod data;
 pub mod idle;
 pub mod live;
+pub mod livecpu;
 pub mod mysql;
 pub mod native;
 pub mod procfs;

@@ -7,7 +7,7 @@
 //!
 //! `BENCH_SCALE` (default 1) scales the data set (1 = 10k jobs, 100k pods,
 //! 1M events), the pods held for the memory figure and the latency run;
-//! `BENCH_ONLY=mysql,sls,calls,memory,latency,idle,restart` picks scenarios;
+//! `BENCH_ONLY=mysql,sls,calls,memory,latency,idle,livecpu,restart` picks scenarios;
 //! the rows of scenarios not run are kept from the report already there.
 
 use std::path::{Path, PathBuf};
@@ -31,12 +31,12 @@ struct Args {
     #[arg(long, env = "BENCH_SCALE", default_value_t = 1.0)]
     scale: f64,
     /// Scenarios to run (comma-separated): mysql (= wasm, native, pipeline,
-    /// ceiling), replay, sls, calls, memory, latency, idle, restart.
+    /// ceiling), replay, sls, calls, memory, latency, idle, livecpu, restart.
     #[arg(
         long,
         env = "BENCH_ONLY",
         value_delimiter = ',',
-        default_value = "mysql,replay,sls,calls,memory,latency,idle,restart"
+        default_value = "mysql,replay,sls,calls,memory,latency,idle,livecpu,restart"
     )]
     only: Vec<String>,
     /// Window of the idle scenario in seconds (default: 300 × scale, at least 60).
@@ -878,6 +878,19 @@ async fn main() -> anyhow::Result<()> {
         };
         bench.record("idle", r);
     }
+    if bench.wants("livecpu") {
+        // 10,000 operations at the highest rate and 6,000 at 200/s (30 s)
+        // at scale 1.
+        let ops = |n: f64| ((n * bench.args.scale) as usize).max(1000);
+        step("livecpu: kubesink run's CPU per event operation, beside a kube-rs floor");
+        let r = match (sibling("kubesink"), sibling("kubesink-floor")) {
+            (Ok(k), Ok(f)) => kubesink_bench::livecpu::scenario(k, f, ops(10_000.0), ops(6_000.0))
+                .await
+                .map(|f| bench.report.figures.extend(f)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        bench.record("livecpu", r);
+    }
     if bench.wants("restart") {
         let r = bench.restart().await;
         bench.record("restart", r);
@@ -890,7 +903,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let out = root.join(&bench.args.out);
     let every = [
-        "mysql", "replay", "sls", "calls", "memory", "latency", "idle", "restart",
+        "mysql", "replay", "sls", "calls", "memory", "latency", "idle", "livecpu", "restart",
     ];
     if !every.iter().all(|s| bench.wants(s))
         && let Some(previous) = std::fs::read_to_string(&out)
