@@ -52,7 +52,7 @@ struct Global {
     #[arg(long, global = true, env = "REGION")]
     region: Option<String>,
     /// SQLite file of the embedded default (no config, no storage switch);
-    /// `history` also takes a `mysql://` URL here.
+    /// `history` also takes a `mysql://` or `postgres://` URL here.
     #[arg(long, global = true, env = "KUBESINK_DB", default_value = DEFAULT_SQLITE_PATH)]
     db: PathBuf,
 }
@@ -73,8 +73,9 @@ enum Command {
     Show,
     /// What happened to recorded jobs: the jobs of a namespace or time
     /// range with status and duration, or one job (`history JOB`) with its
-    /// pods and events. Reads `--db`: the SQLite file, or a `mysql://` URL
-    /// (password from the URL or `MYSQL_PWD`).
+    /// pods and events. Reads `--db`: the SQLite file, a `mysql://` URL
+    /// (password from the URL or `MYSQL_PWD`) or a `postgres://` URL
+    /// (password from the URL or `PGPASSWORD`).
     History(kubesink::history::HistoryArgs),
     /// Watch a cluster (`--kubeconfig`, `KUBECONFIG`, or in-cluster) and
     /// deliver its jobs, their pods and events until interrupted.
@@ -193,7 +194,11 @@ impl Global {
 
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESINK_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,kubesink=info,kubesink_host=info")
+        // PostgreSQL notices a sink's statements raise (sqlx logs them) are
+        // the sink's text, not kubesink's: off.
+        tracing_subscriber::EnvFilter::new(
+            "warn,kubesink=info,kubesink_host=info,sqlx::postgres::notice=off",
+        )
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

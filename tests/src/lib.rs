@@ -1,5 +1,5 @@
 //! Test support for kubesink's end-to-end tests: real services started on
-//! demand (MariaDB, the control plane, the SLS emulator), guest components
+//! demand (MariaDB, PostgreSQL, the control plane, the SLS emulator), guest components
 //! built on demand, and fixtures.
 
 pub mod binary;
@@ -9,6 +9,7 @@ pub mod id_cursor;
 pub mod kubedl;
 pub mod kustomize;
 pub mod mariadb;
+pub mod postgres;
 pub mod records;
 pub mod sls;
 pub mod wait;

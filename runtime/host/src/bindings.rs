@@ -20,7 +20,7 @@ wasmtime::component::bindgen!({
 });
 
 /// The version of `kubesink:sink` this host implements.
-pub(crate) const CONTRACT_VERSION: &str = "0.2.0";
+pub(crate) const CONTRACT_VERSION: &str = "0.2.1";
 
 /// The package, as import and export names start.
 const PACKAGE: &str = "kubesink:sink/";

@@ -10,7 +10,7 @@
 //! region: cn-hangzhou            # deploy_region of every record (optional)
 //! connections:
 //!   kubedl:                      # the name sinks open it by
-//!     driver: mysql              # mysql | sqlite
+//!     driver: mysql              # mysql | postgres | sqlite
 //!     host: ${MYSQL_HOST}        # ${VAR} and ${VAR:-default} read the environment
 //!     port: 3306
 //!     database: kubedl
@@ -160,22 +160,22 @@ pub struct HeldConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionSpec {
-    /// `mysql` (MySQL or MariaDB) or `sqlite`.
+    /// `mysql` (MySQL or MariaDB), `postgres` (PostgreSQL) or `sqlite`.
     pub driver: Driver,
-    /// MySQL host. Default `localhost`.
+    /// MySQL/PostgreSQL host. Default `localhost`.
     #[serde(default)]
     pub host: Option<String>,
-    /// MySQL port. Default 3306. A string is accepted so that it can come
-    /// from the environment.
+    /// MySQL/PostgreSQL port. Default 3306 (MySQL), 5432 (PostgreSQL). A
+    /// string is accepted so that it can come from the environment.
     #[serde(default)]
     pub port: Option<StringOrInt>,
-    /// MySQL database. Default `kubedl`.
+    /// MySQL/PostgreSQL database. Default `kubedl`.
     #[serde(default)]
     pub database: Option<String>,
-    /// MySQL user.
+    /// MySQL/PostgreSQL user.
     #[serde(default)]
     pub user: Option<String>,
-    /// MySQL password (`Debug` shows `[REDACTED]`).
+    /// MySQL/PostgreSQL password (`Debug` shows `[REDACTED]`).
     #[serde(default)]
     pub password: Option<kubesink_host::secret::Secret>,
     /// SQLite database file, created when missing.
@@ -200,6 +200,7 @@ pub enum StringOrInt {
 #[serde(rename_all = "lowercase")]
 pub enum Driver {
     Mysql,
+    Postgres,
     Sqlite,
 }
 
@@ -352,7 +353,7 @@ impl Config {
                         "a sqlite connection needs `path`".into(),
                     ));
                 }
-                Driver::Mysql if c.path.is_some() => {
+                Driver::Mysql | Driver::Postgres if c.path.is_some() => {
                     return Err(invalid(
                         at("path"),
                         "`path` is for sqlite connections".into(),

@@ -159,10 +159,14 @@ impl Config {
                     let path = get("path", &c.path)?.unwrap_or_default();
                     format!("sqlite://{path}?mode=rwc")
                 }
-                Driver::Mysql => {
+                Driver::Mysql | Driver::Postgres => {
+                    let (scheme, default_port) = match c.driver {
+                        Driver::Postgres => ("postgres", 5432),
+                        _ => ("mysql", 3306),
+                    };
                     let host = get("host", &c.host)?.unwrap_or_else(|| "localhost".into());
                     let port = match &c.port {
-                        None => 3306,
+                        None => default_port,
                         Some(StringOrInt::Int(p)) => *p,
                         Some(StringOrInt::String(s)) => {
                             let s = expand_process_env(s).map_err(env_err(field("port")))?;
@@ -186,7 +190,7 @@ impl Config {
                         (false, true) => format!("{}@", enc(&user)),
                         (false, false) => format!("{}:{}@", enc(&user), enc(&password)),
                     };
-                    format!("mysql://{auth}{host}:{port}/{}", enc(&db))
+                    format!("{scheme}://{auth}{host}:{port}/{}", enc(&db))
                 }
             };
             sql.push(ConnectionConfig {
@@ -339,8 +343,12 @@ mod tests {
 connections:
   m: { driver: mysql, host: db, port: "3307", database: kubedl, user: "u@x", password: "p:/@" }
   s: { driver: sqlite, path: ./x.db }
+  p: { driver: postgres, host: pg, user: kube, password: "p w" }
 "#;
         let plan = plan(text);
+        let p = plan.host.sql.iter().find(|c| c.name == "p").unwrap();
+        assert_eq!(p.url.expose(), "postgres://kube:p%20w@pg:5432/kubedl");
+        assert!(!format!("{p:?}").contains("p%20w"), "Debug redacts: {p:?}");
         let m = plan.host.sql.iter().find(|c| c.name == "m").unwrap();
         assert_eq!(m.url.expose(), "mysql://u%40x:p%3A%2F%40@db:3307/kubedl");
         assert!(

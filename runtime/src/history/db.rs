@@ -1,9 +1,12 @@
-//! The database a mysql sink wrote, opened read-only: SQLite (a file) or
-//! MySQL/MariaDB (a `mysql://` URL). Every value is read as text (`CAST(..
-//! AS CHAR)` means text on both), so one query serves both dialects.
+//! The database a mysql sink wrote, opened read-only: SQLite (a file),
+//! MySQL/MariaDB (a `mysql://` URL) or PostgreSQL (a `postgres://` URL).
+//! Every value is read as text (`CAST(.. AS CHAR)` means text on SQLite and
+//! MySQL; PostgreSQL's `CHAR` is one character, so there the queries say
+//! `TEXT`, and number their `?` as `$1`, `$2`, ...: see [`postgres_sql`]),
+//! so one query serves every dialect.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use sqlx::{AssertSqlSafe, Connection, MySqlConnection, Row, SqliteConnection};
+use sqlx::{AssertSqlSafe, Connection, MySqlConnection, PgConnection, Row, SqliteConnection};
 
 use super::HistoryError;
 
@@ -14,6 +17,7 @@ pub(super) type Cells = Vec<Option<String>>;
 pub(super) enum Db {
     Sqlite(SqliteConnection),
     Mysql(MySqlConnection),
+    Postgres(PgConnection),
 }
 
 impl Db {
@@ -44,6 +48,12 @@ impl Db {
             let conn = MySqlConnection::connect(url.as_str()).await.map_err(err)?;
             return Ok(Db::Mysql(conn));
         }
+        if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+            // libpq's PGPASSWORD, when the URL has no password, as `psql`
+            // does; sqlx reads it too.
+            let conn = PgConnection::connect(target).await.map_err(err)?;
+            return Ok(Db::Postgres(conn));
+        }
         let path = target.strip_prefix("sqlite://").unwrap_or(target);
         if !std::path::Path::new(path).is_file() {
             return Err(HistoryError::Target {
@@ -62,7 +72,16 @@ impl Db {
         match self {
             // The mysql sink writes RFC 3339 text in UTC to SQLite.
             Db::Sqlite(_) => at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            Db::Mysql(_) => at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            Db::Mysql(_) | Db::Postgres(_) => at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        }
+    }
+
+    /// A comparison of the timestamp column `column` with a bound time
+    /// ([`Db::time_literal`]): `column op ?` (PostgreSQL casts the text).
+    pub(super) fn time_filter(&self, column: &str, op: &str) -> String {
+        match self {
+            Db::Postgres(_) => format!("{column} {op} CAST(? AS timestamp)"),
+            Db::Sqlite(_) | Db::Mysql(_) => format!("{column} {op} ?"),
         }
     }
 
@@ -80,8 +99,8 @@ impl Db {
         // The SQL is built from fixed text and validated table names; the
         // values are bound.
         macro_rules! run {
-            ($conn:expr) => {{
-                let mut q = sqlx::query(AssertSqlSafe(sql.to_owned()));
+            ($conn:expr, $sql:expr) => {{
+                let mut q = sqlx::query(AssertSqlSafe($sql.to_owned()));
                 for a in args {
                     q = q.bind(a.as_str());
                 }
@@ -97,8 +116,9 @@ impl Db {
             }};
         }
         match self {
-            Db::Sqlite(c) => run!(&mut *c),
-            Db::Mysql(c) => run!(&mut *c),
+            Db::Sqlite(c) => run!(&mut *c, sql),
+            Db::Mysql(c) => run!(&mut *c, sql),
+            Db::Postgres(c) => run!(&mut *c, postgres_sql(sql)),
         }
     }
 
@@ -106,8 +126,28 @@ impl Db {
         let _ = match self {
             Db::Sqlite(c) => c.close().await,
             Db::Mysql(c) => c.close().await,
+            Db::Postgres(c) => c.close().await,
         };
     }
+}
+
+/// One of history's queries for PostgreSQL: `CAST(.. AS CHAR)` becomes
+/// `CAST(.. AS TEXT)` and each `?` becomes `$1`, `$2`, ... in order. Only
+/// for history's own SQL (fixed text and checked table names: no `?` or
+/// `AS CHAR)` inside a literal).
+pub(super) fn postgres_sql(sql: &str) -> String {
+    let sql = sql.replace(" AS CHAR)", " AS TEXT)");
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `target` with a URL's password replaced by `***`.
@@ -143,6 +183,14 @@ mod tests {
         assert_eq!(parse_time("2026-03-02 08:57:02"), Some(want.into()));
         assert_eq!(parse_time("2026-03-02 08:57:02.000000"), Some(want.into()));
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn postgres_queries_read_text_and_number_placeholders() {
+        assert_eq!(
+            postgres_sql("SELECT CAST(a AS CHAR) AS a FROM t WHERE b = ? AND c IN (?, ?)"),
+            "SELECT CAST(a AS TEXT) AS a FROM t WHERE b = $1 AND c IN ($2, $3)"
+        );
     }
 
     #[test]

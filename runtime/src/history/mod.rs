@@ -1,5 +1,5 @@
 //! `kubesink history`: what happened to the jobs a mysql sink recorded,
-//! read back from its tables on SQLite or MySQL/MariaDB — the jobs of a
+//! read back from its tables on SQLite, MySQL/MariaDB or PostgreSQL — the jobs of a
 //! namespace or a time range with their status and duration, or one job
 //! with its pods and its events aggregated as `kubectl describe` shows
 //! them (`x5 over 3h`).
@@ -80,8 +80,8 @@ pub struct HistoryArgs {
     pub event_table: String,
 }
 
-/// Runs `kubesink history` on the database `db` (a SQLite file or a
-/// `mysql://` URL) and returns what to print.
+/// Runs `kubesink history` on the database `db` (a SQLite file, a
+/// `mysql://` or a `postgres://` URL) and returns what to print.
 pub async fn run(db: &str, args: &HistoryArgs) -> Result<String, HistoryError> {
     let tables = Tables {
         jobs: args.job_table.clone(),
@@ -238,7 +238,8 @@ const JOB_SELECT: &str = "namespace, name, job_id, kind, status, gmt_created, gm
     gmt_job_finished, is_in_etcd, owner, remark";
 
 impl History {
-    /// Opens the database at `target` (a SQLite file or a `mysql://` URL).
+    /// Opens the database at `target` (a SQLite file, a `mysql://` or a
+    /// `postgres://` URL).
     pub async fn open(target: &str, tables: Tables) -> Result<History, HistoryError> {
         tables.checked()?;
         Ok(History {
@@ -252,15 +253,15 @@ impl History {
         let mut filters = Vec::new();
         let mut args = Vec::new();
         if let Some(ns) = &query.namespace {
-            filters.push("namespace = ?");
+            filters.push("namespace = ?".to_owned());
             args.push(ns.clone());
         }
         if let Some(since) = query.since {
-            filters.push("gmt_created >= ?");
+            filters.push(self.db.time_filter("gmt_created", ">="));
             args.push(self.db.time_literal(since));
         }
         if let Some(until) = query.until {
-            filters.push("gmt_created < ?");
+            filters.push(self.db.time_filter("gmt_created", "<"));
             args.push(self.db.time_literal(until));
         }
         let filter = if filters.is_empty() {

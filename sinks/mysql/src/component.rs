@@ -73,9 +73,10 @@ fn params(values: Vec<Value>) -> Vec<sql::Value> {
 
 impl Db for HostDb {
     fn dialect(&self) -> Dialect {
-        match self.0.dialect() {
-            sql::Dialect::Mysql => Dialect::Mysql,
-            sql::Dialect::Sqlite => Dialect::Sqlite,
+        match self.0.engine() {
+            sql::Engine::Mysql => Dialect::Mysql,
+            sql::Engine::Sqlite => Dialect::Sqlite,
+            sql::Engine::Postgres => Dialect::Postgres,
         }
     }
 

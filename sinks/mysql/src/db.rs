@@ -12,6 +12,8 @@ pub enum Dialect {
     Mysql,
     /// SQLite.
     Sqlite,
+    /// PostgreSQL: `$1`, `$2`, ... placeholders instead of `?`.
+    Postgres,
 }
 
 impl Dialect {
@@ -21,6 +23,17 @@ impl Dialect {
         match self {
             Dialect::Mysql => "mysql",
             Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// The placeholder of parameter `n` (1-based): `?`, or `$n` on
+    /// PostgreSQL.
+    #[must_use]
+    pub fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}"),
+            _ => "?".to_owned(),
         }
     }
 }
@@ -78,12 +91,13 @@ impl Value {
     }
 }
 
-/// A statement with `?` placeholders and its parameters.
+/// A statement with placeholders (`?`, `$1`... on PostgreSQL) and its
+/// parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Statement {
     /// SQL text.
     pub sql: String,
-    /// One value per `?`.
+    /// One value per placeholder.
     pub params: Vec<Value>,
 }
 

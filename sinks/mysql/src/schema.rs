@@ -52,6 +52,36 @@ pub struct Column {
     pub max_bytes: Option<usize>,
 }
 
+impl Column {
+    /// The column's type in `dialect`. PostgreSQL has no unsigned or
+    /// one-byte integers and no `datetime`: `tinyint` is `smallint`,
+    /// unsigned integers are `bigint`, `datetime` is `timestamp` (without
+    /// time zone, holding UTC like the other databases); `varchar(n)`
+    /// (characters) and `text` are the same.
+    #[must_use]
+    pub fn ty(&self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Mysql => self.mysql,
+            Dialect::Sqlite => self.sqlite,
+            Dialect::Postgres => postgres_type(self.mysql),
+        }
+    }
+}
+
+/// The PostgreSQL type for a MySQL column type of these tables.
+#[must_use]
+pub fn postgres_type(mysql: &'static str) -> &'static str {
+    if mysql.starts_with("tinyint") {
+        "smallint"
+    } else if mysql.ends_with("unsigned") {
+        "bigint"
+    } else if mysql == DATETIME {
+        "timestamp"
+    } else {
+        mysql
+    }
+}
+
 /// What a MySQL `text` column holds, in bytes.
 pub const TEXT_MAX_BYTES: usize = 65_535;
 
@@ -271,7 +301,7 @@ impl Table {
 pub fn quote(dialect: Dialect, ident: &str) -> String {
     match dialect {
         Dialect::Mysql => format!("`{ident}`"),
-        Dialect::Sqlite => format!("\"{ident}\""),
+        Dialect::Sqlite | Dialect::Postgres => format!("\"{ident}\""),
     }
 }
 

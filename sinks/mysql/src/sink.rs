@@ -159,10 +159,20 @@ impl Planner {
         let max_rows = self.settings.max_rows_per_statement;
         let max_bytes = self.settings.max_statement_bytes;
         let fixed = upsert.head.len() + upsert.tail.len();
-        let per_row_sql = upsert.row.len() + 1;
+        let per_row_sql = upsert.row_len() + 1;
         let mut pending: Vec<Vec<Value>> = Vec::new();
         let mut bytes = fixed;
-        for row in rows {
+        for mut row in rows {
+            if self.dialect == Dialect::Postgres {
+                // PostgreSQL text cannot hold U+0000.
+                for v in &mut row.values {
+                    if let Value::Text(t) = v
+                        && t.contains('\0')
+                    {
+                        *t = t.replace('\0', "\u{FFFD}");
+                    }
+                }
+            }
             let row_bytes = per_row_sql + row.values.iter().map(Value::wire_size).sum::<usize>();
             if !pending.is_empty() && (pending.len() == max_rows || bytes + row_bytes > max_bytes) {
                 emit(upsert, &mut pending, max_rows, out);
@@ -358,7 +368,8 @@ fn held_query(
         ),
         Some(after) => (
             format!(
-                "SELECT {k} FROM {t} WHERE is_in_etcd = 1 AND {k} > ? ORDER BY {k} LIMIT {limit}"
+                "SELECT {k} FROM {t} WHERE is_in_etcd = 1 AND {k} > {} ORDER BY {k} LIMIT {limit}",
+                dialect.placeholder(1)
             ),
             vec![Value::Text(after.to_owned())],
         ),

@@ -72,9 +72,10 @@ fn params(values: Vec<Value>) -> Vec<host::Value> {
 
 impl Db for NativeDb {
     fn dialect(&self) -> Dialect {
-        match self.conn.dialect() {
-            host::Dialect::Mysql => Dialect::Mysql,
-            host::Dialect::Sqlite => Dialect::Sqlite,
+        match self.conn.engine() {
+            host::Engine::Mysql => Dialect::Mysql,
+            host::Engine::Sqlite => Dialect::Sqlite,
+            host::Engine::Postgres => Dialect::Postgres,
         }
     }
 

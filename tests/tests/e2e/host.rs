@@ -643,9 +643,15 @@ fn pod_applied(uid: &str) -> Entry {
 /// `wit` (its version in the export names) whose functions all trap: what
 /// a sink built against that package looks like to the host's linker.
 fn stub_sink(wit: &Path) -> anyhow::Result<Vec<u8>> {
+    stub_sink_importing(wit, false)
+}
+
+/// [`stub_sink`], also importing `sql`'s `[method]connection.dialect` when
+/// `dialect` is true (so the linker checks the `dialect` enum's type).
+fn stub_sink_importing(wit: &Path, dialect: bool) -> anyhow::Result<Vec<u8>> {
     use wasm_encoder::{
-        CodeSection, ExportKind, ExportSection, Function, FunctionSection, Instruction as I,
-        MemorySection, MemoryType, Module, TypeSection, ValType,
+        CodeSection, EntityType, ExportKind, ExportSection, Function, FunctionSection,
+        ImportSection, Instruction as I, MemorySection, MemoryType, Module, TypeSection, ValType,
     };
     let mut resolve = wit_parser::Resolve::default();
     let (pkg, _) = resolve.push_dir(wit)?;
@@ -667,6 +673,17 @@ fn stub_sink(wit: &Path) -> anyhow::Result<Vec<u8>> {
         .ty()
         .function(vec![ValType::I32; held_params], [ValType::I32]);
     types.ty().function([ValType::I32; 4], [ValType::I32]); // cabi_realloc
+    types.ty().function([ValType::I32], [ValType::I32]); // connection.dialect
+    let mut imports = ImportSection::new();
+    if dialect {
+        imports.import(
+            &format!("kubesink:sink/sql@{version}"),
+            "[method]connection.dialect",
+            EntityType::Function(3),
+        );
+    }
+    // Imported functions come first in the index space.
+    let first = u32::from(dialect);
     let mut funcs = FunctionSection::new();
     let mut code = CodeSection::new();
     let mut exports = ExportSection::new();
@@ -676,10 +693,10 @@ fn stub_sink(wit: &Path) -> anyhow::Result<Vec<u8>> {
     {
         funcs.function(ty);
         let export = format!("kubesink:sink/sink@{version}#{name}");
-        exports.export(&export, ExportKind::Func, i as u32);
+        exports.export(&export, ExportKind::Func, first + i as u32);
     }
     funcs.function(2);
-    exports.export("cabi_realloc", ExportKind::Func, 3);
+    exports.export("cabi_realloc", ExportKind::Func, first + 3);
     exports.export("memory", ExportKind::Memory, 0);
     for _ in 0..4 {
         let mut f = Function::new([]);
@@ -695,8 +712,11 @@ fn stub_sink(wit: &Path) -> anyhow::Result<Vec<u8>> {
         page_size_log2: None,
     });
     let mut module = Module::new();
+    module.section(&types);
+    if dialect {
+        module.section(&imports);
+    }
     module
-        .section(&types)
         .section(&funcs)
         .section(&memories)
         .section(&exports)
@@ -753,7 +773,7 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
         "sink 'old'",
         "old.wasm",
         "built against kubesink:sink@0.1.0",
-        "kubesink:sink@0.2.0",
+        "kubesink:sink@0.2.1",
         "rebuild the sink",
     ] {
         assert!(msg.contains(part), "{part:?} missing from: {msg}");
@@ -772,5 +792,63 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
         }) => {}
         other => panic!("a 0.2 component is linked and its init runs: {other:?}"),
     }
+    Ok(())
+}
+
+/// A sink built against kubesink:sink@0.2.0 (the WIT kept in
+/// `tests/guests/v0.2.0/wit`), importing `connection.dialect`, links with
+/// this host (0.2.1, which added `connection.engine` and `engine.postgres`
+/// beside the unchanged `dialect`) and its `init` runs. The same component
+/// built against a 0.2.0 whose `dialect` enum had gained a `postgres` case
+/// is refused at link time: the component model compares enums case by
+/// case, which is why PostgreSQL came as a new function and enum
+/// (`wit/README.md`).
+#[tokio::test]
+async fn host_a_sink_built_against_0_2_0_links_and_an_extra_dialect_case_would_not()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let root = guests::workspace_root();
+    let load = |name: &str, bytes: Vec<u8>| {
+        host.load(SinkSpec {
+            module: ModuleSource::Bytes {
+                origin: format!("{name}.wasm"),
+                bytes: Arc::new(bytes),
+            },
+            ..spec(name, PathBuf::new(), Limits::default())
+        })
+    };
+    let old_wit = root.join("tests/guests/v0.2.0/wit");
+    let old = stub_sink_importing(&old_wit, true)?;
+    match load("v020", old).await {
+        Err(HostError::Init {
+            source:
+                CallError::Fault {
+                    cause: FaultCause::Trap,
+                    ..
+                },
+            ..
+        }) => {}
+        other => panic!("a 0.2.0 component importing dialect links and runs init: {other:?}"),
+    }
+
+    let widened = tempfile::tempdir()?;
+    let text = std::fs::read_to_string(old_wit.join("sink.wit"))?;
+    let text = text.replacen(
+        "enum dialect {\n        mysql,\n        sqlite,",
+        "enum dialect {\n        mysql,\n        sqlite,\n        postgres,",
+        1,
+    );
+    anyhow::ensure!(text.contains("postgres,"), "the dialect enum was widened");
+    std::fs::write(widened.path().join("sink.wit"), text)?;
+    let err = load("widened", stub_sink_importing(widened.path(), true)?)
+        .await
+        .expect_err("an enum with another case does not link");
+    let msg = err.to_string();
+    assert!(matches!(err, HostError::World { .. }), "{err:?}");
+    assert!(
+        msg.contains("sink 'widened'") && msg.contains("enum"),
+        "names the sink and the enum: {msg}"
+    );
     Ok(())
 }

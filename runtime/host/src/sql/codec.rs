@@ -22,11 +22,11 @@ pub(super) fn value_size(v: &Value) -> usize {
     }
 }
 
-fn to_naive(ts: &Timestamp) -> Option<NaiveDateTime> {
+pub(super) fn to_naive(ts: &Timestamp) -> Option<NaiveDateTime> {
     DateTime::<Utc>::from_timestamp(ts.seconds, ts.nanos).map(|dt| dt.naive_utc())
 }
 
-fn from_naive(dt: NaiveDateTime) -> Value {
+pub(super) fn from_naive(dt: NaiveDateTime) -> Value {
     let utc = dt.and_utc();
     Value::Timestamp(Timestamp {
         seconds: utc.timestamp(),
@@ -149,6 +149,12 @@ impl Meter {
         self.used
     }
 
+    /// Counts a row of `cells` cells (before their payloads); `false` as
+    /// [`Meter::charge`].
+    pub(super) fn charge_row(&mut self, cells: usize) -> bool {
+        self.charge(ROW_BYTES + cells * CELL_BYTES)
+    }
+
     /// Counts `bytes` more; `false` (and [`Meter::refused`] says why) when
     /// that would pass the cap or the budget.
     pub(super) fn charge(&mut self, bytes: usize) -> bool {
@@ -182,7 +188,7 @@ pub(super) fn mysql_row(
     row: &MySqlRow,
     meter: &mut Meter,
 ) -> Result<Option<Vec<Value>>, sqlx::Error> {
-    if !meter.charge(ROW_BYTES + row.len() * CELL_BYTES) {
+    if !meter.charge_row(row.len()) {
         return Ok(None);
     }
     let mut cells = Vec::with_capacity(row.len());
@@ -245,7 +251,7 @@ pub(super) fn sqlite_row(
     row: &SqliteRow,
     meter: &mut Meter,
 ) -> Result<Option<Vec<Value>>, sqlx::Error> {
-    if !meter.charge(ROW_BYTES + row.len() * CELL_BYTES) {
+    if !meter.charge_row(row.len()) {
         return Ok(None);
     }
     let mut cells = Vec::with_capacity(row.len());

@@ -14,7 +14,8 @@ pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ConnectionConfig {
     /// The name sinks open it by.
     pub name: String,
-    /// `mysql://user:pass@host:port/db` or `sqlite://path?mode=rwc`.
+    /// `mysql://user:pass@host:port/db`, `postgres://user:pass@host:port/db`
+    /// or `sqlite://path?mode=rwc`.
     /// Never shown in logs or errors (only scheme, host and database are);
     /// read it with [`Secret::expose`](crate::secret::Secret::expose).
     pub url: crate::secret::Secret,
@@ -46,7 +47,7 @@ pub enum SqlConfigError {
     },
     /// The URL's scheme is not one the host supports.
     #[error(
-        "sql connection '{name}' ({shown}): unsupported database, expected mysql:// or sqlite://"
+        "sql connection '{name}' ({shown}): unsupported database, expected mysql://, postgres:// or sqlite://"
     )]
     Unsupported {
         /// The connection's name.
@@ -75,8 +76,8 @@ pub(crate) struct SqlCaps {
     /// its text/bytes payload, summed over the rows. On SQLite also the
     /// largest value a connection may produce (`SQLITE_LIMIT_LENGTH`).
     pub max_result_bytes: usize,
-    /// Longest a statement may run on the server (MySQL/MariaDB session
-    /// limit; the sink's call timeout). Statements also stop at the
+    /// Longest a statement may run on the server (MySQL/MariaDB and
+    /// PostgreSQL session limit; the sink's call timeout). Statements also stop at the
     /// deadline of the call that started them.
     pub statement_time: Duration,
 }

@@ -1,6 +1,7 @@
 //! The handle on one pooled connection ([`SqlConn`]) and its statements:
 //! the statement and result caps, the call's deadline, and the MySQL lease
-//! that stops a statement outliving its call with `KILL QUERY`.
+//! that stops a statement outliving its call with `KILL QUERY` (PostgreSQL's,
+//! with `pg_cancel_backend`, is in `postgres.rs`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use sqlx::{AssertSqlSafe, Connection as _};
 
 use super::codec::{Meter, bind_mysql, bind_sqlite, mysql_row, sqlite_row, value_size};
 use super::pool::{DbOptions, DbPool, PoolEntry};
-use super::{Dialect, SqlCaps, SqlError, Statement, Value};
+use super::postgres::{self, PgLease};
+use super::{Dialect, Engine, SqlCaps, SqlError, Statement, Value};
 use crate::budget::HostBudget;
 
 /// How many SQLite virtual-machine steps run between two checks of the
@@ -136,11 +138,36 @@ impl SqlConn {
     }
 
     /// Which database this is.
-    pub fn dialect(&self) -> Dialect {
+    pub fn engine(&self) -> Engine {
         match self.entry.pool {
-            DbPool::MySql(_) => Dialect::Mysql,
-            DbPool::Sqlite(_) => Dialect::Sqlite,
+            DbPool::MySql(_) => Engine::Mysql,
+            DbPool::Postgres(_) => Engine::Postgres,
+            DbPool::Sqlite(_) => Engine::Sqlite,
         }
+    }
+
+    /// Which database this is, as WIT 0.2.0's `dialect` names it: `None`
+    /// for PostgreSQL, which it cannot name.
+    pub fn dialect(&self) -> Option<Dialect> {
+        match self.engine() {
+            Engine::Mysql => Some(Dialect::Mysql),
+            Engine::Sqlite => Some(Dialect::Sqlite),
+            Engine::Postgres => None,
+        }
+    }
+
+    /// A PostgreSQL connection and its backend pid, armed (see [`PgLease`]).
+    async fn pg_lease(&self, pool: &sqlx::postgres::PgPool) -> Result<PgLease, SqlError> {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(self.entry.deadline_passed());
+        }
+        PgLease::acquire(&self.entry, pool).await
+    }
+
+    /// Whether an operation that ended with `r` must leave its lease armed:
+    /// it failed at or past the deadline.
+    fn past_deadline<T>(&self, r: &Result<T, SqlError>) -> bool {
+        r.is_err() && self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     fn check_statement(&self, sql: &str, params: &[Value]) -> Result<(), SqlError> {
@@ -235,7 +262,21 @@ impl SqlConn {
                             .map_err(|err| e.map_err(err))
                     })
                     .await;
-                lease.armed = r.is_err() && self.deadline.is_some_and(|d| Instant::now() >= d);
+                lease.armed = self.past_deadline(&r);
+                r
+            }
+            DbPool::Postgres(pool) => {
+                let q = postgres::bind(sqlx::query(AssertSqlSafe(sql)), params, e)?;
+                let mut lease = self.pg_lease(pool).await?;
+                let r = self
+                    .until_deadline(async {
+                        q.execute(lease.conn())
+                            .await
+                            .map(|r| r.rows_affected())
+                            .map_err(|err| e.map_err(err))
+                    })
+                    .await;
+                lease.armed = self.past_deadline(&r);
                 r
             }
             DbPool::Sqlite(pool) => {
@@ -286,8 +327,22 @@ impl SqlConn {
                     .await;
                 // A result abandoned half-read leaves the connection busy:
                 // close it (and kill what still runs) rather than reuse it.
-                lease.armed = matches!(r, Err(SqlError::TooLarge(_)))
-                    || (r.is_err() && self.deadline.is_some_and(|d| Instant::now() >= d));
+                lease.armed = matches!(r, Err(SqlError::TooLarge(_))) || self.past_deadline(&r);
+                r?;
+            }
+            DbPool::Postgres(pool) => {
+                let q = postgres::bind(sqlx::query(AssertSqlSafe(sql)), params, e)?;
+                let mut lease = self.pg_lease(pool).await?;
+                let r = self
+                    .until_deadline(async {
+                        match postgres::fetch_rows(q, lease.conn(), &mut meter, &mut rows).await {
+                            Ok(true) => Ok(()),
+                            Ok(false) => Err(over(&meter, &rows)),
+                            Err(err) => Err(e.map_err(err)),
+                        }
+                    })
+                    .await;
+                lease.armed = matches!(r, Err(SqlError::TooLarge(_))) || self.past_deadline(&r);
                 r?;
             }
             DbPool::Sqlite(pool) => {
@@ -331,7 +386,26 @@ impl SqlConn {
                         tx.commit().await.map_err(map)
                     })
                     .await;
-                lease.armed = r.is_err() && self.deadline.is_some_and(|d| Instant::now() >= d);
+                lease.armed = self.past_deadline(&r);
+                r?;
+            }
+            DbPool::Postgres(pool) => {
+                let mut lease = self.pg_lease(pool).await?;
+                let r = self
+                    .until_deadline(async {
+                        let mut tx = lease.conn().begin().await.map_err(map)?;
+                        for s in statements {
+                            let q = postgres::bind(
+                                sqlx::query(AssertSqlSafe(s.sql.as_str())),
+                                &s.params,
+                                e,
+                            )?;
+                            affected += q.execute(&mut *tx).await.map_err(map)?.rows_affected();
+                        }
+                        tx.commit().await.map_err(map)
+                    })
+                    .await;
+                lease.armed = self.past_deadline(&r);
                 r?;
             }
             DbPool::Sqlite(pool) => {

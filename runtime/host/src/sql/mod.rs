@@ -2,8 +2,8 @@
 //!
 //! Two layers:
 //!
-//! - [`SqlPools`] / [`SqlConn`]: the named connections (MySQL/MariaDB or
-//!   SQLite) and their pools, one per sink and name (`pool`), usable
+//! - [`SqlPools`] / [`SqlConn`]: the named connections (MySQL/MariaDB,
+//!   PostgreSQL or SQLite) and their pools, one per sink and name (`pool`), usable
 //!   natively (no wasm) with typed parameters ([`Value`]), size caps
 //!   ([`SqlCaps`]), the call's deadline, and errors already mapped to the WIT
 //!   [`SqlError`] cases. Pools are created lazily, so a database that is
@@ -24,15 +24,17 @@
 //! pools, one per sink and name), `conn.rs` (statements on a pooled
 //! connection: caps, deadline, leases), `codec.rs` (values to and from the
 //! drivers, result sizes), `redact.rs` (credentials out of messages),
+//! `postgres.rs` (PostgreSQL's pool, lease and values),
 //! `sqlite_guard.rs` (SQLite confined to its file), `view.rs` (the
 //! capability for a store).
 
-pub use crate::bindings::kubesink::sink::sql::{Dialect, SqlError, Statement, Value};
+pub use crate::bindings::kubesink::sink::sql::{Dialect, Engine, SqlError, Statement, Value};
 
 mod codec;
 mod config;
 mod conn;
 mod pool;
+mod postgres;
 mod redact;
 mod sqlite_guard;
 mod view;

@@ -8,8 +8,9 @@
 //! and name), so no session state, lock or pool slot of one sink reaches
 //! another; a connection is also reset when it goes back to its pool
 //! (rollback, `UNLOCK TABLES`, named locks released, autocommit and the
-//! database restored on MySQL/MariaDB; an open transaction rolled back on
-//! SQLite).
+//! database restored on MySQL/MariaDB; rollback, `RESET ALL`, advisory
+//! locks released and temporary tables dropped on PostgreSQL (`postgres.rs`);
+//! an open transaction rolled back on SQLite).
 //!
 //! A statement never outlives its call: SQLite connections run a progress
 //! handler that interrupts the statement once the call's deadline passes;
@@ -17,7 +18,8 @@
 //! timeout: `max_statement_time`, or `max_execution_time` on MySQL), and a
 //! statement still running when its call's deadline passes (or whose call
 //! was abandoned) is stopped with `KILL QUERY` from a separate connection
-//! and its connection closed rather than reused.
+//! and its connection closed rather than reused. PostgreSQL sessions carry
+//! `statement_timeout`, and `pg_cancel_backend` stops such a statement.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -30,12 +32,13 @@ use sqlx::AssertSqlSafe;
 use sqlx::mysql::{
     MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySqlPool, MySqlPoolOptions,
 };
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
 use super::conn::SqlConn;
 use super::redact::{redact_url, scrub, url_secrets};
-use super::sqlite_guard;
 use super::{ACQUIRE_TIMEOUT, ConnectionConfig, SqlCaps, SqlConfigError, SqlError};
+use super::{postgres, sqlite_guard};
 
 /// Rows SQLite's worker thread may read ahead of the host; each is fully
 /// materialized by the driver, so few.
@@ -54,11 +57,13 @@ pub(super) struct ConnSpec {
 
 pub(super) enum DbOptions {
     MySql(MySqlConnectOptions),
+    Postgres(PgConnectOptions),
     Sqlite(SqliteConnectOptions),
 }
 
 pub(super) enum DbPool {
     MySql(MySqlPool),
+    Postgres(PgPool),
     Sqlite(SqlitePool),
 }
 
@@ -161,6 +166,9 @@ fn sqlite_code(db: &dyn sqlx::error::DatabaseError) -> Option<i32> {
 /// Deadlocks, lock-wait timeouts and server-side connection trouble are
 /// worth retrying; anything else the database says is a rejection.
 fn is_transient_db_error(db: &dyn sqlx::error::DatabaseError) -> bool {
+    if let Some(transient) = postgres::is_transient(db) {
+        return transient;
+    }
     if let Some(my) = db.try_downcast_ref::<MySqlDatabaseError>() {
         // 1205 lock wait timeout, 1213 deadlock, 1040 too many connections,
         // 1053 server shutdown, 1927 connection killed, 2006/2013 gone away,
@@ -271,6 +279,7 @@ impl SqlPools {
         for entry in entries {
             match &entry.pool {
                 DbPool::MySql(p) => p.close().await,
+                DbPool::Postgres(p) => p.close().await,
                 DbPool::Sqlite(p) => p.close().await,
             }
         }
@@ -291,6 +300,8 @@ fn parse(config: &ConnectionConfig) -> Result<ConnSpec, SqlConfigError> {
             .strip_prefix("mariadb:")
             .map_or_else(|| raw.to_owned(), |rest| format!("mysql:{rest}"));
         DbOptions::MySql(MySqlConnectOptions::from_str(&url).map_err(invalid)?)
+    } else if raw.starts_with("postgres:") || raw.starts_with("postgresql:") {
+        DbOptions::Postgres(PgConnectOptions::from_str(raw).map_err(invalid)?)
     } else if raw.starts_with("sqlite:") {
         DbOptions::Sqlite(
             SqliteConnectOptions::from_str(raw)
@@ -402,6 +413,7 @@ fn make_pool(spec: Arc<ConnSpec>, owner: &str, caps: SqlCaps) -> PoolEntry {
                     .connect_lazy_with(options.clone()),
             )
         }
+        DbOptions::Postgres(options) => DbPool::Postgres(postgres::make_pool(options, max, caps)),
         DbOptions::Sqlite(options) => {
             let max_length = caps.max_result_bytes;
             DbPool::Sqlite(

@@ -41,11 +41,12 @@ fn rejects_duplicate_and_unknown_connections() {
         ConnectionConfig::new("a", "sqlite::memory:"),
     ]);
     assert!(matches!(dup, Err(SqlConfigError::Duplicate { name }) if name == "a"));
-    let pg = SqlPools::new(&[ConnectionConfig::new("pg", "postgres://u:pw@h/d")]);
-    match pg {
+    let other = SqlPools::new(&[ConnectionConfig::new("ora", "oracle://u:pw@h/d")]);
+    match other {
         Err(e @ SqlConfigError::Unsupported { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("postgres://h/d"), "{msg}");
+            assert!(msg.contains("oracle://h/d"), "{msg}");
+            assert!(msg.contains("postgres://"), "{msg}");
             assert!(!msg.contains("pw"), "{msg}");
         }
         other => panic!("expected Unsupported, got {other:?}"),
@@ -70,10 +71,9 @@ fn denies_ungranted_and_unconfigured_names() {
         Err(SqlError::Denied(m)) => assert!(m.contains("not configured"), "{m}"),
         other => panic!("expected denied, got {other:?}"),
     }
-    assert_eq!(
-        ctx.open("main").expect("granted").dialect(),
-        Dialect::Sqlite
-    );
+    let conn = ctx.open("main").expect("granted");
+    assert_eq!(conn.dialect(), Some(Dialect::Sqlite));
+    assert_eq!(conn.engine(), Engine::Sqlite);
 }
 
 #[test]
@@ -222,6 +222,32 @@ async fn unreachable_mysql_is_unavailable_and_hides_password() {
             assert!(!m.contains("hunter2"), "{m}");
         }
         other => panic!("expected unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable_and_hides_password() {
+    // Port 1 on loopback: nothing listens there.
+    for url in [
+        "postgres://kube:hunter2@127.0.0.1:1/kubedl",
+        "postgresql://kube:hunter2@127.0.0.1:1/kubedl?sslmode=disable",
+    ] {
+        let pools = SqlPools::new(&[ConnectionConfig::new("down", url)])
+            .expect("lazy pools do not connect");
+        let conn = pools.get("down").expect("configured");
+        assert_eq!(conn.engine(), Engine::Postgres);
+        assert_eq!(conn.dialect(), None, "0.2.0's dialect cannot name it");
+        let err = conn
+            .execute("SELECT 1", &[])
+            .await
+            .expect_err("nothing listens");
+        match err {
+            SqlError::Unavailable(m) => {
+                assert!(m.contains("127.0.0.1:1/kubedl"), "{m}");
+                assert!(!m.contains("hunter2"), "{m}");
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
     }
 }
 

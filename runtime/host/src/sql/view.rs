@@ -5,7 +5,7 @@
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use super::{Dialect, SqlCaps, SqlConn, SqlError, SqlPools, Statement, Value};
+use super::{Dialect, Engine, SqlCaps, SqlConn, SqlError, SqlPools, Statement, Value};
 use crate::bindings::kubesink::sink::sql as wit;
 
 /// Per-store state of the `sql` capability for one sink.
@@ -129,7 +129,21 @@ impl wit::HostConnection for SqlCtxView<'_> {
     }
 
     async fn dialect(&mut self, this: Resource<Connection>) -> wasmtime::Result<Dialect> {
-        Ok(self.conn(&this)?.dialect())
+        let conn = self.conn(&this)?;
+        conn.dialect().ok_or_else(|| {
+            wasmtime::format_err!(
+                "sink '{}': sql connection '{}' ({}) is PostgreSQL, which `connection.dialect` \
+                 (kubesink:sink@0.2.0) cannot name: rebuild the sink against kubesink:sink@0.2.1 \
+                 or later and call `connection.engine`",
+                self.ctx.sink,
+                conn.name(),
+                conn.shown_url()
+            )
+        })
+    }
+
+    async fn engine(&mut self, this: Resource<Connection>) -> wasmtime::Result<Engine> {
+        Ok(self.conn(&this)?.engine())
     }
 
     async fn execute(

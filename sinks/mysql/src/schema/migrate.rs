@@ -17,7 +17,14 @@ pub fn columns_query(dialect: Dialect, table: &Table) -> Statement {
              FROM information_schema.columns \
              WHERE table_schema = DATABASE() AND table_name = ?"
         }
-        _ => "SELECT name, CASE WHEN hidden IN (2, 3) THEN 1 ELSE 0 END FROM pragma_table_xinfo(?)",
+        Dialect::Sqlite => {
+            "SELECT name, CASE WHEN hidden IN (2, 3) THEN 1 ELSE 0 END FROM pragma_table_xinfo(?)"
+        }
+        Dialect::Postgres => {
+            "SELECT column_name::text, CASE WHEN is_generated = 'ALWAYS' THEN 1 ELSE 0 END \
+             FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1"
+        }
     };
     Statement {
         sql: sql.to_owned(),
@@ -35,10 +42,18 @@ pub fn unique_key_query(dialect: Dialect, table: &Table) -> Statement {
              WHERE table_schema = DATABASE() AND table_name = ? AND non_unique = 0 \
              GROUP BY index_name HAVING COUNT(*) = 1 AND MAX(column_name) = ?"
         }
-        _ => {
+        Dialect::Sqlite => {
             "SELECT il.name FROM pragma_index_list(?) AS il WHERE il.\"unique\" = 1 \
              AND (SELECT COUNT(*) FROM pragma_index_info(il.name)) = 1 \
              AND (SELECT ii.name FROM pragma_index_info(il.name) AS ii) = ?"
+        }
+        Dialect::Postgres => {
+            "SELECT ic.relname::text FROM pg_index AS i \
+             JOIN pg_class AS ic ON ic.oid = i.indexrelid \
+             JOIN pg_class AS t ON t.oid = i.indrelid \
+             JOIN pg_attribute AS a ON a.attrelid = t.oid AND a.attnum = i.indkey[0] \
+             WHERE t.relnamespace = current_schema()::regnamespace AND t.relname = $1 \
+             AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL AND a.attname = $2"
         }
     };
     Statement {
@@ -53,11 +68,7 @@ pub fn unique_key_query(dialect: Dialect, table: &Table) -> Statement {
 /// `ALTER TABLE ... ADD COLUMN` for a column an existing table lacks.
 #[must_use]
 pub fn add_column_statement(dialect: Dialect, table: &Table, column: &Column) -> Statement {
-    let ty = if dialect == Dialect::Mysql {
-        column.mysql
-    } else {
-        column.sqlite
-    };
+    let ty = column.ty(dialect);
     let default = if column.name == VERSION_NUM {
         " NOT NULL DEFAULT 0"
     } else {
@@ -113,11 +124,16 @@ pub fn fill_version_num_statement(dialect: Dialect, table: &Table) -> Statement 
     let t = quote(dialect, table.name.as_str());
     let digits = match dialect {
         Dialect::Mysql => "`version` REGEXP '^[0-9]{1,19}$'",
-        _ => "\"version\" <> '' AND \"version\" NOT GLOB '*[^0-9]*' AND length(\"version\") <= 19",
+        Dialect::Sqlite => {
+            "\"version\" <> '' AND \"version\" NOT GLOB '*[^0-9]*' AND length(\"version\") <= 19"
+        }
+        // bigint is signed: at most 18 digits always fit.
+        Dialect::Postgres => "\"version\" ~ '^[0-9]{1,18}$'",
     };
     let cast = match dialect {
         Dialect::Mysql => "CAST(`version` AS UNSIGNED)",
-        _ => "CAST(\"version\" AS INTEGER)",
+        Dialect::Sqlite => "CAST(\"version\" AS INTEGER)",
+        Dialect::Postgres => "CAST(\"version\" AS bigint)",
     };
     let v = quote(dialect, VERSION_NUM);
     Statement::plain(format!(
@@ -131,8 +147,13 @@ pub fn fill_version_num_statement(dialect: Dialect, table: &Table) -> Statement 
 pub fn duplicates_query(dialect: Dialect, table: &Table) -> Statement {
     let t = quote(dialect, table.name.as_str());
     let k = quote(dialect, table.key_name());
+    // PostgreSQL's SUM of bigint is numeric: back to bigint.
+    let sum = match dialect {
+        Dialect::Postgres => "COALESCE(SUM(n), 0)::bigint",
+        _ => "COALESCE(SUM(n), 0)",
+    };
     Statement::plain(format!(
-        "SELECT COALESCE(SUM(n), 0), COUNT(*) FROM \
+        "SELECT {sum}, COUNT(*) FROM \
          (SELECT COUNT(*) AS n FROM {t} WHERE {k} IS NOT NULL GROUP BY {k} HAVING COUNT(*) > 1) AS d"
     ))
 }
@@ -162,7 +183,8 @@ pub fn add_unique_key_statement(dialect: Dialect, table: &Table) -> Statement {
     let key = table.key_name();
     let index = match dialect {
         Dialect::Mysql => format!("uk_{key}"),
-        _ => format!("uk_{}_{key}", table.name),
+        // Index names are per database (SQLite) or schema (PostgreSQL).
+        Dialect::Sqlite | Dialect::Postgres => format!("uk_{}_{key}", table.name),
     };
     Statement::plain(format!(
         "CREATE UNIQUE INDEX {} ON {} ({})",

@@ -3,16 +3,19 @@
 use super::{FINISHED_STATUSES, IS_IN_ETCD, STOPPED, Table, VERSION_NUM, quote};
 use crate::db::Dialect;
 
-/// The parts of a table's multi-row upsert: `head` + `rows` copies of the
-/// row placeholder joined by `,` + `tail`.
+/// The parts of a table's multi-row upsert: `head` + `rows` row
+/// placeholders joined by `,` + `tail`.
 #[derive(Debug, Clone)]
 pub struct Upsert {
     /// `INSERT INTO t (cols) VALUES `.
     pub head: String,
-    /// `(?, ?, ...)` for one row.
+    /// `(?, ?, ...)` for one row (on PostgreSQL the placeholders are
+    /// numbered through the statement: `($1, $2), ($3, $4)`).
     pub row: String,
     /// The conflict clause.
     pub tail: String,
+    dialect: Dialect,
+    columns: usize,
 }
 
 impl Upsert {
@@ -20,16 +23,36 @@ impl Upsert {
     #[must_use]
     pub fn sql(&self, rows: usize) -> String {
         let mut sql =
-            String::with_capacity(self.head.len() + rows * (self.row.len() + 1) + self.tail.len());
+            String::with_capacity(self.head.len() + rows * (self.row_len() + 1) + self.tail.len());
         sql.push_str(&self.head);
         for i in 0..rows {
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str(&self.row);
+            if self.dialect == Dialect::Postgres {
+                let first = i * self.columns + 1;
+                let marks: Vec<String> = (first..first + self.columns)
+                    .map(|n| self.dialect.placeholder(n))
+                    .collect();
+                sql.push('(');
+                sql.push_str(&marks.join(", "));
+                sql.push(')');
+            } else {
+                sql.push_str(&self.row);
+            }
         }
         sql.push_str(&self.tail);
         sql
+    }
+
+    /// The most bytes one row's placeholders take (PostgreSQL numbers them,
+    /// up to its 65,535 parameters: `$65535`).
+    #[must_use]
+    pub fn row_len(&self) -> usize {
+        match self.dialect {
+            Dialect::Postgres => 2 + self.columns * "$65535, ".len(),
+            _ => self.row.len(),
+        }
     }
 }
 
@@ -47,16 +70,24 @@ impl Upsert {
 /// so a removal is final. MySQL runs `ON DUPLICATE KEY UPDATE` assignments
 /// left to right, each seeing the columns already assigned, so the columns
 /// the conditions read (`gmt_finished`, `status`, `version_num`,
-/// `is_in_etcd`) are assigned last, in that order. [`crate::rows::merge`]
-/// is the same rule in Rust.
+/// `is_in_etcd`) are assigned last, in that order. SQLite and PostgreSQL
+/// (`ON CONFLICT ... DO UPDATE`) evaluate every assignment on the stored
+/// row; PostgreSQL needs the stored row's columns qualified with the table
+/// name. The version guard is in every assignment, not in a `WHERE` of the
+/// update: a stale removal still marks the row removed.
+/// [`crate::rows::merge`] is the same rule in Rust.
 #[must_use]
 pub fn upsert(dialect: Dialect, table: &Table) -> Upsert {
     let q = |s: &str| quote(dialect, s);
     let new = |c: &str| match dialect {
         Dialect::Mysql => format!("VALUES({})", q(c)),
-        _ => format!("excluded.{}", q(c)),
+        Dialect::Sqlite | Dialect::Postgres => format!("excluded.{}", q(c)),
     };
-    let old = |c: &str| q(c);
+    let table_name = q(table.name.as_str());
+    let old = |c: &str| match dialect {
+        Dialect::Postgres => format!("{table_name}.{}", q(c)),
+        Dialect::Mysql | Dialect::Sqlite => q(c),
+    };
     let names: Vec<String> = table.columns.iter().map(|c| q(c.name)).collect();
     let head = format!(
         "INSERT INTO {} ({}) VALUES ",
@@ -97,8 +128,9 @@ pub fn upsert(dialect: Dialect, table: &Table) -> Upsert {
         // Once 1, stays 1: set by a job's removal or by KubeDL's console.
         let d = table.columns[d].name;
         sets.push(format!(
-            "{qd} = CASE WHEN COALESCE({qd}, 0) <> 0 OR {nd} <> 0 THEN 1 ELSE 0 END",
+            "{qd} = CASE WHEN COALESCE({od}, 0) <> 0 OR {nd} <> 0 THEN 1 ELSE 0 END",
             qd = q(d),
+            od = old(d),
             nd = new(d)
         ));
     }
@@ -124,22 +156,30 @@ pub fn upsert(dialect: Dialect, table: &Table) -> Upsert {
         ));
     }
     sets.push(format!(
-        "{v} = CASE WHEN {take} THEN {nv} ELSE {v} END",
+        "{v} = CASE WHEN {take} THEN {nv} ELSE {ov} END",
         v = q(VERSION_NUM),
+        ov = old(VERSION_NUM),
         nv = new(VERSION_NUM),
     ));
     sets.push(format!(
-        "{e} = CASE WHEN COALESCE({e}, 1) = 0 OR {ne} = 0 THEN 0 ELSE 1 END",
+        "{e} = CASE WHEN COALESCE({oe}, 1) = 0 OR {ne} = 0 THEN 0 ELSE 1 END",
         e = q(IS_IN_ETCD),
+        oe = old(IS_IN_ETCD),
         ne = new(IS_IN_ETCD),
     ));
     let tail = match dialect {
         Dialect::Mysql => format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")),
-        _ => format!(
+        Dialect::Sqlite | Dialect::Postgres => format!(
             " ON CONFLICT ({}) DO UPDATE SET {}",
             q(table.key_name()),
             sets.join(", ")
         ),
     };
-    Upsert { head, row, tail }
+    Upsert {
+        head,
+        row,
+        tail,
+        dialect,
+        columns: table.columns.len(),
+    }
 }

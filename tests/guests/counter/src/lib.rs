@@ -23,7 +23,7 @@ mod bindings {
 use std::cell::RefCell;
 
 use bindings::exports::kubesink::sink::sink::Guest;
-use bindings::kubesink::sink::sql::{Connection, Dialect, SqlError, Statement, Value};
+use bindings::kubesink::sink::sql::{Connection, Engine, SqlError, Statement, Value};
 use bindings::kubesink::sink::types::{
     Change, Error, HeldPage, Record, RecordKind, Shape, Tombstone, Wants,
 };
@@ -65,8 +65,8 @@ impl Guest for Counter {
             }
         }
         let conn = Connection::open(&name).map_err(|e| to_error(&format!("open {name}"), e))?;
-        let create = match conn.dialect() {
-            Dialect::Mysql => {
+        let create = match conn.engine() {
+            Engine::Mysql | Engine::Postgres => {
                 "CREATE TABLE IF NOT EXISTS received (uid VARCHAR(64) PRIMARY KEY, \
                  kind VARCHAR(16) NOT NULL, change_kind VARCHAR(16) NOT NULL, \
                  batches BIGINT NOT NULL)"
@@ -94,11 +94,16 @@ impl Guest for Counter {
             let conn = conn
                 .as_ref()
                 .ok_or_else(|| Error::Fatal("write before init".into()))?;
-            let upsert = match conn.dialect() {
-                Dialect::Mysql => {
+            let upsert = match conn.engine() {
+                Engine::Mysql => {
                     "INSERT INTO received (uid, kind, change_kind, batches) VALUES (?, ?, ?, 1) \
                      ON DUPLICATE KEY UPDATE kind = VALUES(kind), \
                      change_kind = VALUES(change_kind), batches = batches + 1"
+                }
+                Engine::Postgres => {
+                    "INSERT INTO received (uid, kind, change_kind, batches) VALUES ($1, $2, $3, 1) \
+                     ON CONFLICT(uid) DO UPDATE SET kind = excluded.kind, \
+                     change_kind = excluded.change_kind, batches = received.batches + 1"
                 }
                 _ => {
                     "INSERT INTO received (uid, kind, change_kind, batches) VALUES (?, ?, ?, 1) \

@@ -18,7 +18,7 @@
 
 use super::Probe;
 use super::Settings;
-use super::bindings::kubesink::sink::sql::{Connection, Dialect, Value};
+use super::bindings::kubesink::sink::sql::{Connection, Engine, Value};
 use super::bindings::kubesink::sink::types::Error;
 
 fn open(s: &Settings) -> Result<Connection, Error> {
@@ -77,8 +77,12 @@ fn big(s: &Settings) -> Result<(), Error> {
     let conn = open(s)?;
     let mut p = Probe::default();
     let n = i64::try_from(s.bytes).unwrap_or(i64::MAX);
-    let (one, rows) = match conn.dialect() {
-        Dialect::Mysql => (
+    let (one, rows) = match conn.engine() {
+        Engine::Postgres => (
+            "SELECT repeat('x', $1::int)",
+            "SELECT repeat('x', $1::int) FROM generate_series(1, 100)",
+        ),
+        Engine::Mysql => (
             "SELECT REPEAT('x', ?)",
             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 100) \
              SELECT REPEAT('x', ?) FROM c",
@@ -104,8 +108,15 @@ fn big(s: &Settings) -> Result<(), Error> {
 
 fn hang(s: &Settings) -> Result<(), Error> {
     let conn = open(s)?;
-    let statement = match conn.dialect() {
-        Dialect::Mysql => "SELECT SLEEP(3600)",
+    let statement = match conn.engine() {
+        Engine::Mysql => "SELECT SLEEP(3600)",
+        Engine::Postgres => {
+            // Off with the session's limit first: the host's deadline must
+            // stop the statement on its own.
+            let r = conn.execute("SET statement_timeout = 0", &[]);
+            println!("sql-hang: SET statement_timeout = 0: {r:?}");
+            "SELECT pg_sleep(3600)"
+        }
         _ => {
             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) \
              SELECT count(*) FROM c"
