@@ -3,8 +3,9 @@
 //! boundary instead of failing the batch, and unusual Unicode (4-byte
 //! emoji, ZWJ sequences, combining marks, bidi controls, a BOM, CJK,
 //! mathematical letters, quotes and SQL look-alikes) comes back exactly as
-//! sent, on SQLite and on MariaDB (`utf8mb4` tables). Test names say which
-//! database they need; MariaDB tests start the test server or fail.
+//! sent, on SQLite, on MariaDB (`utf8mb4` tables) and on PostgreSQL (UTF-8).
+//! Test names say which database they need; MariaDB and PostgreSQL tests
+//! start the test server or fail.
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ use kubesink_host::{Host, HostOptions, Limits, ModuleSource, SinkInstance, SinkS
 use kubesink_normalize::record::Record;
 use kubesink_tests::guests::guest_wasm;
 use kubesink_tests::mariadb::{TestDb, fresh_database};
+use kubesink_tests::postgres as pg;
 use kubesink_tests::records::{applied, event, job, pod};
 
 const CONN: &str = "default";
@@ -40,6 +42,7 @@ const UNUSUAL: &[&str] = &[
 enum Backend {
     Sqlite { _dir: tempfile::TempDir },
     Mariadb(TestDb),
+    Postgres(pg::TestDb),
 }
 
 struct Fixture {
@@ -50,15 +53,23 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(mariadb: bool) -> anyhow::Result<Self> {
-        let (backend, url) = if mariadb {
-            let db = fresh_database("bad_input").await?;
-            let url = db.url().to_owned();
-            (Backend::Mariadb(db), url)
-        } else {
-            let dir = tempfile::tempdir()?;
-            let url = format!("sqlite://{}?mode=rwc", dir.path().join("sink.db").display());
-            (Backend::Sqlite { _dir: dir }, url)
+    async fn new(db: crate::Db) -> anyhow::Result<Self> {
+        let (backend, url) = match db {
+            crate::Db::Mariadb => {
+                let db = fresh_database("bad_input").await?;
+                let url = db.url().to_owned();
+                (Backend::Mariadb(db), url)
+            }
+            crate::Db::Postgres => {
+                let db = pg::fresh_database("bad_input").await?;
+                let url = db.url().to_owned();
+                (Backend::Postgres(db), url)
+            }
+            crate::Db::Sqlite => {
+                let dir = tempfile::tempdir()?;
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("sink.db").display());
+                (Backend::Sqlite { _dir: dir }, url)
+            }
         };
         let cache = tempfile::tempdir()?;
         let host = Host::new(HostOptions {
@@ -92,7 +103,14 @@ impl Fixture {
         uid: &str,
         columns: &[&str],
     ) -> anyhow::Result<Vec<String>> {
-        let sql = format!("SELECT {} FROM {table} WHERE {key} = ?", columns.join(", "));
+        let mark = match self.backend {
+            Backend::Postgres(_) => "$1",
+            _ => "?",
+        };
+        let sql = format!(
+            "SELECT {} FROM {table} WHERE {key} = {mark}",
+            columns.join(", ")
+        );
         let conn = self.host.sql_pools().get(CONN).context("connection")?;
         let rows = conn.query(&sql, &[Value::Text(uid.to_owned())]).await?;
         let [row] = rows.as_slice() else {
@@ -114,8 +132,10 @@ impl Fixture {
 
     async fn close(self) -> anyhow::Result<()> {
         self.host.sql_pools().close().await;
-        if let Backend::Mariadb(db) = self.backend {
-            db.drop_database().await?;
+        match self.backend {
+            Backend::Sqlite { .. } => {}
+            Backend::Mariadb(db) => db.drop_database().await?,
+            Backend::Postgres(db) => db.drop_database().await?,
         }
         Ok(())
     }
@@ -128,8 +148,8 @@ fn prefix_chars(s: &str, n: usize) -> String {
 /// Names and messages longer than their columns (in characters, with
 /// 4-byte characters, and in bytes for `text`) are cut at a character
 /// boundary; the batch is delivered, not rejected.
-async fn over_long_text_is_cut_at_a_character_boundary(mariadb: bool) -> anyhow::Result<()> {
-    let mut f = Fixture::new(mariadb).await?;
+async fn over_long_text_is_cut_at_a_character_boundary(db: crate::Db) -> anyhow::Result<()> {
+    let mut f = Fixture::new(db).await?;
     let emoji_name = "😀".repeat(300); // 300 chars, 1200 bytes; name is varchar(255)
     let reason = "é".repeat(200); // reason is varchar(128)
     // A message of 100,000 bytes whose 65,535-byte cut falls inside a
@@ -197,8 +217,8 @@ async fn over_long_text_is_cut_at_a_character_boundary(mariadb: bool) -> anyhow:
 
 /// Every unusual string survives the round trip, byte for byte, in names,
 /// labels-derived fields, messages and free text.
-async fn unusual_unicode_round_trips(mariadb: bool) -> anyhow::Result<()> {
-    let mut f = Fixture::new(mariadb).await?;
+async fn unusual_unicode_round_trips(db: crate::Db) -> anyhow::Result<()> {
+    let mut f = Fixture::new(db).await?;
     let mut batch = Vec::new();
     for (i, s) in UNUSUAL.iter().enumerate() {
         let mut ev = event(&format!("ev-{i}"), 3, 1);
@@ -259,8 +279,8 @@ async fn unusual_unicode_round_trips(mariadb: bool) -> anyhow::Result<()> {
     f.close().await
 }
 
-// Test names: `bad_input::sqlite::<check>` and `bad_input::mariadb::<check>`.
-on_both!(
+// Test names: `bad_input::{sqlite,mariadb,postgres}::<check>`.
+on_all!(
     over_long_text_is_cut_at_a_character_boundary,
     unusual_unicode_round_trips,
 );

@@ -1,4 +1,5 @@
-//! `kubesink history` on the KubeDL fixture's rows, on SQLite and MariaDB:
+//! `kubesink history` on the KubeDL fixture's rows, on SQLite, MariaDB and
+//! PostgreSQL:
 //! the jobs of a namespace or time range with status and duration, one job
 //! with its pods and its events aggregated (counts checked against the
 //! reviewed expected rows), and the three output formats.
@@ -9,7 +10,7 @@ use kubesink::history::{History, HistoryError, JobQuery, OutputFormat, Tables, r
 use kubesink_tests::mariadb::fresh_database;
 use serde_json::Value;
 
-use super::replay::{fixture, mariadb_config, replay_fixture, sqlite_config};
+use super::replay::{fixture, mariadb_config, postgres_config, replay_fixture, sqlite_config};
 
 const MNIST_UID: &str = "fc477abd-2a3e-4c59-a724-ca692f40e1ab";
 
@@ -39,19 +40,30 @@ fn expected_mnist_event_count() -> Result<u64> {
     Ok(total)
 }
 
-async fn reads_the_fixture_back(mariadb: bool) -> Result<()> {
+async fn reads_the_fixture_back(db: crate::Db) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut server = None;
-    let target = if mariadb {
-        let db = fresh_database("history").await?;
-        replay_fixture(&mariadb_config(&db, "")).await?;
-        let url = db.url().to_owned();
-        server = Some(db);
-        url
-    } else {
-        let path = dir.path().join("k.db");
-        replay_fixture(&sqlite_config(&path)).await?;
-        path.display().to_string()
+    let mut pg_server = None;
+    let target = match db {
+        crate::Db::Mariadb => {
+            let db = fresh_database("history").await?;
+            replay_fixture(&mariadb_config(&db, "")).await?;
+            let url = db.url().to_owned();
+            server = Some(db);
+            url
+        }
+        crate::Db::Postgres => {
+            let db = kubesink_tests::postgres::fresh_database("history").await?;
+            replay_fixture(&postgres_config(&db, "")).await?;
+            let url = db.url().to_owned();
+            pg_server = Some(db);
+            url
+        }
+        crate::Db::Sqlite => {
+            let path = dir.path().join("k.db");
+            replay_fixture(&sqlite_config(&path)).await?;
+            path.display().to_string()
+        }
     };
     let mut h = History::open(&target, Tables::default()).await?;
 
@@ -171,10 +183,13 @@ async fn reads_the_fixture_back(mariadb: bool) -> Result<()> {
     if let Some(db) = server {
         db.drop_database().await?;
     }
+    if let Some(db) = pg_server {
+        db.drop_database().await?;
+    }
     Ok(())
 }
 
-on_both!(reads_the_fixture_back);
+on_all!(reads_the_fixture_back);
 
 #[tokio::test]
 async fn a_missing_sqlite_file_is_named_and_not_created() -> Result<()> {

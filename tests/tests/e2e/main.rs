@@ -2,16 +2,28 @@
 //! Tests that need a service say so in their name and start it (or fail
 //! loudly); none skips itself.
 
-/// Runs each named check, an `async fn(mariadb: bool) -> anyhow::Result<()>`
-/// in the invoking module, once on SQLite and once on MariaDB, as the tests
-/// `<module>::sqlite::<check>` and `<module>::mariadb::<check>`.
-macro_rules! on_both {
+/// The database a check of [`on_all!`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Db {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the test MariaDB (`tests/scripts/mariadb.sh`).
+    Mariadb,
+    /// A fresh database on the test PostgreSQL (`tests/scripts/postgres.sh`).
+    Postgres,
+}
+
+/// Runs each named check, an `async fn(db: crate::Db) -> anyhow::Result<()>`
+/// in the invoking module, on SQLite, MariaDB and PostgreSQL, as the tests
+/// `<module>::sqlite::<check>`, `<module>::mariadb::<check>` and
+/// `<module>::postgres::<check>`.
+macro_rules! on_all {
     ($($check:ident),* $(,)?) => {
         mod sqlite {
             $(
                 #[tokio::test]
                 async fn $check() -> anyhow::Result<()> {
-                    super::$check(false).await
+                    super::$check(crate::Db::Sqlite).await
                 }
             )*
         }
@@ -19,7 +31,15 @@ macro_rules! on_both {
             $(
                 #[tokio::test]
                 async fn $check() -> anyhow::Result<()> {
-                    super::$check(true).await
+                    super::$check(crate::Db::Mariadb).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    super::$check(crate::Db::Postgres).await
                 }
             )*
         }
@@ -49,6 +69,7 @@ mod outage;
 mod replay;
 mod sandbox_http;
 mod sandbox_limits;
+mod sandbox_postgres;
 mod sandbox_sql;
 mod sls;
 mod webhook;

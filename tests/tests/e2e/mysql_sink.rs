@@ -1,7 +1,8 @@
 //! The mysql sink end to end: the real `.wasm` component (built on demand)
 //! in the real host, writing through the `sql` capability into SQLite (a
-//! temp file) and a real MariaDB (a fresh database on the test server).
-//! Each check runs on both; test names say which service they need.
+//! temp file), a real MariaDB and a real PostgreSQL (a fresh database on
+//! each test server). Each check runs on all three; test names say which
+//! service they need.
 //!
 //! What is checked: redelivery leaves the same rows; a stale
 //! resourceVersion is ignored; removal sets `is_in_etcd = 0`, stops an
@@ -21,6 +22,7 @@ use kubesink_normalize::record::{Entry, Record};
 use kubesink_tests::guests::guest_wasm;
 use kubesink_tests::kubedl;
 use kubesink_tests::mariadb::{TestDb, fresh_database};
+use kubesink_tests::postgres as pg;
 use kubesink_tests::records::{T0, applied, event, job, pod, removed};
 use sqlx::AssertSqlSafe;
 
@@ -30,6 +32,43 @@ const CONN: &str = "default";
 enum Backend {
     Sqlite { _dir: tempfile::TempDir },
     Mariadb(TestDb),
+    Postgres(pg::TestDb),
+}
+
+impl Backend {
+    /// The database's SQL for a test query written with `?` placeholders
+    /// (PostgreSQL numbers them).
+    fn sql(&self, sql: &str) -> String {
+        match self {
+            Backend::Postgres(_) => numbered(sql),
+            _ => sql.to_owned(),
+        }
+    }
+
+    async fn drop_database(self) -> anyhow::Result<()> {
+        match self {
+            Backend::Sqlite { .. } => {}
+            Backend::Mariadb(db) => db.drop_database().await?,
+            Backend::Postgres(db) => db.drop_database().await?,
+        }
+        Ok(())
+    }
+}
+
+/// `?` placeholders as `$1`, `$2`, ... (the tests' own SQL: no `?` in a
+/// literal).
+pub(crate) fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A host with one connection `default` and the mysql sink loaded on it.
@@ -53,15 +92,23 @@ fn spec(wasm: PathBuf, settings: &[(&str, &str)]) -> SinkSpec {
     }
 }
 
-async fn backend(mariadb: bool) -> anyhow::Result<(Backend, String)> {
-    if mariadb {
-        let db = fresh_database("mysql_sink").await?;
-        let url = db.url().to_owned();
-        Ok((Backend::Mariadb(db), url))
-    } else {
-        let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("sink.db").display());
-        Ok((Backend::Sqlite { _dir: dir }, url))
+async fn backend(db: crate::Db) -> anyhow::Result<(Backend, String)> {
+    match db {
+        crate::Db::Mariadb => {
+            let db = fresh_database("mysql_sink").await?;
+            let url = db.url().to_owned();
+            Ok((Backend::Mariadb(db), url))
+        }
+        crate::Db::Postgres => {
+            let db = pg::fresh_database("mysql_sink").await?;
+            let url = db.url().to_owned();
+            Ok((Backend::Postgres(db), url))
+        }
+        crate::Db::Sqlite => {
+            let dir = tempfile::tempdir()?;
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("sink.db").display());
+            Ok((Backend::Sqlite { _dir: dir }, url))
+        }
     }
 }
 
@@ -73,8 +120,8 @@ fn host_for(url: &str, cache: &tempfile::TempDir) -> anyhow::Result<Host> {
 }
 
 impl Fixture {
-    async fn new(mariadb: bool, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let (backend, url) = backend(mariadb).await?;
+    async fn new(db: crate::Db, settings: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let (backend, url) = backend(db).await?;
         Self::on(backend, &url, settings).await
     }
 
@@ -109,12 +156,14 @@ impl Fixture {
         Ok(cells(self.conn()?.query(sql, &[]).await?))
     }
 
+    /// `?` placeholders, numbered on PostgreSQL.
     async fn query(&self, sql: &str, params: &[&str]) -> anyhow::Result<Vec<Vec<Cell>>> {
         let params: Vec<Value> = params
             .iter()
             .map(|p| Value::Text((*p).to_owned()))
             .collect();
-        Ok(cells(self.conn()?.query(sql, &params).await?))
+        let sql = self.backend.sql(sql);
+        Ok(cells(self.conn()?.query(&sql, &params).await?))
     }
 
     /// One row as (column name, value) pairs, found by `key = uid`.
@@ -148,6 +197,12 @@ impl Fixture {
             }
             // table_xinfo: generated columns too (job_info.gmt_finished).
             Backend::Sqlite { .. } => "SELECT name, type FROM pragma_table_xinfo(?) ORDER BY cid",
+            Backend::Postgres(_) => {
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+                 FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid \
+                 WHERE c.relname = ? AND c.relnamespace = current_schema()::regnamespace \
+                 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+            }
         };
         let rows = self.query(sql, &[table]).await?;
         rows.into_iter()
@@ -169,10 +224,7 @@ impl Fixture {
     async fn close(self) -> anyhow::Result<()> {
         drop(self.sink);
         self.host.sql_pools().close().await;
-        if let Backend::Mariadb(db) = self.backend {
-            db.drop_database().await?;
-        }
-        Ok(())
+        self.backend.drop_database().await
     }
 }
 
@@ -261,8 +313,8 @@ fn mixed_batch() -> Vec<Entry> {
     ]
 }
 
-async fn redelivery_leaves_the_same_rows(mariadb: bool) -> anyhow::Result<()> {
-    let mut f = Fixture::new(mariadb, &[]).await?;
+async fn redelivery_leaves_the_same_rows(db: crate::Db) -> anyhow::Result<()> {
+    let mut f = Fixture::new(db, &[]).await?;
     f.write(&mixed_batch()).await?;
     let first = snapshot(&f).await?;
     assert_eq!(
@@ -308,8 +360,8 @@ async fn redelivery_leaves_the_same_rows(mariadb: bool) -> anyhow::Result<()> {
     f.close().await
 }
 
-async fn stale_resource_version_is_ignored(mariadb: bool) -> anyhow::Result<()> {
-    let mut f = Fixture::new(mariadb, &[]).await?;
+async fn stale_resource_version_is_ignored(db: crate::Db) -> anyhow::Result<()> {
+    let mut f = Fixture::new(db, &[]).await?;
     f.write(&[
         applied(Record::Job(job("job-1", 200, "Running"))),
         applied(Record::Pod(pod("pod-1", 201, "Running"))),
@@ -367,8 +419,8 @@ async fn check_removed(f: &Fixture) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn removal_marks_rows_and_is_final(mariadb: bool) -> anyhow::Result<()> {
-    let mut f = Fixture::new(mariadb, &[]).await?;
+async fn removal_marks_rows_and_is_final(db: crate::Db) -> anyhow::Result<()> {
+    let mut f = Fixture::new(db, &[]).await?;
     let running_job = job("job-run", 300, "Running");
     let done_job = job("job-done", 301, "Succeeded");
     let running_pod = pod("pod-run", 302, "Running");
@@ -432,6 +484,47 @@ async fn removal_marks_rows_and_is_final(mariadb: bool) -> anyhow::Result<()> {
     f.close().await
 }
 
+/// A tombstone (deleted while not watched: kind, uid and time only) marks
+/// the stored row removed, keeps its data, stops an unfinished job and is
+/// final; one for a uid never stored writes nothing a later applied state
+/// of a newer version could not replace.
+async fn tombstone_marks_the_row_removed(db: crate::Db) -> anyhow::Result<()> {
+    use kubesink_normalize::record::{Change, RecordKind, Timestamp};
+    let mut f = Fixture::new(db, &[]).await?;
+    f.write(&[
+        applied(Record::Job(job("job-t", 300, "Running"))),
+        applied(Record::Pod(pod("pod-t", 301, "Succeeded"))),
+        applied(Record::Event(event("ev-t", 302, 4))),
+    ])
+    .await?;
+    let at = |offset: i64| Timestamp {
+        seconds: T0 + offset,
+        nanos: 0,
+    };
+    let tombstones = [
+        Change::tombstone(RecordKind::Job, "job-t".into(), at(600)),
+        Change::tombstone(RecordKind::Pod, "pod-t".into(), at(601)),
+        Change::tombstone(RecordKind::Event, "ev-t".into(), at(602)),
+    ];
+    f.write(&tombstones).await?;
+    let j = f.row("job_info", "job_id", "job-t").await?;
+    assert_eq!((j.int("is_in_etcd"), j.text("status")), (0, "Stopped"));
+    assert_eq!((j.text("name"), j.text("version")), ("name-job-t", "300"));
+    assert_eq!(j.get("gmt_finished"), &time(600));
+    let p = f.row("replica_info", "pod_id", "pod-t").await?;
+    assert_eq!((p.int("is_in_etcd"), p.text("status")), (0, "Succeeded"));
+    assert_eq!(p.get("gmt_finished"), &time(40));
+    let e = f.row("event_info", "event_id", "ev-t").await?;
+    assert_eq!((e.int("is_in_etcd"), e.int("count")), (0, 4));
+    // Final: the applied state delivered again does not bring it back.
+    f.write(&[applied(Record::Job(job("job-t", 300, "Running")))])
+        .await?;
+    let j = f.row("job_info", "job_id", "job-t").await?;
+    assert_eq!((j.int("is_in_etcd"), j.text("status")), (0, "Stopped"));
+    assert_eq!(f.count("job_info").await?, 1);
+    f.close().await
+}
+
 /// KubeDL's columns (the shared fixture) plus the seed document's
 /// `gmt_finished`, generated from `gmt_job_finished` on `job_info`.
 fn expected_columns(table: &str) -> Vec<(&'static str, &'static str)> {
@@ -445,8 +538,24 @@ fn expected_columns(table: &str) -> Vec<(&'static str, &'static str)> {
     }
 }
 
-async fn schema_matches_kubedl(mariadb: bool) -> anyhow::Result<()> {
-    let f = Fixture::new(mariadb, &[]).await?;
+/// A MySQL column type of [`expected_columns`] as PostgreSQL's
+/// `format_type` shows the type the sink maps it to.
+fn postgres_type(mysql: &str) -> String {
+    if let Some(n) = mysql.strip_prefix("varchar") {
+        return format!("character varying{n}");
+    }
+    match mysql {
+        "text" => "text",
+        "datetime" => "timestamp without time zone",
+        t if t.starts_with("tinyint") => "smallint",
+        t if t.ends_with("unsigned") => "bigint",
+        other => other,
+    }
+    .to_owned()
+}
+
+async fn schema_matches_kubedl(db: crate::Db) -> anyhow::Result<()> {
+    let f = Fixture::new(db, &[]).await?;
     for (table, key, expected) in [
         ("job_info", "job_id", expected_columns("job_info")),
         ("replica_info", "pod_id", expected_columns("replica_info")),
@@ -454,9 +563,13 @@ async fn schema_matches_kubedl(mariadb: bool) -> anyhow::Result<()> {
         let actual = f.columns(table).await?;
         for (name, ty) in &expected {
             let found = actual.iter().find(|(n, _)| n == name);
+            let ty = match db {
+                crate::Db::Postgres => postgres_type(ty),
+                _ => (*ty).to_owned(),
+            };
             assert_eq!(
                 found.map(|(_, t)| t.as_str()),
-                Some(*ty),
+                Some(ty.as_str()),
                 "{table}.{name}: {actual:?}"
             );
         }
@@ -498,13 +611,51 @@ async fn schema_matches_kubedl(mariadb: bool) -> anyhow::Result<()> {
                     .await?;
                 assert_eq!(unique.len(), 1, "{table}: unique key on {key}");
             }
+            Backend::Postgres(_) => {
+                assert_eq!(id.map(String::as_str), Some("bigint"));
+                let identity = f
+                    .query(
+                        "SELECT is_identity::text FROM information_schema.columns \
+                         WHERE table_schema = current_schema() AND table_name = ? \
+                         AND column_name = 'id'",
+                        &[table],
+                    )
+                    .await?;
+                assert_eq!(identity, vec![vec![text_cell("YES")]]);
+                let unique = f
+                    .query(
+                        "SELECT i.indexrelid::regclass::text FROM pg_index AS i \
+                         JOIN pg_attribute AS a ON a.attrelid = i.indrelid \
+                         AND a.attnum = i.indkey[0] \
+                         WHERE i.indrelid = ?::regclass AND i.indisunique \
+                         AND i.indnatts = 1 AND a.attname = ?",
+                        &[table, key],
+                    )
+                    .await?;
+                assert_eq!(unique.len(), 1, "{table}: unique key on {key}");
+                // The seed document's name is a stored generated column.
+                if table == "job_info" {
+                    let generated = f
+                        .query(
+                            "SELECT is_generated::text, generation_expression::text \
+                             FROM information_schema.columns WHERE table_schema = current_schema() \
+                             AND table_name = ? AND column_name = 'gmt_finished'",
+                            &[table],
+                        )
+                        .await?;
+                    assert_eq!(
+                        generated,
+                        vec![vec![text_cell("ALWAYS"), text_cell("gmt_job_finished")]]
+                    );
+                }
+            }
         }
     }
     f.close().await
 }
 
-async fn event_count_bump_updates_the_same_row(mariadb: bool) -> anyhow::Result<()> {
-    let mut f = Fixture::new(mariadb, &[]).await?;
+async fn event_count_bump_updates_the_same_row(db: crate::Db) -> anyhow::Result<()> {
+    let mut f = Fixture::new(db, &[]).await?;
     f.write(&[applied(Record::Event(event("ev-1", 10, 1)))])
         .await?;
     let id = f.row("event_info", "event_id", "ev-1").await?.int("id");
@@ -533,8 +684,8 @@ async fn event_count_bump_updates_the_same_row(mariadb: bool) -> anyhow::Result<
     f.close().await
 }
 
-async fn long_text_is_cut_and_many_rows_are_batched(mariadb: bool) -> anyhow::Result<()> {
-    let mut f = Fixture::new(mariadb, &[("max_rows_per_statement", "100")]).await?;
+async fn long_text_is_cut_and_many_rows_are_batched(db: crate::Db) -> anyhow::Result<()> {
+    let mut f = Fixture::new(db, &[("max_rows_per_statement", "100")]).await?;
     let mut long = pod("pod-long", 1, "Running");
     long.resources = "é".repeat(2000);
     long.image = "i".repeat(300);
@@ -548,8 +699,8 @@ async fn long_text_is_cut_and_many_rows_are_batched(mariadb: bool) -> anyhow::Re
     f.close().await
 }
 
-async fn bad_settings_fail_init_naming_the_key(mariadb: bool) -> anyhow::Result<()> {
-    let (backend, url) = backend(mariadb).await?;
+async fn bad_settings_fail_init_naming_the_key(db: crate::Db) -> anyhow::Result<()> {
+    let (backend, url) = backend(db).await?;
     let cache = tempfile::tempdir()?;
     let host = host_for(&url, &cache)?;
     let wasm = guest_wasm(SINK)?;
@@ -572,16 +723,13 @@ async fn bad_settings_fail_init_naming_the_key(mariadb: bool) -> anyhow::Result<
         }
     }
     host.sql_pools().close().await;
-    if let Backend::Mariadb(db) = backend {
-        db.drop_database().await?;
-    }
-    Ok(())
+    backend.drop_database().await
 }
 
 /// Custom table names and a sink writing only events.
-async fn settings_choose_tables(mariadb: bool) -> anyhow::Result<()> {
+async fn settings_choose_tables(db: crate::Db) -> anyhow::Result<()> {
     let mut f = Fixture::new(
-        mariadb,
+        db,
         &[
             ("jobs", "false"),
             ("pods", "false"),
@@ -604,16 +752,24 @@ async fn settings_choose_tables(mariadb: bool) -> anyhow::Result<()> {
             )
             .await?
         }
+        Backend::Postgres(_) => {
+            f.rows(
+                "SELECT table_name::text FROM information_schema.tables \
+                 WHERE table_schema = current_schema()",
+            )
+            .await?
+        }
     };
     assert_eq!(tables, vec![vec![text_cell("k8s_events")]]);
     f.close().await
 }
 
-// Test names: `mysql_sink::sqlite::<check>` and `mysql_sink::mariadb::<check>`.
-on_both!(
+// Test names: `mysql_sink::{sqlite,mariadb,postgres}::<check>`.
+on_all!(
     redelivery_leaves_the_same_rows,
     stale_resource_version_is_ignored,
     removal_marks_rows_and_is_final,
+    tombstone_marks_the_row_removed,
     schema_matches_kubedl,
     event_count_bump_updates_the_same_row,
     long_text_is_cut_and_many_rows_are_batched,

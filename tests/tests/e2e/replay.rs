@@ -1,8 +1,10 @@
 //! The KubeDL replay fixture end to end, through the real pipeline and the
-//! wasm mysql sink: the rows on SQLite and on a real MariaDB match the
-//! reviewed expected rows (`tests/fixtures/kubedl/expected-rows.json`;
-//! rewrite with `KUBESINK_BLESS=1`), replaying again changes nothing, and a
-//! sink stopped by its limits does not hold back another sink.
+//! wasm mysql sink: the rows on SQLite, on a real MariaDB and on a real
+//! PostgreSQL match the reviewed expected rows
+//! (`tests/fixtures/kubedl/expected-rows.json`; rewrite with
+//! `KUBESINK_BLESS=1`), PostgreSQL's equal MariaDB's column by column,
+//! replaying again changes nothing, and a sink stopped by its limits does
+//! not hold back another sink.
 
 use std::collections::BTreeMap;
 use std::io::BufReader;
@@ -13,7 +15,7 @@ use kubesink::config::Config;
 use kubesink::pipeline::{Pipeline, SinkReport};
 use kubesink::source::{Normalizer, replay};
 use kubesink_host::Host;
-use kubesink_tests::{guests, mariadb};
+use kubesink_tests::{guests, mariadb, postgres};
 use serde_json::{Map, Value};
 use sqlx::{AssertSqlSafe, Connection, Row};
 
@@ -147,6 +149,34 @@ async fn mariadb_rows(url: &str) -> Result<Rows> {
     Ok(out)
 }
 
+async fn postgres_rows(url: &str) -> Result<Rows> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let mut out = Rows::new();
+    for (table, key) in TABLES {
+        let cols: Vec<String> = sqlx::query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&mut conn)
+        .await?
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .filter(|c| c != "id")
+        .collect();
+        let select: Vec<String> = cols.iter().map(|c| format!("CAST({c} AS TEXT)")).collect();
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {} FROM {table} ORDER BY {key}",
+            select.join(", ")
+        )))
+        .fetch_all(&mut conn)
+        .await?;
+        out.insert(table.into(), to_maps(&cols, &rows));
+    }
+    conn.close().await?;
+    Ok(out)
+}
+
 fn to_maps<R: Row>(cols: &[String], rows: &[R]) -> Vec<Map<String, Value>>
 where
     usize: sqlx::ColumnIndex<R>,
@@ -216,6 +246,58 @@ pub(crate) fn mariadb_config(db: &mariadb::TestDb, extra: &str) -> String {
         env["MYSQL_USER"],
         env.get("MYSQL_PASSWORD").cloned().unwrap_or_default()
     )
+}
+
+/// The mysql sink on the PostgreSQL database `db`, with `extra` YAML lines
+/// for the sink.
+pub(crate) fn postgres_config(db: &postgres::TestDb, extra: &str) -> String {
+    let url = url::Url::parse(db.url()).expect("the test database's URL parses");
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    format!(
+        "connections:\n  db: {{ driver: postgres, host: '{}', port: {}, database: '{}', user: '{}', password: '{}' }}\nsinks:\n  - name: mysql\n    module: '{{module}}'\n    connections: [db]\n    settings: {{ connection: db }}\n{extra}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5432),
+        db.name(),
+        decode(url.username()),
+        decode(url.password().unwrap_or_default())
+    )
+}
+
+/// The fixture replayed into PostgreSQL gives the rows it gives in
+/// MariaDB, column by column (and so the reviewed expected rows), and
+/// replaying again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replay_fixture_gives_the_rows_mariadb_gives_and_is_idempotent() -> Result<()> {
+    let pg = postgres::fresh_database("replay").await?;
+    let my = mariadb::fresh_database("replay_vs_pg").await?;
+    let cfg = postgres_config(&pg, "");
+    let reports = replay_fixture(&cfg).await?;
+    assert_eq!(reports[0].failed, 0, "{reports:?}");
+    let reports = replay_fixture(&mariadb_config(&my, "")).await?;
+    assert_eq!(reports[0].failed, 0, "{reports:?}");
+    let first = postgres_rows(pg.url()).await?;
+    let mariadb = mariadb_rows(my.url()).await?;
+    for (table, rows) in &mariadb {
+        let got = &first[table];
+        assert_eq!(got.len(), rows.len(), "{table}: row count");
+        for (p, m) in got.iter().zip(rows) {
+            let columns: Vec<&String> = m.keys().collect();
+            assert_eq!(p.keys().collect::<Vec<_>>(), columns, "{table}: columns");
+            for c in columns {
+                assert_eq!(p[c], m[c], "{table}.{c}: PostgreSQL {p:?}, MariaDB {m:?}");
+            }
+        }
+    }
+    check_expected(&first, false)?;
+    replay_fixture(&cfg).await?;
+    assert_eq!(postgres_rows(pg.url()).await?, first);
+    my.drop_database().await?;
+    pg.drop_database().await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -494,10 +494,20 @@ fn table_grower(tables: u32, grow: i32) -> anyhow::Result<Vec<u8>> {
         },
         &ConstExpr::i32_const(1024),
     );
+    // The exports carry the version of the repository's WIT package.
+    let wit = kubesink_tests::guests::workspace_root().join("wit");
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve.push_dir(&wit)?;
+    let version = resolve.packages[pkg]
+        .name
+        .version
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the WIT package has no version"))?;
     let mut exports = ExportSection::new();
-    exports.export("kubesink:sink/sink@0.2.0#init", ExportKind::Func, 0);
-    exports.export("kubesink:sink/sink@0.2.0#write", ExportKind::Func, 1);
-    exports.export("kubesink:sink/sink@0.2.0#held", ExportKind::Func, 2);
+    for (i, name) in ["init", "write", "held"].into_iter().enumerate() {
+        let export = format!("kubesink:sink/sink@{version}#{name}");
+        exports.export(&export, ExportKind::Func, i as u32);
+    }
     exports.export("cabi_realloc", ExportKind::Func, 3);
     exports.export("memory", ExportKind::Memory, 0);
     let reset = [I::I32Const(1024), I::GlobalSet(0)];
@@ -551,9 +561,6 @@ fn table_grower(tables: u32, grow: i32) -> anyhow::Result<Vec<u8>> {
         .section(&globals)
         .section(&exports)
         .section(&code);
-    let wit = kubesink_tests::guests::workspace_root().join("wit");
-    let mut resolve = wit_parser::Resolve::default();
-    let (pkg, _) = resolve.push_dir(&wit)?;
     let world = resolve.select_world(&[pkg], Some("sink-world"))?;
     crate::host::sink_component(module.finish(), &resolve, world)
 }

@@ -28,10 +28,10 @@ use kubesink_tests::records;
 use kubesink_tests::wait::eventually;
 use sqlx::Row;
 
-const HOSTILE: &str = "kubesink-guest-hostile";
-const COUNTER: &str = "kubesink-guest-counter";
+pub(crate) const HOSTILE: &str = "kubesink-guest-hostile";
+pub(crate) const COUNTER: &str = "kubesink-guest-counter";
 
-fn events(prefix: &str, n: usize) -> Vec<Entry> {
+pub(crate) fn events(prefix: &str, n: usize) -> Vec<Entry> {
     (0..n)
         .map(|i| {
             records::applied(Record::Event(records::event(
@@ -43,7 +43,7 @@ fn events(prefix: &str, n: usize) -> Vec<Entry> {
         .collect()
 }
 
-fn spec(
+pub(crate) fn spec(
     name: &str,
     package: &str,
     settings: &[(&str, String)],
@@ -65,7 +65,11 @@ fn sqlite_host(dir: &Path, max_connections: u32) -> anyhow::Result<Host> {
 
 /// The lines of a probing mode's report; fails unless every one is a
 /// denial that contains `needle` (the WIT error case expected).
-fn report_lines(name: &str, err: &CallError, needle: &str) -> anyhow::Result<Vec<String>> {
+pub(crate) fn report_lines(
+    name: &str,
+    err: &CallError,
+    needle: &str,
+) -> anyhow::Result<Vec<String>> {
     let CallError::Fatal(message) = err else {
         bail!("sink {name}: expected the guest's fatal report, got {err:?}");
     };
@@ -250,7 +254,7 @@ async fn mariadb_sleep_ends_with_its_call() -> anyhow::Result<()> {
 /// of 1 s) and a counter sink on connection `main`; four calls of `name`
 /// in a row each fail at the deadline naming the sink, while the counter
 /// delivers 5 records between them (20 in all).
-async fn hang_beside_counter(host: &Host, name: &str) -> anyhow::Result<()> {
+pub(crate) async fn hang_beside_counter(host: &Host, name: &str) -> anyhow::Result<()> {
     let deadline = Duration::from_millis(1000);
     let limits = Limits {
         call_timeout: deadline,

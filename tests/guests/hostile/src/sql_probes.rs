@@ -6,11 +6,14 @@
 //!   `DETACH` it, `VACUUM INTO` a copy there, `load_extension`, and PRAGMAs
 //!   that change files or process-wide state.
 //! - `sql-big` (probe): results bigger than the host holds for it — one
-//!   cell of `bytes` bytes (`randomblob` on SQLite, `REPEAT` on MySQL), and
+//!   cell of `bytes` bytes (`randomblob` on SQLite, `REPEAT` on MySQL and
+//!   PostgreSQL), and
 //!   100 rows of `bytes / 100` bytes each.
 //! - `sql-hang` (misbehaves): a statement that never ends — an endless
-//!   recursive CTE on SQLite, `SELECT SLEEP(3600)` on MySQL/MariaDB; the
-//!   write then fails with what the statement returned.
+//!   recursive CTE on SQLite, `SELECT SLEEP(3600)` on MySQL/MariaDB,
+//!   `SELECT pg_sleep(3600)` after `SET LOCAL statement_timeout = 0` in one
+//!   `execute-batch` on PostgreSQL; the write then fails with what the
+//!   statement returned.
 //! - `sql-session` (misbehaves): runs the statements of the `sql` setting
 //!   (separated by `;;`) one by one, ignoring errors, and succeeds — to
 //!   leave session state (`SET autocommit=0`, `USE other_db`, `LOCK
@@ -18,7 +21,7 @@
 
 use super::Probe;
 use super::Settings;
-use super::bindings::kubesink::sink::sql::{Connection, Engine, Value};
+use super::bindings::kubesink::sink::sql::{Connection, Engine, Statement, Value};
 use super::bindings::kubesink::sink::types::Error;
 
 fn open(s: &Settings) -> Result<Connection, Error> {
@@ -111,11 +114,19 @@ fn hang(s: &Settings) -> Result<(), Error> {
     let statement = match conn.engine() {
         Engine::Mysql => "SELECT SLEEP(3600)",
         Engine::Postgres => {
-            // Off with the session's limit first: the host's deadline must
-            // stop the statement on its own.
-            let r = conn.execute("SET statement_timeout = 0", &[]);
-            println!("sql-hang: SET statement_timeout = 0: {r:?}");
-            "SELECT pg_sleep(3600)"
+            // The session's limit turned off first, in the same transaction
+            // (one connection): only the host's deadline can stop the sleep.
+            let plain = |sql: &str| Statement {
+                sql: sql.to_owned(),
+                params: Vec::new(),
+            };
+            let r = conn.execute_batch(&[
+                plain("SET LOCAL statement_timeout = 0"),
+                plain("SELECT pg_sleep(3600)"),
+            ]);
+            return Err(Error::Fatal(format!(
+                "sql-hang: the endless statement returned: {r:?}"
+            )));
         }
         _ => {
             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) \

@@ -1,0 +1,218 @@
+//! The sandbox holds against a hostile sink on PostgreSQL (the SQL modes of
+//! the `hostile` guest against the test PostgreSQL; the SQLite and MariaDB
+//! halves are in `sandbox_sql.rs`):
+//!
+//! - A statement never outlives its call: `SELECT pg_sleep(3600)` after
+//!   `SET statement_timeout = 0`, four calls in a row, each ends at the
+//!   call's deadline while a second sink on the same connection name
+//!   delivers every record; afterwards `pg_stat_activity` shows nothing
+//!   left running.
+//! - No session state crosses sinks: a temporary table shadowing the other
+//!   sink's table, `search_path`, an advisory lock, an open transaction.
+//! - Results past the cap are `too-large`, naming the sink.
+
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use kubesink_host::sql::ConnectionConfig;
+use kubesink_host::{Host, HostOptions, Limits};
+use kubesink_tests::postgres::fresh_database;
+use kubesink_tests::wait::eventually;
+
+use crate::sandbox_sql::{COUNTER, HOSTILE, events, hang_beside_counter, report_lines, spec};
+
+/// Pids of the sessions on `db_name` running `pg_sleep`.
+async fn sleeping(admin: &sqlx::PgPool, db_name: &str) -> anyhow::Result<Vec<i32>> {
+    Ok(sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = $1 AND state = 'active' AND query LIKE 'SELECT pg_sleep%'",
+    )
+    .bind(db_name)
+    .fetch_all(admin)
+    .await?)
+}
+
+/// `SELECT pg_sleep(3600)` (with the session's `statement_timeout` turned
+/// off first) in four calls in a row ends with each call, while a counter
+/// sink on the same connection name delivers every record; afterwards
+/// `pg_stat_activity` shows no `pg_sleep` still running. Needs PostgreSQL.
+#[tokio::test]
+async fn postgres_sleep_ends_with_its_call() -> anyhow::Result<()> {
+    let db = fresh_database("sandbox_sleep").await?;
+    let dir = tempfile::tempdir()?;
+    let host = Host::new(HostOptions {
+        cache_dir: Some(dir.path().join("cache")),
+        sql: vec![ConnectionConfig::new("main", db.url())],
+    })?;
+    let admin = db.connect().await?;
+    let result = async {
+        hang_beside_counter(&host, "sleeper").await?;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM received")
+            .fetch_one(&admin)
+            .await?;
+        ensure!(n == 20, "the counter delivered every record: {n}");
+        let db_name = db.name().to_owned();
+        let admin2 = admin.clone();
+        eventually(
+            Duration::from_secs(5),
+            "no pg_sleep left running",
+            move || {
+                let admin = admin2.clone();
+                let db_name = db_name.clone();
+                async move { Ok(sleeping(&admin, &db_name).await?.is_empty()) }
+            },
+        )
+        .await?;
+        Ok(())
+    }
+    .await;
+    // Whatever happened, leave no hour-long pg_sleep on the shared server.
+    let left = sleeping(&admin, db.name()).await.unwrap_or_default();
+    for pid in &left {
+        let _ = sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&admin)
+            .await;
+    }
+    host.sql_pools().close().await;
+    admin.close().await;
+    if result.is_ok() {
+        db.drop_database().await?;
+    }
+    result.with_context(|| format!("statements still running after the test: {left:?}"))
+}
+
+/// One sink leaves session state behind on a connection name whose pool
+/// holds one connection: a temporary table named like the other sink's
+/// table (which would take its writes), `search_path` pointing at another
+/// schema, an advisory lock, an open transaction. The second sink then
+/// writes: its rows land committed in its own table, nothing in the
+/// meddler's schema or temporary table, and no lock or transaction is left
+/// behind. Needs PostgreSQL.
+#[tokio::test]
+async fn postgres_session_state_does_not_cross_sinks() -> anyhow::Result<()> {
+    let db = fresh_database("sandbox_session").await?;
+    let dir = tempfile::tempdir()?;
+    let host = Host::new(HostOptions {
+        cache_dir: Some(dir.path().join("cache")),
+        sql: vec![ConnectionConfig {
+            max_connections: 1,
+            ..ConnectionConfig::new("main", db.url())
+        }],
+    })?;
+    let mut counter = host
+        .load(spec("counter", COUNTER, &[], Limits::default())?)
+        .await?;
+    let statements = "CREATE TEMPORARY TABLE received (uid text PRIMARY KEY, kind text NOT NULL, \
+         change_kind text NOT NULL, batches integer NOT NULL);; \
+         CREATE SCHEMA IF NOT EXISTS meddle;; \
+         CREATE TABLE IF NOT EXISTS meddle.received (uid text PRIMARY KEY, kind text NOT NULL, \
+         change_kind text NOT NULL, batches integer NOT NULL);; \
+         SET search_path TO meddle, public;; \
+         SELECT pg_advisory_lock(4242);; \
+         BEGIN;; \
+         SET statement_timeout = 1";
+    let mut meddler = host
+        .load(spec(
+            "meddler",
+            HOSTILE,
+            &[
+                ("mode", "sql-session".to_owned()),
+                ("sql", statements.to_owned()),
+            ],
+            Limits::default(),
+        )?)
+        .await?;
+    meddler.write(&events("m", 1)).await?;
+    // And the meddler itself starts clean on its next call: its temporary
+    // table is gone, so this CREATE succeeds again.
+    meddler.write(&events("m", 1)).await?;
+    counter
+        .write(&events("c", 5))
+        .await
+        .context("the second sink writes after the first left its session state")?;
+    let admin = db.connect().await?;
+    let uids: Vec<String> = sqlx::query_scalar("SELECT uid FROM public.received ORDER BY uid")
+        .fetch_all(&admin)
+        .await?;
+    let in_meddle: i64 = sqlx::query_scalar("SELECT count(*) FROM meddle.received")
+        .fetch_one(&admin)
+        .await?;
+    let locks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242",
+    )
+    .fetch_one(&admin)
+    .await?;
+    let in_transaction: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(&admin)
+    .await?;
+    host.sql_pools().close().await;
+    admin.close().await;
+    ensure!(
+        uids == (0..5).map(|i| format!("c-{i}")).collect::<Vec<_>>(),
+        "the second sink's rows, committed, in its own table: {uids:?}"
+    );
+    ensure!(
+        in_meddle == 0,
+        "nothing was written into the meddler's schema"
+    );
+    ensure!(locks == 0, "the advisory lock is not left held");
+    ensure!(in_transaction == 0, "no session is left in a transaction");
+    db.drop_database().await?;
+    Ok(())
+}
+
+/// Queries whose results pass the result cap (one 20 MB cell; 100 rows of
+/// 200 KB each against a 1 MiB cap) fail that call with `too-large` naming
+/// the sink and the connection; the instance keeps working. Needs
+/// PostgreSQL.
+#[tokio::test]
+async fn postgres_results_past_the_cap_are_too_large() -> anyhow::Result<()> {
+    let db = fresh_database("sandbox_big").await?;
+    let dir = tempfile::tempdir()?;
+    let host = Host::new(HostOptions {
+        cache_dir: Some(dir.path().join("cache")),
+        sql: vec![ConnectionConfig::new("main", db.url())],
+    })?;
+    let limits = Limits {
+        max_result_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let mut big = host
+        .load(spec(
+            "big",
+            HOSTILE,
+            &[
+                ("mode", "sql-big".to_owned()),
+                ("bytes", "20000000".to_owned()),
+            ],
+            limits,
+        )?)
+        .await?;
+    let err = big.write(&events("b", 1)).await.expect_err("over the cap");
+    // The host's log escaping may join the report's lines.
+    let report = report_lines("big", &err, "TooLarge(")?.join("\n");
+    for probe in ["one cell of 20000000 bytes", "100 rows of 200000 bytes"] {
+        ensure!(
+            report.contains(&format!("DENIED {probe}")),
+            "{probe}: {report}"
+        );
+    }
+    ensure!(!report.contains("ESCAPED"), "{report}");
+    ensure!(
+        report
+            .matches("TooLarge(\"sink 'big': sql connection 'main'")
+            .count()
+            == 2,
+        "each names the sink and connection: {report}"
+    );
+    // The instance is kept: the same probes answer the same way again.
+    let again = big.write(&events("b", 1)).await.expect_err("over the cap");
+    report_lines("big", &again, "TooLarge(")?;
+    host.sql_pools().close().await;
+    db.drop_database().await?;
+    Ok(())
+}
