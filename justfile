@@ -38,12 +38,20 @@ mariadb:
 mariadb-stop:
     bash tests/scripts/mariadb.sh stop
 
+# Start the private test PostgreSQL (127.0.0.1:5433) if it is not running; print its URL.
+postgres:
+    bash tests/scripts/postgres.sh start
+
+# Stop the private test PostgreSQL.
+postgres-stop:
+    bash tests/scripts/postgres.sh stop
+
 # rustfmt check and clippy (warnings are errors) over the whole workspace.
 lint: setup
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
 
-# Lint, then the whole test suite (unit and e2e) with MariaDB running; ARGS go to `cargo test`.
+# Lint, then the whole test suite (unit and e2e) with MariaDB and PostgreSQL running; ARGS go to `cargo test`.
 [positional-arguments]
 test *ARGS: lint guests
     bash tests/scripts/test.sh "$@"

@@ -845,6 +845,7 @@ async fn host_a_sink_built_against_0_2_0_links_and_an_extra_dialect_case_would_n
         .await
         .expect_err("an enum with another case does not link");
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(matches!(err, HostError::World { .. }), "{err:?}");
     assert!(
         msg.contains("sink 'widened'") && msg.contains("enum"),
