@@ -35,6 +35,13 @@ pub const URL_ENV: &str = "KUBESINK_TEST_POSTGRES_URL";
 /// Longest identifier PostgreSQL keeps (`NAMEDATALEN` - 1).
 const MAX_DB_NAME: usize = 63;
 
+/// The privileges on the `public` schema the mysql sink's role needs
+/// besides logging in (see `docs/security.md`, "MySQL's and PostgreSQL's
+/// bound is the account"): `CREATE` for its tables (which it then owns),
+/// `USAGE` to name them. Nothing on other databases, not a superuser, no
+/// `CREATEDB` or `CREATEROLE`.
+pub const SINK_GRANTS: &str = "USAGE, CREATE";
+
 /// Why the test PostgreSQL or a test database could not be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PostgresError {
@@ -97,14 +104,63 @@ impl TestDb {
             .map_err(|e| sql_error(&self.url, "connect", &e))
     }
 
-    /// Drops the database, ending the sessions still on it. Close pools on
-    /// it first.
+    /// Creates a role named like the database whose only privileges are
+    /// [`SINK_GRANTS`] (logging in to this database, creating tables in
+    /// its `public` schema), and returns
+    /// `postgres://role:password@host:port/<name>` for it. Dropped with the
+    /// database ([`TestDb::drop_database`]).
+    pub async fn sink_account_url(&self) -> Result<String, PostgresError> {
+        let password = format!("pw_{}", self.name);
+        let role = &self.name;
+        let mut admin = admin_connection(&self.server).await?;
+        let mut result = Ok(());
+        for sql in [
+            format!("DROP ROLE IF EXISTS \"{role}\""),
+            format!("CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'"),
+            format!("GRANT CONNECT ON DATABASE \"{role}\" TO \"{role}\""),
+        ] {
+            result = execute(&mut admin, &self.server, sql).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let _ = admin.close().await;
+        result?;
+        // Schema grants are per database: as the admin, on this one.
+        let mut on_db = admin_connection(&self.url).await?;
+        let granted = execute(
+            &mut on_db,
+            &self.url,
+            format!("GRANT {SINK_GRANTS} ON SCHEMA public TO \"{role}\""),
+        )
+        .await;
+        let _ = on_db.close().await;
+        granted?;
+        let mut url = self.url.clone();
+        let bad = |what: &str| PostgresError::BadUrl {
+            url: masked(&self.url),
+            reason: format!("cannot set the {what} of the sink account"),
+        };
+        url.set_username(role).map_err(|()| bad("user"))?;
+        url.set_password(Some(&password))
+            .map_err(|()| bad("password"))?;
+        Ok(url.to_string())
+    }
+
+    /// Drops the database, ending the sessions still on it, and the role of
+    /// [`TestDb::sink_account_url`], if any. Close pools on it first.
     pub async fn drop_database(self) -> Result<(), PostgresError> {
         let mut admin = admin_connection(&self.server).await?;
         let result = execute(
             &mut admin,
             &self.server,
             format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+        )
+        .await;
+        let _ = execute(
+            &mut admin,
+            &self.server,
+            format!("DROP ROLE IF EXISTS \"{}\"", self.name),
         )
         .await;
         let _ = admin.close().await;

@@ -32,7 +32,7 @@ pub enum ModuleRef {
 /// The sinks shipped with kubesink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Builtin {
-    /// `builtin:mysql`: KubeDL's tables in MySQL/MariaDB or SQLite.
+    /// `builtin:mysql`: KubeDL's tables in MySQL/MariaDB, PostgreSQL or SQLite.
     Mysql,
     /// `builtin:sls`: KubeDL's event log in Simple Log Service.
     Sls,

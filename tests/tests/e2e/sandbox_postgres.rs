@@ -216,3 +216,75 @@ async fn postgres_results_past_the_cap_are_too_large() -> anyhow::Result<()> {
     db.drop_database().await?;
     Ok(())
 }
+
+/// On PostgreSQL the role's privileges are the bound: the mysql sink
+/// creates its tables and writes, redelivers and removes records with a
+/// role that may only log in to its database and use and create in its
+/// `public` schema, and that role can do nothing outside: no database, no
+/// role, no schema, no catalog of passwords, no server files. (A session
+/// cannot leave its database: PostgreSQL has no `USE` and no queries
+/// across databases.) Needs PostgreSQL.
+#[tokio::test]
+async fn postgres_mysql_sink_works_with_the_least_grants() -> anyhow::Result<()> {
+    use kubesink_host::{ModuleSource, SinkSpec};
+    use kubesink_normalize::record::Record;
+    use kubesink_tests::records;
+    use sqlx::Connection as _;
+    let db = fresh_database("sandbox_grants").await?;
+    let url = db.sink_account_url().await?;
+    let dir = tempfile::tempdir()?;
+    let host = Host::new(HostOptions {
+        cache_dir: Some(dir.path().join("cache")),
+        sql: vec![ConnectionConfig::new("default", url.clone())],
+    })?;
+    let mut sink = host
+        .load(SinkSpec {
+            name: "mysql".into(),
+            module: ModuleSource::Path(kubesink_tests::guests::guest_wasm("kubesink-sink-mysql")?),
+            settings: vec![],
+            sql_grants: vec!["default".into()],
+            limits: Limits::default(),
+        })
+        .await
+        .context("loading the mysql sink with the least grants")?;
+    let batch = vec![
+        records::applied(Record::Job(records::job("job-1", 10, "Running"))),
+        records::applied(Record::Pod(records::pod("pod-1", 10, "Running"))),
+        records::applied(Record::Event(records::event("ev-1", 10, 1))),
+    ];
+    sink.write(&batch).await.context("first delivery")?;
+    sink.write(&batch).await.context("redelivery")?;
+    sink.write(&[records::removed(
+        Record::Pod(records::pod("pod-1", 11, "Running")),
+        20,
+    )])
+    .await
+    .context("removal")?;
+    let admin = db.connect().await?;
+    for table in ["job_info", "replica_info", "event_info"] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{table}\""
+        )))
+        .fetch_one(&admin)
+        .await?;
+        ensure!(n == 1, "{table} has {n} rows");
+    }
+    let mut own = sqlx::PgConnection::connect(&url).await?;
+    for sql in [
+        "CREATE DATABASE ks_sandbox_not_allowed".to_owned(),
+        "CREATE ROLE ks_sandbox_not_allowed".to_owned(),
+        "SELECT count(*) FROM pg_authid".to_owned(),
+        "SELECT pg_read_file('/etc/passwd')".to_owned(),
+        "CREATE SCHEMA ks_sandbox_not_allowed".to_owned(),
+    ] {
+        let r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut own)
+            .await;
+        ensure!(r.is_err(), "the sink's role may run `{sql}`");
+    }
+    own.close().await?;
+    host.sql_pools().close().await;
+    admin.close().await;
+    db.drop_database().await?;
+    Ok(())
+}
