@@ -288,3 +288,171 @@ async fn postgres_mysql_sink_works_with_the_least_grants() -> anyhow::Result<()>
     db.drop_database().await?;
     Ok(())
 }
+
+/// A component built against kubesink:sink@0.2.0 (`tests/guests/v0.2.0/wit`)
+/// whose `init` opens connection `main` and asks `connection.dialect()`,
+/// then returns an empty `wants`.
+fn v020_sink_asking_dialect() -> anyhow::Result<Vec<u8>> {
+    use wasm_encoder::{
+        CodeSection, ConstExpr, DataSection, EntityType, ExportKind, ExportSection, Function,
+        FunctionSection, ImportSection, Instruction as I, MemArg, MemorySection, MemoryType,
+        Module, TypeSection, ValType,
+    };
+    let wit = kubesink_tests::guests::workspace_root().join("tests/guests/v0.2.0/wit");
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve.push_dir(&wit)?;
+    let world = resolve.select_world(&[pkg], Some("sink-world"))?;
+    let i32s = |n: usize| vec![ValType::I32; n];
+    let mut types = TypeSection::new();
+    types.ty().function(i32s(2), i32s(1)); // 0: init, write
+    types.ty().function(i32s(5), i32s(1)); // 1: held
+    types.ty().function(i32s(4), i32s(1)); // 2: cabi_realloc
+    types.ty().function(i32s(3), []); // 3: connection.open(name, retptr)
+    types.ty().function(i32s(1), i32s(1)); // 4: connection.dialect
+    let mut imports = ImportSection::new();
+    let sql = "kubesink:sink/sql@0.2.0";
+    imports.import(sql, "[static]connection.open", EntityType::Function(3));
+    imports.import(sql, "[method]connection.dialect", EntityType::Function(4));
+    let mut funcs = FunctionSection::new();
+    let mut exports = ExportSection::new();
+    for (i, (name, ty)) in [("init", 0), ("write", 0), ("held", 1)]
+        .into_iter()
+        .enumerate()
+    {
+        funcs.function(ty);
+        let export = format!("kubesink:sink/sink@0.2.0#{name}");
+        exports.export(&export, ExportKind::Func, 2 + i as u32);
+    }
+    funcs.function(2);
+    exports.export("cabi_realloc", ExportKind::Func, 5);
+    exports.export("memory", ExportKind::Memory, 0);
+    let at = |offset: u64| MemArg {
+        offset,
+        align: 0,
+        memory_index: 0,
+    };
+    let mut code = CodeSection::new();
+    // init: open("main") into 200 (discriminant) / 204 (handle); trap
+    // unless ok; ask the dialect; return 16 (zeros: ok, empty wants).
+    let mut init = Function::new([]);
+    for i in [
+        I::I32Const(100),
+        I::I32Const(4),
+        I::I32Const(200),
+        I::Call(0),
+        I::I32Const(200),
+        I::I32Load8U(at(0)),
+        I::If(wasm_encoder::BlockType::Empty),
+        // Out of bounds: "open failed", told apart from other traps.
+        I::I32Const(-1),
+        I::I32Load(at(0)),
+        I::Drop,
+        I::End,
+        I::I32Const(200),
+        I::I32Load(at(4)),
+        I::Call(1),
+        I::Drop,
+        I::I32Const(16),
+        I::End,
+    ] {
+        init.instruction(&i);
+    }
+    code.function(&init);
+    for _ in 0..2 {
+        let mut f = Function::new([]);
+        f.instruction(&I::Unreachable).instruction(&I::End);
+        code.function(&f);
+    }
+    // cabi_realloc: everything at 1024 (the host lowers init's settings
+    // through it, even none).
+    let mut realloc = Function::new([]);
+    realloc.instruction(&I::I32Const(1024)).instruction(&I::End);
+    code.function(&realloc);
+    let mut memories = MemorySection::new();
+    memories.memory(MemoryType {
+        minimum: 1,
+        maximum: None,
+        memory64: false,
+        shared: false,
+        page_size_log2: None,
+    });
+    let mut data = DataSection::new();
+    data.active(0, &ConstExpr::i32_const(100), b"main".iter().copied());
+    let mut module = Module::new();
+    module
+        .section(&types)
+        .section(&imports)
+        .section(&funcs)
+        .section(&memories)
+        .section(&exports)
+        .section(&code)
+        .section(&data);
+    crate::host::sink_component(module.finish(), &resolve, world)
+}
+
+/// A sink built against 0.2.0 that asks `connection.dialect()` still works
+/// on SQLite; on a PostgreSQL connection, which 0.2.0's `dialect` cannot
+/// name, the call traps with a message naming the sink, the connection and
+/// what to do (`wit/README.md`, "0.2.0 → 0.2.1"). Needs PostgreSQL.
+#[tokio::test]
+async fn postgres_a_0_2_0_sink_asking_dialect_traps_naming_engine() -> anyhow::Result<()> {
+    use kubesink_host::{CallError, FaultCause, HostError, ModuleSource, SinkSpec};
+    let bytes = std::sync::Arc::new(v020_sink_asking_dialect()?);
+    let spec = |name: &str| SinkSpec {
+        name: name.into(),
+        module: ModuleSource::Bytes {
+            origin: format!("{name}.wasm"),
+            bytes: bytes.clone(),
+        },
+        settings: vec![],
+        sql_grants: vec!["main".into()],
+        limits: Limits::default(),
+    };
+    let dir = tempfile::tempdir()?;
+    let sqlite = Host::new(HostOptions {
+        cache_dir: Some(dir.path().join("cache")),
+        sql: vec![ConnectionConfig::new(
+            "main",
+            format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display()),
+        )],
+    })?;
+    sqlite
+        .load(spec("old-on-sqlite"))
+        .await
+        .context("a 0.2.0 sink asking the dialect of a SQLite connection")?;
+
+    let db = fresh_database("sandbox_dialect").await?;
+    let pg = Host::new(HostOptions {
+        cache_dir: Some(dir.path().join("cache")),
+        sql: vec![ConnectionConfig::new("main", db.url())],
+    })?;
+    let err = pg
+        .load(spec("old-on-pg"))
+        .await
+        .expect_err("dialect cannot name PostgreSQL");
+    let HostError::Init {
+        source:
+            CallError::Fault {
+                cause: FaultCause::Trap,
+                detail,
+            },
+        ..
+    } = &err
+    else {
+        anyhow::bail!("expected a trap in init, got {err:?}");
+    };
+    for part in [
+        "sink 'old-on-pg'",
+        "sql connection 'main'",
+        "is PostgreSQL",
+        "kubesink:sink@0.2.1",
+        "connection.engine",
+    ] {
+        ensure!(detail.contains(part), "{part:?} missing from: {detail}");
+    }
+    ensure!(!detail.contains("kubesink@"), "no credentials: {detail}");
+    pg.sql_pools().close().await;
+    sqlite.sql_pools().close().await;
+    db.drop_database().await?;
+    Ok(())
+}
