@@ -10,6 +10,10 @@
 //! - No session state crosses sinks: a temporary table shadowing the other
 //!   sink's table, `search_path`, an advisory lock, an open transaction.
 //! - Results past the cap are `too-large`, naming the sink.
+//! - The sink works with a role of the least grants, which can do nothing
+//!   outside them.
+//! - A sink built against WIT 0.2.0 that asks `connection.dialect` traps
+//!   on PostgreSQL with a message saying what to do (and works on SQLite).
 
 use std::time::Duration;
 
