@@ -9,7 +9,8 @@
 //! unfinished job or pod with a finish time and leaves a finished one's
 //! status, and a stale replay does not bring it back; the columns of
 //! `job_info` / `replica_info` are KubeDL's (names and types); an event's
-//! count bump updates its one row; in-batch duplicates collapse; long
+//! count bump updates its one row; `held` pages through the stored uids;
+//! in-batch duplicates collapse; long
 //! text is cut to its column; bad settings fail `init` naming the key; a
 //! table KubeDL created is completed and upserted into.
 
@@ -525,6 +526,32 @@ async fn tombstone_marks_the_row_removed(db: crate::Db) -> anyhow::Result<()> {
     f.close().await
 }
 
+/// `held` pages through the uids stored as still in the cluster, in uid
+/// order (keyset paging with the dialect's placeholder), without the
+/// removed ones.
+async fn held_pages_through_the_stored_uids(db: crate::Db) -> anyhow::Result<()> {
+    use kubesink_host::HeldCap;
+    use kubesink_normalize::record::RecordKind;
+    let mut f = Fixture::new(db, &[]).await?;
+    let mut batch: Vec<Entry> = (0..11)
+        .map(|i| applied(Record::Pod(pod(&format!("p{i:02}"), 5, "Running"))))
+        .collect();
+    batch.push(removed(Record::Pod(pod("p03", 6, "Running")), 60));
+    f.write(&batch).await?;
+    f.sink.set_held_cap(HeldCap {
+        page_uids: 4,
+        ..HeldCap::default()
+    });
+    let held = f.sink.held(RecordKind::Pod).await?;
+    let want: Vec<String> = (0..11)
+        .filter(|i| *i != 3)
+        .map(|i| format!("p{i:02}"))
+        .collect();
+    assert_eq!(held, want, "every page, in order, without the removed pod");
+    assert!(f.sink.held(RecordKind::Job).await?.is_empty());
+    f.close().await
+}
+
 /// KubeDL's columns (the shared fixture) plus the seed document's
 /// `gmt_finished`, generated from `gmt_job_finished` on `job_info`.
 fn expected_columns(table: &str) -> Vec<(&'static str, &'static str)> {
@@ -770,6 +797,7 @@ on_all!(
     stale_resource_version_is_ignored,
     removal_marks_rows_and_is_final,
     tombstone_marks_the_row_removed,
+    held_pages_through_the_stored_uids,
     schema_matches_kubedl,
     event_count_bump_updates_the_same_row,
     long_text_is_cut_and_many_rows_are_batched,
