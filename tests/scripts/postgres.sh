@@ -103,7 +103,7 @@ start_server() {
     if [ ! -s "$data/PG_VERSION" ]; then
         say "initializing a data dir in $data"
         rm -rf "$data" && mkdir -p "$data"
-        [ -n "${os_owner:-}" ] && chown "$os_owner:" "$data"
+        if [ -n "${os_owner:-}" ]; then chown "$os_owner:" "$data"; fi
         chmod 700 "$data"
         # Local superuser `postgres` (trust on the socket only); the test role
         # logs in over TCP with a password.
@@ -111,7 +111,7 @@ start_server() {
             --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$base/initdb.log" 2>&1 \
             || { cat "$base/initdb.log" >&2; die "initdb failed for $data"; }
     fi
-    [ -n "${os_owner:-}" ] && chown "$os_owner:" "$base"
+    if [ -n "${os_owner:-}" ]; then chown "$os_owner:" "$base"; fi
     say "starting $server on 127.0.0.1:$port (log: $log)"
     # pg_ctl detaches the server from our stdio, so callers reading our
     # stdout are not held open.
