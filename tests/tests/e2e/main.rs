@@ -2,6 +2,33 @@
 //! Tests that need a service say so in their name and start it (or fail
 //! loudly); none skips itself.
 
+/// Runs each named check, an `async fn(mariadb: bool) -> anyhow::Result<()>`
+/// in the invoking module, once on SQLite and once on MariaDB, as the tests
+/// `<module>::sqlite::<check>` and `<module>::mariadb::<check>`. The
+/// modules here use [`on_all!`] (PostgreSQL too); kept for checks written
+/// against it.
+#[allow(unused_macros)]
+macro_rules! on_both {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    super::$check(false).await
+                }
+            )*
+        }
+        mod mariadb {
+            $(
+                #[tokio::test]
+                async fn $check() -> anyhow::Result<()> {
+                    super::$check(true).await
+                }
+            )*
+        }
+    };
+}
+
 /// The database a check of [`on_all!`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Db {
