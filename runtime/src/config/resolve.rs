@@ -258,7 +258,7 @@ impl Config {
                     super::sink::auto_workers(s.connections.iter().any(|c| {
                         self.connections
                             .get(c)
-                            .is_some_and(|c| c.driver == Driver::Mysql)
+                            .is_some_and(|c| c.driver != Driver::Sqlite)
                     }))
                 }),
                 sha256: s.sha256.as_ref().map(|p| p.as_str().to_owned()),

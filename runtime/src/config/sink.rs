@@ -82,8 +82,8 @@ pub(crate) const MAX_WORKERS: usize = 16;
 pub(crate) const MAX_HTTP_IN_FLIGHT: usize = 4096;
 
 /// The workers of a sink whose configuration does not set `workers`: one
-/// per core, at most [`MAX_AUTO_WORKERS`], when it is granted a
-/// MySQL/MariaDB connection; else 1. A network database spends much of a
+/// per core, at most [`MAX_AUTO_WORKERS`], when it is granted a network
+/// database connection (MySQL/MariaDB, PostgreSQL); else 1. A network database spends much of a
 /// write in round trips that more connections overlap (docs/benchmarks.md:
 /// through the pipeline 30k records/s into MariaDB with one worker, 46k
 /// with two, 58k with four on 2 cores), but `kubesink replay` and `run`
