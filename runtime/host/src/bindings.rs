@@ -8,7 +8,9 @@
 
 wasmtime::component::bindgen!({
     path: "../../wit",
-    world: "sink-world",
+    // The widest world: `sink-world` and every capability (`kafka`), so
+    // one set of bindings serves components of every world.
+    world: "kafka-sink-world",
     imports: { default: async | trappable },
     exports: { default: async },
     // `value`, `statement` and `sql-error` compare in tests and callers.
@@ -18,6 +20,10 @@ wasmtime::component::bindgen!({
         "kubesink:sink/sql.connection": crate::sql::Connection,
     },
 });
+
+/// The generated names for the widest world; a sink exports the same
+/// `sink` interface whichever world it was built against.
+pub(crate) use self::{KafkaSinkWorld as SinkWorld, KafkaSinkWorldPre as SinkWorldPre};
 
 /// The version of `kubesink:sink` this host implements.
 pub(crate) const CONTRACT_VERSION: &str = "0.2.1";
@@ -65,6 +71,7 @@ mod tests {
     #[test]
     fn versions_are_served_by_semver() {
         assert!(is_served("0.2.0"));
+        assert!(is_served("0.2.1"));
         assert!(is_served("0.2.7"));
         assert!(!is_served("0.1.0"));
         assert!(!is_served("0.3.0"));

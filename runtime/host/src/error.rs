@@ -15,6 +15,9 @@ pub enum HostError {
     /// A SQL connection in the options is unusable.
     #[error(transparent)]
     Sql(#[from] sql::SqlConfigError),
+    /// A Kafka producer in the options is unusable.
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaConfigError),
     /// The cache directory cannot be created.
     #[error("cannot create the component cache directory {path}: {source}")]
     CacheDir {

@@ -18,7 +18,7 @@ use crate::epoch::EpochGate;
 use crate::error::HostError;
 use crate::instance::{self, SinkInstance, StoreData};
 use crate::spec::{Limits, ModuleSource, SinkSpec};
-use crate::{bindings, http, log, sql};
+use crate::{bindings, http, kafka, log, sql};
 
 /// Options for the whole host.
 #[derive(Debug, Clone, Default)]
@@ -27,12 +27,16 @@ pub struct HostOptions {
     pub cache_dir: Option<PathBuf>,
     /// Named SQL connections (name -> settings), owned by the host.
     pub sql: Vec<sql::ConnectionConfig>,
+    /// Named Kafka producers, owned by the host and shared by the sinks
+    /// granted them.
+    pub kafka: Vec<kafka::ProducerConfig>,
 }
 
 struct HostInner {
     engine: Engine,
     linker: Linker<StoreData>,
     pools: sql::SqlPools,
+    producers: kafka::KafkaProducers,
     cache_dir: Option<PathBuf>,
     sinks: Mutex<HashMap<String, SinkShared>>,
     outputs: log::SinkOutputs,
@@ -61,19 +65,22 @@ impl std::fmt::Debug for Host {
         f.debug_struct("Host")
             .field("cache_dir", &self.inner.cache_dir)
             .field("sql", &self.inner.pools)
+            .field("kafka", &self.inner.producers)
             .finish()
     }
 }
 
 /// Adds everything a sink may import to `linker`: WASI 0.2 (what a
 /// `wasm32-wasip2` program links; denied at run time by the context, see
-/// [`crate::instance`]) and `kubesink:sink/sql`. The `http` capability is added
-/// here too when it exists (`crate::http::add_to_linker`).
+/// [`crate::instance`]), `kubesink:sink/sql`, `kubesink:sink/kafka` and
+/// `wasi:http` (`crate::http::add_to_linker`). A component imports what its
+/// world has; the rest is unused.
 fn build_linker(engine: &Engine) -> wasmtime::Result<Linker<StoreData>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     sql::add_to_linker(&mut linker)?;
     http::add_to_linker(&mut linker)?;
+    kafka::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -96,6 +103,7 @@ impl Host {
         let engine = Engine::new(&config).map_err(|e| HostError::Engine(error_text(&e)))?;
         let linker = build_linker(&engine).map_err(|e| HostError::Engine(error_text(&e)))?;
         let pools = sql::SqlPools::new(&options.sql)?;
+        let producers = kafka::KafkaProducers::new(&options.kafka)?;
         if let Some(dir) = &options.cache_dir {
             std::fs::create_dir_all(dir).map_err(|source| HostError::CacheDir {
                 path: dir.clone(),
@@ -109,6 +117,7 @@ impl Host {
                 engine,
                 linker,
                 pools,
+                producers,
                 cache_dir: options.cache_dir,
                 sinks: Mutex::new(HashMap::new()),
                 outputs: log::SinkOutputs::default(),
@@ -132,6 +141,11 @@ impl Host {
     /// The host's SQL pools, for native use.
     pub fn sql_pools(&self) -> &sql::SqlPools {
         &self.inner.pools
+    }
+
+    /// The host's Kafka producers, for native use.
+    pub fn kafka_producers(&self) -> &kafka::KafkaProducers {
+        &self.inner.producers
     }
 
     /// The cache directory, if any.
@@ -264,6 +278,7 @@ impl Host {
             limits: spec.limits,
             pre,
             pools: self.inner.pools.clone(),
+            producers: self.inner.producers.clone(),
             engine: self.inner.engine.clone(),
             epoch: self.inner.epoch.clone(),
             budget: shared.budget,

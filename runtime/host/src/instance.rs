@@ -130,6 +130,7 @@ pub(crate) struct Blueprint {
     pub(crate) limits: Limits,
     pub(crate) pre: SinkWorldPre<StoreData>,
     pub(crate) pools: SqlPools,
+    pub(crate) producers: crate::kafka::KafkaProducers,
     pub(crate) engine: wasmtime::Engine,
     /// The epoch ticker's gate: held for each call ([`crate::epoch`]).
     pub(crate) epoch: crate::epoch::EpochGate,

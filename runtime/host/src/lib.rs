@@ -5,7 +5,7 @@
 //! API used by the rest of the runtime (the pipeline):
 //!
 //! ```text
-//! let host = Host::new(HostOptions { cache_dir: Some(dir), sql: connections })?;
+//! let host = Host::new(HostOptions { cache_dir: Some(dir), sql: connections, kafka: producers })?;
 //! let mut sink = host.load(SinkSpec { name, module, settings, sql_grants, limits }).await?;
 //! sink.write(&batch).await?; // CallError::{Retryable, Fatal, Fault}
 //! ```
@@ -21,7 +21,8 @@
 //!   [`cpu`] (guest CPU time and quota), [`log`] (guest stdout/stderr and
 //!   error text to `tracing`, escaped and rate-limited);
 //! - capabilities: [`sql`] (SQL by connection name on the host's pools),
-//!   [`http`] (`wasi:http` behind an allow-list);
+//!   [`http`] (`wasi:http` behind an allow-list), [`kafka`] (produce with
+//!   the host's producers to granted topics);
 //! - [`secret`] (values that never reach a log).
 
 // The module docs are written for maintainers and link internals:
@@ -37,6 +38,7 @@ mod error;
 mod host;
 pub mod http;
 mod instance;
+pub mod kafka;
 pub mod log;
 pub mod secret;
 mod spec;

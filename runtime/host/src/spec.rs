@@ -61,6 +61,10 @@ pub struct Limits {
     /// entries, e.g. `https://*.log.aliyuncs.com` (syntax in [`crate::http`]).
     /// Default empty: every request is denied.
     pub http_allow: Vec<String>,
+    /// The Kafka producers the sink may produce with, each with the topics
+    /// it may write (`kafka` of the sink's configuration). Default empty:
+    /// every `produce` is denied.
+    pub kafka: Vec<crate::kafka::KafkaGrant>,
     /// Deadline of one outgoing HTTP request, from connecting to the end of
     /// the response body. Default 20 s.
     pub http_timeout: Duration,
@@ -104,6 +108,7 @@ impl Default for Limits {
             max_result_bytes: 16 << 20,
             log_bytes_per_sec: 64 << 10,
             http_allow: Vec::new(),
+            kafka: Vec::new(),
             http_timeout: Duration::from_secs(20),
             max_http_request_bytes: 16 << 20,
             max_http_response_bytes: 4 << 20,

@@ -86,6 +86,7 @@ impl KubedlFlags {
                 connections,
                 sinks,
                 held: HeldConfig::default(),
+                ..Config::default()
             });
         }
         let mut mysql_records = Vec::new();
@@ -126,6 +127,7 @@ impl KubedlFlags {
             connections,
             sinks,
             held: HeldConfig::default(),
+            ..Config::default()
         })
     }
 }

@@ -2,9 +2,10 @@
 //! configuration built from KubeDL's command-line switches
 //! (`--meta-storage`, `--event-storage`, `--region`) when there is no file.
 //!
-//! A configuration names SQL **connections** (owned by the host; sinks open
-//! them by name) and **sinks** (a module, the records it receives, its
-//! settings, the connections it may open, its limits and batching).
+//! A configuration names SQL **connections** and Kafka producers
+//! (`kafka:`, see `kafka.rs`), owned by the host (sinks use them by name),
+//! and **sinks** (a module, the records it receives, its settings, the
+//! connections and Kafka topics it may use, its limits and batching).
 //!
 //! ```yaml
 //! region: cn-hangzhou            # deploy_region of every record (optional)
@@ -40,6 +41,7 @@
 //! path (for example `sinks[0].limits.memroy` for an unknown field).
 
 mod env;
+mod kafka;
 mod kubedl;
 mod module;
 mod resolve;
@@ -47,6 +49,7 @@ mod sink;
 mod size;
 
 pub use env::EnvError;
+pub use kafka::{CompressionSpec, KafkaGrants, ProducerSpec, SaslMechanism, SaslSpec};
 pub use kubedl::{
     DEFAULT_SQLITE_PATH, EventStorage, KubedlEnvError, KubedlFlags, MetaStorage, sls_sink_config,
 };
@@ -131,6 +134,9 @@ pub struct Config {
     /// Named SQL connections.
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionSpec>,
+    /// Named Kafka producers (see [`ProducerSpec`]).
+    #[serde(default)]
+    pub kafka: BTreeMap<String, ProducerSpec>,
     /// The sinks, each with its own queue.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
@@ -362,7 +368,7 @@ impl Config {
                 _ => {}
             }
         }
-        Ok(())
+        self.check_kafka(origin)
     }
 }
 

@@ -39,11 +39,19 @@ pub enum Builtin {
     /// `builtin:webhook`: chat alerts and templated webhooks
     /// (`sinks/webhook`).
     Webhook,
+    /// `builtin:kafka`: every change as a JSON message keyed by uid, through
+    /// the host's Kafka producers (`sinks/kafka`).
+    Kafka,
 }
 
 impl Builtin {
     /// Every bundled sink.
-    pub const ALL: [Builtin; 3] = [Builtin::Mysql, Builtin::Sls, Builtin::Webhook];
+    pub const ALL: [Builtin; 4] = [
+        Builtin::Mysql,
+        Builtin::Sls,
+        Builtin::Webhook,
+        Builtin::Kafka,
+    ];
 
     /// Its name after `builtin:`.
     pub fn name(self) -> &'static str {
@@ -51,6 +59,7 @@ impl Builtin {
             Builtin::Mysql => "mysql",
             Builtin::Sls => "sls",
             Builtin::Webhook => "webhook",
+            Builtin::Kafka => "kafka",
         }
     }
 
@@ -60,6 +69,7 @@ impl Builtin {
             Builtin::Mysql => "kubesink_sink_mysql.wasm",
             Builtin::Sls => "kubesink_sink_sls.wasm",
             Builtin::Webhook => "kubesink_sink_webhook.wasm",
+            Builtin::Kafka => "kubesink_sink_kafka.wasm",
         }
     }
 }
@@ -238,6 +248,7 @@ mod tests {
             ("builtin:mysql", ModuleRef::Builtin(Builtin::Mysql)),
             ("builtin:sls", ModuleRef::Builtin(Builtin::Sls)),
             ("builtin:webhook", ModuleRef::Builtin(Builtin::Webhook)),
+            ("builtin:kafka", ModuleRef::Builtin(Builtin::Kafka)),
             ("./sinks/x.wasm", ModuleRef::Path("./sinks/x.wasm".into())),
             (
                 "configmap:sinks/mysql.wasm.gz",
@@ -253,7 +264,7 @@ mod tests {
         }
         let err = "builtin:nope".parse::<ModuleRef>().unwrap_err();
         assert!(
-            err.contains("`nope`") && err.contains("mysql, sls, webhook"),
+            err.contains("`nope`") && err.contains("mysql, sls, webhook, kafka"),
             "{err}"
         );
         assert!("configmap:sinks".parse::<ModuleRef>().is_err());

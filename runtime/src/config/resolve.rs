@@ -199,6 +199,7 @@ impl Config {
                 max_connections: c.max_connections.unwrap_or(4),
             });
         }
+        let kafka = self.resolve_kafka(origin)?;
         let mut sinks = Vec::new();
         for (i, s) in self.sinks.iter().enumerate() {
             let at = |f: &str| format!("sinks[{i}].{f}");
@@ -237,6 +238,7 @@ impl Config {
             }
             limits.cpu = l.cpu.map(|c| c.get());
             limits.http_allow = s.allow_hosts.clone();
+            limits.kafka = super::kafka::grants_of(s);
             if let Some(t) = l.call_timeout {
                 limits.call_timeout = t;
             }
@@ -270,6 +272,7 @@ impl Config {
         let host = HostOptions {
             cache_dir,
             sql,
+            kafka,
             ..HostOptions::default()
         };
         Ok(Plan {

@@ -35,6 +35,10 @@ pub struct SinkConfig {
     /// SQL connection names the sink may open.
     #[serde(default)]
     pub connections: Vec<String>,
+    /// Kafka producers the sink may produce with, each with the topics it
+    /// may write: `{ bus: [kubesink.events] }`. Default: none.
+    #[serde(default)]
+    pub kafka: super::KafkaGrants,
     /// Hosts the sink may send HTTP requests to: `[scheme://]host[:port]`,
     /// host a name, an IP, `*.domain` or `*`; port a number or `*`; scheme
     /// https when absent. Empty: no HTTP at all.
@@ -336,6 +340,7 @@ impl SinkConfig {
             sha256: None,
             records: all_kinds(),
             connections: Vec::new(),
+            kafka: Default::default(),
             allow_hosts: Vec::new(),
             settings: Settings::default(),
             limits: LimitsConfig::default(),

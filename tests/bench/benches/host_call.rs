@@ -58,6 +58,7 @@ fn load(rt: &tokio::runtime::Runtime) -> (Host, SinkInstance, tempfile::TempDir)
     let host = Host::new(HostOptions {
         cache_dir: Some(cache.path().to_path_buf()),
         sql: vec![ConnectionConfig::new("bench", "sqlite::memory:")],
+        kafka: Vec::new(),
     })
     .expect("host");
     let off = |k: &str| (k.to_owned(), "false".to_owned());

@@ -61,6 +61,7 @@ pub fn host_for(db: &TestDb, cache: &std::path::Path) -> anyhow::Result<Host> {
     Ok(Host::new(HostOptions {
         cache_dir: Some(cache.to_path_buf()),
         sql: vec![ConnectionConfig::new(CONNECTION, db.url())],
+        kafka: Vec::new(),
     })?)
 }
 

@@ -75,6 +75,7 @@ impl Fixture {
         let host = Host::new(HostOptions {
             cache_dir: Some(cache.path().to_owned()),
             sql: vec![ConnectionConfig::new(CONN, url)],
+            kafka: Vec::new(),
         })?;
         let wasm: PathBuf = guest_wasm("kubesink-sink-mysql")?;
         let sink = host

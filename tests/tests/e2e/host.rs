@@ -53,6 +53,7 @@ fn host_in(dir: &Path) -> anyhow::Result<Host> {
     Ok(Host::new(HostOptions {
         cache_dir: Some(dir.join("cache")),
         sql: vec![ConnectionConfig::new("main", url)],
+        kafka: Vec::new(),
     })?)
 }
 
@@ -501,6 +502,7 @@ async fn host_database_down_at_start_is_retryable() -> anyhow::Result<()> {
             "main",
             "mysql://kube:topsecret@127.0.0.1:1/kubedl",
         )],
+        kafka: Vec::new(),
     })?;
     let err = host
         .load(spec(

@@ -96,6 +96,7 @@ fn host_in(dir: &Path) -> anyhow::Result<Host> {
             ConnectionConfig::new("main", url("main.db")),
             ConnectionConfig::new("secret", url("secret.db")),
         ],
+        kafka: Vec::new(),
     })?)
 }
 
@@ -309,6 +310,7 @@ async fn mariadb_sql_errors_a_guest_sees_carry_no_credentials() -> anyhow::Resul
     let host = Host::new(HostOptions {
         cache_dir: Some(dir.path().join("cache")),
         sql: vec![ConnectionConfig::new("main", db.url())],
+        kafka: Vec::new(),
     })?;
     let limits = Limits {
         max_statement_bytes: 64 << 10,

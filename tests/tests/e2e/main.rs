@@ -86,6 +86,7 @@ mod host;
 mod hostile;
 mod image;
 mod isolation;
+mod kafka;
 mod kubedl_compat;
 mod lagging;
 mod live;

@@ -117,6 +117,7 @@ fn host_for(url: &str, cache: &tempfile::TempDir) -> anyhow::Result<Host> {
     Ok(Host::new(HostOptions {
         cache_dir: Some(cache.path().to_owned()),
         sql: vec![ConnectionConfig::new(CONN, url)],
+        kafka: Vec::new(),
     })?)
 }
 

@@ -18,6 +18,7 @@ fn host_in(dir: &Path) -> anyhow::Result<Host> {
     Ok(Host::new(HostOptions {
         cache_dir: Some(dir.join("cache")),
         sql: vec![ConnectionConfig::new("main", url)],
+        kafka: Vec::new(),
     })?)
 }
 

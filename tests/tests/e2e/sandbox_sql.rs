@@ -60,6 +60,7 @@ fn sqlite_host(dir: &Path, max_connections: u32) -> anyhow::Result<Host> {
             max_connections,
             ..ConnectionConfig::new("main", url)
         }],
+        kafka: Vec::new(),
     })?)
 }
 
@@ -216,6 +217,7 @@ async fn mariadb_sleep_ends_with_its_call() -> anyhow::Result<()> {
     let host = Host::new(HostOptions {
         cache_dir: Some(dir.path().join("cache")),
         sql: vec![ConnectionConfig::new("main", db.url())],
+        kafka: Vec::new(),
     })?;
     let admin = db.connect().await?;
     let result = async {
@@ -323,6 +325,7 @@ async fn mariadb_session_state_does_not_cross_sinks() -> anyhow::Result<()> {
             max_connections: 1,
             ..ConnectionConfig::new("main", db.url())
         }],
+        kafka: Vec::new(),
     })?;
     let mut counter = host
         .load(spec("counter", COUNTER, &[], Limits::default())?)
@@ -466,6 +469,7 @@ async fn mariadb_mysql_sink_works_with_the_least_grants() -> anyhow::Result<()> 
     let host = Host::new(HostOptions {
         cache_dir: Some(dir.path().join("cache")),
         sql: vec![ConnectionConfig::new("default", url.clone())],
+        kafka: Vec::new(),
     })?;
     let mut sink = host
         .load(SinkSpec {

@@ -14,6 +14,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::Blueprint;
 use crate::budget::{HostBudget, Reservation};
 use crate::cpu::CpuClock;
+use crate::kafka::{KafkaCtx, KafkaCtxView, KafkaView};
 use crate::log::{GuestLog, LogCounters};
 use crate::sql::{SqlCaps, SqlCtx, SqlCtxView, SqlView};
 
@@ -117,8 +118,8 @@ impl ResourceLimiter for SinkLimiter {
     }
 }
 
-/// The data of a sink's store: WASI (deny by default), the `sql`
-/// capability, limits and the current call's deadline.
+/// The data of a sink's store: WASI (deny by default), the `sql` and
+/// `kafka` capabilities, limits and the current call's deadline.
 ///
 /// The `http` capability (`crate::http`, wasmtime-wasi-http with an
 /// allow-list) adds its context as a field here and implements its view
@@ -128,6 +129,7 @@ pub(crate) struct StoreData {
     table: ResourceTable,
     sql: SqlCtx,
     http: crate::http::HttpCtx,
+    kafka: KafkaCtx,
     pub(super) limiter: SinkLimiter,
     pub(super) cpu: CpuClock,
     deadline: Option<Instant>,
@@ -200,6 +202,12 @@ pub(super) fn new_store(
         ),
         http: crate::http::HttpCtx::new(&bp.name, &bp.limits, bp.budget.clone())
             .with_slots(bp.http_slots.clone()),
+        kafka: KafkaCtx::new(
+            bp.name.clone(),
+            bp.limits.kafka.clone(),
+            bp.producers.clone(),
+            bp.budget.clone(),
+        ),
         limiter: SinkLimiter::new(bp.limits.memory_bytes, &bp.budget),
         cpu: CpuClock::new(bp.cpu.clone(), cpu_nanos),
         deadline: None,
@@ -243,12 +251,21 @@ pub(super) fn new_store(
     store
 }
 
+impl KafkaView for StoreData {
+    fn kafka(&mut self) -> KafkaCtxView<'_> {
+        KafkaCtxView {
+            ctx: &mut self.kafka,
+        }
+    }
+}
+
 /// Arms the store for one call: its deadline (epochs and SQL) and the
 /// CPU clock's per-call pause count.
 pub(super) fn begin_call(store: &mut Store<StoreData>, timeout: Duration) {
     let data = store.data_mut();
     data.deadline = Some(Instant::now() + timeout);
     data.sql.set_deadline(data.deadline);
+    data.kafka.set_deadline(data.deadline);
     data.timed_out = false;
     data.cpu.begin_call();
     store.set_epoch_deadline(1);
@@ -258,6 +275,7 @@ pub(super) fn begin_call(store: &mut Store<StoreData>, timeout: Duration) {
 pub(super) fn end_call(store: &mut Store<StoreData>) {
     store.data_mut().deadline = None;
     store.data_mut().sql.set_deadline(None);
+    store.data_mut().kafka.set_deadline(None);
 }
 
 #[cfg(test)]
