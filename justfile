@@ -46,6 +46,14 @@ postgres:
 postgres-stop:
     bash tests/scripts/postgres.sh stop
 
+# Start the private test Kafka broker (single-node KRaft, jars from Maven Central) and print KUBESINK_TEST_KAFKA_BROKERS=...
+kafka:
+    bash tests/scripts/kafka.sh start
+
+# Stop the private test Kafka broker (its data stays).
+kafka-stop:
+    bash tests/scripts/kafka.sh stop
+
 # rustfmt check and clippy (warnings are errors) over the whole workspace.
 lint: setup
     cargo fmt --all -- --check

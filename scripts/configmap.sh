@@ -2,7 +2,8 @@
 # Builds the bundled sinks (scripts/guests.sh) and writes a ConfigMap
 # manifest holding them, for `module: configmap:kubesink-sinks/<sink>.wasm.gz`
 # in kubesink's configuration: every Rust sink under sinks/ (mysql.wasm.gz,
-# sls.wasm.gz, webhook.wasm.gz; the Python webhook-py is too big for it).
+# sls.wasm.gz, webhook.wasm.gz, kafka.wasm.gz; the Python webhook-py is too
+# big for it).
 # Each component is stored gzip-compressed (`gzip -n -9`, reproducible)
 # under binaryData key `<sink>.wasm.gz`; the
 # SHA-256 of each uncompressed component (what a sink's `sha256:` pins) is

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds kubesink's OCI image without a container engine: the kubesink
-# binary and the bundled sinks (mysql, sls) in one layer on an empty base,
+# binary and the bundled sinks (mysql, sls, webhook, kafka) in one layer on an empty base,
 # written as an OCI image layout by umoci (github.com/opencontainers/umoci,
 # built from Go modules by tests/controlplane/build-tool.sh). Prints the
 # layout, the tag and the image's size.
@@ -19,7 +19,8 @@
 #   --binary  a kubesink binary to ship (default: build the release binary
 #             for x86_64-unknown-linux-musl, static)
 #   --sinks   a directory with kubesink_sink_mysql.wasm,
-#             kubesink_sink_sls.wasm and kubesink_sink_webhook.wasm
+#             kubesink_sink_sls.wasm, kubesink_sink_webhook.wasm and
+#             kubesink_sink_kafka.wasm
 #             (default: build them, profile guest)
 #   --out     the OCI layout (default: <target>/image/kubesink-oci; replaced)
 #   --tag     the tag (default: v<workspace version>)
@@ -85,11 +86,13 @@ fi
 if [[ -z $sinks ]]; then
     echo "image.sh: building the bundled sinks (wasm32-wasip2, profile guest)" >&2
     cargo build --locked --target wasm32-wasip2 --profile guest \
-        -p kubesink-sink-mysql -p kubesink-sink-sls -p kubesink-sink-webhook >&2
+        -p kubesink-sink-mysql -p kubesink-sink-sls -p kubesink-sink-webhook \
+        -p kubesink-sink-kafka >&2
     sinks=$target/wasm32-wasip2/guest
 fi
 [[ -x $binary ]] || die "$binary is not an executable"
-for wasm in kubesink_sink_mysql.wasm kubesink_sink_sls.wasm kubesink_sink_webhook.wasm; do
+for wasm in kubesink_sink_mysql.wasm kubesink_sink_sls.wasm kubesink_sink_webhook.wasm \
+    kubesink_sink_kafka.wasm; do
     [[ -f $sinks/$wasm ]] || die "$sinks has no $wasm"
 done
 
@@ -107,7 +110,7 @@ mkdir -p "$root/usr/local/bin" "$root/usr/share/kubesink/sinks" "$root/etc/ssl/c
     "$root/tmp" "$root/home/nonroot" "$root/var/cache/kubesink"
 install -m 0755 "$binary" "$root/usr/local/bin/kubesink"
 install -m 0644 "$sinks/kubesink_sink_mysql.wasm" "$sinks/kubesink_sink_sls.wasm" \
-    "$sinks/kubesink_sink_webhook.wasm" \
+    "$sinks/kubesink_sink_webhook.wasm" "$sinks/kubesink_sink_kafka.wasm" \
     "$root/usr/share/kubesink/sinks/"
 printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' \
     'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' > "$root/etc/passwd"

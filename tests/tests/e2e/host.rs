@@ -641,6 +641,18 @@ fn pod_applied(uid: &str) -> Entry {
     records::applied(Record::Pod(records::pod(uid, 42, "Running")))
 }
 
+/// The version of the WIT package in the repository's `wit/`.
+fn current_version(root: &Path) -> anyhow::Result<String> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve.push_dir(root.join("wit"))?;
+    Ok(resolve.packages[pkg]
+        .name
+        .version
+        .clone()
+        .context("the package has a version")?
+        .to_string())
+}
+
 /// A component with the exports of world `sink-world` of the WIT package in
 /// `wit` (its version in the export names) whose functions all trap: what
 /// a sink built against that package looks like to the host's linker.
@@ -793,6 +805,28 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
             ..
         }) => {}
         other => panic!("a 0.2 component is linked and its init runs: {other:?}"),
+    }
+
+    // Built against 0.2.0 (before the kafka interface, a compatible
+    // change): still linked, its `sink` export found, its init run.
+    let older = tempfile::tempdir()?;
+    let sink_wit = std::fs::read_to_string(root.join("wit/sink.wit"))?;
+    let at_0_2_0 = sink_wit.replace(
+        &format!("package kubesink:sink@{};", current_version(&root)?),
+        "package kubesink:sink@0.2.0;",
+    );
+    anyhow::ensure!(at_0_2_0.contains("@0.2.0;"), "the package line of sink.wit");
+    std::fs::write(older.path().join("sink.wit"), at_0_2_0)?;
+    match load("older", stub_sink(older.path())?).await {
+        Err(HostError::Init {
+            source:
+                CallError::Fault {
+                    cause: FaultCause::Trap,
+                    ..
+                },
+            ..
+        }) => {}
+        other => panic!("a 0.2.0 component is linked and its init runs: {other:?}"),
     }
     Ok(())
 }

@@ -80,7 +80,11 @@ async fn image(dir: &Path) -> Result<String> {
     let binary = kubesink_binary()?;
     let mysql = guests::guest_wasm("kubesink-sink-mysql")?;
     let sinks = mysql.parent().context("sink dir")?;
-    for other in ["kubesink-sink-sls", "kubesink-sink-webhook"] {
+    for other in [
+        "kubesink-sink-sls",
+        "kubesink-sink-webhook",
+        "kubesink-sink-kafka",
+    ] {
         ensure!(
             guests::guest_wasm(other)?.parent() == Some(sinks),
             "the sinks were built into different directories"
@@ -219,6 +223,7 @@ async fn image_runs_kubesink_from_its_own_filesystem_and_replays_the_fixture() -
         "kubesink_sink_mysql.wasm",
         "kubesink_sink_sls.wasm",
         "kubesink_sink_webhook.wasm",
+        "kubesink_sink_kafka.wasm",
     ] {
         let bytes =
             std::fs::read(sinks.join(file)).with_context(|| format!("{file} in the image"))?;

@@ -373,6 +373,9 @@ async fn kafka_topic_outside_the_grant_is_denied_and_logged_naming_sink_and_topi
         got.len() == 1 && got[0].key.as_deref() == Some(&b"ok-1"[..]),
         "{got:?}"
     );
+    let (b, t) = (brokers.clone(), other.clone());
+    let leaked = tokio::task::spawn_blocking(move || read_topic(&b, &t, READ_LIMIT)).await??;
+    ensure!(leaked.is_empty(), "the ungranted topic holds {leaked:?}");
     Ok(())
 }
 
