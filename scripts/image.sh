@@ -54,11 +54,16 @@ tag=${tag:-v$version}
 out=${out:-$target/image/kubesink-oci}
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2> /dev/null || echo 0)}
 
-# The C parts of the dependencies (ring, SQLite) need a musl C compiler:
-# x86_64-linux-musl-gcc, else Debian's musl-gcc (package musl-tools,
-# installed here when missing).
+# The C parts of the dependencies (ring, SQLite, librdkafka) need a musl C
+# compiler: x86_64-linux-musl-gcc, else Debian's musl-gcc (package
+# musl-tools, installed here when missing). The cc crate (ring, SQLite)
+# takes it from CC_<target>; librdkafka's own configure script (rdkafka-sys)
+# only reads CC, so CC names it too and HOST_CC keeps the C code of build
+# scripts on the host compiler.
 musl_cc() {
+    export HOST_CC="${HOST_CC:-cc}"
     if command -v x86_64-linux-musl-gcc > /dev/null; then
+        export CC=x86_64-linux-musl-gcc
         return
     fi
     if ! command -v musl-gcc > /dev/null; then
@@ -72,7 +77,7 @@ musl_cc() {
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools >&2 \
             || die "apt-get install musl-tools failed"
     fi
-    export CC_x86_64_unknown_linux_musl=musl-gcc
+    export CC_x86_64_unknown_linux_musl=musl-gcc CC=musl-gcc
 }
 
 if [[ -z $binary ]]; then
