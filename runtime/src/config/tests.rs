@@ -259,3 +259,49 @@ fn workers_default_to_one_per_core_on_a_network_database_and_one_elsewhere() {
         "the rule, and a set value wins"
     );
 }
+
+#[test]
+fn kafka_producers_resolve_with_expanded_credentials_and_sinks_get_their_grants() {
+    // Unset: its default is taken.
+    let var = "KUBESINK_TEST_KAFKA_CONFIG_PASSWORD";
+    let text = format!(
+        "kafka:\n  bus:\n    brokers: ['k-0:9092', ' k-1:9093 ']\n    sasl: {{ mechanism: PLAIN, username: kube, password: '${{{var}:-s3cret-kafka}}' }}\n    compression: snappy\n    message_max_bytes: 2Mi\n    linger: 1ms\n    delivery_timeout: 10s\nsinks:\n  - name: k\n    module: builtin:kafka\n    kafka: {{ bus: [t.events, t.jobs] }}\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.sinks[0].module, ModuleRef::Builtin(Builtin::Kafka));
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("s3cret-kafka"), "{shown}");
+    // `builtin:kafka` is looked for on disk by resolve; take a path instead.
+    let mut c = c;
+    c.sinks[0].module = ModuleRef::Path("k.wasm".into());
+    let plan = c.resolve("f.yaml").unwrap();
+    let p = &plan.host.kafka[0];
+    assert_eq!(p.name, "bus");
+    assert_eq!(
+        p.brokers,
+        vec!["k-0:9092".to_owned(), "k-1:9093".to_owned()]
+    );
+    let sasl = p.sasl.as_ref().unwrap();
+    assert_eq!(
+        (sasl.username.as_str(), sasl.password.expose()),
+        ("kube", "s3cret-kafka")
+    );
+    assert_eq!(p.compression, kubesink_host::kafka::Compression::Snappy);
+    assert_eq!(p.message_max_bytes, 2 << 20);
+    assert_eq!(p.linger, Duration::from_millis(1));
+    assert_eq!(p.delivery_timeout, Duration::from_secs(10));
+    assert!(!format!("{plan:?}").contains("s3cret-kafka"));
+    assert_eq!(
+        plan.sinks[0].spec.limits.kafka,
+        vec![kubesink_host::kafka::KafkaGrant {
+            producer: "bus".into(),
+            topics: vec!["t.events".into(), "t.jobs".into()],
+        }]
+    );
+    let (field, message) =
+        refused("sinks:\n  - { name: a, module: x.wasm, kafka: { bus: [t] } }\n");
+    assert_eq!(field, "sinks[0].kafka.bus");
+    assert!(message.contains("no producer named `bus`"), "{message}");
+    let (field, _) = refused("kafka:\n  bus: { brokers: [] }\n");
+    assert_eq!(field, "kafka.bus.brokers");
+}

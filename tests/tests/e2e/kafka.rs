@@ -379,6 +379,53 @@ async fn kafka_topic_outside_the_grant_is_denied_and_logged_naming_sink_and_topi
     Ok(())
 }
 
+/// Throughput of the wasm sink into the broker through the host (as the
+/// tests build it): 100 000 events in writes of 1000, each write returning
+/// once the broker acknowledged all of it; every event read back once.
+/// Prints events/s and the guest's share (its wasm CPU time); measured
+/// figures in `sinks/README.md`, "Measured".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_throughput_100k_events_into_the_broker() -> Result<()> {
+    const N: usize = 100_000;
+    let brokers = kafka::brokers()?;
+    let topic = unique("throughput");
+    let cache = tempfile::tempdir()?;
+    let host = Host::new(HostOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+        kafka: vec![ProducerConfig::new("bus", vec![brokers.clone()])],
+        ..HostOptions::default()
+    })?;
+    let mut sink = host
+        .load(one_event_spec("kafka-throughput", &topic, &topic)?)
+        .await?;
+    let events: Vec<Entry> = (0..N).map(|i| event(&format!("u{i:06}"), 1)).collect();
+    let started = std::time::Instant::now();
+    for batch in events.chunks(1000) {
+        sink.write(batch).await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let stats = sink.stats();
+    let (b, t) = (brokers.clone(), topic.clone());
+    let got = tokio::task::spawn_blocking(move || read_topic(&b, &t, READ_LIMIT)).await??;
+    ensure!(got.len() == N, "{} of {N} events read back", got.len());
+    let distinct: std::collections::HashSet<_> = got.iter().map(|g| &g.key).collect();
+    ensure!(
+        distinct.len() == N,
+        "duplicates: {} distinct",
+        distinct.len()
+    );
+    let value_bytes: usize = got.iter().map(|g| g.value.len()).sum();
+    println!(
+        "kafka throughput: {N} events in {elapsed:.2} s = {:.0} events/s; {:.1} MB of JSON values ({:.1} MB/s); guest wasm CPU {:.2} s of {:.2} s in calls",
+        N as f64 / elapsed,
+        value_bytes as f64 / 1e6,
+        value_bytes as f64 / 1e6 / elapsed,
+        stats.guest_cpu.as_secs_f64(),
+        stats.guest_time.as_secs_f64(),
+    );
+    Ok(())
+}
+
 #[test]
 fn kafka_bad_producer_config_fails_at_start_naming_the_field() -> Result<()> {
     let cases = [
