@@ -87,8 +87,11 @@ ensure_jars() {
 </project>
 POM
     rm -rf "$libs"
-    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DincludeScope=runtime \
-        -DoutputDirectory="$libs" >&2 || die "mvn could not fetch kafka_2.13 $version"
+    # (Maven 3.8 prints colour resets even in batch mode: stripped.)
+    if ! mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$libs" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2; then
+        die "mvn could not fetch kafka_2.13 $version"
+    fi
     [ -f "$libs/kafka_2.13-$version.jar" ] || die "kafka_2.13-$version.jar missing from $libs"
     touch "$libs/.complete"
 }

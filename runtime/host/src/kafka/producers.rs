@@ -84,8 +84,8 @@ impl KafkaProducers {
     }
 
     /// Produces `messages` to `topic` with producer `name`, in order, and
-    /// waits until every one is acknowledged (`acks=all`) or `deadline`
-    /// passes. The caller has checked the grant.
+    /// waits until every one is acknowledged (`acks=all`) or shortly before
+    /// `deadline` ([`cutoff`]). The caller has checked the grant.
     pub async fn produce(
         &self,
         name: &str,
@@ -140,7 +140,7 @@ impl KafkaProducers {
         }
         let total = pending.len();
         let all = futures_util::future::join_all(pending);
-        let results = match deadline {
+        let results = match deadline.map(cutoff) {
             Some(d) => tokio::time::timeout_at(d.into(), all).await.map_err(|_| {
                 KafkaError::Unavailable(format!(
                     "producer '{name}': the {total} messages to topic '{topic}' were not all acknowledged before the call's deadline"
@@ -168,6 +168,20 @@ impl KafkaProducers {
             let _ = entry.producer.flush(timeout);
         }
     }
+}
+
+/// Most of a call's remaining time kept back when waiting for
+/// acknowledgements, so that a broker that does not answer makes `produce`
+/// return `unavailable` (the batch is retried on the same instance) before
+/// the call's own deadline ends the call as a timeout fault (the instance
+/// discarded, the batch bisected).
+const DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
+/// When to stop waiting for acknowledgements in a call ending at
+/// `deadline`: [`DEADLINE_MARGIN`] before it, or half-way for a short call.
+pub(crate) fn cutoff(deadline: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(Instant::now());
+    deadline - DEADLINE_MARGIN.min(left / 2)
 }
 
 /// The bytes of a message as the caps count them.

@@ -212,3 +212,18 @@ fn client_errors_map_to_retryable_or_permanent_cases() {
         "unavailable"
     );
 }
+
+#[test]
+fn waiting_for_acks_stops_before_the_calls_deadline() {
+    let now = std::time::Instant::now();
+    let long = now + Duration::from_secs(30);
+    let c = producers::cutoff(long);
+    assert!(
+        c < long && long - c <= Duration::from_secs(1),
+        "{:?}",
+        long - c
+    );
+    let short = now + Duration::from_millis(400);
+    let c = producers::cutoff(short);
+    assert!(c > now && c < short, "half-way for a short call");
+}
