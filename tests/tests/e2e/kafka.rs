@@ -426,6 +426,44 @@ async fn kafka_sink_throughput_100k_events_into_the_broker() -> Result<()> {
     Ok(())
 }
 
+/// No broker answers (nothing listens on the port): a write is
+/// `retryable`, returned before the call's deadline so that the instance is
+/// kept (not a timeout fault), and the next write is tried on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_broker_down_is_retryable_within_the_call_deadline() -> Result<()> {
+    let cache = tempfile::tempdir()?;
+    let host = Host::new(HostOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+        kafka: vec![ProducerConfig::new("bus", vec!["127.0.0.1:1".into()])],
+        ..HostOptions::default()
+    })?;
+    let mut spec = one_event_spec("kafka-down", "t.down", "t.down")?;
+    spec.limits.call_timeout = Duration::from_secs(3);
+    let mut sink = host.load(spec).await?;
+    for attempt in 1..=2 {
+        let started = std::time::Instant::now();
+        let err = sink
+            .write(&[event("down-1", attempt)])
+            .await
+            .expect_err("no broker");
+        let took = started.elapsed();
+        match &err {
+            CallError::Retryable(m) => ensure!(
+                m.contains("kafka topic t.down") && m.contains("acknowledged"),
+                "{m}"
+            ),
+            other => anyhow::bail!("expected retryable, got {other:?}"),
+        }
+        ensure!(took < Duration::from_secs(3), "took {took:?}");
+    }
+    let stats = sink.stats();
+    ensure!(
+        stats.builds == 1 && stats.faults == 0,
+        "the instance is kept: {stats:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn kafka_bad_producer_config_fails_at_start_naming_the_field() -> Result<()> {
     let cases = [
