@@ -3,7 +3,7 @@
 //! one of them ([`KafkaProducers::produce`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError as ClientError, RDKafkaErrorCode};
@@ -21,10 +21,53 @@ pub const MAX_CALL_BYTES: usize = 16 << 20;
 /// it tries again (the queue holds 100 000 messages: a batch rarely fills it).
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
-/// One producer and the settings it was built from.
+/// One producer and the settings it was built from. The producer is
+/// replaced when librdkafka reports a fatal error (an idempotent producer
+/// whose sequence the broker no longer accepts must be created anew).
 struct Entry {
-    producer: FutureProducer,
+    producer: RwLock<Arc<FutureProducer>>,
     config: ProducerConfig,
+}
+
+impl Entry {
+    fn current(&self) -> Arc<FutureProducer> {
+        self.producer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// If `used` hit a fatal error, replaces it with a new producer (once,
+    /// however many calls saw it) and says why.
+    fn renew_if_fatal(&self, used: &Arc<FutureProducer>) -> Option<String> {
+        let (code, reason) = used.client().fatal_error()?;
+        let mut slot = self
+            .producer
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if Arc::ptr_eq(&slot, used) {
+            match create(&self.config) {
+                Ok(fresh) => {
+                    *slot = Arc::new(fresh);
+                    tracing::warn!(producer = %self.config.name, error = %reason, code = ?code, "kafka producer hit a fatal error and was created anew");
+                }
+                Err(e) => {
+                    tracing::error!(producer = %self.config.name, error = %e, "kafka producer hit a fatal error and could not be created anew");
+                }
+            }
+        }
+        Some(format!("{code:?}: {reason}"))
+    }
+}
+
+fn create(config: &ProducerConfig) -> Result<FutureProducer, KafkaConfigError> {
+    config
+        .client_config()
+        .create()
+        .map_err(|e| KafkaConfigError::Client {
+            name: config.name.clone(),
+            reason: e.to_string(),
+        })
 }
 
 /// The host's producers by name. Cheap to clone. Each is created at start
@@ -57,18 +100,10 @@ impl KafkaProducers {
                     name: config.name.clone(),
                 });
             }
-            let producer: FutureProducer =
-                config
-                    .client_config()
-                    .create()
-                    .map_err(|e| KafkaConfigError::Client {
-                        name: config.name.clone(),
-                        reason: e.to_string(),
-                    })?;
             by_name.insert(
                 config.name.clone(),
                 Entry {
-                    producer,
+                    producer: RwLock::new(Arc::new(create(config)?)),
                     config: config.clone(),
                 },
             );
@@ -85,7 +120,9 @@ impl KafkaProducers {
 
     /// Produces `messages` to `topic` with producer `name`, in order, and
     /// waits until every one is acknowledged (`acks=all`) or shortly before
-    /// `deadline` ([`cutoff`]). The caller has checked the grant.
+    /// `deadline` ([`cutoff`]). The caller has checked the grant. A producer
+    /// that hit a fatal error is created anew and the call is `unavailable`
+    /// (retry).
     pub async fn produce(
         &self,
         name: &str,
@@ -98,76 +135,97 @@ impl KafkaProducers {
                 "kafka producer '{name}' is not configured on this host"
             ))
         })?;
-        let max = entry.config.message_max_bytes;
-        for (i, m) in messages.iter().enumerate() {
-            let size = message_bytes(m);
-            if size > max {
-                return Err(KafkaError::TooLarge(format!(
-                    "message {i} to topic '{topic}' is {size} bytes, over producer '{name}''s message_max_bytes of {max}"
+        let producer = entry.current();
+        let result = send_all(
+            &producer,
+            name,
+            topic,
+            messages,
+            deadline,
+            entry.config.message_max_bytes,
+        )
+        .await;
+        if result.is_err()
+            && let Some(fatal) = entry.renew_if_fatal(&producer)
+        {
+            return Err(KafkaError::Unavailable(format!(
+                "producer '{name}' hit a fatal error ({fatal}) and was created anew: retry"
+            )));
+        }
+        result
+    }
+}
+
+/// [`KafkaProducers::produce`] on one producer.
+async fn send_all(
+    producer: &FutureProducer,
+    name: &str,
+    topic: &str,
+    messages: &[Message],
+    deadline: Option<Instant>,
+    max: usize,
+) -> Result<(), KafkaError> {
+    for (i, m) in messages.iter().enumerate() {
+        let size = message_bytes(m);
+        if size > max {
+            return Err(KafkaError::TooLarge(format!(
+                "message {i} to topic '{topic}' is {size} bytes, over producer '{name}''s message_max_bytes of {max}"
+            )));
+        }
+    }
+    let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(messages.len());
+    for m in messages {
+        let headers = m.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v),
+            })
+        });
+        let mut record = FutureRecord::to(topic).payload(&m.value).headers(headers);
+        if let Some(key) = &m.key {
+            record = record.key(key);
+        }
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    if deadline.is_some_and(|d| Instant::now() + QUEUE_FULL_PAUSE >= d) {
+                        return Err(KafkaError::Unavailable(format!(
+                            "producer '{name}': its queue stayed full until the call's deadline"
+                        )));
+                    }
+                    record = back;
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                }
+                Err((e, _)) => return Err(classify(name, topic, &e)),
+            }
+        }
+    }
+    let total = pending.len();
+    let all = futures_util::future::join_all(pending);
+    let results = match deadline.map(cutoff) {
+        Some(d) => tokio::time::timeout_at(d.into(), all).await.map_err(|_| {
+            KafkaError::Unavailable(format!(
+                "producer '{name}': the {total} messages to topic '{topic}' were not all acknowledged before the call's deadline"
+            ))
+        })?,
+        None => all.await,
+    };
+    for result in results {
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(classify(name, topic, &e)),
+            Err(_canceled) => {
+                return Err(KafkaError::Unavailable(format!(
+                    "producer '{name}' was shut down before every message to topic '{topic}' was acknowledged"
                 )));
             }
         }
-        let mut pending: Vec<DeliveryFuture> = Vec::with_capacity(messages.len());
-        for m in messages {
-            let headers = m.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
-                h.insert(Header {
-                    key: k,
-                    value: Some(v),
-                })
-            });
-            let mut record = FutureRecord::to(topic).payload(&m.value).headers(headers);
-            if let Some(key) = &m.key {
-                record = record.key(key);
-            }
-            loop {
-                match entry.producer.send_result(record) {
-                    Ok(delivery) => {
-                        pending.push(delivery);
-                        break;
-                    }
-                    Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        if deadline.is_some_and(|d| Instant::now() + QUEUE_FULL_PAUSE >= d) {
-                            return Err(KafkaError::Unavailable(format!(
-                                "producer '{name}': its queue stayed full until the call's deadline"
-                            )));
-                        }
-                        record = back;
-                        tokio::time::sleep(QUEUE_FULL_PAUSE).await;
-                    }
-                    Err((e, _)) => return Err(classify(name, topic, &e)),
-                }
-            }
-        }
-        let total = pending.len();
-        let all = futures_util::future::join_all(pending);
-        let results = match deadline.map(cutoff) {
-            Some(d) => tokio::time::timeout_at(d.into(), all).await.map_err(|_| {
-                KafkaError::Unavailable(format!(
-                    "producer '{name}': the {total} messages to topic '{topic}' were not all acknowledged before the call's deadline"
-                ))
-            })?,
-            None => all.await,
-        };
-        for result in results {
-            match result {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(classify(name, topic, &e)),
-                Err(_canceled) => {
-                    return Err(KafkaError::Unavailable(format!(
-                        "producer '{name}' was shut down before every message to topic '{topic}' was acknowledged"
-                    )));
-                }
-            }
-        }
-        Ok(())
     }
-
-    /// Waits up to `timeout` for every producer's queued messages.
-    pub fn flush(&self, timeout: Duration) {
-        for entry in self.by_name.values() {
-            let _ = entry.producer.flush(timeout);
-        }
-    }
+    Ok(())
 }
 
 /// Most of a call's remaining time kept back when waiting for
