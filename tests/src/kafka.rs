@@ -78,7 +78,7 @@ pub fn brokers() -> anyhow::Result<String> {
         .map_err(anyhow::Error::msg)
 }
 
-/// A broker of one test's own, on `port` (and `port + 1` for its
+/// A broker of one test's own, on a free port (and the next one for its
 /// controller), its data under a temporary directory. Stopped when dropped.
 #[derive(Debug)]
 pub struct PrivateKafka {
@@ -87,10 +87,14 @@ pub struct PrivateKafka {
 }
 
 impl PrivateKafka {
-    /// Starts a broker on 127.0.0.1:`port`.
-    pub fn start(port: u16) -> anyhow::Result<Self> {
+    /// Starts a broker on two free ports of 127.0.0.1 (the broker's and,
+    /// next to it, its controller's).
+    pub fn start() -> anyhow::Result<Self> {
         let run = tempfile::Builder::new().prefix("kafka-").tempdir()?;
-        let me = Self { port, run };
+        let me = Self {
+            port: free_port_pair()?,
+            run,
+        };
         me.start_again()?;
         Ok(me)
     }
@@ -129,6 +133,23 @@ impl PrivateKafka {
         );
         Ok(())
     }
+}
+
+/// A port `p` such that `p` and `p + 1` are free on 127.0.0.1 now.
+fn free_port_pair() -> anyhow::Result<u16> {
+    use std::net::TcpListener;
+    for _ in 0..50 {
+        let first = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let Some(next) = first.checked_add(1) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", first)).is_ok()
+            && TcpListener::bind(("127.0.0.1", next)).is_ok()
+        {
+            return Ok(first);
+        }
+    }
+    bail!("no two adjacent free ports on 127.0.0.1")
 }
 
 impl Drop for PrivateKafka {

@@ -27,8 +27,6 @@ use crate::hostile::{capture_log, log_events, tagged};
 use crate::replay::fixture;
 
 const KAFKA_SINK: &str = "kubesink-sink-kafka";
-/// The private broker of the restart test (and its controller on +1).
-const PRIVATE_PORT: u16 = 19192;
 const READ_LIMIT: Duration = Duration::from_secs(60);
 
 /// A topic prefix no earlier run used (the shared broker keeps its data).
@@ -254,7 +252,7 @@ fn event(uid: &str, n: u32) -> Entry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_broker_restart_mid_stream_loses_and_duplicates_nothing() -> Result<()> {
-    let broker = PrivateKafka::start(PRIVATE_PORT)?;
+    let broker = PrivateKafka::start()?;
     let brokers = broker.brokers();
     let prefix = unique("restart");
     let plan = config(&brokers, &prefix)?.resolve("kafka test config")?;
