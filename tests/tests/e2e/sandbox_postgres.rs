@@ -47,6 +47,7 @@ async fn postgres_sleep_ends_with_its_call() -> anyhow::Result<()> {
     let host = Host::new(HostOptions {
         cache_dir: Some(dir.path().join("cache")),
         sql: vec![ConnectionConfig::new("main", db.url())],
+        kafka: Vec::new(),
     })?;
     let admin = db.connect().await?;
     let result = async {
@@ -103,6 +104,7 @@ async fn postgres_session_state_does_not_cross_sinks() -> anyhow::Result<()> {
             max_connections: 1,
             ..ConnectionConfig::new("main", db.url())
         }],
+        kafka: Vec::new(),
     })?;
     let mut counter = host
         .load(spec("counter", COUNTER, &[], Limits::default())?)
@@ -180,6 +182,7 @@ async fn postgres_results_past_the_cap_are_too_large() -> anyhow::Result<()> {
     let host = Host::new(HostOptions {
         cache_dir: Some(dir.path().join("cache")),
         sql: vec![ConnectionConfig::new("main", db.url())],
+        kafka: Vec::new(),
     })?;
     let limits = Limits {
         max_result_bytes: 1 << 20,
@@ -240,6 +243,7 @@ async fn postgres_mysql_sink_works_with_the_least_grants() -> anyhow::Result<()>
     let host = Host::new(HostOptions {
         cache_dir: Some(dir.path().join("cache")),
         sql: vec![ConnectionConfig::new("default", url.clone())],
+        kafka: Vec::new(),
     })?;
     let mut sink = host
         .load(SinkSpec {
@@ -419,6 +423,7 @@ async fn postgres_a_0_2_0_sink_asking_dialect_traps_naming_engine() -> anyhow::R
             "main",
             format!("sqlite://{}?mode=rwc", dir.path().join("s.db").display()),
         )],
+        kafka: Vec::new(),
     })?;
     sqlite
         .load(spec("old-on-sqlite"))
@@ -429,6 +434,7 @@ async fn postgres_a_0_2_0_sink_asking_dialect_traps_naming_engine() -> anyhow::R
     let pg = Host::new(HostOptions {
         cache_dir: Some(dir.path().join("cache")),
         sql: vec![ConnectionConfig::new("main", db.url())],
+        kafka: Vec::new(),
     })?;
     let err = pg
         .load(spec("old-on-pg"))
