@@ -226,7 +226,7 @@ pub async fn fresh_database(prefix: &str) -> anyhow::Result<TestDb> {
 
 /// Creates database `ks_<prefix>_...` on `server` (a URL without a database).
 async fn create_database(server: Url, prefix: &str) -> anyhow::Result<TestDb> {
-    let name = unique_name(prefix);
+    let name = unique_name(prefix, MAX_DB_NAME);
     let mut admin = admin_connection(&server).await?;
     let sql = format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci");
     let created = execute(&mut admin, &server, sql).await;
@@ -320,8 +320,9 @@ fn server_base(raw: &str) -> Result<Url, MariaDbError> {
     Ok(url)
 }
 
-/// `ks_<prefix>_<time>_<pid>_<n>`, at most 64 characters of `[a-z0-9_]`.
-fn unique_name(prefix: &str) -> String {
+/// `ks_<prefix>_<time>_<pid>_<n>`, at most `max` characters of `[a-z0-9_]`:
+/// a database name no other test (or test process) uses.
+pub(crate) fn unique_name(prefix: &str, max: usize) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let secs = SystemTime::now()
@@ -339,7 +340,7 @@ fn unique_name(prefix: &str) -> String {
             }
         })
         .collect();
-    clean.truncate(MAX_DB_NAME - "ks_".len() - suffix.len());
+    clean.truncate(max.saturating_sub("ks_".len() + suffix.len()));
     format!("ks_{clean}{suffix}")
 }
 
@@ -662,11 +663,11 @@ mod tests {
 
     #[test]
     fn unique_names_are_valid_distinct_and_bounded() {
-        let a = unique_name("Sink MySQL/e2e");
-        let b = unique_name("Sink MySQL/e2e");
+        let a = unique_name("Sink MySQL/e2e", MAX_DB_NAME);
+        let b = unique_name("Sink MySQL/e2e", MAX_DB_NAME);
         assert_ne!(a, b);
         assert!(a.starts_with("ks_sink_mysql_e2e_"), "{a}");
-        let long = unique_name(&"x".repeat(200));
+        let long = unique_name(&"x".repeat(200), MAX_DB_NAME);
         assert!(long.len() <= MAX_DB_NAME, "{} chars: {long}", long.len());
         for name in [&a, &b, &long] {
             assert!(

@@ -22,8 +22,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _};
@@ -184,7 +182,7 @@ pub async fn fresh_database(prefix: &str) -> anyhow::Result<TestDb> {
         }
         .into());
     }
-    let name = unique_name(prefix);
+    let name = crate::mariadb::unique_name(prefix, MAX_DB_NAME);
     let mut admin = admin_connection(&server).await?;
     let created = execute(
         &mut admin,
@@ -250,29 +248,6 @@ fn run_script(script: &Path) -> Result<String, PostgresError> {
                 "printed no {URL_ENV}=... line; its output:\n{output}"
             ))
         })
-}
-
-/// `ks_<prefix>_<time>_<pid>_<n>`, at most 63 characters of `[a-z0-9_]`.
-fn unique_name(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let suffix = format!("_{secs:x}_{:x}_{n}", std::process::id());
-    let mut clean: String = prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    clean.truncate(MAX_DB_NAME - "ks_".len() - suffix.len());
-    format!("ks_{clean}{suffix}")
 }
 
 async fn admin_connection(server: &Url) -> Result<PgConnection, PostgresError> {
