@@ -74,27 +74,113 @@ pub fn de<T: DeserializeOwned>(
     prefix: &str,
     value: &Value,
 ) -> Result<T, NormalizeError> {
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
-        let path = err.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        let reason = err.inner().to_string();
-        let object = describe(obj);
-        // serde reports a missing field at its parent; name the field itself.
-        if let Some(missing) = reason
-            .strip_prefix("missing field `")
-            .and_then(|r| r.strip_suffix('`'))
-        {
-            return NormalizeError::Missing {
-                object,
-                field: join(prefix, &join(&path, missing)),
-            };
+    serde_path_to_error::deserialize::<_, T>(value)
+        .map_err(|err| field_error(describe(obj), prefix, err.path(), err.inner().to_string()))
+}
+
+/// An object as the normalizer reads it: a parsed JSON value, or the JSON
+/// text as the API server sent it, decoded straight into the typed form a
+/// record needs (no `Value` in between: the live path's hot spot).
+#[derive(Debug, Clone, Copy)]
+pub enum Doc<'a> {
+    /// A parsed document.
+    Value(&'a Value),
+    /// JSON text of an object of `kind` (list items may omit their `kind`).
+    Text {
+        /// The object's JSON text.
+        json: &'a str,
+        /// Its kind, for messages.
+        kind: &'a str,
+    },
+}
+
+impl<'a> From<&'a Value> for Doc<'a> {
+    fn from(v: &'a Value) -> Self {
+        Doc::Value(v)
+    }
+}
+
+impl<'a> Doc<'a> {
+    /// Names the object for error messages, as [`describe`] does.
+    pub fn describe(self) -> String {
+        match self {
+            Doc::Value(v) => describe(v),
+            Doc::Text { json, kind } => match serde_json::from_str::<Value>(json) {
+                Ok(Value::Object(mut m)) => {
+                    m.entry("kind")
+                        .or_insert_with(|| Value::String(kind.to_owned()));
+                    describe(&Value::Object(m))
+                }
+                _ => format!("{kind} <unnamed>"),
+            },
         }
-        NormalizeError::Invalid {
+    }
+
+    /// The whole object as `T`; errors name the object and the field.
+    pub fn de<T: DeserializeOwned>(self) -> Result<T, NormalizeError> {
+        let json = match self {
+            Doc::Value(v) => return de(v, "", v),
+            Doc::Text { json, .. } => json,
+        };
+        let mut d = serde_json::Deserializer::from_str(json);
+        let parsed = serde_path_to_error::deserialize::<_, T>(&mut d).map_err(|err| {
+            let inner = err.inner();
+            // serde_json adds where in the text; the path says it better.
+            let mut reason = inner.to_string();
+            let at = format!(" at line {} column {}", inner.line(), inner.column());
+            if inner.line() > 0 && reason.ends_with(&at) {
+                reason.truncate(reason.len() - at.len());
+            }
+            field_error(self.describe(), "", err.path(), reason)
+        })?;
+        d.end().map_err(|e| NormalizeError::Invalid {
+            object: self.describe(),
+            field: String::new(),
+            reason: e.to_string(),
+        })?;
+        Ok(parsed)
+    }
+
+    /// The object as a parsed value (parsed here for text).
+    pub fn value(self) -> Result<std::borrow::Cow<'a, Value>, NormalizeError> {
+        match self {
+            Doc::Value(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            Doc::Text { json, .. } => serde_json::from_str(json)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| NormalizeError::Invalid {
+                    object: self.describe(),
+                    field: String::new(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+}
+
+/// The error for a field that failed to deserialize at `path` below
+/// `prefix`.
+fn field_error(
+    object: String,
+    prefix: &str,
+    path: &serde_path_to_error::Path,
+    reason: String,
+) -> NormalizeError {
+    let path = path.to_string();
+    let path = if path == "." { String::new() } else { path };
+    // serde reports a missing field at its parent; name the field itself.
+    if let Some(missing) = reason
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        return NormalizeError::Missing {
             object,
-            field: join(prefix, &path),
-            reason,
-        }
-    })
+            field: join(prefix, &join(&path, missing)),
+        };
+    }
+    NormalizeError::Invalid {
+        object,
+        field: join(prefix, &path),
+        reason,
+    }
 }
 
 /// The JSON type of a value, for messages.

@@ -20,17 +20,17 @@
 
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource, ObjectReference};
 use k8s_openapi::api::events::v1::Event as EventsEvent;
-use serde_json::Value;
 
-use crate::error::{NormalizeError, de};
+use crate::error::{Doc, NormalizeError};
 use crate::meta::{Tenancy, meta};
 use crate::options::Options;
 use crate::record::{Event, ObjectRef, Timestamp};
 use crate::time;
 
 /// Normalizes a core/v1 Event.
-pub fn core_event(obj: &Value, opts: &Options) -> Result<Event, NormalizeError> {
-    let e: CoreEvent = de(obj, "", obj)?;
+pub fn core_event<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Event, NormalizeError> {
+    let obj = obj.into();
+    let e: CoreEvent = obj.de()?;
     let meta = meta(obj, &e.metadata)?;
     let first_seen = e
         .event_time
@@ -69,8 +69,9 @@ pub fn core_event(obj: &Value, opts: &Options) -> Result<Event, NormalizeError> 
 }
 
 /// Normalizes an events.k8s.io/v1 Event.
-pub fn events_event(obj: &Value, opts: &Options) -> Result<Event, NormalizeError> {
-    let e: EventsEvent = de(obj, "", obj)?;
+pub fn events_event<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Event, NormalizeError> {
+    let obj = obj.into();
+    let e: EventsEvent = obj.de()?;
     let meta = meta(obj, &e.metadata)?;
     let first_seen = e
         .event_time
@@ -142,6 +143,7 @@ fn object_ref(r: Option<&ObjectReference>) -> ObjectRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
 
     fn ts(s: &str) -> Timestamp {

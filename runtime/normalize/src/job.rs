@@ -39,7 +39,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::Value;
 
-use crate::error::{NormalizeError, de};
+use crate::error::{Doc, NormalizeError, de};
 use crate::meta::{Tenancy, meta};
 use crate::options::{Options, TrainingKind};
 use crate::record::{Job, Timestamp};
@@ -95,7 +95,7 @@ pub fn training_job(
     let null = Value::Null;
     let metadata: Option<ObjectMeta> = de(obj, "metadata", obj.get("metadata").unwrap_or(&null))?;
     let metadata = metadata.unwrap_or_default();
-    let meta = meta(obj, &metadata)?;
+    let meta = meta(Doc::Value(obj), &metadata)?;
     let status: Option<TrainingStatus> = de(obj, "status", obj.get("status").unwrap_or(&null))?;
     let status = status.unwrap_or_default();
     let specs_path = format!("spec.{}", kind.replica_specs);
@@ -110,7 +110,7 @@ pub fn training_job(
         let spec = spec.clone().unwrap_or_default();
         let pod_res = match spec.template.as_ref().and_then(|t| t.spec.as_ref()) {
             Some(pod_spec) => pod_resources(
-                obj,
+                Doc::Value(obj),
                 &format!("{specs_path}.{rtype}.template.spec"),
                 pod_spec,
             )?,
@@ -174,8 +174,9 @@ const TENSORBOARD_ANNOTATION: &str = "kubedl.io/tensorboard-config";
 const REMARK_TENSORBOARD: &str = "EnableTensorBoard";
 
 /// Normalizes a batch/v1 Job.
-pub fn batch_job(obj: &Value, opts: &Options) -> Result<Job, NormalizeError> {
-    let job: BatchJob = de(obj, "", obj)?;
+pub fn batch_job<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Job, NormalizeError> {
+    let obj = obj.into();
+    let job: BatchJob = obj.de()?;
     let meta = meta(obj, &job.metadata)?;
     let spec = job.spec.as_ref();
     let status = job.status.clone().unwrap_or_default();

@@ -42,7 +42,7 @@ mod proptests;
 
 use serde_json::Value;
 
-pub use error::NormalizeError;
+pub use error::{Doc, NormalizeError};
 pub use options::{Options, TrainingKind, default_training_kinds};
 use record::{Change, Entry, Record, Timestamp};
 
@@ -74,13 +74,45 @@ pub fn normalize(obj: &Value, opts: &Options) -> Result<Option<Record>, Normaliz
     };
     let api_version = text("apiVersion")?;
     let kind = text("kind")?;
+    normalize_as(Doc::Value(obj), api_version, kind, opts)
+}
+
+/// [`normalize`] for an object given as JSON text (as a watch or a list
+/// sent it) whose `apiVersion` and `kind` the caller knows: list items may
+/// omit them. The typed kinds are decoded straight from the text, with no
+/// `serde_json::Value` in between.
+pub fn normalize_json(
+    json: &str,
+    api_version: &str,
+    kind: &str,
+    opts: &Options,
+) -> Result<Option<Record>, NormalizeError> {
+    normalize_as(Doc::Text { json, kind }, api_version, kind, opts)
+}
+
+fn normalize_as(
+    obj: Doc<'_>,
+    api_version: &str,
+    kind: &str,
+    opts: &Options,
+) -> Result<Option<Record>, NormalizeError> {
     let record = match (api_version, kind) {
         ("batch/v1", "Job") => Record::Job(job::batch_job(obj, opts)?),
         ("v1", "Pod") => Record::Pod(pod::pod(obj, opts)?),
         ("v1", "Event") => Record::Event(event::core_event(obj, opts)?),
         ("events.k8s.io/v1", "Event") => Record::Event(event::events_event(obj, opts)?),
         _ => match opts.training_kind(api_version, kind) {
-            Some(k) => Record::Job(job::training_job(obj, k, opts)?),
+            Some(k) => {
+                let mut value = obj.value()?.into_owned();
+                if let Value::Object(m) = &mut value {
+                    // List items may omit them; the record carries both.
+                    m.entry("apiVersion")
+                        .or_insert_with(|| Value::String(api_version.to_owned()));
+                    m.entry("kind")
+                        .or_insert_with(|| Value::String(kind.to_owned()));
+                }
+                Record::Job(job::training_job(&value, k, opts)?)
+            }
             None => return Ok(None),
         },
     };

@@ -2,9 +2,8 @@
 //! annotation (`kubedl.io/tenancy`) that gives tenant, owner and region.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde_json::Value;
 
-use crate::error::{NormalizeError, describe};
+use crate::error::{Doc, NormalizeError};
 use crate::options::Options;
 use crate::record::Meta;
 use crate::time;
@@ -15,13 +14,13 @@ pub const TENANCY_ANNOTATION: &str = "kubedl.io/tenancy";
 
 /// [`Meta`] of an object. `metadata.uid` is required (sinks key rows by it);
 /// every other field defaults to empty (creation to the epoch).
-pub fn meta(obj: &Value, m: &ObjectMeta) -> Result<Meta, NormalizeError> {
+pub fn meta(obj: Doc<'_>, m: &ObjectMeta) -> Result<Meta, NormalizeError> {
     let uid = m
         .uid
         .clone()
         .filter(|u| !u.is_empty())
         .ok_or_else(|| NormalizeError::Missing {
-            object: describe(obj),
+            object: obj.describe(),
             field: "metadata.uid".to_string(),
         })?;
     let resource_version = m.resource_version.clone().unwrap_or_default();
@@ -84,6 +83,7 @@ impl Tenancy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
 
     fn om(v: Value) -> ObjectMeta {
@@ -98,7 +98,7 @@ mod tests {
             "labels": {"z": "1", "a": "2", "m": "3"},
             "creationTimestamp": "2024-05-01T10:00:00Z"
         }));
-        let meta = meta(&obj, &m).expect("meta");
+        let meta = meta(Doc::Value(&obj), &m).expect("meta");
         assert_eq!(meta.name, "训练-任务");
         assert_eq!(meta.resource_version_num, 12345);
         let keys: Vec<_> = meta.labels.iter().map(|(k, _)| k.as_str()).collect();
@@ -110,12 +110,12 @@ mod tests {
     fn meta_defaults_missing_fields_but_needs_a_uid() {
         let obj = json!({"kind": "Pod", "metadata": {"name": "p"}});
         let m = om(json!({"uid": "u"}));
-        let meta = meta(&obj, &m).expect("meta");
+        let meta = meta(Doc::Value(&obj), &m).expect("meta");
         assert_eq!(meta.name, "");
         assert_eq!(meta.resource_version, "");
         assert_eq!(meta.resource_version_num, 0);
         assert_eq!(meta.created.seconds, 0);
-        let err = super::meta(&obj, &om(json!({"name": "p"}))).expect_err("no uid");
+        let err = super::meta(Doc::Value(&obj), &om(json!({"name": "p"}))).expect_err("no uid");
         assert_eq!(err.field(), Some("metadata.uid"));
         assert_eq!(err.to_string(), "Pod p: missing field `metadata.uid`");
     }
@@ -123,7 +123,7 @@ mod tests {
     #[test]
     fn non_numeric_resource_version_is_zero() {
         let m = om(json!({"uid": "u", "resourceVersion": "abc"}));
-        let meta = meta(&json!({}), &m).expect("meta");
+        let meta = meta(Doc::Value(&json!({})), &m).expect("meta");
         assert_eq!(meta.resource_version, "abc");
         assert_eq!(meta.resource_version_num, 0);
     }

@@ -30,9 +30,8 @@
 //! - **region**: `--region`, else the pod's own tenancy annotation.
 
 use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStatus, Pod as K8sPod};
-use serde_json::Value;
 
-use crate::error::{NormalizeError, de};
+use crate::error::{Doc, NormalizeError};
 use crate::meta::{Tenancy, meta};
 use crate::options::{Options, group_of};
 use crate::record::{Pod, Timestamp};
@@ -47,8 +46,9 @@ pub const KUBEFLOW_REPLICA_TYPE_LABEL: &str = "training.kubeflow.org/replica-typ
 pub const BATCH_POD_REPLICA_TYPE: &str = "worker";
 
 /// Normalizes a v1 Pod.
-pub fn pod(obj: &Value, opts: &Options) -> Result<Pod, NormalizeError> {
-    let pod: K8sPod = de(obj, "", obj)?;
+pub fn pod<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Pod, NormalizeError> {
+    let obj = obj.into();
+    let pod: K8sPod = obj.de()?;
     let meta = meta(obj, &pod.metadata)?;
     let owner = pod
         .metadata
@@ -192,6 +192,7 @@ fn state_times(state: &ContainerState) -> impl Iterator<Item = Timestamp> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
 
     fn ts(s: &str) -> Timestamp {

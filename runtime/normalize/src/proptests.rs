@@ -10,7 +10,7 @@ use proptest::sample::Index;
 use serde_json::{Map, Value, json};
 
 use crate::record::Record;
-use crate::{NormalizeError, Options, entry, error, normalize, removed_at};
+use crate::{NormalizeError, Options, entry, error, normalize, normalize_json, removed_at};
 
 /// The `items` of the KubeDL fixture (TFJob, Pods, core and events.k8s.io
 /// Events), one per apiVersion/kind/phase shape, plus a batch/v1 Job.
@@ -218,6 +218,7 @@ fn check(obj: &Value) -> Result<(), TestCaseError> {
         nanos: 0,
     };
     let _ = entry(obj, &Options::default(), true, now);
+    check_text(obj, &result)?;
     match result {
         Ok(None) => {}
         Ok(Some(record)) => {
@@ -249,6 +250,51 @@ fn check(obj: &Value) -> Result<(), TestCaseError> {
                 "the error `{message}` names the object `{object}`"
             );
             prop_assert!(err.field().is_some_and(|f| !f.is_empty()), "{message}");
+        }
+    }
+    Ok(())
+}
+
+/// The text path (a watched object's JSON, decoded straight into its typed
+/// form) gives what the value path gives: the same record, or an error
+/// naming the same object and field; also when the text omits `apiVersion`
+/// and `kind`, as list items do.
+fn check_text(
+    obj: &Value,
+    by_value: &Result<Option<Record>, NormalizeError>,
+) -> Result<(), TestCaseError> {
+    let (Some(api), Some(kind)) = (
+        obj.get("apiVersion").and_then(Value::as_str),
+        obj.get("kind").and_then(Value::as_str),
+    ) else {
+        return Ok(());
+    };
+    let mut bare = obj.clone();
+    if let Some(m) = bare.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    for text in [obj.to_string(), bare.to_string()] {
+        let by_text = normalize_json(&text, api, kind, &Options::default());
+        match (by_value, &by_text) {
+            (Ok(v), Ok(t)) => prop_assert_eq!(v, t, "{}", text),
+            (Err(v), Err(t)) => {
+                prop_assert_eq!(v.field(), t.field(), "{} / {}", v, t);
+                let object = error::describe(obj);
+                prop_assert!(
+                    t.to_string().starts_with(&object),
+                    "`{}` names `{}`",
+                    t,
+                    object
+                );
+            }
+            _ => prop_assert!(
+                false,
+                "by value {:?}, by text {:?} for {}",
+                by_value,
+                by_text,
+                text
+            ),
         }
     }
     Ok(())

@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
-use serde_json::Value;
 
-use crate::error::{NormalizeError, describe};
+use crate::error::{Doc, NormalizeError};
 use crate::quantity::Quantity;
 
 /// Resource name → quantity.
@@ -29,7 +28,7 @@ pub struct ReplicaResources {
 /// printed in canonical form; resources that no container names are absent.
 /// `prefix` is the path of `spec` inside `obj`, for errors.
 pub fn pod_resources(
-    obj: &Value,
+    obj: Doc<'_>,
     prefix: &str,
     spec: &PodSpec,
 ) -> Result<ResourceRequirements, NormalizeError> {
@@ -53,7 +52,7 @@ pub fn pod_resources(
             ] {
                 for (name, q) in source.iter().flatten() {
                     let parsed = Quantity::parse(&q.0).map_err(|e| NormalizeError::Invalid {
-                        object: describe(obj),
+                        object: obj.describe(),
                         field: format!("{}.{name}", at(part)),
                         reason: e.to_string(),
                     })?;
@@ -121,6 +120,7 @@ pub fn to_json<T: serde::Serialize>(v: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
 
     fn spec(v: Value) -> PodSpec {
@@ -129,7 +129,7 @@ mod tests {
 
     fn res(v: Value) -> String {
         let s = spec(v);
-        to_json(&pod_resources(&json!({}), "spec", &s).expect("resources"))
+        to_json(&pod_resources(Doc::Value(&json!({})), "spec", &s).expect("resources"))
     }
 
     #[test]
@@ -183,7 +183,7 @@ mod tests {
             {"name": "b", "resources": {"limits": {"memory": "lots"}}}
         ]}));
         let obj = json!({"kind": "Pod", "metadata": {"namespace": "ns", "name": "p"}});
-        let err = pod_resources(&obj, "spec", &s).expect_err("bad quantity");
+        let err = pod_resources(Doc::Value(&obj), "spec", &s).expect_err("bad quantity");
         assert_eq!(
             err.field(),
             Some("spec.containers[1].resources.limits.memory")

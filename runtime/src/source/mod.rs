@@ -6,6 +6,7 @@
 
 pub(crate) mod jobs;
 pub(crate) mod leader;
+pub(crate) mod object;
 pub mod replay;
 pub(crate) mod split;
 pub mod watch;
@@ -38,7 +39,35 @@ impl Normalizer {
         object: &Value,
         removed_at: Option<Timestamp>,
     ) -> Result<Option<Entry>, String> {
-        match kubesink_normalize::normalize(object, &self.options) {
+        Self::change(
+            kubesink_normalize::normalize(object, &self.options),
+            removed_at,
+        )
+    }
+
+    /// [`Self::normalize`] for an object's JSON text of a known
+    /// `apiVersion` and `kind` (see [`kubesink_normalize::normalize_json`]).
+    pub fn normalize_json(
+        &self,
+        json: &str,
+        api_version: &str,
+        kind: &str,
+        removed_at: Option<Timestamp>,
+    ) -> Result<Option<Entry>, String> {
+        Self::change(
+            kubesink_normalize::normalize_json(json, api_version, kind, &self.options),
+            removed_at,
+        )
+    }
+
+    fn change(
+        record: Result<
+            Option<kubesink_normalize::record::Record>,
+            kubesink_normalize::NormalizeError,
+        >,
+        removed_at: Option<Timestamp>,
+    ) -> Result<Option<Entry>, String> {
+        match record {
             Ok(Some(record)) => Ok(Some(match removed_at {
                 Some(at) => Change::removed(record, at),
                 None => Change::applied(record),

@@ -12,6 +12,7 @@ use std::io::BufRead;
 use kubesink_normalize::record::Entry;
 use serde_json::Value;
 
+use super::object::RawObject;
 use super::split::{Piece, Splitter};
 use super::{Normalizer, now};
 
@@ -66,6 +67,21 @@ pub fn replay(
             }
         };
         report.documents += 1;
+        if let Some((object, kind)) = watch_event(&bytes) {
+            match normalizer.entry_of_raw(&object, kind) {
+                Ok(Some(entry)) => {
+                    report.entries += 1;
+                    if !emit(entry) {
+                        return report;
+                    }
+                }
+                Ok(None) => report.ignored += 1,
+                Err(e) => report
+                    .problems
+                    .push(format!("{origin}:{line}: skipped object: {e}")),
+            }
+            continue;
+        }
         let doc: Value = match serde_json::from_slice(&bytes) {
             Ok(v) => v,
             Err(e) => {
@@ -186,7 +202,40 @@ fn unpack(doc: Value, out: &mut Vec<(Option<Kind>, Value)>) -> Result<(), String
     }
 }
 
+/// The fast path for the usual document, a watch event of an object that
+/// names its `apiVersion` and `kind`: the object is decoded once, straight
+/// into its typed form. Anything else (lists, bare objects, BOOKMARK and
+/// ERROR events, malformed text) is `None` and takes the general path,
+/// which reports it as before.
+fn watch_event(bytes: &[u8]) -> Option<(RawObject, Kind)> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        #[serde(rename = "type")]
+        type_: String,
+        object: RawObject,
+    }
+    let event: Event = serde_json::from_slice(bytes).ok()?;
+    let kind = match event.type_.as_str() {
+        "ADDED" | "MODIFIED" => Kind::Applied,
+        "DELETED" => Kind::Removed,
+        _ => return None,
+    };
+    (event.object.api_version.is_some() && event.object.kind.is_some())
+        .then_some((event.object, kind))
+}
+
 impl Normalizer {
+    fn entry_of_raw(&self, object: &RawObject, kind: Kind) -> Result<Option<Entry>, String> {
+        let removed_at = match kind {
+            Kind::Applied => None,
+            Kind::Removed => Some(object.removed_at().unwrap_or_else(now)),
+        };
+        // `watch_event` took only objects that name both.
+        let api_version = object.api_version.as_deref().unwrap_or_default();
+        let object_kind = object.kind.as_deref().unwrap_or_default();
+        self.normalize_json(object.json.get(), api_version, object_kind, removed_at)
+    }
+
     fn entry(&self, object: &Value, kind: Kind) -> Result<Option<Entry>, String> {
         let removed_at = match kind {
             Kind::Applied => None,

@@ -24,17 +24,17 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, WatchEvent, WatchParams};
+use kube::api::{Api, ApiResource, ListParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
 use std::collections::HashSet;
 
 use kubesink_normalize::record::{Entry, Record, RecordKind};
-use serde_json::Value;
 
 mod catch_up;
 mod resume;
 
 use super::jobs::JobListings;
+use super::object::RawObject;
 use super::{Normalizer, now};
 use crate::pipeline::Pipeline;
 use crate::pipeline::backoff::Backoff;
@@ -144,17 +144,6 @@ fn watch_name(r: &Resource) -> String {
     format!("{} ({})", r.resource.plural, r.resource.api_version)
 }
 
-/// `Kind namespace/name` of an object, for messages.
-fn describe(obj: &Value) -> String {
-    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("?");
-    format!(
-        "{} {}/{}",
-        s("/kind"),
-        s("/metadata/namespace"),
-        s("/metadata/name")
-    )
-}
-
 /// Watches until the process stops; returns only if every watch ended.
 pub async fn run(
     client: Client,
@@ -193,7 +182,7 @@ pub async fn run(
         // Readiness waits for this watch's first listing; restarts are counted.
         pipeline.ops().health.watcher_pending(&watch_name(&r));
         pipeline.ops().metrics.watch_started(&watch_name(&r));
-        let api: Api<DynamicObject> = match &options.namespace {
+        let api: Api<RawObject> = match &options.namespace {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &r.resource),
             None => Api::all_with(client.clone(), &r.resource),
         };
@@ -253,7 +242,7 @@ async fn reconcile_jobs(jobs: &JobListings, pipeline: &Arc<Pipeline>, name: &str
     }
 }
 
-async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
+async fn watch_one(api: Api<RawObject>, r: Resource, context: Context) {
     let Context {
         pipeline,
         normalizer,
@@ -389,56 +378,57 @@ async fn watch_one(api: Api<DynamicObject>, r: Resource, context: Context) {
 /// delivered (a pod no watched job controls, an event filtered out, a
 /// malformed object: logged).
 fn entry_of(
-    object: &DynamicObject,
+    object: &RawObject,
     r: &Resource,
     removed: bool,
     normalizer: &Normalizer,
     job_kinds: &[String],
     events: &EventFilter,
 ) -> Option<Entry> {
-    let name = watch_name(r);
-    let mut value = match serde_json::to_value(object) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(resource = %name, error = %e, "object could not be read; skipped");
-            return None;
-        }
-    };
-    // Watch objects of a typed list may omit apiVersion/kind.
-    if let Value::Object(m) = &mut value {
-        m.entry("apiVersion")
-            .or_insert_with(|| Value::String(r.resource.api_version.clone()));
-        m.entry("kind")
-            .or_insert_with(|| Value::String(r.resource.kind.clone()));
-    }
-    if r.pods_of_jobs && !controlled_by_job(&value, job_kinds) {
+    if r.pods_of_jobs && !controlled_by_job(object.controller_kind.as_deref(), job_kinds) {
         return None;
     }
-    let removed_at = removed.then(|| kubesink_normalize::removed_at(&value).unwrap_or_else(now));
-    match normalizer.normalize(&value, removed_at) {
+    // Watch objects of a typed list may omit apiVersion/kind.
+    let api_version = object
+        .api_version
+        .as_deref()
+        .unwrap_or(&r.resource.api_version);
+    let kind = object.kind.as_deref().unwrap_or(&r.resource.kind);
+    let removed_at = removed.then(|| object.removed_at().unwrap_or_else(now));
+    match normalizer.normalize_json(object.json.get(), api_version, kind, removed_at) {
         Ok(Some(entry)) => entry
             .record()
             .is_some_and(|r| events.accepts(r, job_kinds))
             .then_some(entry),
         Ok(None) => None,
         Err(e) => {
-            tracing::warn!(resource = %name, object = %describe(&value), error = %e, "malformed object skipped");
+            let name = watch_name(r);
+            let object = sanitize(&describe(kind, &object.metadata));
+            let error = sanitize(&e);
+            tracing::warn!(resource = %name, %object, %error, "malformed object skipped");
             None
         }
     }
 }
 
-fn controlled_by_job(pod: &Value, job_kinds: &[String]) -> bool {
-    pod.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .is_some_and(|owners| {
-            owners.iter().any(|o| {
-                o.get("controller").and_then(Value::as_bool) == Some(true)
-                    && o.get("kind")
-                        .and_then(Value::as_str)
-                        .is_some_and(|k| job_kinds.iter().any(|j| j == k))
-            })
-        })
+/// Text from the cluster made safe for one log line.
+fn sanitize(text: &str) -> String {
+    kubesink_host::log::sanitize(text, 1024)
+}
+
+/// `Kind namespace/name`, as the normalizer's errors name objects.
+fn describe(kind: &str, meta: &kube::api::ObjectMeta) -> String {
+    let name = meta.name.as_deref().unwrap_or("<unnamed>");
+    match meta.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
+        _ => format!("{kind} {name}"),
+    }
+}
+
+/// Whether a pod's controller (its owner reference marked `controller`) is
+/// of a watched job kind.
+fn controlled_by_job(controller_kind: Option<&str>, job_kinds: &[String]) -> bool {
+    controller_kind.is_some_and(|k| job_kinds.iter().any(|j| j == k))
 }
 
 #[cfg(test)]
@@ -449,11 +439,20 @@ mod tests {
     #[test]
     fn pods_are_kept_only_when_a_watched_job_controls_them() {
         let kinds = vec!["Job".to_owned(), "TFJob".to_owned()];
-        let pod = |kind: &str, controller: bool| json!({"metadata": {"ownerReferences": [{"kind": kind, "controller": controller}]}});
-        assert!(controlled_by_job(&pod("TFJob", true), &kinds));
-        assert!(!controlled_by_job(&pod("TFJob", false), &kinds));
-        assert!(!controlled_by_job(&pod("ReplicaSet", true), &kinds));
-        assert!(!controlled_by_job(&json!({"metadata": {}}), &kinds));
+        let controller = |line: &str| {
+            serde_json::from_str::<RawObject>(line)
+                .expect("object")
+                .controller_kind
+        };
+        let pod = |kind: &str, controller: bool| {
+            json!({"metadata": {"ownerReferences": [{"kind": kind, "controller": controller}]}})
+                .to_string()
+        };
+        let kept = |line: &str| controlled_by_job(controller(line).as_deref(), &kinds);
+        assert!(kept(&pod("TFJob", true)));
+        assert!(!kept(&pod("TFJob", false)));
+        assert!(!kept(&pod("ReplicaSet", true)));
+        assert!(!kept(r#"{"metadata": {}}"#));
     }
 
     #[test]

@@ -101,7 +101,7 @@ async fn catch_up_once(sink: &str, cx: &CatchUp) -> Result<Option<(usize, usize)
         if !kinds.contains(&kind) {
             continue;
         }
-        let api: Api<DynamicObject> = match &cx.namespace {
+        let api: Api<RawObject> = match &cx.namespace {
             Some(ns) => Api::namespaced_with(cx.client.clone(), ns, &r.resource),
             None => Api::all_with(cx.client.clone(), &r.resource),
         };

@@ -17,7 +17,7 @@ const RESUME_IDLE: Duration = Duration::from_millis(500);
 /// watch fails, the listing that follows delivers the newest state of
 /// every object changed since.
 pub(super) async fn resume(
-    api: &Api<DynamicObject>,
+    api: &Api<RawObject>,
     r: &Resource,
     from: u64,
     pipeline: &Pipeline,
@@ -71,8 +71,4 @@ pub(super) async fn resume(
         }
     }
     tracing::info!(resource = %name, from, resumed, "resumed from the checkpoint");
-}
-
-fn sanitize(text: &str) -> String {
-    kubesink_host::log::sanitize(text, 1024)
 }
