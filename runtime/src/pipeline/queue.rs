@@ -91,6 +91,10 @@ struct State {
     items: BTreeMap<u64, (Instant, Entry)>,
     index: HashMap<(u8, String), u64>,
     closed: bool,
+    /// While the worker waits for a batch to fill: its size. A push wakes
+    /// the worker only once the batch is full, not for every entry (at a
+    /// low rate that was a thread wake-up per event).
+    filling: Option<usize>,
 }
 
 /// A bounded, optionally coalescing FIFO of entries.
@@ -230,8 +234,11 @@ impl SinkQueue {
         if let Some(k) = k {
             s.index.insert(k, seq);
         }
+        let wake = s.filling.is_none_or(|full| s.items.len() >= full);
         drop(s);
-        self.not_empty.notify_one();
+        if wake {
+            self.not_empty.notify_one();
+        }
         Ok(Pushed::Queued)
     }
 
@@ -247,7 +254,8 @@ impl SinkQueue {
             loop {
                 let notified = self.not_empty.notified();
                 {
-                    let s = self.lock();
+                    let mut s = self.lock();
+                    s.filling = None;
                     if !s.items.is_empty() {
                         break;
                     }
@@ -262,12 +270,15 @@ impl SinkQueue {
             loop {
                 let notified = self.not_empty.notified();
                 {
-                    let s = self.lock();
+                    let mut s = self.lock();
                     if s.items.len() >= max_records || s.closed {
+                        s.filling = None;
                         break;
                     }
+                    s.filling = Some(max_records);
                 }
                 if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                    self.lock().filling = None;
                     break;
                 }
             }
@@ -498,6 +509,43 @@ mod tests {
         });
         let batch = q.next_batch(2, Duration::from_secs(5)).await.unwrap();
         assert_eq!(batch.len(), 2, "second entry arrives within the delay");
+    }
+
+    /// At a low rate, entries trickle in while the worker waits for its
+    /// batch to fill: they must not wake it one by one.
+    #[tokio::test(start_paused = true)]
+    async fn a_filling_batch_wakes_the_worker_only_once_full() {
+        struct Wakes(std::sync::atomic::AtomicUsize);
+        impl futures_util::task::ArcWake for Wakes {
+            fn wake_by_ref(this: &Arc<Self>) {
+                this.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(Wakes(Default::default()));
+        let count = || wakes.0.load(std::sync::atomic::Ordering::SeqCst);
+        let waker = futures_util::task::waker(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let q = SinkQueue::new(100, false);
+        q.push(event("a", 1)).await;
+        let mut batch = std::pin::pin!(q.next_batch(3, Duration::from_secs(5)));
+        assert!(batch.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(q.try_push(event("b", 1), 0).ok(), Some(Pushed::Queued));
+        assert_eq!(
+            count(),
+            0,
+            "an entry short of a full batch does not wake the worker"
+        );
+        assert_eq!(q.try_push(event("c", 1), 0).ok(), Some(Pushed::Queued));
+        assert_eq!(count(), 1, "the entry that fills the batch does");
+        match batch.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Some(b)) => assert_eq!(b.len(), 3),
+            other => panic!("{other:?}"),
+        }
+        // Waiting for a first entry again: the next one wakes it at once.
+        let mut next = std::pin::pin!(q.next_batch(3, Duration::from_secs(5)));
+        assert!(next.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(q.try_push(event("d", 1), 0).ok(), Some(Pushed::Queued));
+        assert_eq!(count(), 2, "the first entry wakes a waiting worker");
     }
 
     #[tokio::test]
