@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{CallHook, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::Blueprint;
@@ -217,11 +217,7 @@ pub(super) fn new_store(
     store.limiter(|d| &mut d.limiter);
     // Guest CPU: the thread clock runs while wasm code runs (crate::cpu).
     store.call_hook(|mut ctx, hook| {
-        let cpu = &mut ctx.data_mut().cpu;
-        match hook {
-            CallHook::CallingWasm | CallHook::ReturningFromHost => cpu.enter(),
-            CallHook::ReturningFromWasm | CallHook::CallingHost => cpu.leave(),
-        }
+        ctx.data_mut().cpu.hook(hook);
         Ok(())
     });
     store.epoch_deadline_callback(|mut ctx| {
@@ -273,6 +269,7 @@ pub(super) fn begin_call(store: &mut Store<StoreData>, timeout: Duration) {
 
 /// Disarms the deadline after a call.
 pub(super) fn end_call(store: &mut Store<StoreData>) {
+    store.data_mut().cpu.end_call();
     store.data_mut().deadline = None;
     store.data_mut().sql.set_deadline(None);
     store.data_mut().kafka.set_deadline(None);
