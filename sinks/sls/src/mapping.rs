@@ -14,20 +14,23 @@
 //!
 //! Every value is cut to SLS's 1 MiB at a UTF-8 character boundary.
 
+use std::borrow::Cow;
+
 use crate::bindings::kubesink::sink::types::{Change, Event, Job, Pod, Record, Removal, Timestamp};
 use crate::proto::Log;
 use crate::settings::{SLS_MAX_TOPIC, SLS_MAX_VALUE, Settings};
 use crate::sign::rfc3339;
 
-/// A log and the group it belongs to.
+/// A log and the group it belongs to, borrowing the settings and the
+/// batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapped {
+pub struct Mapped<'a> {
     /// LogGroup topic.
-    pub topic: String,
+    pub topic: &'a str,
     /// LogGroup source.
-    pub source: String,
+    pub source: &'a str,
     /// The log.
-    pub log: Log,
+    pub log: Log<'a>,
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.
@@ -46,114 +49,118 @@ fn secs_u32(t: &Timestamp) -> u32 {
     t.seconds.clamp(0, i64::from(u32::MAX)) as u32
 }
 
-fn ts(t: &Timestamp) -> String {
-    rfc3339(t.seconds)
+fn ts(t: &Timestamp) -> Cow<'static, str> {
+    Cow::Owned(rfc3339(t.seconds))
 }
 
-fn opt_ts(t: &Option<Timestamp>) -> String {
-    t.as_ref().map(ts).unwrap_or_default()
+fn opt_ts(t: &Option<Timestamp>) -> Cow<'static, str> {
+    t.as_ref().map_or(Cow::Borrowed(""), ts)
 }
 
-fn log_at(time: &Timestamp, contents: Vec<(&str, String)>) -> Log {
+/// A record's field, borrowed.
+fn b(s: &str) -> Cow<'_, str> {
+    Cow::Borrowed(s)
+}
+
+fn log_at<'a>(time: &Timestamp, mut contents: Vec<(&'static str, Cow<'a, str>)>) -> Log<'a> {
+    for (_, v) in &mut contents {
+        if v.len() > SLS_MAX_VALUE {
+            let cut = truncate(v, SLS_MAX_VALUE).len();
+            match v {
+                Cow::Borrowed(s) => *s = &s[..cut],
+                Cow::Owned(s) => s.truncate(cut),
+            }
+        }
+    }
     Log {
         time: secs_u32(time),
         time_ns: (time.nanos != 0).then_some(time.nanos),
-        contents: contents
-            .into_iter()
-            .map(|(k, v)| {
-                let v = if v.len() > SLS_MAX_VALUE {
-                    truncate(&v, SLS_MAX_VALUE).to_string()
-                } else {
-                    v
-                };
-                (k.to_string(), v)
-            })
-            .collect(),
+        contents,
     }
 }
 
 /// KubeDL's event log.
-pub fn event_log(e: &Event) -> Log {
+pub fn event_log(e: &Event) -> Log<'_> {
     log_at(
         &e.last_seen,
         vec![
             ("FirstTimestamp", ts(&e.first_seen)),
             ("LastTimestamp", ts(&e.last_seen)),
-            ("Count", e.count.to_string()),
-            ("Name", e.meta.name.clone()),
-            ("Kind", e.involved.kind.clone()),
-            ("ObjUID", e.involved.uid.clone()),
-            ("ObjNamespace", e.involved.namespace.clone()),
-            ("ObjName", e.involved.name.clone()),
-            ("Type", e.event_type.clone()),
-            ("Reason", e.reason.clone()),
-            ("Message", e.message.clone()),
-            ("Region", e.region.clone()),
+            ("Count", Cow::Owned(e.count.to_string())),
+            ("Name", b(&e.meta.name)),
+            ("Kind", b(&e.involved.kind)),
+            ("ObjUID", b(&e.involved.uid)),
+            ("ObjNamespace", b(&e.involved.namespace)),
+            ("ObjName", b(&e.involved.name)),
+            ("Type", b(&e.event_type)),
+            ("Reason", b(&e.reason)),
+            ("Message", b(&e.message)),
+            ("Region", b(&e.region)),
         ],
     )
 }
 
 /// `Deleted` and when: `removed_at` is the removal time of a removed
 /// object, `None` for an applied one.
-fn removed(removed_at: Option<&Timestamp>) -> (String, Option<&Timestamp>) {
+fn removed(removed_at: Option<&Timestamp>) -> (Cow<'static, str>, Option<&Timestamp>) {
     match removed_at {
-        None => ("false".into(), None),
-        Some(at) => ("true".into(), Some(at)),
+        None => (b("false"), None),
+        Some(at) => (b("true"), Some(at)),
     }
 }
 
-fn job_log(j: &Job, removed_at: Option<&Timestamp>) -> Log {
+fn job_log<'a>(j: &'a Job, removed_at: Option<&Timestamp>) -> Log<'a> {
     let (deleted, at) = removed(removed_at);
     log_at(
         at.unwrap_or(&j.modified),
         vec![
-            ("Name", j.meta.name.clone()),
-            ("Namespace", j.meta.namespace.clone()),
-            ("UID", j.meta.uid.clone()),
-            ("ResourceVersion", j.meta.resource_version.clone()),
-            ("ApiVersion", j.api_version.clone()),
-            ("Kind", j.kind.clone()),
-            ("Status", j.status.clone()),
-            ("Resources", j.resources.clone()),
-            ("Tenant", j.tenant.clone()),
-            ("Owner", j.owner.clone()),
-            ("Region", j.region.clone()),
+            ("Name", b(&j.meta.name)),
+            ("Namespace", b(&j.meta.namespace)),
+            ("UID", b(&j.meta.uid)),
+            ("ResourceVersion", b(&j.meta.resource_version)),
+            ("ApiVersion", b(&j.api_version)),
+            ("Kind", b(&j.kind)),
+            ("Status", b(&j.status)),
+            ("Resources", b(&j.resources)),
+            ("Tenant", b(&j.tenant)),
+            ("Owner", b(&j.owner)),
+            ("Region", b(&j.region)),
             ("Created", ts(&j.meta.created)),
             ("Modified", ts(&j.modified)),
             ("RunningAt", opt_ts(&j.running_at)),
             ("FinishedAt", opt_ts(&j.finished_at)),
-            ("Remark", j.remark.clone()),
+            ("Remark", b(&j.remark)),
             ("Deleted", deleted),
-            ("DeletedAt", at.map(ts).unwrap_or_default()),
+            ("DeletedAt", at.map_or(b(""), ts)),
         ],
     )
 }
 
-fn pod_log(p: &Pod, removed_at: Option<&Timestamp>) -> Log {
+fn pod_log<'a>(p: &'a Pod, removed_at: Option<&Timestamp>) -> Log<'a> {
     let (deleted, at) = removed(removed_at);
     log_at(
         at.unwrap_or(&p.modified),
         vec![
-            ("Name", p.meta.name.clone()),
-            ("Namespace", p.meta.namespace.clone()),
-            ("UID", p.meta.uid.clone()),
-            ("ResourceVersion", p.meta.resource_version.clone()),
-            ("JobUID", p.job_uid.clone()),
-            ("JobKind", p.job_kind.clone()),
-            ("ReplicaType", p.replica_type.clone()),
-            ("Status", p.status.clone()),
-            ("Image", p.image.clone()),
-            ("Resources", p.resources.clone()),
-            ("HostIP", p.host_ip.clone()),
-            ("PodIP", p.pod_ip.clone()),
-            ("Region", p.region.clone()),
+            ("Name", b(&p.meta.name)),
+            ("Namespace", b(&p.meta.namespace)),
+            ("UID", b(&p.meta.uid)),
+            ("ResourceVersion", b(&p.meta.resource_version)),
+            ("JobUID", b(&p.job_uid)),
+            ("JobKind", b(&p.job_kind)),
+            ("ReplicaType", b(&p.replica_type)),
+            ("Status", b(&p.status)),
+            ("Image", b(&p.image)),
+            ("Resources", b(&p.resources)),
+            ("HostIP", b(&p.host_ip)),
+            ("PodIP", b(&p.pod_ip)),
+            ("Region", b(&p.region)),
             ("Created", ts(&p.meta.created)),
             ("Modified", ts(&p.modified)),
             ("StartedAt", opt_ts(&p.started_at)),
             ("FinishedAt", opt_ts(&p.finished_at)),
-            ("Remark", p.remark.clone()),
+            ("Remark", b(&p.remark)),
             ("Deleted", deleted),
-            ("DeletedAt", at.map(ts).unwrap_or_default()),
+            ("DeletedAt", at.map_or(b(""), ts)),
         ],
     )
 }
@@ -161,7 +168,7 @@ fn pod_log(p: &Pod, removed_at: Option<&Timestamp>) -> Log {
 /// The log for one change, or `None` when the settings do not write it. A
 /// tombstone has no record to log (and this sink, holding nothing, is sent
 /// none): `None`.
-pub fn map_entry(settings: &Settings, change: &Change) -> Option<Mapped> {
+pub fn map_entry<'a>(settings: &'a Settings, change: &'a Change) -> Option<Mapped<'a>> {
     let (record, removed_at) = match change {
         Change::Applied(r) => (r, None),
         Change::Removed(Removal { at, record }) => (record, Some(at)),
@@ -169,18 +176,18 @@ pub fn map_entry(settings: &Settings, change: &Change) -> Option<Mapped> {
     };
     match record {
         Record::Event(e) if settings.events && removed_at.is_none() => Some(Mapped {
-            topic: settings.topic.clone(),
-            source: truncate(&e.source, SLS_MAX_TOPIC).to_string(),
+            topic: &settings.topic,
+            source: truncate(&e.source, SLS_MAX_TOPIC),
             log: event_log(e),
         }),
         Record::Job(j) => settings.jobs_topic.as_ref().map(|topic| Mapped {
-            topic: topic.clone(),
-            source: "kubesink".into(),
+            topic,
+            source: "kubesink",
             log: job_log(j, removed_at),
         }),
         Record::Pod(p) => settings.pods_topic.as_ref().map(|topic| Mapped {
-            topic: topic.clone(),
-            source: "kubesink".into(),
+            topic,
+            source: "kubesink",
             log: pod_log(p, removed_at),
         }),
         Record::Event(_) => None,
@@ -253,7 +260,8 @@ pub(crate) mod tests {
     fn event_has_kubedl_keys_and_last_seen_time() {
         let s = settings(&[]);
         let e = event("u1", 3, "Back-off restarting failed container");
-        let m = map_entry(&s, &Change::Applied(Record::Event(e))).expect("mapped");
+        let change = Change::Applied(Record::Event(e));
+        let m = map_entry(&s, &change).expect("mapped");
         assert_eq!(m.topic, "");
         assert_eq!(m.source, "kubelet/node-1");
         assert_eq!(m.log.time, 1_714_557_660);
@@ -262,8 +270,8 @@ pub(crate) mod tests {
             m.log
                 .contents
                 .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.as_str())
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.as_ref())
         };
         assert_eq!(get("FirstTimestamp"), Some("2024-05-01T10:00:00Z"));
         assert_eq!(get("LastTimestamp"), Some("2024-05-01T10:01:00Z"));
@@ -308,13 +316,13 @@ pub(crate) mod tests {
     fn huge_values_are_cut_at_a_char_boundary() {
         let s = settings(&[]);
         let msg = "é".repeat(SLS_MAX_VALUE); // 2 bytes each
-        let m =
-            map_entry(&s, &Change::Applied(Record::Event(event("u", 1, &msg)))).expect("mapped");
+        let change = Change::Applied(Record::Event(event("u", 1, &msg)));
+        let m = map_entry(&s, &change).expect("mapped");
         let v = &m
             .log
             .contents
             .iter()
-            .find(|(k, _)| k == "Message")
+            .find(|(k, _)| *k == "Message")
             .expect("message")
             .1;
         assert_eq!(v.len(), SLS_MAX_VALUE);

@@ -89,9 +89,13 @@ pub fn authorization(key_id: &str, secret: &str, r: &ToSign<'_>) -> String {
 
 /// Uppercase hex MD5, as `Content-MD5` carries it.
 pub fn content_md5(body: &[u8]) -> String {
-    let digest = md5::Md5::digest(body);
+    hex_upper(&md5::Md5::digest(body).into())
+}
+
+/// Uppercase hex of an MD5 digest.
+pub fn hex_upper(digest: &[u8; 16]) -> String {
     let mut s = String::with_capacity(32);
-    for b in digest {
+    for &b in digest {
         s.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
         s.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
     }

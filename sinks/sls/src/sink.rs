@@ -11,12 +11,15 @@
 //!
 //! Redelivery: SLS appends, so a batch redelivered after a partial failure
 //! would duplicate the requests that had succeeded. The sink remembers the
-//! MD5 of the last 4096 raw bodies SLS accepted (only those: a body whose
+//! MD5 of the last 4096 bodies SLS accepted (only those: a body whose
 //! request failed or was never started is sent again) and skips a request
 //! whose body it already delivered, so a batch retried on the same instance
-//! lands once.
+//! lands once. The MD5 is the one `Content-MD5` carries, of the body as
+//! sent: lz4 is deterministic and lossless, so the same raw body always
+//! compresses to the same bytes and different ones never do, and one MD5
+//! per request is computed instead of two.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
 use crate::bindings::kubesink::sink::types::Change;
@@ -110,30 +113,33 @@ impl fmt::Display for SinkError {
 
 /// One PutLogs to send: a LogGroup's worth of logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
+pub struct Group<'a> {
     /// Topic.
-    pub topic: String,
+    pub topic: &'a str,
     /// Source.
-    pub source: String,
+    pub source: &'a str,
     /// Logs, within the count and size limits.
-    pub logs: Vec<Log>,
+    pub logs: Vec<Log<'a>>,
 }
 
-impl Group {
+impl Group<'_> {
     /// Encoded LogGroup (uncompressed).
     pub fn encode(&self) -> Vec<u8> {
-        encode_group(&self.topic, &self.source, &self.logs)
+        encode_group(self.topic, self.source, &self.logs)
     }
 }
 
 /// Cuts every value of `log` so that it fits into `budget` bytes framed.
-fn shrink(log: &mut Log, budget: usize) {
+fn shrink(log: &mut Log<'_>, budget: usize) {
     let n = log.contents.len().max(1);
     let mut per_value = budget / (2 * n);
     while log.framed_len() > budget && per_value > 0 {
         for (_, v) in &mut log.contents {
             let cut = crate::mapping::truncate(v, per_value).len();
-            v.truncate(cut);
+            match v {
+                std::borrow::Cow::Borrowed(s) => *s = &s[..cut],
+                std::borrow::Cow::Owned(s) => s.truncate(cut),
+            }
         }
         per_value /= 2;
     }
@@ -142,24 +148,27 @@ fn shrink(log: &mut Log, budget: usize) {
 /// Groups mapped logs by (topic, source) in first-seen order, and splits
 /// them so that each group's encoded size is at most `max_bytes` and its
 /// count at most `max_logs`.
-pub fn plan(mapped: Vec<Mapped>, max_bytes: usize, max_logs: usize) -> Vec<Group> {
-    let mut keys: Vec<(String, String)> = Vec::new();
-    let mut buckets: Vec<Vec<Log>> = Vec::new();
+pub fn plan(mapped: Vec<Mapped<'_>>, max_bytes: usize, max_logs: usize) -> Vec<Group<'_>> {
+    // (topic, source) → its bucket, found by hash: a batch of events has
+    // one source per node (~60 in the bench), and a search through the
+    // keys was the sink's largest cost.
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    let mut buckets: Vec<Vec<Log<'_>>> = Vec::new();
     for m in mapped {
         let key = (m.topic, m.source);
-        match keys.iter().position(|k| *k == key) {
-            Some(i) => buckets[i].push(m.log),
-            None => {
-                keys.push(key);
-                buckets.push(vec![m.log]);
-            }
-        }
+        let i = *index.entry(key).or_insert_with(|| {
+            keys.push(key);
+            buckets.push(Vec::new());
+            keys.len() - 1
+        });
+        buckets[i].push(m.log);
     }
     let mut groups = Vec::new();
     for ((topic, source), logs) in keys.into_iter().zip(buckets) {
-        let overhead = group_overhead(&topic, &source);
+        let overhead = group_overhead(topic, source);
         let budget = max_bytes.saturating_sub(overhead);
-        let mut current: Vec<Log> = Vec::new();
+        let mut current: Vec<Log<'_>> = Vec::new();
         let mut size = 0;
         for mut log in logs {
             if log.framed_len() > budget {
@@ -168,8 +177,8 @@ pub fn plan(mapped: Vec<Mapped>, max_bytes: usize, max_logs: usize) -> Vec<Group
             let len = log.framed_len();
             if !current.is_empty() && (size + len > budget || current.len() >= max_logs) {
                 groups.push(Group {
-                    topic: topic.clone(),
-                    source: source.clone(),
+                    topic,
+                    source,
                     logs: std::mem::take(&mut current),
                 });
                 size = 0;
@@ -188,20 +197,46 @@ pub fn plan(mapped: Vec<Mapped>, max_bytes: usize, max_logs: usize) -> Vec<Group
     groups
 }
 
+/// The body as sent for an encoded LogGroup (lz4-compressed or as is),
+/// and the `x-log-compresstype` it needs.
+pub fn compress(settings: &Settings, raw: Vec<u8>) -> (Vec<u8>, Option<&'static str>) {
+    match settings.compression {
+        Compression::Lz4 => (lz4_flex::block::compress(&raw), Some("lz4")),
+        Compression::None => (raw, None),
+    }
+}
+
+/// MD5 of a body as sent.
+pub fn body_md5(body: &[u8]) -> [u8; 16] {
+    use md5::Digest as _;
+    md5::Md5::digest(body).into()
+}
+
 /// Builds the signed PutLogs request for an encoded LogGroup.
 pub fn put_logs_request(settings: &Settings, raw: &[u8], now_secs: i64) -> HttpRequest {
-    let (body, compress) = match settings.compression {
-        Compression::Lz4 => (lz4_flex::block::compress(raw), Some("lz4")),
-        Compression::None => (raw.to_vec(), None),
-    };
+    let (body, compress) = compress(settings, raw.to_vec());
+    let md5 = body_md5(&body);
+    signed_request(settings, raw.len(), body, compress, &md5, now_secs)
+}
+
+/// The signed PutLogs request for `body` (`raw_len` bytes before
+/// compression, MD5 `md5`).
+fn signed_request(
+    settings: &Settings,
+    raw_len: usize,
+    body: Vec<u8>,
+    compress: Option<&'static str>,
+    md5: &[u8; 16],
+    now_secs: i64,
+) -> HttpRequest {
     let path = format!("/logstores/{}/shards/lb", settings.logstore);
-    let md5 = sign::content_md5(&body);
+    let md5 = sign::hex_upper(md5);
     let date = sign::rfc1123(now_secs);
     let content_type = "application/x-protobuf";
     let mut headers: Vec<(String, String)> = vec![
         ("x-log-apiversion".into(), "0.6.0".into()),
         ("x-log-signaturemethod".into(), "hmac-sha1".into()),
-        ("x-log-bodyrawsize".into(), raw.len().to_string()),
+        ("x-log-bodyrawsize".into(), raw_len.to_string()),
     ];
     if let Some(c) = compress {
         headers.push(("x-log-compresstype".into(), c.into()));
@@ -371,15 +406,21 @@ impl SlsSink {
         let mut in_batch: HashSet<[u8; 16]> = HashSet::new();
         let mut requests = groups.into_iter().filter_map(|group| {
             let raw = group.encode();
-            let digest: [u8; 16] = {
-                use md5::Digest as _;
-                md5::Md5::digest(&raw).into()
-            };
+            let raw_len = raw.len();
+            let (body, compression) = compress(settings, raw);
+            let digest = body_md5(&body);
             if delivered.contains(&digest) || !in_batch.insert(digest) {
                 return None;
             }
             digests.push(digest);
-            Some(put_logs_request(settings, &raw, now_secs))
+            Some(signed_request(
+                settings,
+                raw_len,
+                body,
+                compression,
+                &digest,
+                now_secs,
+            ))
         });
         let mut accepted: Vec<usize> = Vec::new();
         // (request index, error) of failed requests.

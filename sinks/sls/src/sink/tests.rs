@@ -77,7 +77,7 @@ fn request_is_signed_compressed_and_addressed_like_the_sdk() {
         &[Log {
             time: 1,
             time_ns: None,
-            contents: vec![("k".into(), "v".repeat(100))],
+            contents: vec![("k", "v".repeat(100).into())],
         }],
     );
     let req = put_logs_request(&s, &raw, 0);
@@ -127,11 +127,11 @@ fn plan_splits_by_count_and_size_and_groups_by_source() {
     let log = |n: usize| Log {
         time: 1,
         time_ns: None,
-        contents: vec![("k".into(), "x".repeat(n))],
+        contents: vec![("k", "x".repeat(n).into())],
     };
-    let mapped = |src: &str, n: usize| Mapped {
-        topic: String::new(),
-        source: src.into(),
+    let mapped = |src: &'static str, n: usize| Mapped {
+        topic: "",
+        source: src,
         log: log(n),
     };
     let groups = plan(
@@ -145,7 +145,7 @@ fn plan_splits_by_count_and_size_and_groups_by_source() {
     assert_eq!(
         groups
             .iter()
-            .map(|g| (g.source.as_str(), g.logs.len()))
+            .map(|g| (g.source, g.logs.len()))
             .collect::<Vec<_>>(),
         [("a", 4), ("a", 4), ("a", 2), ("b", 1)]
     );
