@@ -86,10 +86,12 @@ impl SinkInstance {
         let bindings = match instantiate {
             Ok(Ok(b)) => b,
             Ok(Err(err)) => {
+                end_call(&mut store);
                 self.stats.faults += 1;
                 return Err(fault(&bp, "instantiate", store.data(), &err));
             }
             Err(_) => {
+                end_call(&mut store);
                 self.stats.faults += 1;
                 return Err(timeout_fault(&bp, "instantiate"));
             }
@@ -101,10 +103,11 @@ impl SinkInstance {
                 .call_init(&mut store, &bp.settings),
         )
         .await;
+        // Charges the guest's CPU of instantiate and init, whatever came of them.
+        end_call(&mut store);
         self.account(started);
         match init {
             Ok(Ok(Ok(wants))) => {
-                end_call(&mut store);
                 self.wants = wants;
                 self.live = Some(Live { store, bindings });
                 Ok(())
