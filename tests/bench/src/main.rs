@@ -379,20 +379,12 @@ impl Bench {
             s.mb_per_sec(),
             s.requests
         );
-        let note = format!(
-            "{} events in batches of {}; {} PutLogs; raw {:.1} MB, lz4 {:.1} MB; emulator in the same process",
-            s.events,
-            sls::BATCH,
-            s.requests,
-            s.raw_bytes as f64 / 1e6,
-            s.wire_bytes as f64 / 1e6
-        );
         self.report.figures.push(Figure::new(
             "sls sink (wasm) → SLS emulator",
             s.events_per_sec(),
             "events/s",
             Target::AtLeast(100_000.0),
-            note,
+            s.note(),
         ));
         self.report.figures.push(Figure::new(
             "sls sink (wasm) → SLS emulator, raw protobuf",

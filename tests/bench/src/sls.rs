@@ -27,6 +27,12 @@ pub struct SlsThroughput {
     pub requests: usize,
     /// Time spent in writes.
     pub elapsed: Duration,
+    /// CPU the sink's guest used in those writes (wasm code, lowering and
+    /// lifting; not its host calls: `SinkStats::guest_cpu`).
+    pub guest_cpu: Duration,
+    /// CPU (user + system) of the whole process over the writes: the guest,
+    /// the host's HTTP client and the emulator.
+    pub process_cpu: Duration,
 }
 
 impl SlsThroughput {
@@ -34,6 +40,22 @@ impl SlsThroughput {
     #[must_use]
     pub fn events_per_sec(&self) -> f64 {
         self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The report's note: what was sent, and where the CPU went.
+    #[must_use]
+    pub fn note(&self) -> String {
+        let per_event = |d: Duration| d.as_secs_f64() * 1e6 / self.events.max(1) as f64;
+        format!(
+            "{} events in batches of {BATCH}; {} PutLogs; raw {:.1} MB, lz4 {:.1} MB; emulator in the same process; \
+             CPU per event: the sink's guest {:.2} µs, the whole process (guest, HTTP, emulator) {:.2} µs",
+            self.events,
+            self.requests,
+            self.raw_bytes as f64 / 1e6,
+            self.wire_bytes as f64 / 1e6,
+            per_event(self.guest_cpu),
+            per_event(self.process_cpu),
+        )
     }
 
     /// Raw megabytes (10^6) per second.
@@ -86,6 +108,8 @@ pub async fn run(
         .await
         .context("loading the sls sink component")?;
     let mut elapsed = Duration::ZERO;
+    let pid = std::process::id();
+    let cpu0 = crate::procfs::cpu_seconds(pid).unwrap_or_default();
     let started = Instant::now();
     let chunks = events.len().div_ceil(BATCH);
     for (i, batch) in events.chunks(BATCH).enumerate() {
@@ -102,6 +126,10 @@ pub async fn run(
             );
         }
     }
+    let process_cpu = Duration::from_secs_f64(
+        (crate::procfs::cpu_seconds(pid).unwrap_or_default() - cpu0).max(0.0),
+    );
+    let guest_cpu = sink.stats().guest_cpu;
     let requests = emu.requests();
     let raw_bytes = requests
         .iter()
@@ -121,5 +149,7 @@ pub async fn run(
         wire_bytes,
         requests: requests.len(),
         elapsed,
+        guest_cpu,
+        process_cpu,
     })
 }
