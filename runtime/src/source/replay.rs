@@ -67,18 +67,9 @@ pub fn replay(
             }
         };
         report.documents += 1;
-        if let Some((object, kind)) = watch_event(&bytes) {
-            match normalizer.entry_of_raw(&object, kind) {
-                Ok(Some(entry)) => {
-                    report.entries += 1;
-                    if !emit(entry) {
-                        return report;
-                    }
-                }
-                Ok(None) => report.ignored += 1,
-                Err(e) => report
-                    .problems
-                    .push(format!("{origin}:{line}: skipped object: {e}")),
+        if let Some(entry) = watch_event_entry(&bytes, normalizer) {
+            if !tally(&mut report, entry, (origin, line), &mut emit) {
+                return report;
             }
             continue;
         }
@@ -102,22 +93,37 @@ pub fn replay(
         for (change, object) in objects {
             match change {
                 None => report.ignored += 1,
-                Some(change) => match normalizer.entry(&object, change) {
-                    Ok(Some(entry)) => {
-                        report.entries += 1;
-                        if !emit(entry) {
-                            return report;
-                        }
+                Some(change) => {
+                    let entry = normalizer.entry(&object, change);
+                    if !tally(&mut report, entry, (origin, line), &mut emit) {
+                        return report;
                     }
-                    Ok(None) => report.ignored += 1,
-                    Err(e) => report
-                        .problems
-                        .push(format!("{origin}:{line}: skipped object: {e}")),
-                },
+                }
             }
         }
     }
     report
+}
+
+/// Counts one object's outcome into `report` (a problem names `origin`
+/// and `line`), emitting its entry; `false` when `emit` asks to stop.
+fn tally(
+    report: &mut ReplayReport,
+    entry: Result<Option<Entry>, String>,
+    (origin, line): (&str, impl std::fmt::Display),
+    emit: &mut impl FnMut(Entry) -> bool,
+) -> bool {
+    match entry {
+        Ok(Some(entry)) => {
+            report.entries += 1;
+            return emit(entry);
+        }
+        Ok(None) => report.ignored += 1,
+        Err(e) => report
+            .problems
+            .push(format!("{origin}:{line}: skipped object: {e}")),
+    }
+    true
 }
 
 /// What a document holds: objects with what happened to them (`None`:
@@ -200,6 +206,18 @@ fn unpack(doc: Value, out: &mut Vec<(Option<Kind>, Value)>) -> Result<(), String
             }
         )),
     }
+}
+
+/// The entry of a document that is a watch event of an object naming its
+/// `apiVersion` and `kind`, decoded once straight into the typed form;
+/// `None` for any other document (the replay then reads it as a
+/// `serde_json::Value`, and reports what is wrong with it).
+pub fn watch_event_entry(
+    bytes: &[u8],
+    normalizer: &Normalizer,
+) -> Option<Result<Option<Entry>, String>> {
+    let (object, kind) = watch_event(bytes)?;
+    Some(normalizer.entry_of_raw(&object, kind))
 }
 
 /// The fast path for the usual document, a watch event of an object that

@@ -155,7 +155,7 @@ impl Bench {
                 n as f64 / secs.max(1e-9),
                 "records/s",
                 Target::None,
-                "serde_json + kubesink_normalize on one thread, for context",
+                "the replay's decoding (`kubesink::source::replay::watch_event_entry`: each object decoded once, from its text into the typed form) and kubesink_normalize, on one thread, for context",
             ));
             self.batches = Some(batches);
         }
@@ -357,7 +357,7 @@ impl Bench {
             "records/s",
             Target::AtLeast(50_000.0),
             format!(
-                "as it reports; KubeDL's switches, no config file (1 worker); wall {wall:.1} s incl. start-up; peak RSS {:.0} MB; rows {rows:?}",
+                "as it reports; KubeDL's switches, no config file (default workers: one per core, at most 4); wall {wall:.1} s incl. start-up; peak RSS {:.0} MB; rows {rows:?}",
                 peak as f64 / 1e6
             ),
         ));
