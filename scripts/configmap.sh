@@ -33,6 +33,7 @@ keys=()
 total=0
 printf '%-16s %10s %10s  %s\n' "key" "wasm" "stored" "sha256" >&2
 for manifest in sinks/*/Cargo.toml; do
+    grep -q '"cdylib"' "$manifest" || continue # sinks/packed is a library
     pkg="$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)"
     sink="$(basename "$(dirname "$manifest")")"
     wasm="$wasm_dir/${pkg//-/_}.wasm"

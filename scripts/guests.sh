@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the bundled sinks (every Rust crate in sinks/*/: mysql, sls,
-# webhook; and every other sinks/*/build.sh: webhook-py) and the test guests
+# Builds the bundled sinks (every Rust component crate in sinks/*/: mysql,
+# sls, webhook, kafka, not the library sinks/packed; and every other
+# sinks/*/build.sh: webhook-py) and the test guests
 # as wasm32-wasip2 components with the `guest` profile and prints their
 # sizes. The runtime finds them in <target>/wasm32-wasip2/guest/.
 #
@@ -23,6 +24,7 @@ if [ "$#" -gt 0 ]; then
 fi
 for manifest in sinks/*/Cargo.toml; do
     [ -f "$manifest" ] || continue
+    grep -q '"cdylib"' "$manifest" || continue
     name="$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n 1)"
     [ -n "$name" ] || { echo "guests.sh: no package name in $manifest" >&2; exit 1; }
     pkgs+=("$name")

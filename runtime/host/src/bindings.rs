@@ -26,10 +26,38 @@ wasmtime::component::bindgen!({
 pub(crate) use self::{KafkaSinkWorld as SinkWorld, KafkaSinkWorldPre as SinkWorldPre};
 
 /// The version of `kubesink:sink` this host implements.
-pub(crate) const CONTRACT_VERSION: &str = "0.2.1";
+pub(crate) const CONTRACT_VERSION: &str = "0.2.2";
 
 /// The package, as import and export names start.
 const PACKAGE: &str = "kubesink:sink/";
+
+/// The optional export `kubesink:sink/packed` (since 0.2.2), before `@`.
+const PACKED: &str = "kubesink:sink/packed";
+
+/// Its function.
+const WRITE_PACKED: &str = "write-packed";
+
+/// The index of the component's `write-packed` function, when it exports
+/// `kubesink:sink/packed` at a version this host serves: the host then
+/// hands it batches as one buffer ([`crate::packed`]). `None` for a
+/// component without it, which gets `sink.write`. Its type is checked when
+/// an instance is built.
+pub(crate) fn packed_export(
+    component: &wasmtime::component::Component,
+    engine: &wasmtime::Engine,
+) -> Option<wasmtime::component::ComponentExportIndex> {
+    let ty = component.component_type();
+    let name = ty
+        .exports(engine)
+        .map(|(name, _)| name)
+        .find(|name| {
+            name.split_once('@')
+                .is_some_and(|(base, version)| base == PACKED && is_served(version))
+        })?
+        .to_owned();
+    let instance = component.get_export_index(None, &name)?;
+    component.get_export_index(Some(&instance), WRITE_PACKED)
+}
 
 /// The versions of `kubesink:sink` the component's imports and exports
 /// name (e.g. `kubesink:sink/sink@0.1.0` gives `0.1.0`), sorted, without

@@ -261,6 +261,7 @@ impl Host {
             .instantiate_pre(&component)
             .map_err(|e| world(error_text(&e)))?;
         let pre = bindings::SinkWorldPre::new(pre).map_err(|e| world(error_text(&e)))?;
+        let packed = bindings::packed_export(&component, &self.inner.engine);
         let shared = self.shared(&spec.name, &spec.limits);
         let output = self
             .inner
@@ -277,6 +278,7 @@ impl Host {
             grants: spec.sql_grants,
             limits: spec.limits,
             pre,
+            packed,
             pools: self.inner.pools.clone(),
             producers: self.inner.producers.clone(),
             engine: self.inner.engine.clone(),

@@ -129,6 +129,9 @@ pub(crate) struct Blueprint {
     pub(crate) grants: Vec<String>,
     pub(crate) limits: Limits,
     pub(crate) pre: SinkWorldPre<StoreData>,
+    /// `write-packed` (WIT `kubesink:sink/packed`), when the component
+    /// exports it: batches then go to it, packed ([`crate::packed`]).
+    pub(crate) packed: Option<wasmtime::component::ComponentExportIndex>,
     pub(crate) pools: SqlPools,
     pub(crate) producers: crate::kafka::KafkaProducers,
     pub(crate) engine: wasmtime::Engine,
@@ -148,6 +151,8 @@ pub(crate) struct Blueprint {
 struct Live {
     store: wasmtime::Store<StoreData>,
     bindings: SinkWorld,
+    /// The instance's `write-packed`, its type checked.
+    packed: Option<wasmtime::component::Func>,
 }
 
 /// A loaded sink: call [`SinkInstance::write`] with batches.
@@ -162,6 +167,8 @@ pub struct SinkInstance {
     wants: Wants,
     /// Bounds on one (paged) `held` answer.
     held_cap: HeldCap,
+    /// The buffer packed batches are encoded into.
+    packer: crate::packed::Packer,
 }
 
 impl std::fmt::Debug for SinkInstance {
@@ -190,6 +197,7 @@ impl SinkInstance {
                 fields: Vec::new(),
             },
             held_cap: HeldCap::default(),
+            packer: crate::packed::Packer::default(),
         }
     }
 
@@ -224,6 +232,13 @@ impl SinkInstance {
     /// Where its component came from (file path or origin).
     pub fn origin(&self) -> &str {
         &self.blueprint.origin
+    }
+
+    /// Whether its component exports `write-packed` (WIT
+    /// `kubesink:sink/packed`), so batches reach it as one buffer; `false`:
+    /// through `write`.
+    pub fn takes_packed_batches(&self) -> bool {
+        self.blueprint.packed.is_some()
     }
 
     /// True when a store is ready (no rebuild needed before the next call).

@@ -40,6 +40,7 @@ pub mod http;
 mod instance;
 pub mod kafka;
 pub mod log;
+mod packed;
 pub mod secret;
 mod spec;
 pub mod sql;

@@ -1,6 +1,7 @@
-//! The wasm export: binds the `sink-world` of `wit/sink.wit` with
-//! wit-bindgen and adapts it to [`crate::MysqlSink`] (records moved into
-//! [`crate::model`], the `sql` connection wrapped as a [`crate::Db`]).
+//! The wasm export: binds the `packed-sink-world` of `wit/sink.wit` with
+//! wit-bindgen and adapts it to [`crate::MysqlSink`] (records borrowed into
+//! [`crate::model`] from the packed buffer of `write-packed`, or from the
+//! batch of `write`; the `sql` connection wrapped as a [`crate::Db`]).
 
 use std::cell::RefCell;
 
@@ -10,9 +11,10 @@ use crate::sink::{MysqlSink, SinkError};
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "sink-world",
+    world: "packed-sink-world",
 });
 
+use exports::kubesink::sink::packed::Guest as PackedGuest;
 use exports::kubesink::sink::sink::Guest;
 use kubesink::sink::sql;
 use kubesink::sink::types as wit;
@@ -109,71 +111,6 @@ impl Db for HostDb {
     }
 }
 
-fn meta(m: wit::Meta) -> model::Meta {
-    model::Meta {
-        uid: m.uid,
-        name: m.name,
-        namespace: m.namespace,
-        resource_version: m.resource_version,
-        resource_version_num: m.resource_version_num,
-        labels: m.labels,
-        created: from_wit_ts(m.created),
-    }
-}
-
-fn record(r: wit::Record) -> model::Record {
-    match r {
-        wit::Record::Job(j) => model::Record::Job(model::Job {
-            meta: meta(j.meta),
-            api_version: j.api_version,
-            kind: j.kind,
-            status: j.status,
-            resources: j.resources,
-            tenant: j.tenant,
-            owner: j.owner,
-            region: j.region,
-            modified: from_wit_ts(j.modified),
-            running_at: j.running_at.map(from_wit_ts),
-            finished_at: j.finished_at.map(from_wit_ts),
-            remark: j.remark,
-        }),
-        wit::Record::Pod(p) => model::Record::Pod(model::Pod {
-            meta: meta(p.meta),
-            job_uid: p.job_uid,
-            job_kind: p.job_kind,
-            replica_type: p.replica_type,
-            status: p.status,
-            image: p.image,
-            resources: p.resources,
-            host_ip: p.host_ip,
-            pod_ip: p.pod_ip,
-            region: p.region,
-            modified: from_wit_ts(p.modified),
-            started_at: p.started_at.map(from_wit_ts),
-            finished_at: p.finished_at.map(from_wit_ts),
-            remark: p.remark,
-        }),
-        wit::Record::Event(e) => model::Record::Event(model::Event {
-            meta: meta(e.meta),
-            involved: model::ObjectRef {
-                api_version: e.involved.api_version,
-                kind: e.involved.kind,
-                namespace: e.involved.namespace,
-                name: e.involved.name,
-                uid: e.involved.uid,
-            },
-            event_type: e.event_type,
-            reason: e.reason,
-            message: e.message,
-            source: e.source,
-            count: e.count,
-            first_seen: from_wit_ts(e.first_seen),
-            last_seen: from_wit_ts(e.last_seen),
-            region: e.region,
-        }),
-    }
-}
-
 fn held_kind(kind: wit::RecordKind) -> crate::HeldKind {
     match kind {
         wit::RecordKind::Job => crate::HeldKind::Job,
@@ -182,22 +119,17 @@ fn held_kind(kind: wit::RecordKind) -> crate::HeldKind {
     }
 }
 
-/// A change as the sink's model has it ([`model::Entry::tombstone`] for a
-/// tombstone).
-fn entry(c: wit::Change) -> model::Entry {
-    match c {
-        wit::Change::Applied(r) => model::Entry {
-            change: model::Change::Applied,
-            record: record(r),
-        },
-        wit::Change::Removed(r) => model::Entry {
-            change: model::Change::Removed(from_wit_ts(r.at)),
-            record: record(r.record),
-        },
-        wit::Change::Tombstone(t) => {
-            model::Entry::tombstone(held_kind(t.kind), t.uid, from_wit_ts(t.at))
-        }
-    }
+kubesink_packed::impl_from_wit!(kubesink::sink::types);
+
+/// Writes `batch` with the sink of this instance.
+fn write_batch(batch: &[kubesink_packed::Change<'_>]) -> Result<(), wit::Error> {
+    let batch: Vec<model::Entry<'_>> = batch.iter().map(model::Entry::from_packed).collect();
+    SINK.with(|s| match s.borrow_mut().as_mut() {
+        Some(sink) => sink.write(&batch).map(|_| ()).map_err(to_wit_error),
+        None => Err(wit::Error::Fatal(
+            "mysql sink: write called before a successful init".to_owned(),
+        )),
+    })
 }
 
 fn to_wit_error(e: SinkError) -> wit::Error {
@@ -245,13 +177,7 @@ impl Guest for Component {
     }
 
     fn write(batch: Vec<wit::Change>) -> Result<(), wit::Error> {
-        let batch: Vec<model::Entry> = batch.into_iter().map(entry).collect();
-        SINK.with(|s| match s.borrow_mut().as_mut() {
-            Some(sink) => sink.write(&batch).map(|_| ()).map_err(to_wit_error),
-            None => Err(wit::Error::Fatal(
-                "mysql sink: write called before a successful init".to_owned(),
-            )),
-        })
+        write_batch(&packed_batch(&batch))
     }
 
     fn held(
@@ -269,6 +195,14 @@ impl Guest for Component {
                 "mysql sink: held called before a successful init".to_owned(),
             )),
         })
+    }
+}
+
+impl PackedGuest for Component {
+    fn write_packed(batch: Vec<u8>) -> Result<(), wit::Error> {
+        let batch = kubesink_packed::decode(&batch)
+            .map_err(|e| wit::Error::Fatal(format!("mysql sink: {e}")))?;
+        write_batch(&batch)
     }
 }
 

@@ -201,7 +201,7 @@ pub fn row_of(table: &Table, entry: &Entry) -> Row {
         }
     }
     Row {
-        uid: entry.record.meta().uid.clone(),
+        uid: entry.record.meta().uid.to_string(),
         values,
     }
 }

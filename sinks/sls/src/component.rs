@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 
+use crate::bindings::exports::kubesink::sink::packed::Guest as PackedGuest;
 use crate::bindings::exports::kubesink::sink::sink::Guest;
 use crate::bindings::kubesink::sink::types::{
     Change, Error, HeldPage, OptionalField, RecordKind, Shape, Wants,
@@ -270,13 +271,26 @@ impl Guest for Component {
     }
 
     fn write(batch: Vec<Change>) -> Result<(), Error> {
-        SINK.with(|s| match s.borrow_mut().as_mut() {
-            Some(sink) => sink
-                .write(&mut WasiHttp, &batch, now_secs())
-                .map_err(to_wit),
-            None => Err(Error::Fatal("sls sink: write before init".into())),
-        })
+        write_batch(&packed_batch(&batch))
     }
+}
+
+impl PackedGuest for Component {
+    fn write_packed(batch: Vec<u8>) -> Result<(), Error> {
+        let batch =
+            kubesink_packed::decode(&batch).map_err(|e| Error::Fatal(format!("sls sink: {e}")))?;
+        write_batch(&batch)
+    }
+}
+
+kubesink_packed::impl_from_wit!(crate::bindings::kubesink::sink::types);
+
+/// Writes `batch` with the sink of this instance.
+fn write_batch(batch: &[kubesink_packed::Change<'_>]) -> Result<(), Error> {
+    SINK.with(|s| match s.borrow_mut().as_mut() {
+        Some(sink) => sink.write(&mut WasiHttp, batch, now_secs()).map_err(to_wit),
+        None => Err(Error::Fatal("sls sink: write before init".into())),
+    })
 }
 
 crate::bindings::export!(Component with_types_in crate::bindings);

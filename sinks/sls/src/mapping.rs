@@ -16,10 +16,10 @@
 
 use std::borrow::Cow;
 
-use crate::bindings::kubesink::sink::types::{Change, Event, Job, Pod, Record, Removal, Timestamp};
 use crate::proto::Log;
 use crate::settings::{SLS_MAX_TOPIC, SLS_MAX_VALUE, Settings};
 use crate::sign::rfc3339;
+use kubesink_packed::{Change, Event, Job, Pod, Record, Removal, Timestamp};
 
 /// A log and the group it belongs to, borrowing the settings and the
 /// batch.
@@ -80,22 +80,22 @@ fn log_at<'a>(time: &Timestamp, mut contents: Vec<(&'static str, Cow<'a, str>)>)
 }
 
 /// KubeDL's event log.
-pub fn event_log(e: &Event) -> Log<'_> {
+pub fn event_log<'a>(e: &Event<'a>) -> Log<'a> {
     log_at(
         &e.last_seen,
         vec![
             ("FirstTimestamp", ts(&e.first_seen)),
             ("LastTimestamp", ts(&e.last_seen)),
             ("Count", Cow::Owned(e.count.to_string())),
-            ("Name", b(&e.meta.name)),
-            ("Kind", b(&e.involved.kind)),
-            ("ObjUID", b(&e.involved.uid)),
-            ("ObjNamespace", b(&e.involved.namespace)),
-            ("ObjName", b(&e.involved.name)),
-            ("Type", b(&e.event_type)),
-            ("Reason", b(&e.reason)),
-            ("Message", b(&e.message)),
-            ("Region", b(&e.region)),
+            ("Name", b(e.meta.name)),
+            ("Kind", b(e.involved.kind)),
+            ("ObjUID", b(e.involved.uid)),
+            ("ObjNamespace", b(e.involved.namespace)),
+            ("ObjName", b(e.involved.name)),
+            ("Type", b(e.event_type)),
+            ("Reason", b(e.reason)),
+            ("Message", b(e.message)),
+            ("Region", b(e.region)),
         ],
     )
 }
@@ -109,56 +109,56 @@ fn removed(removed_at: Option<&Timestamp>) -> (Cow<'static, str>, Option<&Timest
     }
 }
 
-fn job_log<'a>(j: &'a Job, removed_at: Option<&Timestamp>) -> Log<'a> {
+fn job_log<'a>(j: &Job<'a>, removed_at: Option<&Timestamp>) -> Log<'a> {
     let (deleted, at) = removed(removed_at);
     log_at(
         at.unwrap_or(&j.modified),
         vec![
-            ("Name", b(&j.meta.name)),
-            ("Namespace", b(&j.meta.namespace)),
-            ("UID", b(&j.meta.uid)),
-            ("ResourceVersion", b(&j.meta.resource_version)),
-            ("ApiVersion", b(&j.api_version)),
-            ("Kind", b(&j.kind)),
-            ("Status", b(&j.status)),
-            ("Resources", b(&j.resources)),
-            ("Tenant", b(&j.tenant)),
-            ("Owner", b(&j.owner)),
-            ("Region", b(&j.region)),
+            ("Name", b(j.meta.name)),
+            ("Namespace", b(j.meta.namespace)),
+            ("UID", b(j.meta.uid)),
+            ("ResourceVersion", b(j.meta.resource_version)),
+            ("ApiVersion", b(j.api_version)),
+            ("Kind", b(j.kind)),
+            ("Status", b(j.status)),
+            ("Resources", b(j.resources)),
+            ("Tenant", b(j.tenant)),
+            ("Owner", b(j.owner)),
+            ("Region", b(j.region)),
             ("Created", ts(&j.meta.created)),
             ("Modified", ts(&j.modified)),
             ("RunningAt", opt_ts(&j.running_at)),
             ("FinishedAt", opt_ts(&j.finished_at)),
-            ("Remark", b(&j.remark)),
+            ("Remark", b(j.remark)),
             ("Deleted", deleted),
             ("DeletedAt", at.map_or(b(""), ts)),
         ],
     )
 }
 
-fn pod_log<'a>(p: &'a Pod, removed_at: Option<&Timestamp>) -> Log<'a> {
+fn pod_log<'a>(p: &Pod<'a>, removed_at: Option<&Timestamp>) -> Log<'a> {
     let (deleted, at) = removed(removed_at);
     log_at(
         at.unwrap_or(&p.modified),
         vec![
-            ("Name", b(&p.meta.name)),
-            ("Namespace", b(&p.meta.namespace)),
-            ("UID", b(&p.meta.uid)),
-            ("ResourceVersion", b(&p.meta.resource_version)),
-            ("JobUID", b(&p.job_uid)),
-            ("JobKind", b(&p.job_kind)),
-            ("ReplicaType", b(&p.replica_type)),
-            ("Status", b(&p.status)),
-            ("Image", b(&p.image)),
-            ("Resources", b(&p.resources)),
-            ("HostIP", b(&p.host_ip)),
-            ("PodIP", b(&p.pod_ip)),
-            ("Region", b(&p.region)),
+            ("Name", b(p.meta.name)),
+            ("Namespace", b(p.meta.namespace)),
+            ("UID", b(p.meta.uid)),
+            ("ResourceVersion", b(p.meta.resource_version)),
+            ("JobUID", b(p.job_uid)),
+            ("JobKind", b(p.job_kind)),
+            ("ReplicaType", b(p.replica_type)),
+            ("Status", b(p.status)),
+            ("Image", b(p.image)),
+            ("Resources", b(p.resources)),
+            ("HostIP", b(p.host_ip)),
+            ("PodIP", b(p.pod_ip)),
+            ("Region", b(p.region)),
             ("Created", ts(&p.meta.created)),
             ("Modified", ts(&p.modified)),
             ("StartedAt", opt_ts(&p.started_at)),
             ("FinishedAt", opt_ts(&p.finished_at)),
-            ("Remark", b(&p.remark)),
+            ("Remark", b(p.remark)),
             ("Deleted", deleted),
             ("DeletedAt", at.map_or(b(""), ts)),
         ],
@@ -168,7 +168,7 @@ fn pod_log<'a>(p: &'a Pod, removed_at: Option<&Timestamp>) -> Log<'a> {
 /// The log for one change, or `None` when the settings do not write it. A
 /// tombstone has no record to log (and this sink, holding nothing, is sent
 /// none): `None`.
-pub fn map_entry<'a>(settings: &'a Settings, change: &'a Change) -> Option<Mapped<'a>> {
+pub fn map_entry<'a>(settings: &'a Settings, change: &Change<'a>) -> Option<Mapped<'a>> {
     let (record, removed_at) = match change {
         Change::Applied(r) => (r, None),
         Change::Removed(Removal { at, record }) => (record, Some(at)),
@@ -177,7 +177,7 @@ pub fn map_entry<'a>(settings: &'a Settings, change: &'a Change) -> Option<Mappe
     match record {
         Record::Event(e) if settings.events && removed_at.is_none() => Some(Mapped {
             topic: &settings.topic,
-            source: truncate(&e.source, SLS_MAX_TOPIC),
+            source: truncate(e.source, SLS_MAX_TOPIC),
             log: event_log(e),
         }),
         Record::Job(j) => settings.jobs_topic.as_ref().map(|topic| Mapped {
@@ -197,14 +197,19 @@ pub fn map_entry<'a>(settings: &'a Settings, change: &'a Change) -> Option<Mappe
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bindings::kubesink::sink::types::{Meta, ObjectRef, RecordKind, Tombstone};
+    use kubesink_packed::{Meta, ObjectRef, RecordKind, Tombstone};
 
-    pub(crate) fn meta(uid: &str, name: &str) -> Meta {
+    /// `s` for as long as the test runs.
+    fn keep(s: &str) -> &'static str {
+        s.to_owned().leak()
+    }
+
+    pub(crate) fn meta(uid: &str, name: &str) -> Meta<'static> {
         Meta {
-            uid: uid.into(),
-            name: name.into(),
-            namespace: "default".into(),
-            resource_version: "7".into(),
+            uid: keep(uid),
+            name: keep(name),
+            namespace: "default",
+            resource_version: "7",
             resource_version_num: 7,
             labels: vec![],
             created: Timestamp {
@@ -214,20 +219,20 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn event(uid: &str, count: u32, message: &str) -> Event {
+    pub(crate) fn event(uid: &str, count: u32, message: &str) -> Event<'static> {
         Event {
             meta: meta(uid, &format!("pod-a.{uid}")),
             involved: ObjectRef {
-                api_version: "v1".into(),
-                kind: "Pod".into(),
-                namespace: "default".into(),
-                name: "pod-a".into(),
-                uid: "pod-uid".into(),
+                api_version: "v1",
+                kind: "Pod",
+                namespace: "default",
+                name: "pod-a",
+                uid: "pod-uid",
             },
-            event_type: "Warning".into(),
-            reason: "BackOff".into(),
-            message: message.into(),
-            source: "kubelet/node-1".into(),
+            event_type: "Warning",
+            reason: "BackOff",
+            message: keep(message),
+            source: "kubelet/node-1",
             count,
             first_seen: Timestamp {
                 seconds: 1_714_557_600,
@@ -237,7 +242,7 @@ pub(crate) mod tests {
                 seconds: 1_714_557_660,
                 nanos: 5,
             },
-            region: "cn-hangzhou".into(),
+            region: "cn-hangzhou",
         }
     }
 
@@ -303,7 +308,7 @@ pub(crate) mod tests {
         let jobs = settings(&[("jobs_topic", "jobs")]);
         let tombstone = Change::Tombstone(Tombstone {
             kind: RecordKind::Job,
-            uid: "u".into(),
+            uid: "u",
             at,
         });
         assert_eq!(map_entry(&jobs, &tombstone), None);

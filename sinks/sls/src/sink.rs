@@ -22,11 +22,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
-use crate::bindings::kubesink::sink::types::Change;
 use crate::mapping::{Mapped, map_entry};
 use crate::proto::{Log, encode_group, group_overhead};
 use crate::settings::{Compression, Scheme, Settings};
 use crate::sign::{self, ToSign};
+use kubesink_packed::Change;
 
 /// An HTTP request for the transport.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -84,7 +84,7 @@ impl Ceiling {
     }
 
     /// Writes `batch` in one transaction; returns the rows affected.
-    pub async fn write(&self, batch: &[Entry]) -> Result<u64, CeilingError> {
+    pub async fn write(&self, batch: &[Entry<'_>]) -> Result<u64, CeilingError> {
         let mut tx = self.pool.begin().await.map_err(sql_err("transaction"))?;
         let mut affected = 0;
         for (table, head, tail) in &self.tables {

@@ -149,13 +149,13 @@ mod tests {
         let conn = pools.get("default").expect("connection");
         let handle = rt.handle().clone();
         let mut sink = MysqlSink::init(&[], |_| Ok(NativeDb::new(conn, handle))).expect("init");
-        let entry = |uid: &str, rv: u64| Entry {
+        let entry = |uid: &'static str, rv: u64| Entry {
             change: kubesink_sink_mysql::Change::Applied,
             record: kubesink_sink_mysql::Record::Event(kubesink_sink_mysql::Event {
                 meta: kubesink_sink_mysql::Meta {
                     uid: uid.into(),
-                    name: format!("ev-{uid}"),
-                    resource_version: rv.to_string(),
+                    name: format!("ev-{uid}").into(),
+                    resource_version: rv.to_string().into(),
                     resource_version_num: rv,
                     ..Default::default()
                 },

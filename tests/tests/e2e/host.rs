@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
 use kubesink_host::sql::{ConnectionConfig, Value};
 use kubesink_host::{
     CacheOutcome, CallError, CompileError, FaultCause, HeldCap, Host, HostError, HostOptions,
@@ -663,6 +663,12 @@ fn stub_sink(wit: &Path) -> anyhow::Result<Vec<u8>> {
 /// [`stub_sink`], also importing `sql`'s `[method]connection.dialect` when
 /// `dialect` is true (so the linker checks the `dialect` enum's type).
 fn stub_sink_importing(wit: &Path, dialect: bool) -> anyhow::Result<Vec<u8>> {
+    stub_component(wit, dialect, false)
+}
+
+/// [`stub_sink_importing`]; with `packed`, built against
+/// `packed-sink-world`, also exporting `packed`'s `write-packed`.
+fn stub_component(wit: &Path, dialect: bool, packed: bool) -> anyhow::Result<Vec<u8>> {
     use wasm_encoder::{
         CodeSection, EntityType, ExportKind, ExportSection, Function, FunctionSection,
         ImportSection, Instruction as I, MemorySection, MemoryType, Module, TypeSection, ValType,
@@ -674,7 +680,12 @@ fn stub_sink_importing(wit: &Path, dialect: bool) -> anyhow::Result<Vec<u8>> {
         .version
         .clone()
         .context("the package has a version")?;
-    let world = resolve.select_world(&[pkg], Some("sink-world"))?;
+    let world_name = if packed {
+        "packed-sink-world"
+    } else {
+        "sink-world"
+    };
+    let world = resolve.select_world(&[pkg], Some(world_name))?;
     // held(kind) -> i32 up to 0.1; held(kind, cursor, limit) since 0.2.
     let held_params = if version.major == 0 && version.minor < 2 {
         1
@@ -701,18 +712,24 @@ fn stub_sink_importing(wit: &Path, dialect: bool) -> anyhow::Result<Vec<u8>> {
     let mut funcs = FunctionSection::new();
     let mut code = CodeSection::new();
     let mut exports = ExportSection::new();
-    for (i, (name, ty)) in [("init", 0), ("write", 0), ("held", 1)]
-        .into_iter()
-        .enumerate()
-    {
-        funcs.function(ty);
-        let export = format!("kubesink:sink/sink@{version}#{name}");
+    let mut guest_funcs = vec![
+        ("sink", "init", 0),
+        ("sink", "write", 0),
+        ("sink", "held", 1),
+    ];
+    if packed {
+        guest_funcs.push(("packed", "write-packed", 0));
+    }
+    for (i, (interface, name, ty)) in guest_funcs.iter().enumerate() {
+        funcs.function(*ty);
+        let export = format!("kubesink:sink/{interface}@{version}#{name}");
         exports.export(&export, ExportKind::Func, first + i as u32);
     }
+    let realloc = first + guest_funcs.len() as u32;
     funcs.function(2);
-    exports.export("cabi_realloc", ExportKind::Func, first + 3);
+    exports.export("cabi_realloc", ExportKind::Func, realloc);
     exports.export("memory", ExportKind::Memory, 0);
-    for _ in 0..4 {
+    for _ in 0..=guest_funcs.len() {
         let mut f = Function::new([]);
         f.instruction(&I::Unreachable).instruction(&I::End);
         code.function(&f);
@@ -787,7 +804,7 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
         "sink 'old'",
         "old.wasm",
         "built against kubesink:sink@0.1.0",
-        "kubesink:sink@0.2.1",
+        "kubesink:sink@0.2.2",
         "rebuild the sink",
     ] {
         assert!(msg.contains(part), "{part:?} missing from: {msg}");
@@ -815,7 +832,7 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
         &format!("package kubesink:sink@{};", current_version(&root)?),
         "package kubesink:sink@0.2.0;",
     );
-    anyhow::ensure!(at_0_2_0.contains("@0.2.0;"), "the package line of sink.wit");
+    ensure!(at_0_2_0.contains("@0.2.0;"), "the package line of sink.wit");
     std::fs::write(older.path().join("sink.wit"), at_0_2_0)?;
     match load("older", stub_sink(older.path())?).await {
         Err(HostError::Init {
@@ -831,9 +848,102 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
     Ok(())
 }
 
+/// A sink that exports `kubesink:sink/packed` gets its batches there, one
+/// that does not through `write`; one whose `write-packed` has another type
+/// than the WIT's is refused at load, naming the sink and the function
+/// (not called with a buffer it would misread).
+#[tokio::test]
+async fn host_a_packed_export_is_used_and_one_of_the_wrong_type_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let root = guests::workspace_root();
+    let load = |name: &str, bytes: Vec<u8>| {
+        let path = dir.path().join(format!("{name}.wasm"));
+        let host = &host;
+        let name = name.to_owned();
+        async move {
+            std::fs::write(&path, bytes)?;
+            anyhow::Ok(
+                host.load(SinkSpec {
+                    name,
+                    module: ModuleSource::Path(path),
+                    settings: vec![("connection".into(), "main".into())],
+                    sql_grants: vec!["main".into()],
+                    limits: Limits::default(),
+                })
+                .await,
+            )
+        }
+    };
+
+    // The bundled mysql sink exports it; a test guest built against
+    // `sink-world` does not.
+    let mysql = load("mysql", std::fs::read(guest_wasm("kubesink-sink-mysql")?)?)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(mysql.takes_packed_batches(), "mysql takes packed batches");
+    let counter = load(
+        "counter",
+        std::fs::read(guest_wasm("kubesink-guest-counter")?)?,
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(!counter.takes_packed_batches(), "counter takes `write`");
+
+    // `write-packed` taking a string: the same core signature, another
+    // component type.
+    let wrong = tempfile::tempdir()?;
+    for entry in std::fs::read_dir(root.join("wit"))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), wrong.path().join(entry.file_name()))?;
+        }
+    }
+    let sink_wit = std::fs::read_to_string(wrong.path().join("sink.wit"))?;
+    let right = "write-packed: func(batch: list<u8>) -> result<_, error>;";
+    ensure!(sink_wit.contains(right), "sink.wit declares {right}");
+    std::fs::write(
+        wrong.path().join("sink.wit"),
+        sink_wit.replace(
+            right,
+            "write-packed: func(batch: string) -> result<_, error>;",
+        ),
+    )?;
+    let deps = root.join("wit/deps");
+    std::fs::create_dir(wrong.path().join("deps"))?;
+    for entry in std::fs::read_dir(&deps)? {
+        let entry = entry?;
+        std::fs::copy(
+            entry.path(),
+            wrong.path().join("deps").join(entry.file_name()),
+        )?;
+    }
+    let err = match load("misfit", stub_component(wrong.path(), false, true)?).await? {
+        Err(e) => e,
+        Ok(_) => anyhow::bail!("a write-packed of the wrong type was accepted"),
+    };
+    let msg = err.to_string();
+    for part in ["sink 'misfit'", "write-packed", "list<u8>"] {
+        ensure!(msg.contains(part), "{part:?} missing from: {msg}");
+    }
+    // The same stub with the right type links; its init then traps.
+    match load("fit", stub_component(&root.join("wit"), false, true)?).await? {
+        Err(HostError::Init {
+            source:
+                CallError::Fault {
+                    cause: FaultCause::Trap,
+                    detail,
+                },
+            ..
+        }) => ensure!(!detail.contains("write-packed"), "{detail}"),
+        other => anyhow::bail!("a packed stub is linked and its init runs: {other:?}"),
+    }
+    Ok(())
+}
+
 /// A sink built against kubesink:sink@0.2.0 (the WIT kept in
 /// `tests/guests/v0.2.0/wit`), importing `connection.dialect`, links with
-/// this host (0.2.1, which added `connection.engine` and `engine.postgres`
+/// this host (0.2.2; 0.2.1 added `connection.engine` and `engine.postgres`
 /// beside the unchanged `dialect`) and its `init` runs. The same component
 /// built against a 0.2.0 whose `dialect` enum had gained a `postgres` case
 /// is refused at link time: the component model compares enums case by

@@ -10,6 +10,7 @@ use wasmtime::component::ResourceTableError;
 
 use super::store::{MemoryCapExceeded, StoreData, begin_call, end_call, new_store};
 use super::{Blueprint, CallError, FaultCause, Live, RecordKind, SinkInstance, TIMEOUT_GRACE};
+use crate::bindings::SinkWorld;
 use crate::budget::BudgetExceeded;
 use kubesink_normalize::record::{Entry, SinkError};
 
@@ -17,7 +18,7 @@ use kubesink_normalize::record::{Entry, SinkError};
 /// wall-clock timeout for host calls), accounting, and a discarded store
 /// after a fault.
 macro_rules! guest_call {
-    ($self:ident, $name:literal, |$sink:ident, $store:ident| $call:expr) => {{
+    ($self:ident, $name:literal, |$sink:ident, $store:ident $(, $packed:ident)?| $call:expr) => {{
         $self.ensure_live().await?;
         let bp = $self.blueprint.clone();
         // Under a CPU quota: wait for one of the sink's turns, and while
@@ -35,6 +36,7 @@ macro_rules! guest_call {
         let started = Instant::now();
         let result = {
             let $sink = live.bindings.kubesink_sink_sink();
+            $(let $packed = live.packed;)?
             let $store = &mut live.store;
             tokio::time::timeout(timeout + TIMEOUT_GRACE, $call).await
         };
@@ -80,20 +82,24 @@ impl SinkInstance {
         let started = Instant::now();
         let instantiate = tokio::time::timeout(
             timeout + TIMEOUT_GRACE,
-            bp.pre.instantiate_async(&mut store),
+            bp.pre.instance_pre().instantiate_async(&mut store),
         )
         .await;
-        let bindings = match instantiate {
-            Ok(Ok(b)) => b,
-            Ok(Err(err)) => {
-                end_call(&mut store);
-                self.stats.faults += 1;
-                return Err(fault(&bp, "instantiate", store.data(), &err));
-            }
+        let linked = match instantiate {
+            Ok(Ok(instance)) => link(&bp, &mut store, &instance),
+            Ok(Err(err)) => Err(err),
             Err(_) => {
                 end_call(&mut store);
                 self.stats.faults += 1;
                 return Err(timeout_fault(&bp, "instantiate"));
+            }
+        };
+        let (bindings, packed) = match linked {
+            Ok(b) => b,
+            Err(err) => {
+                end_call(&mut store);
+                self.stats.faults += 1;
+                return Err(fault(&bp, "instantiate", store.data(), &err));
             }
         };
         let init = tokio::time::timeout(
@@ -109,7 +115,11 @@ impl SinkInstance {
         match init {
             Ok(Ok(Ok(wants))) => {
                 self.wants = wants;
-                self.live = Some(Live { store, bindings });
+                self.live = Some(Live {
+                    store,
+                    bindings,
+                    packed,
+                });
                 Ok(())
             }
             Ok(Ok(Err(e))) => Err(guest_error(&bp, "init", e)),
@@ -136,8 +146,30 @@ impl SinkInstance {
     /// Delivers one batch. Rebuilds the store first when the last call
     /// faulted (or after [`invalidate`](Self::invalidate)); a failed rebuild
     /// is reported like a failed write.
+    ///
+    /// A sink that exports `write-packed` (WIT `kubesink:sink/packed`) gets
+    /// the batch through it, as one buffer; others through `write`.
     pub async fn write(&mut self, batch: &[Entry]) -> Result<(), CallError> {
-        guest_call!(self, "write", |sink, store| sink.call_write(store, batch))
+        if self.blueprint.packed.is_none() {
+            return guest_call!(self, "write", |sink, store| sink.call_write(store, batch));
+        }
+        let bytes = self.packer.pack(batch).map_err(|e| {
+            CallError::Fatal(format!(
+                "sink '{}': the batch could not be packed: {e}",
+                self.blueprint.name
+            ))
+        })?;
+        let outcome = guest_call!(self, "write", |sink, store, packed| async {
+            match packed {
+                Some(func) => {
+                    let func = crate::packed::write_packed(func, &*store)?;
+                    func.call_async(&mut *store, (&bytes,)).await.map(|(r,)| r)
+                }
+                None => sink.call_write(store, batch).await,
+            }
+        });
+        self.packer.recycle(bytes);
+        outcome
     }
 
     /// The uids of `kind` the sink holds as still in the cluster (WIT
@@ -228,6 +260,29 @@ impl<'a> HeldAnswer<'a> {
             next => Ok(next),
         }
     }
+}
+
+/// The bindings of a new instance, and its `write-packed` when the
+/// component exports one, checked to have the type this host calls.
+fn link(
+    bp: &Blueprint,
+    store: &mut wasmtime::Store<StoreData>,
+    instance: &wasmtime::component::Instance,
+) -> wasmtime::Result<(SinkWorld, Option<wasmtime::component::Func>)> {
+    let bindings = SinkWorld::new(&mut *store, instance)?;
+    let Some(index) = &bp.packed else {
+        return Ok((bindings, None));
+    };
+    let func = instance.get_func(&mut *store, index).ok_or_else(|| {
+        wasmtime::format_err!("its export `kubesink:sink/packed` has no function `write-packed`")
+    })?;
+    crate::packed::write_packed(func, &*store).map_err(|e| {
+        e.context(
+            "its `write-packed` (kubesink:sink/packed) does not have the type \
+             `func(batch: list<u8>) -> result<_, error>`",
+        )
+    })?;
+    Ok((bindings, Some(func)))
 }
 
 /// The guest's error, its text escaped, cut and charged to the sink's

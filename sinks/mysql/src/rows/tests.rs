@@ -9,13 +9,13 @@ fn t(s: i64) -> Timestamp {
     }
 }
 
-fn job(uid: &str, rv: u64, status: &str) -> Job {
+fn job<'a>(uid: &'a str, rv: u64, status: &'a str) -> Job<'a> {
     Job {
         meta: Meta {
             uid: uid.into(),
-            name: format!("job-{uid}"),
+            name: format!("job-{uid}").into(),
             namespace: "ns".into(),
-            resource_version: rv.to_string(),
+            resource_version: rv.to_string().into(),
             resource_version_num: rv,
             labels: vec![],
             created: t(100),
@@ -112,7 +112,7 @@ fn pod_and_event_rows_match_their_columns() {
         job_uid: "j1".into(),
         status: "Running".into(),
         image: "img".into(),
-        resources: "é".repeat(1500),
+        resources: "é".repeat(1500).into(),
         started_at: Some(t(5)),
         ..Pod::default()
     };
@@ -206,8 +206,8 @@ fn text_columns_are_cut_to_what_mysql_text_holds() {
             uid: "e1".into(),
             ..Meta::default()
         },
-        message: message.clone(),
-        reason: "R".repeat(500),
+        message: message.clone().into(),
+        reason: "R".repeat(500).into(),
         ..Event::default()
     };
     let row = row_of(

@@ -1,6 +1,6 @@
 use super::*;
-use crate::bindings::kubesink::sink::types::{Change, Record};
 use crate::mapping::tests::{event, settings};
+use kubesink_packed::{Change, Record};
 
 fn ok() -> Sent {
     Ok(HttpResponse {
@@ -62,7 +62,7 @@ fn sls_error(status: u16, code: &str) -> Sent {
     })
 }
 
-fn entries(n: usize) -> Vec<Change> {
+fn entries(n: usize) -> Vec<Change<'static>> {
     (0..n)
         .map(|i| Change::Applied(Record::Event(event(&format!("u{i}"), 1, "msg"))))
         .collect()

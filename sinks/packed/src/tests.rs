@@ -1,0 +1,159 @@
+use super::*;
+
+fn event<'a>(uid: &'a str, message: &'a str) -> Event<'a> {
+    Event {
+        meta: Meta {
+            uid,
+            name: "pod-a.17f",
+            namespace: "team-a",
+            resource_version: "1042",
+            resource_version_num: 1042,
+            labels: vec![("app", "mnist"), ("tier", "")],
+            created: Timestamp {
+                seconds: -3,
+                nanos: 999_999_999,
+            },
+        },
+        involved: ObjectRef {
+            api_version: "v1",
+            kind: "Pod",
+            namespace: "team-a",
+            name: "pod-a",
+            uid: "",
+        },
+        event_type: "Warning",
+        reason: "BackOff",
+        message,
+        source: "kubelet/node-1",
+        count: 300,
+        first_seen: Timestamp::default(),
+        last_seen: Timestamp {
+            seconds: 1_772_409_600,
+            nanos: 0,
+        },
+        region: "",
+    }
+}
+
+/// The layout `wit/README.md` documents, byte by byte: a list is a varint
+/// count, a variant its case index, a string a varint length and UTF-8,
+/// `s64` zigzag, `u32` LEB128.
+#[test]
+fn a_tombstone_is_laid_out_as_documented() {
+    let batch = [Change::Tombstone(Tombstone {
+        kind: RecordKind::Pod,
+        uid: "u1",
+        at: Timestamp {
+            seconds: -2,
+            nanos: 300,
+        },
+    })];
+    let bytes = encode(&batch);
+    assert_eq!(
+        bytes,
+        [
+            1, // one change
+            2, // case `tombstone`
+            1, // kind `pod`
+            2, b'u', b'1', // uid
+            3,    // seconds -2, zigzag
+            0xac, 0x02, // nanos 300
+        ]
+    );
+    assert_eq!(decode(&bytes).unwrap(), batch);
+}
+
+#[test]
+fn every_case_round_trips_and_strings_are_borrowed_from_the_buffer() {
+    let job = Job {
+        meta: Meta {
+            uid: "j1",
+            ..Meta::default()
+        },
+        api_version: "training.kubedl.io/v1alpha1",
+        kind: "TFJob",
+        status: "Running",
+        resources: "{}",
+        tenant: "t",
+        owner: "o",
+        region: "cn",
+        modified: Timestamp::default(),
+        running_at: Some(Timestamp {
+            seconds: 9,
+            nanos: 1,
+        }),
+        finished_at: None,
+        remark: "",
+    };
+    let pod = Pod {
+        meta: Meta {
+            uid: "p1",
+            ..Meta::default()
+        },
+        job_uid: "j1",
+        replica_type: "Worker",
+        finished_at: Some(Timestamp::default()),
+        remark: "Reason: OOMKilled\nExitCode: 137\nMessage: ünïcode",
+        ..Pod::default()
+    };
+    let batch = vec![
+        Change::Applied(Record::Job(job)),
+        Change::Removed(Removal {
+            at: Timestamp {
+                seconds: 1,
+                nanos: 2,
+            },
+            record: Record::Pod(pod),
+        }),
+        Change::Applied(Record::Event(event("e1", "Back-off restarting"))),
+        Change::Tombstone(Tombstone {
+            kind: RecordKind::Event,
+            uid: "e0",
+            at: Timestamp::default(),
+        }),
+    ];
+    let bytes = encode(&batch);
+    let decoded = decode(&bytes).unwrap();
+    assert_eq!(decoded, batch);
+    let Change::Applied(Record::Event(e)) = &decoded[2] else {
+        panic!("{decoded:?}");
+    };
+    let range = bytes.as_ptr_range();
+    assert!(
+        range.contains(&e.message.as_ptr()),
+        "borrowed from the buffer"
+    );
+    assert_eq!(e.meta.labels, [("app", "mnist"), ("tier", "")]);
+}
+
+#[test]
+fn a_malformed_buffer_is_an_error_not_a_panic() {
+    let bytes = encode(&[Change::Applied(Record::Event(event("e1", "m")))]);
+    // Cut short at every length.
+    for end in 0..bytes.len() {
+        let err = decode(&bytes[..end]).expect_err("cut short");
+        assert!(err.to_string().starts_with("not a packed batch: "), "{err}");
+    }
+    // Bytes after the list.
+    let mut longer = bytes.clone();
+    longer.push(0);
+    let err = decode(&longer).expect_err("trailing byte");
+    assert!(err.to_string().contains("1 bytes left"), "{err}");
+    // A case index past the variant's cases.
+    let mut bad = bytes.clone();
+    bad[1] = 7;
+    assert!(decode(&bad).is_err());
+    // Invalid UTF-8 in a string: `e1` is at offset 4 (count, case, case, len).
+    let mut bad = bytes.clone();
+    assert_eq!(&bad[4..6], b"e1");
+    bad[4] = 0xff;
+    assert!(decode(&bad).is_err());
+    // A count far past the buffer.
+    assert!(decode(&[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+}
+
+#[test]
+fn an_empty_batch_is_one_byte() {
+    assert_eq!(encode(&[]), [0]);
+    assert_eq!(decode(&[0]).unwrap(), []);
+}
