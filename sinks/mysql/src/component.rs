@@ -122,10 +122,9 @@ fn held_kind(kind: wit::RecordKind) -> crate::HeldKind {
 kubesink_packed::impl_from_wit!(kubesink::sink::types);
 
 /// Writes `batch` with the sink of this instance.
-fn write_batch(batch: &[kubesink_packed::Change<'_>]) -> Result<(), wit::Error> {
-    let batch: Vec<model::Entry<'_>> = batch.iter().map(model::Entry::from_packed).collect();
+fn write_batch(batch: &[model::Entry<'_>]) -> Result<(), wit::Error> {
     SINK.with(|s| match s.borrow_mut().as_mut() {
-        Some(sink) => sink.write(&batch).map(|_| ()).map_err(to_wit_error),
+        Some(sink) => sink.write(batch).map(|_| ()).map_err(to_wit_error),
         None => Err(wit::Error::Fatal(
             "mysql sink: write called before a successful init".to_owned(),
         )),
@@ -177,7 +176,11 @@ impl Guest for Component {
     }
 
     fn write(batch: Vec<wit::Change>) -> Result<(), wit::Error> {
-        write_batch(&packed_batch(&batch))
+        let batch: Vec<model::Entry<'_>> = packed_batch(&batch)
+            .iter()
+            .map(model::Entry::from_packed)
+            .collect();
+        write_batch(&batch)
     }
 
     fn held(
@@ -200,9 +203,13 @@ impl Guest for Component {
 
 impl PackedGuest for Component {
     fn write_packed(batch: Vec<u8>) -> Result<(), wit::Error> {
-        let batch = kubesink_packed::decode(&batch)
-            .map_err(|e| wit::Error::Fatal(format!("mysql sink: {e}")))?;
-        write_batch(&batch)
+        let fatal = |e: kubesink_packed::DecodeError| wit::Error::Fatal(format!("mysql sink: {e}"));
+        let changes = kubesink_packed::changes(&batch).map_err(fatal)?;
+        let mut entries = Vec::with_capacity(changes.capacity_hint());
+        for change in changes {
+            entries.push(model::Entry::from_packed(&change.map_err(fatal)?));
+        }
+        write_batch(&entries)
     }
 }
 

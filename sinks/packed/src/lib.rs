@@ -190,20 +190,92 @@ impl std::error::Error for DecodeError {}
 /// The whole buffer must be one `list<change>`: trailing bytes are an
 /// error.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Change<'_>>, DecodeError> {
-    let (batch, rest) =
-        postcard::take_from_bytes::<Vec<Change<'_>>>(bytes).map_err(|e| DecodeError {
-            detail: format!("{e} ({} bytes)", bytes.len()),
-        })?;
-    if rest.is_empty() {
-        Ok(batch)
-    } else {
-        Err(DecodeError {
-            detail: format!(
-                "{} bytes left after the last change (of {})",
-                rest.len(),
-                bytes.len()
-            ),
-        })
+    let changes = changes(bytes)?;
+    let mut batch = Vec::with_capacity(changes.capacity_hint());
+    for change in changes {
+        batch.push(change?);
+    }
+    Ok(batch)
+}
+
+/// The changes of a packed batch one at a time, in order, without
+/// collecting them first: a sink that moves each into its own model
+/// builds one `Vec`, not two. After the last change, bytes left over are
+/// an error (the iterator's last item).
+pub fn changes(bytes: &[u8]) -> Result<Changes<'_>, DecodeError> {
+    let (left, rest) = postcard::take_from_bytes::<u64>(bytes).map_err(|e| DecodeError {
+        detail: format!("the count of changes: {e} ({} bytes)", bytes.len()),
+    })?;
+    Ok(Changes {
+        rest,
+        left,
+        total: bytes.len(),
+        failed: false,
+    })
+}
+
+/// The iterator [`changes`] returns.
+#[derive(Debug, Clone)]
+pub struct Changes<'a> {
+    rest: &'a [u8],
+    left: u64,
+    total: usize,
+    failed: bool,
+}
+
+impl Changes<'_> {
+    /// How many changes to make room for: the count the buffer declares,
+    /// but no more than its bytes could hold (a change takes at least 5),
+    /// so a buffer declaring a huge count reserves nothing.
+    #[must_use]
+    pub fn capacity_hint(&self) -> usize {
+        let most = usize::try_from(self.left).unwrap_or(usize::MAX);
+        most.min(self.rest.len() / 5)
+    }
+}
+
+impl<'a> Iterator for Changes<'a> {
+    type Item = Result<Change<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let at = self.total - self.rest.len();
+        if self.left == 0 {
+            if self.rest.is_empty() {
+                return None;
+            }
+            self.failed = true;
+            return Some(Err(DecodeError {
+                detail: format!(
+                    "{} bytes left after the last change (of {})",
+                    self.rest.len(),
+                    self.total
+                ),
+            }));
+        }
+        match postcard::take_from_bytes::<Change<'a>>(self.rest) {
+            Ok((change, rest)) => {
+                self.rest = rest;
+                self.left -= 1;
+                Some(Ok(change))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(DecodeError {
+                    detail: format!(
+                        "{e} in the change starting at byte {at} ({} changes left, {} bytes)",
+                        self.left, self.total
+                    ),
+                }))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Plus one for a trailing error.
+        (0, Some(self.capacity_hint().saturating_add(1)))
     }
 }
 

@@ -157,3 +157,27 @@ fn an_empty_batch_is_one_byte() {
     assert_eq!(encode(&[]), [0]);
     assert_eq!(decode(&[0]).unwrap(), []);
 }
+
+#[test]
+fn changes_come_one_at_a_time_and_a_bad_one_ends_them() {
+    let batch = [
+        Change::Applied(Record::Event(event("e1", "a"))),
+        Change::Applied(Record::Event(event("e2", "b"))),
+    ];
+    let bytes = encode(&batch);
+    let all = changes(&bytes).unwrap();
+    assert_eq!(all.capacity_hint(), 2);
+    let got: Vec<_> = all.collect::<Result<_, _>>().unwrap();
+    assert_eq!(got, batch);
+    // The second change cut short: the first, then one error, then none.
+    let mut it = changes(&bytes[..bytes.len() - 3]).unwrap();
+    assert_eq!(it.next(), Some(Ok(batch[0].clone())));
+    let err = it.next().unwrap().unwrap_err();
+    assert!(err.to_string().contains("1 changes left"), "{err}");
+    assert_eq!(it.next(), None);
+    // A count no buffer could hold reserves nothing.
+    let huge = [
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 2, 1, 0, 0, 0,
+    ];
+    assert_eq!(changes(&huge).unwrap().capacity_hint(), 1);
+}

@@ -4,7 +4,11 @@
 //! and moves it into its model but sends no SQL. `empty_batch` is the fixed cost of one call (epoch
 //! deadline, store bookkeeping, the canonical ABI call); `events_N` adds N
 //! realistic events, so `(events_N - empty_batch) / N` is the per-record
-//! cost of crossing into the sandbox.
+//! cost of crossing into the sandbox. The mysql component exports
+//! `write-packed` (WIT `kubesink:sink/packed`), so that is: the host packs
+//! the batch, wasmtime copies the buffer in, the guest decodes it and
+//! borrows it into its model. `native_pack_1000` and `native_unpack_1000`
+//! time the two ends natively, to split that figure.
 //!
 //! `cargo bench -p kubesink-bench --bench host_call`; results in
 //! `target/criterion/host_call/`, read by `kubesink-bench` for the report.
@@ -93,6 +97,36 @@ fn host_call(c: &mut Criterion) {
         group.throughput(criterion::Throughput::Elements(n as u64));
         group.bench_function(format!("events_{n}"), |b| {
             b.iter(|| rt.block_on(sink.write(black_box(&batch))).expect("write"));
+        });
+    }
+    // The same batches, natively: the host's packing alone, and the
+    // sink's side (decoding the buffer, borrowing it into the mysql sink's
+    // model) alone, to split the wasm figure above.
+    {
+        let n = 1000usize;
+        let batch: Vec<Entry> = (0..n).map(event).collect();
+        let bytes = postcard::to_allocvec(&batch).expect("pack");
+        group.throughput(criterion::Throughput::Elements(n as u64));
+        group.bench_function(format!("native_pack_{n}"), |b| {
+            let mut buf = Vec::new();
+            b.iter(|| {
+                buf.clear();
+                buf =
+                    postcard::to_extend(black_box(&batch), std::mem::take(&mut buf)).expect("pack");
+            });
+        });
+        group.bench_function(format!("native_unpack_{n}"), |b| {
+            b.iter(|| {
+                // As the mysql component's `write-packed` does.
+                let changes = kubesink_packed::changes(black_box(&bytes)).expect("decode");
+                let mut model = Vec::with_capacity(changes.capacity_hint());
+                for change in changes {
+                    model.push(kubesink_sink_mysql::Entry::from_packed(
+                        &change.expect("decode"),
+                    ));
+                }
+                black_box(model.len())
+            });
         });
     }
     group.finish();
