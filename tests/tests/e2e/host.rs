@@ -774,6 +774,24 @@ pub(crate) fn sink_component(
         .encode()
 }
 
+/// Loads the component `bytes` (module `NAME.wasm`) as sink `name` with
+/// `settings`, granted the connection `main`.
+fn load_bytes<'h>(
+    host: &'h Host,
+    name: &str,
+    bytes: Vec<u8>,
+    settings: Vec<(String, String)>,
+) -> impl Future<Output = Result<kubesink_host::SinkInstance, HostError>> + use<'h> {
+    host.load(SinkSpec {
+        module: ModuleSource::Bytes {
+            origin: format!("{name}.wasm"),
+            bytes: Arc::new(bytes),
+        },
+        settings,
+        ..spec(name, PathBuf::new(), Limits::default())
+    })
+}
+
 /// A sink built against kubesink:sink@0.1.0 (the WIT kept in
 /// `tests/guests/v0.1/wit`) is refused at load with an error naming the
 /// sink, the version it was built against, the one this host runs and what
@@ -784,15 +802,7 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
     let dir = tempfile::tempdir()?;
     let host = host_in(dir.path())?;
     let root = guests::workspace_root();
-    let load = |name: &str, bytes: Vec<u8>| {
-        host.load(SinkSpec {
-            module: ModuleSource::Bytes {
-                origin: format!("{name}.wasm"),
-                bytes: Arc::new(bytes),
-            },
-            ..spec(name, PathBuf::new(), Limits::default())
-        })
-    };
+    let load = |name: &str, bytes: Vec<u8>| load_bytes(&host, name, bytes, Vec::new());
     let old = stub_sink(&root.join("tests/guests/v0.1/wit"))?;
     let err = load("old", old).await.expect_err("a 0.1 sink");
     assert!(
@@ -857,49 +867,24 @@ async fn host_a_packed_export_is_used_and_one_of_the_wrong_type_is_refused() -> 
     let dir = tempfile::tempdir()?;
     let host = host_in(dir.path())?;
     let root = guests::workspace_root();
-    let load = |name: &str, bytes: Vec<u8>| {
-        let path = dir.path().join(format!("{name}.wasm"));
-        let host = &host;
-        let name = name.to_owned();
-        async move {
-            std::fs::write(&path, bytes)?;
-            anyhow::Ok(
-                host.load(SinkSpec {
-                    name,
-                    module: ModuleSource::Path(path),
-                    settings: vec![("connection".into(), "main".into())],
-                    sql_grants: vec!["main".into()],
-                    limits: Limits::default(),
-                })
-                .await,
-            )
-        }
-    };
+    let settings = vec![("connection".to_owned(), "main".to_owned())];
+    let load = |name: &str, bytes: Vec<u8>| load_bytes(&host, name, bytes, settings.clone());
 
     // The bundled mysql sink exports it; a test guest built against
     // `sink-world` does not.
-    let mysql = load("mysql", std::fs::read(guest_wasm("kubesink-sink-mysql")?)?)
-        .await?
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mysql = load("mysql", std::fs::read(guest_wasm("kubesink-sink-mysql")?)?).await?;
     ensure!(mysql.takes_packed_batches(), "mysql takes packed batches");
     let counter = load(
         "counter",
         std::fs::read(guest_wasm("kubesink-guest-counter")?)?,
     )
-    .await?
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .await?;
     ensure!(!counter.takes_packed_batches(), "counter takes `write`");
 
     // `write-packed` taking a string: the same core signature, another
     // component type.
     let wrong = tempfile::tempdir()?;
-    for entry in std::fs::read_dir(root.join("wit"))? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), wrong.path().join(entry.file_name()))?;
-        }
-    }
-    let sink_wit = std::fs::read_to_string(wrong.path().join("sink.wit"))?;
+    let sink_wit = std::fs::read_to_string(root.join("wit/sink.wit"))?;
     let right = "write-packed: func(batch: list<u8>) -> result<_, error>;";
     ensure!(sink_wit.contains(right), "sink.wit declares {right}");
     std::fs::write(
@@ -909,16 +894,7 @@ async fn host_a_packed_export_is_used_and_one_of_the_wrong_type_is_refused() -> 
             "write-packed: func(batch: string) -> result<_, error>;",
         ),
     )?;
-    let deps = root.join("wit/deps");
-    std::fs::create_dir(wrong.path().join("deps"))?;
-    for entry in std::fs::read_dir(&deps)? {
-        let entry = entry?;
-        std::fs::copy(
-            entry.path(),
-            wrong.path().join("deps").join(entry.file_name()),
-        )?;
-    }
-    let err = match load("misfit", stub_component(wrong.path(), false, true)?).await? {
+    let err = match load("misfit", stub_component(wrong.path(), false, true)?).await {
         Err(e) => e,
         Ok(_) => anyhow::bail!("a write-packed of the wrong type was accepted"),
     };
@@ -927,7 +903,7 @@ async fn host_a_packed_export_is_used_and_one_of_the_wrong_type_is_refused() -> 
         ensure!(msg.contains(part), "{part:?} missing from: {msg}");
     }
     // The same stub with the right type links; its init then traps.
-    match load("fit", stub_component(&root.join("wit"), false, true)?).await? {
+    match load("fit", stub_component(&root.join("wit"), false, true)?).await {
         Err(HostError::Init {
             source:
                 CallError::Fault {
@@ -955,15 +931,7 @@ async fn host_a_sink_built_against_0_2_0_links_and_an_extra_dialect_case_would_n
     let dir = tempfile::tempdir()?;
     let host = host_in(dir.path())?;
     let root = guests::workspace_root();
-    let load = |name: &str, bytes: Vec<u8>| {
-        host.load(SinkSpec {
-            module: ModuleSource::Bytes {
-                origin: format!("{name}.wasm"),
-                bytes: Arc::new(bytes),
-            },
-            ..spec(name, PathBuf::new(), Limits::default())
-        })
-    };
+    let load = |name: &str, bytes: Vec<u8>| load_bytes(&host, name, bytes, Vec::new());
     let old_wit = root.join("tests/guests/v0.2.0/wit");
     let old = stub_sink_importing(&old_wit, true)?;
     match load("v020", old).await {
