@@ -1,22 +1,22 @@
 //! Guest CPU time and the per-sink CPU quota (`limits.cpu`).
 //!
-//! **Measuring.** A store's call hook ([`wasmtime::Store::call_hook`])
-//! marks every entry into and exit from wasm code (calls into the guest,
-//! host calls and libcalls, the epoch check included). The thread's CPU
-//! clock (`CLOCK_THREAD_CPUTIME_ID`) is read at both ends and the
-//! difference charged to the sink: time the guest spends waiting in host
-//! calls (SQL, HTTP, a throttle pause) is not counted, and time the OS gives
-//! another thread is not counted either. Within one call from the host the
-//! clock runs from the call's start to its end except inside host calls,
-//! so the host's lowering of the arguments and lifting of the results are
-//! charged to the sink too; the clock is not read again each time the
-//! lowering enters the guest's `cabi_realloc` (once per string: reading
-//! the thread clock is a system call, and those reads were 83 % of the
-//! cost of handing a batch to the guest; [`CpuClock::hook`]). Between an entry and an exit the
-//! fiber never leaves its thread (it can only be suspended inside a host
-//! call), so the thread clock measures the guest alone. The same marks
-//! count the sink's instances inside wasm code at each moment; the most at
-//! once is [`CpuQuota::peak_in_wasm`].
+//! **Measuring.** Every call into a guest (`instantiate`, `init`, `write`,
+//! `held`) is a future the host polls; [`Metered`] reads the thread's CPU
+//! clock (`CLOCK_THREAD_CPUTIME_ID`) when each poll begins and ends and
+//! charges the difference to the sink. A call waiting in a host call that
+//! is not ready (SQL, HTTP, Kafka) or paused by the quota is suspended:
+//! its poll has returned, so the wait, and whatever the thread runs for
+//! other sinks meanwhile, is not counted. What runs inside a poll is the
+//! sink's wasm and the host's work for it at that moment (lowering the
+//! arguments, lifting the results, a host call that completes at once),
+//! and it is all charged to the sink. The clock is read twice per poll
+//! and once per epoch tick ([`CpuClock::checkpoint`]), not at every
+//! crossing between wasm and the host: reading the thread clock is a
+//! system call (no vDSO for thread clocks), and reading it at every host
+//! call, as the meter did before, cost 13 % of the process's CPU with the
+//! sls sink (docs/benchmarks.md, profile §6). Polls also count the sink's
+//! instances running at each moment; the most at once is
+//! [`CpuQuota::peak_in_wasm`].
 //!
 //! **Limiting.** A token bucket per sink, shared by all its instances
 //! (workers and rebuilds): it refills at `cores` CPU-seconds per wall
@@ -276,18 +276,102 @@ fn capacity(cores: f64) -> f64 {
     BURST.as_nanos() as f64 * cores
 }
 
-/// The per-store half of the meter: open while the guest's wasm code runs.
-pub(crate) struct CpuClock {
+/// What the polls of a store's calls charge to, shared by the store's
+/// [`CpuClock`] (its epoch callback) and each call's [`Metered`] future.
+/// A store is polled by one thread at a time, so plain atomics do.
+pub(crate) struct Meter {
     quota: CpuQuota,
-    /// Thread CPU time when the guest last entered wasm, if it is in wasm.
-    since: Option<u64>,
-    /// A call from the host (`init`, `write`, `held`) is in progress: the
-    /// clock runs from its start to its end, except inside host calls.
-    in_call: bool,
-    /// Host calls (imports, libcalls) the guest is inside of.
-    host_depth: u32,
     /// Guest CPU of this store's instance (shared with its `SinkInstance`).
     instance_nanos: Arc<AtomicU64>,
+    /// The thread's CPU time, plus one, when the current poll of a call
+    /// began (or its last checkpoint); 0 between polls.
+    since: AtomicU64,
+}
+
+impl Meter {
+    /// A poll of a call begins: the clock runs, and the instance counts as
+    /// running for its sink ([`CpuQuota::peak_in_wasm`]).
+    fn start(&self) {
+        let inner = &self.quota.inner;
+        let now = inner.in_wasm.fetch_add(1, Ordering::Relaxed) + 1;
+        inner.peak_in_wasm.fetch_max(now, Ordering::Relaxed);
+        self.since
+            .store(thread_cpu_nanos().saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// The poll ends (the call returned, or waits in a host call or a
+    /// pause): charge what it used.
+    fn stop(&self) {
+        let since = self.since.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            self.quota.inner.in_wasm.fetch_sub(1, Ordering::Relaxed);
+            self.charge(thread_cpu_nanos().saturating_sub(since - 1));
+        }
+    }
+
+    /// Charges what the running poll used so far (at an epoch tick, so that
+    /// the quota sees a guest that computes without leaving its poll).
+    fn checkpoint(&self) {
+        let since = self.since.load(Ordering::Relaxed);
+        if since != 0 {
+            let now = thread_cpu_nanos();
+            self.since.store(now.saturating_add(1), Ordering::Relaxed);
+            self.charge(now.saturating_sub(since - 1));
+        }
+    }
+
+    fn charge(&self, used: u64) {
+        self.instance_nanos.fetch_add(used, Ordering::Relaxed);
+        self.quota.charge(used);
+    }
+}
+
+/// A call into the guest (`instantiate`, `init`, `write`, `held`) whose
+/// polls are metered: the thread's CPU clock is read when each poll begins
+/// and ends, and the difference charged to the sink. While the call waits
+/// (inside a host call that is not ready: SQL, HTTP; or paused by the
+/// quota) it is not being polled, and what the thread runs meanwhile is
+/// not charged. Host work done inside a poll (lowering the arguments,
+/// lifting the results, a host call that completes at once) is done for
+/// the sink and is charged to it.
+pub(crate) struct Metered<F> {
+    inner: std::pin::Pin<Box<F>>,
+    meter: Arc<Meter>,
+}
+
+impl<F> Metered<F> {
+    pub(crate) fn new(meter: Arc<Meter>, call: F) -> Self {
+        Self {
+            inner: Box::pin(call),
+            meter,
+        }
+    }
+}
+
+impl<F: Future> Future for Metered<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        /// Stops the clock when the poll ends, also by a panic.
+        struct Stop<'a>(&'a Meter);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.stop();
+            }
+        }
+        let this = &mut *self;
+        this.meter.start();
+        let _stop = Stop(&this.meter);
+        this.inner.as_mut().poll(cx)
+    }
+}
+
+/// The per-store half of the meter.
+pub(crate) struct CpuClock {
+    meter: Arc<Meter>,
     /// Wall time the quota paused the current call, in ns.
     call_paused: Arc<AtomicU64>,
 }
@@ -295,64 +379,29 @@ pub(crate) struct CpuClock {
 impl CpuClock {
     pub(crate) fn new(quota: CpuQuota, instance_nanos: Arc<AtomicU64>) -> Self {
         Self {
-            quota,
-            since: None,
-            in_call: false,
-            host_depth: 0,
-            instance_nanos,
+            meter: Arc::new(Meter {
+                quota,
+                instance_nanos,
+                since: AtomicU64::new(0),
+            }),
             call_paused: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// A call into the guest starts: the clock runs from here (lowering
-    /// the arguments, which calls the guest's `cabi_realloc` once per
-    /// string and list, included) to [`end_call`](Self::end_call), except
-    /// inside host calls.
+    /// The meter a call's [`Metered`] future charges to.
+    pub(crate) fn meter(&self) -> Arc<Meter> {
+        self.meter.clone()
+    }
+
+    /// A call into the guest starts.
     pub(crate) fn begin_call(&mut self) {
         self.call_paused.store(0, Ordering::Relaxed);
-        self.in_call = true;
-        self.host_depth = 0;
-        self.enter();
     }
 
-    /// The call into the guest has returned (or was abandoned).
-    pub(crate) fn end_call(&mut self) {
-        self.in_call = false;
-        self.host_depth = 0;
-        self.leave();
-    }
-
-    /// The store's call hook. Reading the thread clock is a system call
-    /// (~0.5 µs here): reading it on every entry into wasm cost more than
-    /// the guest's work, because lowering a batch enters the guest once
-    /// per string (`cabi_realloc`). So during a call the clock is read
-    /// only where the guest leaves for the host and comes back (imports,
-    /// libcalls such as the epoch check and `memory.grow`), and around the
-    /// guest's own re-entries from inside a host call (a host function
-    /// lowering its results).
-    pub(crate) fn hook(&mut self, hook: wasmtime::CallHook) {
-        use wasmtime::CallHook;
-        match hook {
-            CallHook::CallingWasm => {
-                if self.since.is_none() {
-                    self.enter();
-                }
-            }
-            CallHook::ReturningFromWasm => {
-                // At the top of a call the clock runs on to `end_call`.
-                if !self.in_call || self.host_depth > 0 {
-                    self.leave();
-                }
-            }
-            CallHook::CallingHost => {
-                self.host_depth += 1;
-                self.leave();
-            }
-            CallHook::ReturningFromHost => {
-                self.host_depth = self.host_depth.saturating_sub(1);
-                self.enter();
-            }
-        }
+    /// At an epoch tick (inside the call's poll): charge what the guest
+    /// used so far, so that [`CpuQuota::pause_needed`] is current.
+    pub(crate) fn checkpoint(&self) {
+        self.meter.checkpoint();
     }
 
     /// Wall time the quota has paused the current call so far.
@@ -362,7 +411,7 @@ impl CpuClock {
 
     /// A pause of `wait` inside the current call (see [`CpuQuota::pause`]).
     pub(crate) fn pause(&self, wait: Duration) -> impl Future<Output = ()> + Send + 'static {
-        let quota = self.quota.pause(wait);
+        let quota = self.meter.quota.pause(wait);
         let call_paused = self.call_paused.clone();
         async move {
             let started = Instant::now();
@@ -375,37 +424,7 @@ impl CpuClock {
     }
 
     pub(crate) fn quota(&self) -> &CpuQuota {
-        &self.quota
-    }
-
-    /// The guest enters wasm code.
-    pub(crate) fn enter(&mut self) {
-        if self.since.is_none() {
-            let inner = &self.quota.inner;
-            let now = inner.in_wasm.fetch_add(1, Ordering::Relaxed) + 1;
-            inner.peak_in_wasm.fetch_max(now, Ordering::Relaxed);
-        }
-        self.since = Some(thread_cpu_nanos());
-    }
-
-    /// The guest leaves wasm code: charge what it used since `enter`.
-    pub(crate) fn leave(&mut self) {
-        if let Some(since) = self.since.take() {
-            self.quota.inner.in_wasm.fetch_sub(1, Ordering::Relaxed);
-            let used = thread_cpu_nanos().saturating_sub(since);
-            self.instance_nanos.fetch_add(used, Ordering::Relaxed);
-            self.quota.charge(used);
-        }
-    }
-}
-
-impl Drop for CpuClock {
-    /// A store dropped inside wasm code (its call abandoned at the
-    /// deadline) is no longer running it.
-    fn drop(&mut self) {
-        if self.since.take().is_some() {
-            self.quota.inner.in_wasm.fetch_sub(1, Ordering::Relaxed);
-        }
+        &self.meter.quota
     }
 }
 
@@ -484,78 +503,94 @@ mod tests {
         assert!(busy > 10_000_000, "busy loop used only {busy} ns of CPU");
     }
 
+    /// Burns `ms` of this thread's CPU time (not wall time: on a busy
+    /// machine the thread may wait for a core meanwhile).
+    fn busy(ms: u64) {
+        let start = thread_cpu_nanos();
+        let mut x = 0u64;
+        while thread_cpu_nanos() - start < ms * 1_000_000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+        f.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    }
+
     #[test]
-    fn the_clock_charges_only_between_enter_and_leave() {
+    fn a_call_is_charged_for_its_polls_not_for_its_waits() {
+        use std::task::Poll;
         let q = CpuQuota::new("s", None);
         let mine = Arc::new(AtomicU64::new(0));
-        let mut c = CpuClock::new(q.clone(), mine.clone());
-        c.leave(); // not in wasm: nothing
-        assert_eq!(q.used(), Duration::ZERO);
-        c.enter();
-        let start = Instant::now();
-        let mut x = 0u64;
-        while start.elapsed() < Duration::from_millis(20) {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        c.leave();
-        let used = q.used();
-        assert!(used > Duration::from_millis(5), "{used:?}");
-        assert_eq!(mine.load(Ordering::Relaxed), used.as_nanos() as u64);
-    }
-
-    fn busy(ms: u64) {
-        let start = Instant::now();
-        let mut x = 0u64;
-        while start.elapsed() < Duration::from_millis(ms) {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
+        let clock = CpuClock::new(q.clone(), mine.clone());
+        let mut polls = 0;
+        // Works 20 ms, waits (a host call not ready), works 20 ms more.
+        let call = std::future::poll_fn(|_| {
+            polls += 1;
+            busy(20);
+            if polls < 2 {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        });
+        let mut call = std::pin::pin!(Metered::new(clock.meter(), call));
+        assert!(poll_once(call.as_mut()).is_pending());
+        let first = q.used();
+        assert!(first >= Duration::from_millis(20), "{first:?}");
+        assert_eq!(q.inner.in_wasm.load(Ordering::Relaxed), 0, "not running");
+        // The thread works for others while the call waits: not charged.
+        busy(30);
+        assert_eq!(q.used(), first);
+        assert!(poll_once(call.as_mut()).is_ready());
+        let second = q.used() - first;
+        assert!(
+            second >= Duration::from_millis(20) && second < Duration::from_millis(30),
+            "{second:?}"
+        );
+        assert_eq!(mine.load(Ordering::Relaxed), q.used().as_nanos() as u64);
     }
 
     #[test]
-    fn during_a_call_the_clock_runs_through_reentries_and_stops_in_host_calls() {
-        use wasmtime::CallHook::*;
-        let q = CpuQuota::new("s", None);
-        let mut c = CpuClock::new(q.clone(), Arc::new(AtomicU64::new(0)));
-        c.begin_call();
-        // Lowering the arguments: the guest's realloc, entered and left.
-        for _ in 0..3 {
-            c.hook(CallingWasm);
-            c.hook(ReturningFromWasm);
-            assert!(c.since.is_some(), "the clock runs on between re-entries");
-        }
-        c.hook(CallingWasm); // the export itself
-        busy(20);
-        c.hook(CallingHost); // an import: stops the clock
-        assert!(c.since.is_none());
-        let before = q.used();
-        assert!(before > Duration::from_millis(5), "{before:?}");
-        busy(20);
-        // The import lowers its result into the guest: counted, then off.
-        c.hook(CallingWasm);
-        assert!(c.since.is_some());
-        c.hook(ReturningFromWasm);
-        assert!(
-            c.since.is_none(),
-            "a re-entry inside a host call stops again"
-        );
-        let host = q.used() - before;
-        assert!(
-            host < Duration::from_millis(10),
-            "host work charged: {host:?}"
-        );
-        c.hook(ReturningFromHost);
-        busy(20);
-        c.hook(ReturningFromWasm); // the export returns: still running
-        assert!(c.since.is_some());
-        c.end_call();
-        assert!(c.since.is_none());
-        let after = q.used() - before;
-        assert!(after > Duration::from_millis(15), "{after:?}");
+    fn an_epoch_checkpoint_charges_a_poll_that_runs_on() {
+        let q = CpuQuota::new("s", Some(0.1));
+        let clock = CpuClock::new(q.clone(), Arc::new(AtomicU64::new(0)));
+        let meter = clock.meter();
+        let call = std::future::poll_fn(|_| {
+            busy(20);
+            // An epoch tick: the quota sees the 20 ms before the poll ends.
+            clock.checkpoint();
+            assert!(q.used() >= Duration::from_millis(20), "{:?}", q.used());
+            assert!(q.pause_needed().is_some(), "20 ms is over a 10 ms burst");
+            std::task::Poll::Ready(())
+        });
+        assert!(poll_once(std::pin::pin!(Metered::new(meter, call))).is_ready());
+        assert!(q.used() < Duration::from_millis(40), "{:?}", q.used());
+    }
+
+    #[test]
+    fn instances_running_are_counted_per_sink() {
+        let q = CpuQuota::new("s", Some(0.5));
+        let a = CpuClock::new(q.clone(), Arc::new(AtomicU64::new(0)));
+        let b = CpuClock::new(q.clone(), Arc::new(AtomicU64::new(0)));
+        let (ma, mb) = (a.meter(), b.meter());
+        let outer = std::future::poll_fn(|_| {
+            assert_eq!(q.inner.in_wasm.load(Ordering::Relaxed), 1);
+            let inner = std::future::poll_fn(|_| std::task::Poll::Ready(()));
+            assert!(poll_once(std::pin::pin!(Metered::new(mb.clone(), inner))).is_ready());
+            std::task::Poll::Ready(())
+        });
+        assert!(poll_once(std::pin::pin!(Metered::new(ma.clone(), outer))).is_ready());
+        assert_eq!(q.peak_in_wasm(), 2);
         assert_eq!(q.inner.in_wasm.load(Ordering::Relaxed), 0);
-        // Outside a call (nothing begun), entries and exits count as before.
-        c.hook(CallingWasm);
-        c.hook(ReturningFromWasm);
-        assert!(c.since.is_none());
+        // A poll that panics still stops its clock.
+        let panics = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let call = std::future::poll_fn(|_| -> std::task::Poll<()> { panic!("guest") });
+            let _ = poll_once(std::pin::pin!(Metered::new(ma.clone(), call)));
+        }));
+        assert!(panics.is_err());
+        assert_eq!(q.inner.in_wasm.load(Ordering::Relaxed), 0);
+        assert_eq!(q.peak_in_wasm(), 2, "the peak is kept");
     }
 
     #[tokio::test]
@@ -574,26 +609,5 @@ mod tests {
         }
         let free = CpuQuota::new("s", None);
         let _all: Vec<Turn> = futures_util::future::join_all((0..64).map(|_| free.turn())).await;
-    }
-
-    #[test]
-    fn instances_inside_wasm_are_counted_per_sink() {
-        let q = CpuQuota::new("s", Some(0.5));
-        let mut a = CpuClock::new(q.clone(), Arc::new(AtomicU64::new(0)));
-        let mut b = CpuClock::new(q.clone(), Arc::new(AtomicU64::new(0)));
-        a.enter();
-        a.enter(); // still the same stretch of wasm
-        assert_eq!(q.peak_in_wasm(), 1);
-        b.enter();
-        assert_eq!(q.peak_in_wasm(), 2);
-        b.leave();
-        a.leave();
-        a.leave(); // not in wasm: nothing
-        assert_eq!(q.inner.in_wasm.load(Ordering::Relaxed), 0);
-        // A store dropped inside wasm (its call abandoned) leaves it.
-        a.enter();
-        drop(a);
-        assert_eq!(q.inner.in_wasm.load(Ordering::Relaxed), 0);
-        assert_eq!(q.peak_in_wasm(), 2, "the peak is kept");
     }
 }

@@ -13,7 +13,7 @@
 //! into a trap naming the cap. Wasm tables are charged to the sink's host
 //! memory budget ([`crate::budget`]) and resource handles are capped
 //! ([`Limits::max_resources`]). Guest CPU is metered and held to the sink's
-//! quota ([`crate::cpu`]) by the store's call hook and epoch callback. After
+//! quota ([`crate::cpu`]) by metering each call's polls and the epoch callback. After
 //! a trap or timeout the store is discarded; the next call builds a fresh
 //! one from the pre-instantiated component and runs `init` again.
 

@@ -27,8 +27,9 @@ pub struct SlsThroughput {
     pub requests: usize,
     /// Time spent in writes.
     pub elapsed: Duration,
-    /// CPU the sink's guest used in those writes (wasm code, lowering and
-    /// lifting; not its host calls: `SinkStats::guest_cpu`).
+    /// CPU the sink's calls used in those writes (their polls: wasm code,
+    /// lowering, lifting and host calls that complete at once; not the
+    /// waits: `SinkStats::guest_cpu`).
     pub guest_cpu: Duration,
     /// CPU (user + system) of the whole process over the writes: the guest,
     /// the host's HTTP client and the emulator.

@@ -12,6 +12,7 @@ use super::store::{MemoryCapExceeded, StoreData, begin_call, end_call, new_store
 use super::{Blueprint, CallError, FaultCause, Live, RecordKind, SinkInstance, TIMEOUT_GRACE};
 use crate::bindings::SinkWorld;
 use crate::budget::BudgetExceeded;
+use crate::cpu::Metered;
 use kubesink_normalize::record::{Entry, SinkError};
 
 /// One call into the guest: rebuild when needed, deadline (epochs plus a
@@ -34,11 +35,12 @@ macro_rules! guest_call {
         let _ticking = bp.epoch.ticking();
         begin_call(&mut live.store, timeout);
         let started = Instant::now();
+        let meter = live.store.data().cpu.meter();
         let result = {
             let $sink = live.bindings.kubesink_sink_sink();
             $(let $packed = live.packed;)?
             let $store = &mut live.store;
-            tokio::time::timeout(timeout + TIMEOUT_GRACE, $call).await
+            tokio::time::timeout(timeout + TIMEOUT_GRACE, Metered::new(meter, $call)).await
         };
         $self.stats.writes += 1;
         let outcome = match result {
@@ -80,9 +82,13 @@ impl SinkInstance {
         let _ticking = bp.epoch.ticking();
         begin_call(&mut store, timeout);
         let started = Instant::now();
+        let meter = store.data().cpu.meter();
         let instantiate = tokio::time::timeout(
             timeout + TIMEOUT_GRACE,
-            bp.pre.instance_pre().instantiate_async(&mut store),
+            Metered::new(
+                meter.clone(),
+                bp.pre.instance_pre().instantiate_async(&mut store),
+            ),
         )
         .await;
         let linked = match instantiate {
@@ -104,9 +110,12 @@ impl SinkInstance {
         };
         let init = tokio::time::timeout(
             timeout + TIMEOUT_GRACE,
-            bindings
-                .kubesink_sink_sink()
-                .call_init(&mut store, &bp.settings),
+            Metered::new(
+                meter,
+                bindings
+                    .kubesink_sink_sink()
+                    .call_init(&mut store, &bp.settings),
+            ),
         )
         .await;
         // Charges the guest's CPU of instantiate and init, whatever came of them.

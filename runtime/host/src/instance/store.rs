@@ -175,9 +175,9 @@ fn sandbox_wasi(log: &GuestLog) -> WasiCtx {
         .build()
 }
 
-/// A new store for `bp`'s sink: its data, its limiter, the call hook that
-/// runs the guest CPU clock, and the epoch callback that enforces the
-/// call's deadline and the sink's CPU quota.
+/// A new store for `bp`'s sink: its data, its limiter, and the epoch
+/// callback that enforces the call's deadline and the sink's CPU quota
+/// (its calls' CPU is metered by [`crate::cpu::Metered`]).
 pub(super) fn new_store(
     bp: &Blueprint,
     log_counters: Arc<LogCounters>,
@@ -215,13 +215,11 @@ pub(super) fn new_store(
     };
     let mut store = Store::new(&bp.engine, data);
     store.limiter(|d| &mut d.limiter);
-    // Guest CPU: the thread clock runs while wasm code runs (crate::cpu).
-    store.call_hook(|mut ctx, hook| {
-        ctx.data_mut().cpu.hook(hook);
-        Ok(())
-    });
+    // Guest CPU: each call's polls are metered (crate::cpu::Metered); an
+    // epoch tick charges a poll that runs on.
     store.epoch_deadline_callback(|mut ctx| {
         let data = ctx.data_mut();
+        data.cpu.checkpoint();
         let now = Instant::now();
         match data.deadline {
             Some(deadline) if now >= deadline => {
@@ -269,7 +267,6 @@ pub(super) fn begin_call(store: &mut Store<StoreData>, timeout: Duration) {
 
 /// Disarms the deadline after a call.
 pub(super) fn end_call(store: &mut Store<StoreData>) {
-    store.data_mut().cpu.end_call();
     store.data_mut().deadline = None;
     store.data_mut().sql.set_deadline(None);
     store.data_mut().kafka.set_deadline(None);
