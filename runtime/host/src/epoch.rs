@@ -29,6 +29,11 @@ struct State {
     stop: bool,
     /// Ticks so far (for tests and diagnostics).
     ticks: u64,
+    /// The ticker waits on the condition variable (no call in flight):
+    /// only then does a call need to wake it. Back-to-back calls of a few
+    /// microseconds each would otherwise each make a wake-up system call
+    /// while the ticker sleeps out its tick.
+    parked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +81,7 @@ impl EpochGate {
     pub fn ticking(&self) -> Ticking {
         let mut state = self.shared.lock();
         state.active += 1;
-        if state.active == 1 {
+        if state.active == 1 && state.parked {
             self.shared.wake.notify_one();
         }
         Ticking {
@@ -128,7 +133,9 @@ fn run(engine: &Engine, shared: &Shared) {
         {
             let mut state = shared.lock();
             while state.active == 0 && !state.stop {
+                state.parked = true;
                 state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                state.parked = false;
             }
             if state.stop {
                 return;
