@@ -14,6 +14,12 @@ use crate::pipeline::{Pipeline, PipelineError, SinkReport};
 use crate::source::replay::ReplayReport;
 use crate::source::{Normalizer, replay as source};
 
+/// Entries per batch handed from the reading thread to the pipeline.
+const HANDOFF_BATCH: usize = 256;
+/// Batches read ahead of the pipeline (as many entries as the 4096 the
+/// hand-off held when it went entry by entry).
+const HANDOFF_BATCHES: usize = 16;
+
 /// Where `kubesink replay` reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplayInput {
@@ -122,15 +128,17 @@ pub async fn replay(plan: &Plan, input: ReplayInput) -> Result<ReplayOutcome, Re
             )
         }
     };
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    // Entries cross from the reading thread in batches: one hand-off (and
+    // at most one wake-up of each side) per batch, not per entry.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(HANDOFF_BATCHES);
     let reader_task = tokio::task::spawn_blocking(move || {
-        source::replay(reader, &name, &normalizer, |entry| {
-            tx.blocking_send(entry).is_ok()
+        source::replay_batches(reader, &name, &normalizer, HANDOFF_BATCH, |batch| {
+            tx.blocking_send(batch).is_ok()
         })
     });
     let started = Instant::now();
-    while let Some(entry) = rx.recv().await {
-        pipeline.send(entry).await;
+    while let Some(batch) = rx.recv().await {
+        pipeline.send_batch(batch).await;
     }
     let input = reader_task.await.map_err(ReplayError::Reader)?;
     let sinks = pipeline.finish().await;

@@ -315,6 +315,15 @@ impl Pipeline {
         }
     }
 
+    /// Queues a batch of entries, in order, as [`send`](Self::send) does
+    /// each: for a source that hands entries over in batches (the replay),
+    /// one hand-off for many entries.
+    pub async fn send_batch(&self, entries: Vec<Entry>) {
+        for entry in entries {
+            self.send(entry).await;
+        }
+    }
+
     /// Where a watch of `resource` can resume for the checkpointed sinks:
     /// the oldest of their frontiers (`None`: no checkpointed sink has one,
     /// the listing serves them all).

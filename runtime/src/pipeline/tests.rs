@@ -566,3 +566,26 @@ async fn a_lagging_sink_still_gets_deletions_within_its_headroom() {
     p.send(e.next().unwrap()).await;
     assert_eq!((stuck.queued(), stuck.lag.skipped()), (2, 2));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_larger_than_the_queues_is_queued_in_order_for_every_sink() {
+    let a = Fake::new("a", Answer::Slow(Duration::from_millis(10)));
+    let b = Fake::new("b", Answer::Slow(Duration::from_millis(30)));
+    let (seen_a, seen_b) = (a.seen(), b.seen());
+    // Queues of 4: the batch of 25 waits for room three times over.
+    let p = pipeline(vec![("a", a, 4, 3), ("b", b, 4, 2)]);
+    let sent = entries(25);
+    let order: Vec<String> = sent.iter().map(uid).collect();
+    p.send_batch(sent).await;
+    p.send_batch(Vec::new()).await;
+    let report = p.shutdown(Duration::from_secs(30)).await;
+
+    assert_eq!(report.undelivered, vec![]);
+    for seen in [seen_a, seen_b] {
+        let seen = seen.lock().unwrap();
+        let delivered: Vec<String> = seen.calls.iter().flatten().cloned().collect();
+        assert_eq!(delivered, order);
+    }
+    assert_eq!(report.reports[0].delivered, 25);
+    assert_eq!(report.reports[1].delivered, 25);
+}

@@ -38,8 +38,90 @@ pub fn replay(
     normalizer: &Normalizer,
     mut emit: impl FnMut(Entry) -> bool,
 ) -> ReplayReport {
+    replay_batches(reader, origin, normalizer, 1, |batch| {
+        batch.into_iter().all(&mut emit)
+    })
+}
+
+/// [`replay`], handing entries over in batches of up to `max` (at least
+/// one), in input order: a batch goes as soon as it is full, and before
+/// every read of `reader` (so that entries read from a pipe never wait for
+/// input that has not come yet), and the last one at the end. Stops early
+/// if `emit` returns false.
+pub fn replay_batches(
+    reader: impl BufRead,
+    origin: &str,
+    normalizer: &Normalizer,
+    max: usize,
+    emit: impl FnMut(Vec<Entry>) -> bool,
+) -> ReplayReport {
+    let mut batches = Batches::new(max, emit);
+    let report = read(reader, origin, normalizer, &mut batches);
+    if !batches.stopped {
+        batches.flush();
+    }
+    report
+}
+
+/// Entries gathered into batches for an `emit` that takes them.
+struct Batches<F> {
+    max: usize,
+    batch: Vec<Entry>,
+    emit: F,
+    /// `emit` asked to stop.
+    stopped: bool,
+}
+
+impl<F: FnMut(Vec<Entry>) -> bool> Batches<F> {
+    fn new(max: usize, emit: F) -> Self {
+        let max = max.max(1);
+        Self {
+            max,
+            batch: Vec::with_capacity(max),
+            emit,
+            stopped: false,
+        }
+    }
+
+    /// Adds an entry, handing the batch over once full; `false` when
+    /// `emit` asks to stop.
+    fn push(&mut self, entry: Entry) -> bool {
+        self.batch.push(entry);
+        if self.batch.len() >= self.max {
+            return self.flush();
+        }
+        true
+    }
+
+    /// Hands over what is gathered, if anything; `false` when `emit` asks
+    /// to stop.
+    fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.max));
+        self.stopped = !(self.emit)(batch);
+        !self.stopped
+    }
+}
+
+fn read<F: FnMut(Vec<Entry>) -> bool>(
+    reader: impl BufRead,
+    origin: &str,
+    normalizer: &Normalizer,
+    batches: &mut Batches<F>,
+) -> ReplayReport {
     let mut report = ReplayReport::default();
-    for piece in Splitter::new(reader) {
+    let mut pieces = Splitter::new(reader);
+    loop {
+        // The splitter reads when it has no piece left: what is gathered
+        // goes first.
+        if !pieces.has_ready() && !batches.flush() {
+            return report;
+        }
+        let Some(piece) = pieces.next() else {
+            break;
+        };
         let piece = match piece {
             Ok(p) => p,
             Err(e) => {
@@ -68,7 +150,7 @@ pub fn replay(
         };
         report.documents += 1;
         if let Some(entry) = watch_event_entry(&bytes, normalizer) {
-            if !tally(&mut report, entry, (origin, line), &mut emit) {
+            if !tally(&mut report, entry, (origin, line), &mut |e| batches.push(e)) {
                 return report;
             }
             continue;
@@ -95,7 +177,7 @@ pub fn replay(
                 None => report.ignored += 1,
                 Some(change) => {
                     let entry = normalizer.entry(&object, change);
-                    if !tally(&mut report, entry, (origin, line), &mut emit) {
+                    if !tally(&mut report, entry, (origin, line), &mut |e| batches.push(e)) {
                         return report;
                     }
                 }
@@ -308,6 +390,117 @@ mod tests {
         assert_eq!(entries.len(), 1, "{report:?}");
         assert_eq!(report.ignored, 1);
         assert!(report.problems.is_empty(), "{report:?}");
+    }
+
+    fn events(n: usize) -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"type\":\"ADDED\",\"object\":{}}}\n",
+                    pod(&format!("p{i}"), &(i + 1).to_string())
+                )
+            })
+            .collect()
+    }
+
+    fn names(entries: &[Entry]) -> Vec<String> {
+        entries.iter().map(|e| e.uid().to_owned()).collect()
+    }
+
+    #[test]
+    fn batches_keep_input_order_and_the_last_partial_one() {
+        let input = events(7);
+        let (single, _) = run(&input);
+        let mut sizes = Vec::new();
+        let mut batched = Vec::new();
+        let report = replay_batches(
+            input.as_bytes(),
+            "in.json",
+            &Normalizer::default(),
+            3,
+            |b| {
+                sizes.push(b.len());
+                batched.extend(b);
+                true
+            },
+        );
+        assert_eq!(sizes, vec![3, 3, 1]);
+        assert_eq!(report.entries, 7);
+        assert_eq!(names(&batched), names(&single));
+        assert_eq!(names(&batched)[0], "uid-p0");
+        assert_eq!(names(&batched)[6], "uid-p6");
+    }
+
+    #[test]
+    fn a_batch_goes_before_the_reader_is_read_again() {
+        // A reader handing over one document per read, as a pipe from
+        // `kubectl get --watch` does: each entry must go out before the
+        // next read, not wait for the batch to fill.
+        struct OnePerRead {
+            docs: Vec<String>,
+            reads: std::rc::Rc<std::cell::Cell<usize>>,
+            current: Vec<u8>,
+        }
+        impl std::io::Read for OnePerRead {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                unreachable!("read through BufRead")
+            }
+        }
+        impl BufRead for OnePerRead {
+            fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+                if self.current.is_empty() && !self.docs.is_empty() {
+                    self.current = self.docs.remove(0).into_bytes();
+                    self.reads.set(self.reads.get() + 1);
+                }
+                Ok(&self.current)
+            }
+            fn consume(&mut self, n: usize) {
+                self.current.drain(..n);
+            }
+        }
+        let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+        let reader = OnePerRead {
+            docs: events(3).lines().map(|l| format!("{l}\n")).collect(),
+            reads: reads.clone(),
+            current: Vec::new(),
+        };
+        let mut seen = Vec::new();
+        replay_batches(reader, "in.json", &Normalizer::default(), 100, |b| {
+            seen.push((reads.get(), b.len()));
+            true
+        });
+        assert_eq!(seen, vec![(1, 1), (2, 1), (3, 1)]);
+    }
+
+    #[test]
+    fn a_batch_refused_stops_the_reading() {
+        let mut calls = 0;
+        let report = replay_batches(
+            events(10).as_bytes(),
+            "in.json",
+            &Normalizer::default(),
+            2,
+            |b| {
+                assert_eq!(b.len(), 2);
+                calls += 1;
+                calls < 2
+            },
+        );
+        assert_eq!(calls, 2, "no batch after the refused one");
+        assert_eq!(report.entries, 4, "{report:?}");
+        // One entry at a time, as before.
+        let mut taken = 0;
+        let report = replay(
+            events(10).as_bytes(),
+            "in.json",
+            &Normalizer::default(),
+            |_| {
+                taken += 1;
+                taken < 3
+            },
+        );
+        assert_eq!(taken, 3);
+        assert_eq!(report.entries, 3);
     }
 
     #[test]

@@ -146,6 +146,13 @@ impl<R: BufRead> Splitter<R> {
     }
 }
 
+impl<R> Splitter<R> {
+    /// Whether the next piece is ready without reading any more input.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+}
+
 impl<R: BufRead> Iterator for Splitter<R> {
     type Item = std::io::Result<Piece>;
 
