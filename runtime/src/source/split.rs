@@ -53,60 +53,95 @@ impl Scanner {
     }
 
     fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) {
-        for &b in bytes {
-            if self.depth == 0 {
-                match b {
-                    b'{' | b'[' => {
-                        self.flush_garbage(out);
-                        self.depth = 1;
-                        self.doc.clear();
-                        self.doc.push(b);
-                        self.doc_line = self.line;
-                    }
-                    b'\n' => {
-                        self.line += 1;
-                        self.garbage.push(b);
-                    }
-                    _ => {
-                        if self.garbage.iter().all(u8::is_ascii_whitespace)
-                            && !b.is_ascii_whitespace()
-                        {
-                            self.garbage_line = self.line;
-                        }
-                        self.garbage.push(b);
-                    }
-                }
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.depth > 0 {
+                i = self.feed_document(bytes, i, out);
                 continue;
             }
-            self.doc.push(b);
-            if b == b'\n' {
-                self.line += 1;
+            let b = bytes[i];
+            i += 1;
+            match b {
+                b'{' | b'[' => {
+                    self.flush_garbage(out);
+                    self.depth = 1;
+                    self.doc.clear();
+                    self.doc.push(b);
+                    self.doc_line = self.line;
+                }
+                b'\n' => {
+                    self.line += 1;
+                    self.garbage.push(b);
+                }
+                _ => {
+                    if self.garbage.iter().all(u8::is_ascii_whitespace) && !b.is_ascii_whitespace()
+                    {
+                        self.garbage_line = self.line;
+                    }
+                    self.garbage.push(b);
+                }
             }
+        }
+    }
+
+    /// Inside a document: scans `bytes` from `i` to the document's end or
+    /// the end of `bytes`, copying what it scanned into the document in
+    /// one piece, and returns where it stopped. Strings, most of a
+    /// Kubernetes object's text, are skipped to their next quote,
+    /// backslash or newline at once.
+    fn feed_document(&mut self, bytes: &[u8], mut i: usize, out: &mut Vec<Piece>) -> usize {
+        let start = i;
+        let mut closed = false;
+        while i < bytes.len() {
             if self.in_string {
                 if self.escape {
                     self.escape = false;
-                } else if b == b'\\' {
-                    self.escape = true;
-                } else if b == b'"' {
-                    self.in_string = false;
+                    if bytes[i] == b'\n' {
+                        self.line += 1;
+                    }
+                    i += 1;
+                    continue;
                 }
+                let Some(k) = memchr::memchr3(b'"', b'\\', b'\n', &bytes[i..]) else {
+                    i = bytes.len();
+                    break;
+                };
+                i += k;
+                match bytes[i] {
+                    b'"' => self.in_string = false,
+                    b'\\' => self.escape = true,
+                    _ => self.line += 1,
+                }
+                i += 1;
                 continue;
             }
+            let b = bytes[i];
+            i += 1;
             match b {
                 b'"' => self.in_string = true,
+                b'\n' => self.line += 1,
                 b'{' | b'[' => self.depth += 1,
                 b'}' | b']' => {
                     self.depth -= 1;
                     if self.depth == 0 {
-                        out.push(Piece::Document {
-                            line: self.doc_line,
-                            bytes: std::mem::take(&mut self.doc),
-                        });
+                        closed = true;
+                        break;
                     }
                 }
                 _ => {}
             }
         }
+        self.doc.extend_from_slice(&bytes[start..i]);
+        if closed {
+            // The next document is likely about as long: one allocation
+            // for it, not one per doubling.
+            let room = self.doc.len() + self.doc.len() / 2;
+            out.push(Piece::Document {
+                line: self.doc_line,
+                bytes: std::mem::replace(&mut self.doc, Vec::with_capacity(room)),
+            });
+        }
+        i
     }
 
     /// End of input: returns pieces, rescanning an unterminated document.
@@ -231,6 +266,27 @@ mod tests {
                 text: "not json".into()
             }
         );
+    }
+
+    #[test]
+    fn lines_count_inside_strings_and_after_escapes_at_any_chunk_size() {
+        // A raw newline inside a string (invalid JSON, still a line), an
+        // escaped backslash before a closing quote, and an escaped raw
+        // newline: the next documents keep their lines.
+        let text = "{\"a\": \"x\ny\"}\n[\"\\\\\", {\"b\": \"\\\n\"}]\n\n  {\"c\": \"]}\"}\n";
+        let want = vec![
+            (1, "{\"a\": \"x\ny\"}".to_string()),
+            (3, "[\"\\\\\", {\"b\": \"\\\n\"}]".to_string()),
+            (6, "{\"c\": \"]}\"}".to_string()),
+        ];
+        for chunk in [1, 2, 3, 5, 64] {
+            let p: Vec<Piece> =
+                Splitter::new(std::io::BufReader::with_capacity(chunk, text.as_bytes()))
+                    .map(|p| p.unwrap())
+                    .collect();
+            assert_eq!(docs(&p), want, "chunks of {chunk}");
+            assert_eq!(p.len(), 3, "chunks of {chunk}: {p:?}");
+        }
     }
 
     #[test]
