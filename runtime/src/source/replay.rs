@@ -7,12 +7,13 @@
 //! A malformed document is reported with its line and skipped; the good
 //! documents around it are delivered.
 
+use std::borrow::Cow;
 use std::io::BufRead;
 
 use kubesink_normalize::record::Entry;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use super::object::RawObject;
 use super::split::{Piece, Splitter};
 use super::{Normalizer, now};
 
@@ -298,8 +299,40 @@ pub fn watch_event_entry(
     bytes: &[u8],
     normalizer: &Normalizer,
 ) -> Option<Result<Option<Entry>, String>> {
-    let (object, kind) = watch_event(bytes)?;
-    Some(normalizer.entry_of_raw(&object, kind))
+    let (event, head, kind) = watch_event(bytes)?;
+    Some(normalizer.entry_of_raw(event.object.get(), &head, kind))
+}
+
+/// A watch event as the replay's fast path reads it: the object's text is
+/// borrowed from the document, not copied.
+#[derive(serde::Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    type_: Cow<'a, str>,
+    #[serde(borrow)]
+    object: &'a RawValue,
+}
+
+/// What the replay reads of an object besides its text: only what picks
+/// its typed form and a deletion's time, borrowed where the text has no
+/// escapes (the live source's [`super::object::RawObject`] also keeps
+/// its metadata; the replay has no use for it).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    metadata: Option<HeadMeta<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadMeta<'a> {
+    #[serde(borrow, default)]
+    deletion_timestamp: Option<Cow<'a, str>>,
 }
 
 /// The fast path for the usual document, a watch event of an object that
@@ -307,33 +340,38 @@ pub fn watch_event_entry(
 /// into its typed form. Anything else (lists, bare objects, BOOKMARK and
 /// ERROR events, malformed text) is `None` and takes the general path,
 /// which reports it as before.
-fn watch_event(bytes: &[u8]) -> Option<(RawObject, Kind)> {
-    #[derive(serde::Deserialize)]
-    struct Event {
-        #[serde(rename = "type")]
-        type_: String,
-        object: RawObject,
-    }
-    let event: Event = serde_json::from_slice(bytes).ok()?;
-    let kind = match event.type_.as_str() {
+fn watch_event(bytes: &[u8]) -> Option<(Event<'_>, Head<'_>, Kind)> {
+    let event: Event<'_> = serde_json::from_slice(bytes).ok()?;
+    let kind = match &*event.type_ {
         "ADDED" | "MODIFIED" => Kind::Applied,
         "DELETED" => Kind::Removed,
         _ => return None,
     };
-    (event.object.api_version.is_some() && event.object.kind.is_some())
-        .then_some((event.object, kind))
+    let head: Head<'_> = serde_json::from_str(event.object.get()).ok()?;
+    (head.api_version.is_some() && head.kind.is_some()).then_some((event, head, kind))
 }
 
 impl Normalizer {
-    fn entry_of_raw(&self, object: &RawObject, kind: Kind) -> Result<Option<Entry>, String> {
+    fn entry_of_raw(
+        &self,
+        json: &str,
+        head: &Head<'_>,
+        kind: Kind,
+    ) -> Result<Option<Entry>, String> {
         let removed_at = match kind {
             Kind::Applied => None,
-            Kind::Removed => Some(object.removed_at().unwrap_or_else(now)),
+            Kind::Removed => Some(
+                head.metadata
+                    .as_ref()
+                    .and_then(|m| m.deletion_timestamp.as_deref())
+                    .and_then(kubesink_normalize::time::parse)
+                    .unwrap_or_else(now),
+            ),
         };
         // `watch_event` took only objects that name both.
-        let api_version = object.api_version.as_deref().unwrap_or_default();
-        let object_kind = object.kind.as_deref().unwrap_or_default();
-        self.normalize_json(object.json.get(), api_version, object_kind, removed_at)
+        let api_version = head.api_version.as_deref().unwrap_or_default();
+        let object_kind = head.kind.as_deref().unwrap_or_default();
+        self.normalize_json(json, api_version, object_kind, removed_at)
     }
 
     fn entry(&self, object: &Value, kind: Kind) -> Result<Option<Entry>, String> {
@@ -501,6 +539,36 @@ mod tests {
         );
         assert_eq!(taken, 3);
         assert_eq!(report.entries, 3);
+    }
+
+    #[test]
+    fn the_fast_path_reads_escaped_text_and_the_deletion_time() {
+        // Escapes make the decoder copy instead of borrowing: the same
+        // entries either way. The deletion's time is the object's
+        // deletionTimestamp.
+        let deleted = pod("d", "7").replace(
+            r#""creationTimestamp""#,
+            r#""deletionTimestamp":"2024-01-02T03:04:05Z","creationTimestamp""#,
+        );
+        let escaped = pod("e", "8")
+            .replace(r#""apiVersion":"v1""#, r#""apiVersion":"v\u0031""#)
+            .replace(r#""kind":"Pod""#, r#""kind":"P\u006fd""#);
+        let input = format!(
+            "{{\"type\":\"DELETED\",\"object\":{deleted}}}\n{{\"type\":\"MODIFI\\u0045D\",\"object\":{escaped}}}\n"
+        );
+        for doc in input.lines() {
+            assert!(
+                watch_event(doc.as_bytes()).is_some(),
+                "not on the fast path: {doc}"
+            );
+        }
+        let (entries, report) = run(&input);
+        assert!(report.problems.is_empty(), "{report:?}");
+        assert_eq!(names(&entries), vec!["uid-d", "uid-e"]);
+        let want = kubesink_normalize::time::parse("2024-01-02T03:04:05Z");
+        assert_eq!(entries[0].removed_at(), want);
+        assert!(want.is_some());
+        assert!(matches!(entries[1], Change::Applied(_)));
     }
 
     #[test]
