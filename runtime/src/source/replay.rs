@@ -151,6 +151,7 @@ fn read<F: FnMut(Vec<Entry>) -> bool>(
         };
         report.documents += 1;
         if let Some(entry) = watch_event_entry(&bytes, normalizer) {
+            pieces.recycle(bytes);
             if !tally(&mut report, entry, (origin, line), &mut |e| batches.push(e)) {
                 return report;
             }

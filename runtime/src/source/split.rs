@@ -31,7 +31,14 @@ struct Scanner {
     doc_line: usize,
     garbage: Vec<u8>,
     garbage_line: usize,
+    /// Buffers of documents already handled, given back
+    /// ([`Splitter::recycle`]) to hold the next ones.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare buffers kept: enough for the documents of a read (a megabyte of
+/// small documents), not unbounded.
+const MAX_SPARE: usize = 4096;
 
 impl Scanner {
     fn new(first_line: usize) -> Self {
@@ -133,12 +140,16 @@ impl Scanner {
         }
         self.doc.extend_from_slice(&bytes[start..i]);
         if closed {
-            // The next document is likely about as long: one allocation
-            // for it, not one per doubling.
-            let room = self.doc.len() + self.doc.len() / 2;
+            // The next document goes into a buffer given back, else one
+            // about as long as this one: one allocation for it at most,
+            // not one per doubling.
+            let next = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(self.doc.len() + self.doc.len() / 2));
             out.push(Piece::Document {
                 line: self.doc_line,
-                bytes: std::mem::replace(&mut self.doc, Vec::with_capacity(room)),
+                bytes: std::mem::replace(&mut self.doc, next),
             });
         }
         i
@@ -185,6 +196,17 @@ impl<R> Splitter<R> {
     /// Whether the next piece is ready without reading any more input.
     pub fn has_ready(&self) -> bool {
         !self.ready.is_empty()
+    }
+
+    /// Gives back the bytes of a [`Piece::Document`] once handled: a later
+    /// document is read into them instead of a new allocation.
+    pub fn recycle(&mut self, mut bytes: Vec<u8>) {
+        if let Some(scanner) = &mut self.scanner
+            && scanner.spare.len() < MAX_SPARE
+        {
+            bytes.clear();
+            scanner.spare.push(bytes);
+        }
     }
 }
 
@@ -287,6 +309,34 @@ mod tests {
             assert_eq!(docs(&p), want, "chunks of {chunk}");
             assert_eq!(p.len(), 3, "chunks of {chunk}: {p:?}");
         }
+    }
+
+    #[test]
+    fn recycled_buffers_hold_later_documents_whole() {
+        let text = "{\"a\": 1}\n{\"bb\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n[]\n{\"c\": \"x\"}\n";
+        let mut splitter = Splitter::new(std::io::BufReader::with_capacity(4, text.as_bytes()));
+        let mut got = Vec::new();
+        let mut buffers = Vec::new();
+        while let Some(piece) = splitter.next() {
+            let Piece::Document { line, bytes } = piece.unwrap() else {
+                panic!("only documents here");
+            };
+            got.push((line, String::from_utf8(bytes.clone()).unwrap()));
+            buffers.push(bytes.as_ptr());
+            splitter.recycle(bytes);
+        }
+        // The first document's buffer, given back, holds the third (the
+        // second was being read when the first was given back).
+        assert_eq!(buffers[2], buffers[0]);
+        assert_eq!(
+            got,
+            vec![
+                (1, "{\"a\": 1}".to_string()),
+                (2, "{\"bb\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}".to_string()),
+                (3, "[]".to_string()),
+                (4, "{\"c\": \"x\"}".to_string()),
+            ]
+        );
     }
 
     #[test]
