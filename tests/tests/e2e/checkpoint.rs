@@ -162,10 +162,12 @@ impl Rig {
         seen
     }
 
-    /// Waits until every update made has arrived (once or more).
+    /// Waits until every update made has arrived (once or more). On a
+    /// timeout the error says what is missing, what the emulator was sent
+    /// and what kubesink's metrics say of the sink, besides its log.
     async fn wait_all(&self, ks: &mut Kubesink) -> Result<()> {
         let what = format!("all {} updates in the emulator", self.made.len());
-        eventually(WAIT, &what, || {
+        let waited = eventually(WAIT, &what, || {
             let missing = self
                 .made
                 .keys()
@@ -177,8 +179,31 @@ impl Rig {
                 Ok(missing == 0)
             }
         })
-        .await
-        .with_context(|| ks.tail(30))
+        .await;
+        if waited.is_ok() {
+            return Ok(());
+        }
+        let received = self.received();
+        let missing: Vec<_> = self
+            .made
+            .keys()
+            .filter(|u| !received.contains_key(*u))
+            .collect();
+        let metrics = match ks.get("/metrics").await {
+            Ok((_, text)) => text
+                .lines()
+                .filter(|l| l.starts_with("kubesink_sink_") || l.starts_with("kubesink_watch"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("(no metrics: {e})"),
+        };
+        waited.with_context(|| {
+            format!(
+                "missing {missing:?}; the emulator got {} requests; metrics:\n{metrics}\nlog:\n{}",
+                self.emulator.request_count(),
+                ks.tail(30)
+            )
+        })
     }
 
     /// Every update made arrived exactly once, and nothing else did.
