@@ -421,7 +421,7 @@ impl Bench {
                 calls::per_record_ns(empty, batch, n) / 1000.0,
                 "µs",
                 Target::None,
-                "(batch − empty) / n: lowering into the guest, lifting and the sink's model conversion",
+                "(batch − empty) / n: the host packs the batch (`write-packed`), wasmtime copies it in, the guest decodes it into the sink's model",
             ));
         }
         Ok(())
