@@ -118,7 +118,8 @@ impl SinkInstance {
             ),
         )
         .await;
-        // Charges the guest's CPU of instantiate and init, whatever came of them.
+        // Disarms the deadline (the CPU of instantiate and init was charged
+        // by their `Metered` polls, whatever came of them).
         end_call(&mut store);
         self.account(started);
         match init {
