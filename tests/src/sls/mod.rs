@@ -217,12 +217,14 @@ impl RequestRecord {
     }
 }
 
-/// One stored log group: the decoded logs and the protobuf bytes as received
-/// (after decompression), which PullLogs returns unchanged.
+/// One stored log group: the protobuf bytes as received (after
+/// decompression), which PullLogs returns unchanged and
+/// [`StoredGroup::logs`] decodes.
 #[derive(Debug, Clone)]
 struct StoredGroup {
     raw: Vec<u8>,
-    logs: Vec<StoredLog>,
+    /// The shard it landed in.
+    shard: u32,
     /// When it was received, Unix seconds (GetCursor `from=<time>`).
     received: i64,
 }
@@ -335,7 +337,7 @@ impl Emulator {
                 shards
                     .iter()
                     .flatten()
-                    .flat_map(|g| g.logs.iter().cloned())
+                    .flat_map(StoredGroup::logs)
                     .collect()
             })
             .unwrap_or_default()

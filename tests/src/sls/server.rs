@@ -574,10 +574,10 @@ async fn put_logs(
             (data.round_robin % u64::from(shards)) as u32
         }
     };
-    let logs = decode_group(&raw, shard)?;
+    decode_group(&raw)?;
     let group = StoredGroup {
         raw: raw.into_owned(),
-        logs,
+        shard,
         received: chrono::Utc::now().timestamp(),
     };
     let mut data = state.data();
@@ -664,24 +664,26 @@ fn frame_group(raw: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(raw);
 }
 
-/// Decodes one LogGroup with the official SDK's protobuf crate and checks
-/// SLS's limits.
-fn decode_group(raw: &[u8], shard: u32) -> Result<Vec<StoredLog>, SlsError> {
-    let mut framed = Vec::with_capacity(raw.len() + 10);
-    frame_group(raw, &mut framed);
-    let list = aliyun_log_sdk_protobuf::LogGroupList::decode(&framed).map_err(|e| {
-        err(
-            400,
-            "PostBodyInvalid",
-            format!("body is not a LogGroup: {e}"),
-        )
-    })?;
-    let group = list
-        .log_groups()
-        .first()
-        .ok_or_else(|| err(400, "PostBodyInvalid", "empty body"))?;
-    let topic = group.topic().clone().unwrap_or_default();
-    let source = group.source().clone().unwrap_or_default();
+/// Decodes one LogGroup with the official SDK's protobuf code
+/// (`aliyun_log_sdk_protobuf::internal`, what its public `decode` runs
+/// before copying every string), borrowing the strings from `raw`, and
+/// checks SLS's limits. A PutLogs is checked by this when it arrives; what
+/// the tests read is made from it on demand ([`StoredGroup::logs`]), so
+/// the emulator's work per request is one decode without a copy per
+/// string.
+fn decode_group(raw: &[u8]) -> Result<aliyun_log_sdk_protobuf::internal::LogGroup<'_>, SlsError> {
+    use quick_protobuf::MessageRead as _;
+    let mut reader = quick_protobuf::BytesReader::from_bytes(raw);
+    let group = aliyun_log_sdk_protobuf::internal::LogGroup::from_reader(&mut reader, raw)
+        .map_err(|e| {
+            err(
+                400,
+                "PostBodyInvalid",
+                format!("body is not a LogGroup: {e}"),
+            )
+        })?;
+    let topic = group.topic.as_deref().unwrap_or_default();
+    let source = group.source.as_deref().unwrap_or_default();
     if topic.len() > MAX_TOPIC || source.len() > MAX_TOPIC {
         return Err(err(
             400,
@@ -689,33 +691,43 @@ fn decode_group(raw: &[u8], shard: u32) -> Result<Vec<StoredLog>, SlsError> {
             format!("topic or source longer than {MAX_TOPIC} bytes"),
         ));
     }
-    let mut logs = Vec::with_capacity(group.logs().len());
-    for log in group.logs() {
-        let mut contents = Vec::with_capacity(log.contents().len());
-        for c in log.contents() {
-            if c.value().len() > MAX_VALUE {
-                return Err(err(
-                    400,
-                    "PostBodyInvalid",
-                    format!(
-                        "value of key {} is {} bytes, over {MAX_VALUE}",
-                        c.key(),
-                        c.value().len()
-                    ),
-                ));
-            }
-            contents.push((c.key().clone(), c.value().clone()));
+    for c in group.logs.iter().flat_map(|log| &log.contents) {
+        if c.value.len() > MAX_VALUE {
+            return Err(err(
+                400,
+                "PostBodyInvalid",
+                format!(
+                    "value of key {} is {} bytes, over {MAX_VALUE}",
+                    c.key,
+                    c.value.len()
+                ),
+            ));
         }
-        logs.push(StoredLog {
+    }
+    Ok(group)
+}
+
+impl StoredGroup {
+    /// Its logs, decoded from the bytes stored (checked when received).
+    pub(super) fn logs(&self) -> impl Iterator<Item = StoredLog> + '_ {
+        let group = decode_group(&self.raw)
+            .unwrap_or_else(|e| panic!("a stored log group no longer decodes: {}", e.message));
+        let topic = group.topic.unwrap_or_default().into_owned();
+        let source = group.source.unwrap_or_default().into_owned();
+        let shard = self.shard;
+        group.logs.into_iter().map(move |log| StoredLog {
             shard,
             topic: topic.clone(),
             source: source.clone(),
-            time: *log.time(),
-            time_ns: *log.time_ns(),
-            contents,
-        });
+            time: log.time,
+            time_ns: log.time_ns,
+            contents: log
+                .contents
+                .into_iter()
+                .map(|c| (c.key.into_owned(), c.value.into_owned()))
+                .collect(),
+        })
     }
-    Ok(logs)
 }
 
 fn list_shards(state: &State) -> Reply {
