@@ -100,6 +100,12 @@ impl Host {
         config.strategy(Strategy::Cranelift);
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        // For profiling: wasmtime writes /tmp/perf-<pid>.map, so that
+        // `perf report` names the guests' functions (docs/benchmarks.md,
+        // "Hot paths"). Off unless set; it changes nothing else.
+        if std::env::var_os("KUBESINK_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| HostError::Engine(error_text(&e)))?;
         let linker = build_linker(&engine).map_err(|e| HostError::Engine(error_text(&e)))?;
         let pools = sql::SqlPools::new(&options.sql)?;
