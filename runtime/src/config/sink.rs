@@ -85,24 +85,24 @@ pub(crate) const MAX_WORKERS: usize = 16;
 /// quota allows, and a bound on a typo.
 pub(crate) const MAX_HTTP_IN_FLIGHT: usize = 4096;
 
-/// The workers of a sink whose configuration does not set `workers`: two
-/// per core, at least 2 and at most [`MAX_AUTO_WORKERS`], when it is
-/// granted a network database connection (MySQL/MariaDB, PostgreSQL), and
-/// one otherwise. A network database spends much of a write in round trips
-/// that more connections overlap, and a worker waiting on one costs no CPU: on 2
-/// cores, with MariaDB on the same machine, `kubesink replay` of the
-/// bench's data set took 57–59 k records/s with four workers against
-/// 49–50 k with two, and less of kubesink's CPU (docs/benchmarks.md, "Hot
-/// paths" §1). SQLite takes one writer at a time, and an HTTP sink
-/// overlaps its requests within one worker (`limits.http_max_in_flight`).
+/// The workers of a sink whose configuration does not set `workers`: one
+/// per core, at most [`MAX_AUTO_WORKERS`], when it is granted a network
+/// database connection (MySQL/MariaDB, PostgreSQL); else 1. A network database spends much of a
+/// write in round trips that more connections overlap (docs/benchmarks.md:
+/// through the pipeline 30k records/s into MariaDB with one worker, 46k
+/// with two, 58k with four on 2 cores), but `kubesink replay` and `run`
+/// also parse and normalize, and MariaDB shares the machine, so more
+/// workers than cores only add contention (the replay measured 26k with
+/// one, 30k with two and 19–23k with four on 2 cores). SQLite takes one
+/// writer at a time, and an HTTP sink overlaps its requests within one
+/// worker (`limits.http_max_in_flight`).
 pub(crate) fn auto_workers(network_sql: bool) -> usize {
     if !network_sql {
         return 1;
     }
     std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
-        .saturating_mul(2)
-        .clamp(2, MAX_AUTO_WORKERS)
+        .clamp(1, MAX_AUTO_WORKERS)
 }
 
 /// Most workers [`auto_workers`] chooses: the pool's default size

@@ -357,7 +357,7 @@ impl Bench {
             "records/s",
             Target::AtLeast(50_000.0),
             format!(
-                "as it reports; KubeDL's switches, no config file (default workers: two per core, 2 to 4); wall {wall:.1} s incl. start-up; peak RSS {:.0} MB; rows {rows:?}",
+                "as it reports; KubeDL's switches, no config file (default workers: one per core, at most 4); wall {wall:.1} s incl. start-up; peak RSS {:.0} MB; rows {rows:?}",
                 peak as f64 / 1e6
             ),
         ));
