@@ -152,6 +152,11 @@ fn event_values(ev: &Event, change: Change) -> Vec<Value> {
 
 /// Cut `s` to at most `max` characters, at a character boundary.
 pub fn truncate_chars(s: &mut String, max: usize) {
+    // A string has no more characters than bytes: most are short enough
+    // without counting them.
+    if s.len() <= max {
+        return;
+    }
     if let Some((cut, _)) = s.char_indices().nth(max) {
         s.truncate(cut);
     }

@@ -170,6 +170,12 @@ fn truncate_respects_char_boundaries() {
     let mut short = "ab".to_owned();
     truncate_chars(&mut short, 5);
     assert_eq!(short, "ab");
+    // More bytes than the limit, but not more characters: kept whole.
+    let mut wide = "éé€".to_owned();
+    truncate_chars(&mut wide, 3);
+    assert_eq!(wide, "éé€");
+    truncate_chars(&mut wide, 2);
+    assert_eq!(wide, "éé");
 }
 
 #[test]
