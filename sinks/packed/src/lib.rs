@@ -21,6 +21,8 @@
 
 use serde::{Deserialize, Serialize};
 
+mod de;
+
 /// A point in time, UTC (WIT `timestamp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Timestamp {
@@ -203,11 +205,12 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Change<'_>>, DecodeError> {
 /// builds one `Vec`, not two. After the last change, bytes left over are
 /// an error (the iterator's last item).
 pub fn changes(bytes: &[u8]) -> Result<Changes<'_>, DecodeError> {
-    let (left, rest) = postcard::take_from_bytes::<u64>(bytes).map_err(|e| DecodeError {
+    let mut reader = de::Reader { rest: bytes };
+    let left = reader.u64().map_err(|e| DecodeError {
         detail: format!("the count of changes: {e} ({} bytes)", bytes.len()),
     })?;
     Ok(Changes {
-        rest,
+        reader,
         left,
         total: bytes.len(),
         failed: false,
@@ -217,7 +220,7 @@ pub fn changes(bytes: &[u8]) -> Result<Changes<'_>, DecodeError> {
 /// The iterator [`changes`] returns.
 #[derive(Debug, Clone)]
 pub struct Changes<'a> {
-    rest: &'a [u8],
+    reader: de::Reader<'a>,
     left: u64,
     total: usize,
     failed: bool,
@@ -230,7 +233,7 @@ impl Changes<'_> {
     #[must_use]
     pub fn capacity_hint(&self) -> usize {
         let most = usize::try_from(self.left).unwrap_or(usize::MAX);
-        most.min(self.rest.len() / 5)
+        most.min(self.reader.rest.len() / 5)
     }
 }
 
@@ -241,31 +244,31 @@ impl<'a> Iterator for Changes<'a> {
         if self.failed {
             return None;
         }
-        let at = self.total - self.rest.len();
+        let at = self.total - self.reader.rest.len();
         if self.left == 0 {
-            if self.rest.is_empty() {
+            if self.reader.rest.is_empty() {
                 return None;
             }
             self.failed = true;
             return Some(Err(DecodeError {
                 detail: format!(
                     "{} bytes left after the last change (of {})",
-                    self.rest.len(),
+                    self.reader.rest.len(),
                     self.total
                 ),
             }));
         }
-        match postcard::take_from_bytes::<Change<'a>>(self.rest) {
-            Ok((change, rest)) => {
-                self.rest = rest;
+        match self.reader.change() {
+            Ok(change) => {
                 self.left -= 1;
                 Some(Ok(change))
             }
             Err(e) => {
                 self.failed = true;
+                let stop = self.total - self.reader.rest.len();
                 Some(Err(DecodeError {
                     detail: format!(
-                        "{e} in the change starting at byte {at} ({} changes left, {} bytes)",
+                        "{e} at byte {stop}, in the change starting at byte {at} ({} changes left, {} bytes)",
                         self.left, self.total
                     ),
                 }))
