@@ -12,6 +12,11 @@ use crate::sink::{MysqlSink, SinkError};
 wit_bindgen::generate!({
     path: "../../wit",
     world: "packed-sink-world",
+    // Statement parameters borrow the batch's text (`sql::ValueParam`)
+    // instead of owning a copy of each.
+    ownership: Borrowing {
+        duplicate_if_necessary: true
+    },
 });
 
 use exports::kubesink::sink::packed::Guest as PackedGuest;
@@ -36,27 +41,27 @@ fn from_wit_ts(t: wit::Timestamp) -> model::Timestamp {
     }
 }
 
-fn to_wit_value(v: Value) -> sql::Value {
+fn to_wit_value<'a>(v: &'a Value<'_>) -> sql::ValueParam<'a> {
     match v {
-        Value::Null => sql::Value::Null,
-        Value::Int(i) => sql::Value::Int(i),
-        Value::Uint(u) => sql::Value::Uint(u),
-        Value::Float(f) => sql::Value::Float(f),
-        Value::Text(s) => sql::Value::Text(s),
-        Value::Bytes(b) => sql::Value::Bytes(b),
-        Value::Timestamp(t) => sql::Value::Timestamp(to_wit_ts(t)),
+        Value::Null => sql::ValueParam::Null,
+        Value::Int(i) => sql::ValueParam::Int(*i),
+        Value::Uint(u) => sql::ValueParam::Uint(*u),
+        Value::Float(f) => sql::ValueParam::Float(*f),
+        Value::Text(s) => sql::ValueParam::Text(s),
+        Value::Bytes(b) => sql::ValueParam::Bytes(b),
+        Value::Timestamp(t) => sql::ValueParam::Timestamp(to_wit_ts(*t)),
     }
 }
 
-fn from_wit_value(v: sql::Value) -> Value {
+fn from_wit_value(v: sql::ValueResult) -> Value<'static> {
     match v {
-        sql::Value::Null => Value::Null,
-        sql::Value::Int(i) => Value::Int(i),
-        sql::Value::Uint(u) => Value::Uint(u),
-        sql::Value::Float(f) => Value::Float(f),
-        sql::Value::Text(s) => Value::Text(s),
-        sql::Value::Bytes(b) => Value::Bytes(b),
-        sql::Value::Timestamp(t) => Value::Timestamp(from_wit_ts(t)),
+        sql::ValueResult::Null => Value::Null,
+        sql::ValueResult::Int(i) => Value::Int(i),
+        sql::ValueResult::Uint(u) => Value::Uint(u),
+        sql::ValueResult::Float(f) => Value::Float(f),
+        sql::ValueResult::Text(s) => Value::Text(s.into()),
+        sql::ValueResult::Bytes(b) => Value::Bytes(b),
+        sql::ValueResult::Timestamp(t) => Value::Timestamp(from_wit_ts(t)),
     }
 }
 
@@ -69,8 +74,9 @@ fn from_wit_error(e: sql::SqlError) -> SqlError {
     }
 }
 
-fn params(values: Vec<Value>) -> Vec<sql::Value> {
-    values.into_iter().map(to_wit_value).collect()
+/// The parameters as the host's `execute` takes them, borrowing their text.
+fn params<'a>(values: &'a [Value<'_>]) -> Vec<sql::ValueParam<'a>> {
+    values.iter().map(to_wit_value).collect()
 }
 
 impl Db for HostDb {
@@ -82,15 +88,15 @@ impl Db for HostDb {
         }
     }
 
-    fn execute(&mut self, st: Statement) -> Result<u64, SqlError> {
+    fn execute(&mut self, st: Statement<'_>) -> Result<u64, SqlError> {
         self.0
-            .execute(&st.sql, &params(st.params))
+            .execute(&st.sql, &params(&st.params))
             .map_err(from_wit_error)
     }
 
-    fn query(&mut self, st: Statement) -> Result<Vec<Vec<Value>>, SqlError> {
+    fn query(&mut self, st: Statement<'_>) -> Result<Vec<Vec<Value<'static>>>, SqlError> {
         self.0
-            .query(&st.sql, &params(st.params))
+            .query(&st.sql, &params(&st.params))
             .map(|rows| {
                 rows.into_iter()
                     .map(|r| r.into_iter().map(from_wit_value).collect())
@@ -99,12 +105,15 @@ impl Db for HostDb {
             .map_err(from_wit_error)
     }
 
-    fn execute_batch(&mut self, statements: Vec<Statement>) -> Result<u64, SqlError> {
-        let statements: Vec<sql::Statement> = statements
-            .into_iter()
-            .map(|st| sql::Statement {
-                sql: st.sql,
-                params: params(st.params),
+    fn execute_batch(&mut self, statements: Vec<Statement<'_>>) -> Result<u64, SqlError> {
+        let params: Vec<Vec<sql::ValueParam<'_>>> =
+            statements.iter().map(|st| params(&st.params)).collect();
+        let statements: Vec<sql::Statement<'_>> = statements
+            .iter()
+            .zip(&params)
+            .map(|(st, params)| sql::Statement {
+                sql: &st.sql,
+                params,
             })
             .collect();
         self.0.execute_batch(&statements).map_err(from_wit_error)

@@ -3,6 +3,8 @@
 //! implemented by the wasm adapter over the host capability, and by native
 //! callers (tests, benchmarks) over whatever they like.
 
+use std::borrow::Cow;
+
 use crate::model::Timestamp;
 
 /// Which SQL the database speaks.
@@ -38,9 +40,11 @@ impl Dialect {
     }
 }
 
-/// A statement parameter or a result cell.
+/// A statement parameter or a result cell. Text parameters borrow from
+/// the batch being written (no copy per value); result cells own theirs
+/// (`Value<'static>`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     /// SQL NULL.
     Null,
     /// Signed integer.
@@ -50,14 +54,14 @@ pub enum Value {
     /// Floating point.
     Float(f64),
     /// Text.
-    Text(String),
+    Text(Cow<'a, str>),
     /// Bytes.
     Bytes(Vec<u8>),
     /// A UTC date and time.
     Timestamp(Timestamp),
 }
 
-impl Value {
+impl Value<'_> {
     /// Rough number of bytes this value adds to a statement on the wire,
     /// used to bound statement sizes.
     #[must_use]
@@ -94,14 +98,14 @@ impl Value {
 /// A statement with placeholders (`?`, `$1`... on PostgreSQL) and its
 /// parameters.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Statement {
+pub struct Statement<'a> {
     /// SQL text.
     pub sql: String,
     /// One value per placeholder.
-    pub params: Vec<Value>,
+    pub params: Vec<Value<'a>>,
 }
 
-impl Statement {
+impl Statement<'_> {
     /// A statement without parameters.
     #[must_use]
     pub fn plain(sql: impl Into<String>) -> Self {
@@ -142,9 +146,9 @@ pub trait Db {
     /// Which SQL to emit.
     fn dialect(&self) -> Dialect;
     /// Run one statement; returns the rows affected.
-    fn execute(&mut self, statement: Statement) -> Result<u64, SqlError>;
+    fn execute(&mut self, statement: Statement<'_>) -> Result<u64, SqlError>;
     /// Run one query; returns its rows.
-    fn query(&mut self, statement: Statement) -> Result<Vec<Vec<Value>>, SqlError>;
+    fn query(&mut self, statement: Statement<'_>) -> Result<Vec<Vec<Value<'static>>>, SqlError>;
     /// Run statements in one transaction; returns the total rows affected.
-    fn execute_batch(&mut self, statements: Vec<Statement>) -> Result<u64, SqlError>;
+    fn execute_batch(&mut self, statements: Vec<Statement<'_>>) -> Result<u64, SqlError>;
 }

@@ -4,45 +4,47 @@
 //! in-batch collapse of several entries for the same uid with the same rule
 //! the database applies ([`merge`] mirrors [`crate::schema::upsert`]).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::db::Value;
 use crate::model::{Change, Entry, Event, Job, Meta, Pod, Record, Timestamp};
 use crate::schema::{FINISHED_STATUSES, Kind, STOPPED, Table};
 
-/// One row to upsert: the key and the values in the table's column order.
+/// One row to upsert: the key and the values in the table's column order,
+/// borrowing their text from the entry they were made from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+pub struct Row<'a> {
     /// The object's uid (the key column's value).
-    pub uid: String,
+    pub uid: &'a str,
     /// One value per column of the table, in order.
-    pub values: Vec<Value>,
+    pub values: Vec<Value<'a>>,
 }
 
-fn text(s: &str) -> Value {
-    Value::Text(s.to_owned())
+fn text(s: &str) -> Value<'_> {
+    Value::Text(Cow::Borrowed(s))
 }
 
 /// Text, or NULL when empty: the columns KubeDL's `dmo` models map to a
 /// `*string` it leaves nil when there is no value (`deploy_region`,
 /// `remark`, `host_ip`, `pod_ip`).
-fn opt_text(s: &str) -> Value {
+fn opt_text(s: &str) -> Value<'_> {
     if s.is_empty() { Value::Null } else { text(s) }
 }
 
-fn ts(t: Timestamp) -> Value {
+fn ts(t: Timestamp) -> Value<'static> {
     Value::Timestamp(t)
 }
 
-fn opt_ts(t: Option<Timestamp>) -> Value {
+fn opt_ts(t: Option<Timestamp>) -> Value<'static> {
     t.map_or(Value::Null, Value::Timestamp)
 }
 
-fn version_num(meta: &Meta) -> Value {
+fn version_num(meta: &Meta) -> Value<'static> {
     Value::Int(i64::try_from(meta.resource_version_num).unwrap_or(i64::MAX))
 }
 
-fn in_etcd(change: Change) -> Value {
+fn in_etcd(change: Change) -> Value<'static> {
     Value::Int(i64::from(change == Change::Applied))
 }
 
@@ -59,7 +61,7 @@ fn final_state(
     change: Change,
     status: &str,
     finished_at: Option<Timestamp>,
-) -> (Value, Option<Timestamp>) {
+) -> (Value<'_>, Option<Timestamp>) {
     match change {
         Change::Removed(at) if !is_finished(status) => {
             (text(STOPPED), Some(finished_at.unwrap_or(at)))
@@ -69,7 +71,7 @@ fn final_state(
 }
 
 /// Values of a `job_info` row (order of [`crate::schema::JOB_COLUMNS`]).
-fn job_values(job: &Job, change: Change) -> Vec<Value> {
+fn job_values<'a>(job: &'a Job<'_>, change: Change) -> Vec<Value<'a>> {
     let (status, finished) = final_state(change, &job.status, job.finished_at);
     vec![
         text(&job.meta.name),
@@ -97,7 +99,7 @@ fn job_values(job: &Job, change: Change) -> Vec<Value> {
 }
 
 /// Values of a `replica_info` row (order of [`crate::schema::POD_COLUMNS`]).
-fn pod_values(pod: &Pod, change: Change) -> Vec<Value> {
+fn pod_values<'a>(pod: &'a Pod<'_>, change: Change) -> Vec<Value<'a>> {
     let (status, finished) = final_state(change, &pod.status, pod.finished_at);
     vec![
         text(&pod.meta.name),
@@ -124,7 +126,7 @@ fn pod_values(pod: &Pod, change: Change) -> Vec<Value> {
 }
 
 /// Values of an `event_info` row (order of [`crate::schema::EVENT_COLUMNS`]).
-fn event_values(ev: &Event, change: Change) -> Vec<Value> {
+fn event_values<'a>(ev: &'a Event<'_>, change: Change) -> Vec<Value<'a>> {
     vec![
         text(&ev.meta.uid),
         text(&ev.meta.name),
@@ -151,20 +153,20 @@ fn event_values(ev: &Event, change: Change) -> Vec<Value> {
 }
 
 /// Cut `s` to at most `max` characters, at a character boundary.
-pub fn truncate_chars(s: &mut String, max: usize) {
+pub fn truncate_chars(s: &mut Cow<'_, str>, max: usize) {
     // A string has no more characters than bytes: most are short enough
     // without counting them.
     if s.len() <= max {
         return;
     }
     if let Some((cut, _)) = s.char_indices().nth(max) {
-        s.truncate(cut);
+        cut_at(s, cut);
     }
 }
 
 /// Cut `s` to at most `max` bytes of UTF-8, at a character boundary (so a
 /// multi-byte character is dropped whole, never split).
-pub fn truncate_bytes(s: &mut String, max: usize) {
+pub fn truncate_bytes(s: &mut Cow<'_, str>, max: usize) {
     if s.len() <= max {
         return;
     }
@@ -172,7 +174,16 @@ pub fn truncate_bytes(s: &mut String, max: usize) {
     while !s.is_char_boundary(cut) {
         cut -= 1;
     }
-    s.truncate(cut);
+    cut_at(s, cut);
+}
+
+/// Keeps the first `cut` bytes of `s` (a character boundary), without
+/// copying a borrowed string.
+fn cut_at(s: &mut Cow<'_, str>, cut: usize) {
+    match s {
+        Cow::Borrowed(b) => *b = &b[..cut],
+        Cow::Owned(o) => o.truncate(cut),
+    }
 }
 
 /// The kind of table `record` goes to.
@@ -188,7 +199,7 @@ pub fn kind_of(record: &Record) -> Kind {
 /// The row of `entry` for `table` (which must be the table of its kind),
 /// with text cut to the column sizes.
 #[must_use]
-pub fn row_of(table: &Table, entry: &Entry) -> Row {
+pub fn row_of<'a>(table: &Table, entry: &'a Entry<'_>) -> Row<'a> {
     let mut values = match &entry.record {
         Record::Job(j) => job_values(j, entry.change),
         Record::Pod(p) => pod_values(p, entry.change),
@@ -206,12 +217,12 @@ pub fn row_of(table: &Table, entry: &Entry) -> Row {
         }
     }
     Row {
-        uid: entry.record.meta().uid.to_string(),
+        uid: &entry.record.meta().uid,
         values,
     }
 }
 
-fn int(v: &Value, default: i64) -> i64 {
+fn int(v: &Value<'_>, default: i64) -> i64 {
     v.as_i64().unwrap_or(default)
 }
 
@@ -219,7 +230,7 @@ fn int(v: &Value, default: i64) -> i64 {
 /// the later) by the rule the upsert applies in the database (see
 /// [`crate::schema::upsert`]), so collapsing a batch gives the rows that
 /// writing its entries one by one would.
-pub fn merge(table: &Table, stored: &mut Row, new: Row) {
+pub fn merge<'a>(table: &Table, stored: &mut Row<'a>, new: Row<'a>) {
     let old = &stored.values;
     let old_in = int(&old[table.in_etcd], 1) != 0;
     let new_in = int(&new.values[table.in_etcd], 1) != 0;
@@ -262,15 +273,15 @@ pub fn merge(table: &Table, stored: &mut Row, new: Row) {
 
 /// The rows of one table in a batch, one per uid, in first-seen order.
 #[derive(Debug, Clone)]
-pub struct TableRows {
+pub struct TableRows<'a> {
     /// The table.
     pub table: Table,
     /// The collapsed rows.
-    pub rows: Vec<Row>,
-    index: BTreeMap<String, usize>,
+    pub rows: Vec<Row<'a>>,
+    index: BTreeMap<&'a str, usize>,
 }
 
-impl TableRows {
+impl<'a> TableRows<'a> {
     /// No rows yet for `table`.
     #[must_use]
     pub fn new(table: Table) -> Self {
@@ -282,12 +293,12 @@ impl TableRows {
     }
 
     /// Add `entry`'s row, folding it into an earlier row for the same uid.
-    pub fn push(&mut self, entry: &Entry) {
+    pub fn push(&mut self, entry: &'a Entry<'_>) {
         let row = row_of(&self.table, entry);
-        match self.index.get(&row.uid) {
+        match self.index.get(row.uid) {
             Some(&i) => merge(&self.table, &mut self.rows[i], row),
             None => {
-                self.index.insert(row.uid.clone(), self.rows.len());
+                self.index.insert(row.uid, self.rows.len());
                 self.rows.push(row);
             }
         }

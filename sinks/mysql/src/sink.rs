@@ -38,9 +38,9 @@ fn sql_error(context: &str, e: SqlError) -> SinkError {
 
 /// The statements of one batch.
 #[derive(Debug, Clone, Default)]
-pub struct Plan {
+pub struct Plan<'a> {
     /// Multi-row upserts, grouped by table (jobs, pods, events).
-    pub statements: Vec<Statement>,
+    pub statements: Vec<Statement<'a>>,
     /// Names of the tables written, for messages.
     pub tables: Vec<String>,
     /// Rows written after collapsing duplicates.
@@ -66,8 +66,10 @@ pub struct Plan {
 ///     }),
 /// };
 /// // Two entries for one uid: one row, in one statement; run the
-/// // statements of a plan in one transaction.
-/// let plan = planner.plan(&[job(1), job(2)]);
+/// // statements of a plan in one transaction. Their text parameters
+/// // borrow from the batch.
+/// let batch = [job(1), job(2)];
+/// let plan = planner.plan(&batch);
 /// assert_eq!((plan.statements.len(), plan.rows), (1, 1));
 /// assert!(plan.statements[0].sql.starts_with("INSERT INTO \"job_info\""));
 /// ```
@@ -120,7 +122,7 @@ impl Planner {
 
     /// The `CREATE TABLE IF NOT EXISTS` statements of the enabled tables.
     #[must_use]
-    pub fn create_statements(&self) -> Vec<Statement> {
+    pub fn create_statements(&self) -> Vec<Statement<'static>> {
         self.tables()
             .flat_map(|t| schema::create_statements(self.dialect, t))
             .collect()
@@ -131,7 +133,7 @@ impl Planner {
     /// the database's own rule), and rows are packed into statements of at
     /// most `max_rows_per_statement` rows and about `max_statement_bytes`.
     #[must_use]
-    pub fn plan(&self, batch: &[Entry]) -> Plan {
+    pub fn plan<'a>(&self, batch: &'a [Entry<'_>]) -> Plan<'a> {
         let mut per_table: Vec<TableRows> = self
             .tables
             .iter()
@@ -155,12 +157,17 @@ impl Planner {
         plan
     }
 
-    fn pack(&self, upsert: &Upsert, rows: Vec<crate::rows::Row>, out: &mut Vec<Statement>) {
+    fn pack<'a>(
+        &self,
+        upsert: &Upsert,
+        rows: Vec<crate::rows::Row<'a>>,
+        out: &mut Vec<Statement<'a>>,
+    ) {
         let max_rows = self.settings.max_rows_per_statement;
         let max_bytes = self.settings.max_statement_bytes;
         let fixed = upsert.head.len() + upsert.tail.len();
         let per_row_sql = upsert.row_len() + 1;
-        let mut pending: Vec<Vec<Value>> = Vec::new();
+        let mut pending: Vec<Vec<Value<'a>>> = Vec::new();
         let mut bytes = fixed;
         for mut row in rows {
             if self.dialect == Dialect::Postgres {
@@ -169,7 +176,7 @@ impl Planner {
                     if let Value::Text(t) = v
                         && t.contains('\0')
                     {
-                        *t = t.replace('\0', "\u{FFFD}");
+                        *t = t.replace('\0', "\u{FFFD}").into();
                     }
                 }
             }
@@ -214,10 +221,15 @@ pub fn statement_sizes(n: usize, max_rows: usize) -> Vec<usize> {
 
 /// Pushes the statements for the rows in `pending` (emptying it), sized
 /// by [`statement_sizes`].
-fn emit(upsert: &Upsert, pending: &mut Vec<Vec<Value>>, max_rows: usize, out: &mut Vec<Statement>) {
+fn emit<'a>(
+    upsert: &Upsert,
+    pending: &mut Vec<Vec<Value<'a>>>,
+    max_rows: usize,
+    out: &mut Vec<Statement<'a>>,
+) {
     let mut rows = pending.drain(..);
     for size in statement_sizes(rows.len(), max_rows) {
-        let params: Vec<Value> = rows.by_ref().take(size).flatten().collect();
+        let params: Vec<Value<'a>> = rows.by_ref().take(size).flatten().collect();
         out.push(Statement {
             sql: upsert.sql(size),
             params,
@@ -359,7 +371,7 @@ fn held_query(
     key: &str,
     after: Option<&str>,
     limit: u32,
-) -> (String, Vec<Value>) {
+) -> (String, Vec<Value<'static>>) {
     let (t, k) = (schema::quote(dialect, table), schema::quote(dialect, key));
     match after {
         None => (
@@ -371,18 +383,18 @@ fn held_query(
                 "SELECT {k} FROM {t} WHERE is_in_etcd = 1 AND {k} > {} ORDER BY {k} LIMIT {limit}",
                 dialect.placeholder(1)
             ),
-            vec![Value::Text(after.to_owned())],
+            vec![Value::Text(after.to_owned().into())],
         ),
     }
 }
 
 /// The existing columns: name and whether generated.
-fn existing_columns(rows: Vec<Vec<Value>>) -> Vec<(String, bool)> {
+fn existing_columns(rows: Vec<Vec<Value<'_>>>) -> Vec<(String, bool)> {
     rows.into_iter()
         .filter_map(|r| {
             let mut cells = r.into_iter();
             let name = match cells.next() {
-                Some(Value::Text(s)) => s,
+                Some(Value::Text(s)) => s.into_owned(),
                 Some(Value::Bytes(b)) => String::from_utf8(b).ok()?,
                 _ => return None,
             };

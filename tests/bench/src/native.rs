@@ -29,13 +29,15 @@ impl NativeDb {
     }
 }
 
-fn to_host_value(v: Value) -> host::Value {
+/// The host's value; text is copied into a `String` here, as lifting it
+/// out of a guest's memory copies it in the wasm path.
+fn to_host_value(v: Value<'_>) -> host::Value {
     match v {
         Value::Null => host::Value::Null,
         Value::Int(i) => host::Value::Int(i),
         Value::Uint(u) => host::Value::Uint(u),
         Value::Float(f) => host::Value::Float(f),
-        Value::Text(s) => host::Value::Text(s),
+        Value::Text(s) => host::Value::Text(s.into_owned()),
         Value::Bytes(b) => host::Value::Bytes(b),
         Value::Timestamp(Timestamp { seconds, nanos }) => {
             host::Value::Timestamp(HostTimestamp { seconds, nanos })
@@ -43,13 +45,13 @@ fn to_host_value(v: Value) -> host::Value {
     }
 }
 
-fn from_host_value(v: host::Value) -> Value {
+fn from_host_value(v: host::Value) -> Value<'static> {
     match v {
         host::Value::Null => Value::Null,
         host::Value::Int(i) => Value::Int(i),
         host::Value::Uint(u) => Value::Uint(u),
         host::Value::Float(f) => Value::Float(f),
-        host::Value::Text(s) => Value::Text(s),
+        host::Value::Text(s) => Value::Text(s.into()),
         host::Value::Bytes(b) => Value::Bytes(b),
         host::Value::Timestamp(HostTimestamp { seconds, nanos }) => {
             Value::Timestamp(Timestamp { seconds, nanos })
@@ -66,7 +68,7 @@ fn from_host_error(e: host::SqlError) -> SqlError {
     }
 }
 
-fn params(values: Vec<Value>) -> Vec<host::Value> {
+fn params(values: Vec<Value<'_>>) -> Vec<host::Value> {
     values.into_iter().map(to_host_value).collect()
 }
 
@@ -79,14 +81,14 @@ impl Db for NativeDb {
         }
     }
 
-    fn execute(&mut self, st: Statement) -> Result<u64, SqlError> {
+    fn execute(&mut self, st: Statement<'_>) -> Result<u64, SqlError> {
         let p = params(st.params);
         self.runtime
             .block_on(self.conn.execute(&st.sql, &p))
             .map_err(from_host_error)
     }
 
-    fn query(&mut self, st: Statement) -> Result<Vec<Vec<Value>>, SqlError> {
+    fn query(&mut self, st: Statement<'_>) -> Result<Vec<Vec<Value<'static>>>, SqlError> {
         let p = params(st.params);
         self.runtime
             .block_on(self.conn.query(&st.sql, &p))
@@ -98,7 +100,7 @@ impl Db for NativeDb {
             .map_err(from_host_error)
     }
 
-    fn execute_batch(&mut self, statements: Vec<Statement>) -> Result<u64, SqlError> {
+    fn execute_batch(&mut self, statements: Vec<Statement<'_>>) -> Result<u64, SqlError> {
         let statements: Vec<host::Statement> = statements
             .into_iter()
             .map(|st| host::Statement {

@@ -45,7 +45,7 @@ fn jobs() -> Table {
     Table::new(Kind::Job, Ident::new("job_info").expect("valid"))
 }
 
-fn col(table: &Table, row: &Row, name: &str) -> Value {
+fn col<'a>(table: &Table, row: &Row<'a>, name: &str) -> Value<'a> {
     let i = table
         .columns
         .iter()
@@ -54,7 +54,7 @@ fn col(table: &Table, row: &Row, name: &str) -> Value {
     row.values[i].clone()
 }
 
-fn fold(entries: &[Entry]) -> Row {
+fn fold<'a>(entries: &'a [Entry<'_>]) -> Row<'a> {
     let mut rows = TableRows::new(jobs());
     for e in entries {
         rows.push(e);
@@ -73,7 +73,8 @@ fn job_row_maps_every_column() {
     j.region = "r".into();
     j.remark = "m".into();
     j.running_at = Some(t(120));
-    let row = row_of(&table, &applied(j));
+    let entry = applied(j);
+    let row = row_of(&table, &entry);
     assert_eq!(row.values.len(), table.columns.len());
     assert_eq!(row.uid, "u1");
     assert_eq!(col(&table, &row, "job_id"), text("u1"));
@@ -95,7 +96,8 @@ fn job_row_maps_every_column() {
         Value::Timestamp(t(120))
     );
     assert_eq!(col(&table, &row, "gmt_job_finished"), Value::Null);
-    let bare = row_of(&table, &applied(job("u2", 1, "Created")));
+    let entry = applied(job("u2", 1, "Created"));
+    let bare = row_of(&table, &entry);
     assert_eq!(col(&table, &bare, "remark"), Value::Null);
     assert_eq!(col(&table, &bare, "deploy_region"), Value::Null);
     assert_eq!(col(&table, &bare, "tenant"), text(""));
@@ -116,13 +118,11 @@ fn pod_and_event_rows_match_their_columns() {
         started_at: Some(t(5)),
         ..Pod::default()
     };
-    let row = row_of(
-        &pods,
-        &Entry {
-            change: Change::Removed(t(9)),
-            record: Record::Pod(pod),
-        },
-    );
+    let entry = Entry {
+        change: Change::Removed(t(9)),
+        record: Record::Pod(pod),
+    };
+    let row = row_of(&pods, &entry);
     assert_eq!(row.values.len(), pods.columns.len());
     assert_eq!(col(&pods, &row, "pod_id"), text("p1"));
     assert_eq!(col(&pods, &row, "job_id"), text("j1"));
@@ -147,13 +147,11 @@ fn pod_and_event_rows_match_their_columns() {
         last_seen: t(77),
         ..Event::default()
     };
-    let row = row_of(
-        &events,
-        &Entry {
-            change: Change::Applied,
-            record: Record::Event(ev),
-        },
-    );
+    let entry = Entry {
+        change: Change::Applied,
+        record: Record::Event(ev),
+    };
+    let row = row_of(&events, &entry);
     assert_eq!(row.values.len(), events.columns.len());
     assert_eq!(col(&events, &row, "event_id"), text("e1"));
     assert_eq!(col(&events, &row, "count"), Value::Int(7));
@@ -162,16 +160,17 @@ fn pod_and_event_rows_match_their_columns() {
 
 #[test]
 fn truncate_respects_char_boundaries() {
-    let mut s = "aé€😀b".to_owned();
+    let mut s: Cow<str> = "aé€😀b".into();
     truncate_chars(&mut s, 4);
     assert_eq!(s, "aé€😀");
     truncate_chars(&mut s, 2);
     assert_eq!(s, "aé");
-    let mut short = "ab".to_owned();
+    let mut short: Cow<str> = "ab".into();
     truncate_chars(&mut short, 5);
     assert_eq!(short, "ab");
     // More bytes than the limit, but not more characters: kept whole.
-    let mut wide = "éé€".to_owned();
+    // Owned text is cut in place.
+    let mut wide: Cow<str> = "éé€".to_owned().into();
     truncate_chars(&mut wide, 3);
     assert_eq!(wide, "éé€");
     truncate_chars(&mut wide, 2);
@@ -190,12 +189,12 @@ fn truncate_bytes_never_splits_a_character() {
         (6, "a😀"),
         (7, "a😀é"),
     ] {
-        let mut s = "a😀éz".to_owned();
+        let mut s: Cow<str> = "a😀éz".into();
         truncate_bytes(&mut s, max);
         assert_eq!(s, want, "max {max}");
         assert!(s.len() <= max);
     }
-    let mut short = "é".to_owned();
+    let mut short: Cow<str> = "é".to_owned().into();
     truncate_bytes(&mut short, 10);
     assert_eq!(short, "é");
 }
@@ -216,13 +215,11 @@ fn text_columns_are_cut_to_what_mysql_text_holds() {
         reason: "R".repeat(500).into(),
         ..Event::default()
     };
-    let row = row_of(
-        &events,
-        &Entry {
-            change: Change::Applied,
-            record: Record::Event(ev),
-        },
-    );
+    let entry = Entry {
+        change: Change::Applied,
+        record: Record::Event(ev),
+    };
+    let row = row_of(&events, &entry);
     let Value::Text(stored) = col(&events, &row, "message") else {
         panic!("message is text");
     };
@@ -231,17 +228,18 @@ fn text_columns_are_cut_to_what_mysql_text_holds() {
         stored.len() > TEXT_MAX_BYTES - 4,
         "cut at most one character short"
     );
-    assert!(message.starts_with(&stored), "a prefix of the message");
+    assert!(message.starts_with(&*stored), "a prefix of the message");
     assert_eq!(col(&events, &row, "reason"), text(&"R".repeat(128)));
 }
 
 #[test]
 fn later_newer_entry_wins() {
     let table = jobs();
-    let row = fold(&[
+    let entries = [
         applied(job("u", 5, "Created")),
         applied(job("u", 6, "Running")),
-    ]);
+    ];
+    let row = fold(&entries);
     assert_eq!(col(&table, &row, "status"), text("Running"));
     assert_eq!(col(&table, &row, "version_num"), Value::Int(6));
 }
@@ -249,10 +247,11 @@ fn later_newer_entry_wins() {
 #[test]
 fn later_stale_entry_is_ignored() {
     let table = jobs();
-    let row = fold(&[
+    let entries = [
         applied(job("u", 6, "Running")),
         applied(job("u", 5, "Created")),
-    ]);
+    ];
+    let row = fold(&entries);
     assert_eq!(col(&table, &row, "status"), text("Running"));
     assert_eq!(col(&table, &row, "version"), text("6"));
 }
@@ -260,14 +259,15 @@ fn later_stale_entry_is_ignored() {
 #[test]
 fn removal_of_unfinished_job_stops_it_and_is_final() {
     let table = jobs();
-    let row = fold(&[
+    let entries = [
         applied(job("u", 6, "Running")),
         removed(job("u", 6, "Running"), 500),
         // A replay of the last applied state (same version) and of an
         // older one: neither resurrects the job.
         applied(job("u", 6, "Running")),
         applied(job("u", 4, "Created")),
-    ]);
+    ];
+    let row = fold(&entries);
     assert_eq!(col(&table, &row, "status"), text("Stopped"));
     assert_eq!(
         col(&table, &row, "gmt_job_finished"),
@@ -284,7 +284,8 @@ fn removal_of_finished_job_keeps_status_and_finish_time() {
     let table = jobs();
     let mut done = job("u", 8, "Succeeded");
     done.finished_at = Some(t(300));
-    let row = fold(&[applied(done.clone()), removed(done, 900)]);
+    let entries = [applied(done.clone()), removed(done, 900)];
+    let row = fold(&entries);
     assert_eq!(col(&table, &row, "status"), text("Succeeded"));
     assert_eq!(
         col(&table, &row, "gmt_job_finished"),
@@ -296,10 +297,11 @@ fn removal_of_finished_job_keeps_status_and_finish_time() {
 #[test]
 fn stale_removal_marks_newer_unfinished_state_stopped() {
     let table = jobs();
-    let row = fold(&[
+    let entries = [
         applied(job("u", 9, "Running")),
         removed(job("u", 3, "Created"), 700),
-    ]);
+    ];
+    let row = fold(&entries);
     // The data stays at version 9; the removal still applies.
     assert_eq!(col(&table, &row, "version_num"), Value::Int(9));
     assert_eq!(col(&table, &row, "gmt_modified"), Value::Timestamp(t(109)));
@@ -314,10 +316,11 @@ fn stale_removal_marks_newer_unfinished_state_stopped() {
 #[test]
 fn redelivered_removal_keeps_first_finish_time() {
     let table = jobs();
-    let row = fold(&[
+    let entries = [
         removed(job("u", 6, "Running"), 500),
         removed(job("u", 6, "Running"), 650),
-    ]);
+    ];
+    let row = fold(&entries);
     assert_eq!(
         col(&table, &row, "gmt_job_finished"),
         Value::Timestamp(t(500))
@@ -327,10 +330,14 @@ fn redelivered_removal_keeps_first_finish_time() {
 
 #[test]
 fn distinct_uids_keep_first_seen_order() {
+    let entries: Vec<Entry> = ["b", "a", "b", "c"]
+        .into_iter()
+        .map(|uid| applied(job(uid, 1, "Created")))
+        .collect();
     let mut rows = TableRows::new(jobs());
-    for uid in ["b", "a", "b", "c"] {
-        rows.push(&applied(job(uid, 1, "Created")));
+    for e in &entries {
+        rows.push(e);
     }
-    let uids: Vec<_> = rows.rows.iter().map(|r| r.uid.as_str()).collect();
+    let uids: Vec<_> = rows.rows.iter().map(|r| r.uid).collect();
     assert_eq!(uids, ["b", "a", "c"]);
 }

@@ -5,7 +5,7 @@ use crate::db::{Dialect, Statement};
 
 /// `CREATE TABLE IF NOT EXISTS` (and, on SQLite, the secondary indexes).
 #[must_use]
-pub fn create_statements(dialect: Dialect, table: &Table) -> Vec<Statement> {
+pub fn create_statements(dialect: Dialect, table: &Table) -> Vec<Statement<'static>> {
     let q = |s: &str| quote(dialect, s);
     let t = q(table.name.as_str());
     let key = table.key_name();

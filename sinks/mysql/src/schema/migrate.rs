@@ -10,7 +10,7 @@ use crate::db::{Dialect, Statement, Value};
 /// not exist. (SQLite's `table_info` hides generated columns; `table_xinfo`
 /// shows them, `hidden` 2 or 3.)
 #[must_use]
-pub fn columns_query(dialect: Dialect, table: &Table) -> Statement {
+pub fn columns_query(dialect: Dialect, table: &Table) -> Statement<'static> {
     let sql = match dialect {
         Dialect::Mysql => {
             "SELECT column_name, CASE WHEN extra LIKE '%GENERATED%' THEN 1 ELSE 0 END \
@@ -28,14 +28,14 @@ pub fn columns_query(dialect: Dialect, table: &Table) -> Statement {
     };
     Statement {
         sql: sql.to_owned(),
-        params: vec![Value::Text(table.name.to_string())],
+        params: vec![Value::Text(table.name.to_string().into())],
     }
 }
 
 /// A query returning a row when the table has a unique index on exactly its
 /// key column (what the upsert needs).
 #[must_use]
-pub fn unique_key_query(dialect: Dialect, table: &Table) -> Statement {
+pub fn unique_key_query(dialect: Dialect, table: &Table) -> Statement<'static> {
     let sql = match dialect {
         Dialect::Mysql => {
             "SELECT index_name FROM information_schema.statistics \
@@ -59,15 +59,19 @@ pub fn unique_key_query(dialect: Dialect, table: &Table) -> Statement {
     Statement {
         sql: sql.to_owned(),
         params: vec![
-            Value::Text(table.name.to_string()),
-            Value::Text(table.key_name().to_owned()),
+            Value::Text(table.name.to_string().into()),
+            Value::Text(table.key_name().to_owned().into()),
         ],
     }
 }
 
 /// `ALTER TABLE ... ADD COLUMN` for a column an existing table lacks.
 #[must_use]
-pub fn add_column_statement(dialect: Dialect, table: &Table, column: &Column) -> Statement {
+pub fn add_column_statement(
+    dialect: Dialect,
+    table: &Table,
+    column: &Column,
+) -> Statement<'static> {
     let ty = column.ty(dialect);
     let default = if column.name == VERSION_NUM {
         " NOT NULL DEFAULT 0"
@@ -83,7 +87,11 @@ pub fn add_column_statement(dialect: Dialect, table: &Table, column: &Column) ->
 
 /// `ALTER TABLE ... ADD COLUMN` for a generated column.
 #[must_use]
-pub fn add_generated_statement(dialect: Dialect, table: &Table, g: &Generated) -> Statement {
+pub fn add_generated_statement(
+    dialect: Dialect,
+    table: &Table,
+    g: &Generated,
+) -> Statement<'static> {
     Statement::plain(format!(
         "ALTER TABLE {} ADD COLUMN {}",
         quote(dialect, table.name.as_str()),
@@ -95,7 +103,11 @@ pub fn add_generated_statement(dialect: Dialect, table: &Table, g: &Generated) -
 /// where the source has no value (a table on which an earlier kubesink
 /// wrote `gmt_finished` and left `gmt_job_finished` NULL).
 #[must_use]
-pub fn copy_into_source_statement(dialect: Dialect, table: &Table, g: &Generated) -> Statement {
+pub fn copy_into_source_statement(
+    dialect: Dialect,
+    table: &Table,
+    g: &Generated,
+) -> Statement<'static> {
     let (t, n, s) = (
         quote(dialect, table.name.as_str()),
         quote(dialect, g.name),
@@ -108,7 +120,7 @@ pub fn copy_into_source_statement(dialect: Dialect, table: &Table, g: &Generated
 
 /// `ALTER TABLE ... DROP COLUMN` (SQLite 3.35+).
 #[must_use]
-pub fn drop_column_statement(dialect: Dialect, table: &Table, column: &str) -> Statement {
+pub fn drop_column_statement(dialect: Dialect, table: &Table, column: &str) -> Statement<'static> {
     Statement::plain(format!(
         "ALTER TABLE {} DROP COLUMN {}",
         quote(dialect, table.name.as_str()),
@@ -120,7 +132,7 @@ pub fn drop_column_statement(dialect: Dialect, table: &Table, column: &str) -> S
 /// where it is still 0 and `version` is all digits: rows KubeDL wrote
 /// before `version_num` existed then compare like kubesink's own.
 #[must_use]
-pub fn fill_version_num_statement(dialect: Dialect, table: &Table) -> Statement {
+pub fn fill_version_num_statement(dialect: Dialect, table: &Table) -> Statement<'static> {
     let t = quote(dialect, table.name.as_str());
     let digits = match dialect {
         Dialect::Mysql => "`version` REGEXP '^[0-9]{1,19}$'",
@@ -144,7 +156,7 @@ pub fn fill_version_num_statement(dialect: Dialect, table: &Table) -> Statement 
 /// A query returning one row: how many rows share their key with another
 /// row, and how many keys they share.
 #[must_use]
-pub fn duplicates_query(dialect: Dialect, table: &Table) -> Statement {
+pub fn duplicates_query(dialect: Dialect, table: &Table) -> Statement<'static> {
     let t = quote(dialect, table.name.as_str());
     let k = quote(dialect, table.key_name());
     // PostgreSQL's SUM of bigint is numeric: back to bigint.
@@ -162,7 +174,7 @@ pub fn duplicates_query(dialect: Dialect, table: &Table) -> Statement {
 /// a greater `version_num`, or an equal one and a greater `id` (the later
 /// insert): one row per key is left, the newest version.
 #[must_use]
-pub fn delete_duplicates_statement(dialect: Dialect, table: &Table) -> Statement {
+pub fn delete_duplicates_statement(dialect: Dialect, table: &Table) -> Statement<'static> {
     let t = quote(dialect, table.name.as_str());
     let k = quote(dialect, table.key_name());
     let v = quote(dialect, VERSION_NUM);
@@ -179,7 +191,7 @@ pub fn delete_duplicates_statement(dialect: Dialect, table: &Table) -> Statement
 
 /// `CREATE UNIQUE INDEX` on the key column of an existing table.
 #[must_use]
-pub fn add_unique_key_statement(dialect: Dialect, table: &Table) -> Statement {
+pub fn add_unique_key_statement(dialect: Dialect, table: &Table) -> Statement<'static> {
     let key = table.key_name();
     let index = match dialect {
         Dialect::Mysql => format!("uk_{key}"),

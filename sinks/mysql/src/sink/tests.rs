@@ -8,8 +8,8 @@ struct FakeDb {
     /// Columns reported for every table (`None`: what the DDL created).
     columns: Option<Vec<&'static str>>,
     unique: bool,
-    executed: Vec<Statement>,
-    batches: Vec<Vec<Statement>>,
+    executed: Vec<Statement<'static>>,
+    batches: Vec<Vec<Statement<'static>>>,
     fail_batch: Option<SqlError>,
 }
 
@@ -26,15 +26,35 @@ impl FakeDb {
     }
 }
 
+/// `st` with its text copied, to keep after the batch it borrowed from.
+fn owned(st: Statement<'_>) -> Statement<'static> {
+    Statement {
+        sql: st.sql,
+        params: st
+            .params
+            .into_iter()
+            .map(|v| match v {
+                Value::Text(t) => Value::Text(t.into_owned().into()),
+                Value::Null => Value::Null,
+                Value::Int(i) => Value::Int(i),
+                Value::Uint(u) => Value::Uint(u),
+                Value::Float(f) => Value::Float(f),
+                Value::Bytes(b) => Value::Bytes(b),
+                Value::Timestamp(t) => Value::Timestamp(t),
+            })
+            .collect(),
+    }
+}
+
 impl Db for FakeDb {
     fn dialect(&self) -> Dialect {
         self.dialect
     }
-    fn execute(&mut self, st: Statement) -> Result<u64, SqlError> {
-        self.executed.push(st);
+    fn execute(&mut self, st: Statement<'_>) -> Result<u64, SqlError> {
+        self.executed.push(owned(st));
         Ok(0)
     }
-    fn query(&mut self, st: Statement) -> Result<Vec<Vec<Value>>, SqlError> {
+    fn query(&mut self, st: Statement<'_>) -> Result<Vec<Vec<Value<'static>>>, SqlError> {
         let table = st.params.first().and_then(Value::as_str).unwrap_or("");
         let kind = match table {
             "replica_info" => Kind::Pod,
@@ -54,7 +74,7 @@ impl Db for FakeDb {
             };
             Ok(cols
                 .into_iter()
-                .map(|(c, g)| vec![Value::Text(c.to_owned()), Value::Int(g)])
+                .map(|(c, g)| vec![Value::Text(c.to_owned().into()), Value::Int(g)])
                 .collect())
         } else if self.unique {
             Ok(vec![vec![Value::Text("uk".into())]])
@@ -62,12 +82,13 @@ impl Db for FakeDb {
             Ok(vec![])
         }
     }
-    fn execute_batch(&mut self, statements: Vec<Statement>) -> Result<u64, SqlError> {
+    fn execute_batch(&mut self, statements: Vec<Statement<'_>>) -> Result<u64, SqlError> {
         if let Some(e) = self.fail_batch.clone() {
             return Err(e);
         }
         let n = statements.len() as u64;
-        self.batches.push(statements);
+        self.batches
+            .push(statements.into_iter().map(owned).collect());
         Ok(n)
     }
 }
