@@ -189,24 +189,38 @@ impl Bench {
             rows_seen = Some(rows);
             Ok(())
         };
-        let mut w = None;
-        if all || self.wants("wasm") {
-            step(&format!("mysql sink (wasm) → MariaDB: {records} records"));
-            let (t, server, rows) = measured("bench_wasm", async |db| {
-                mysql::wasm(db, &wasm, &components, &batches).await
-            })
-            .await?;
-            check_rows("wasm", rows)?;
-            w = Some((t, server));
+        // Wasm and native alternate (wasm, native, native, wasm) when both
+        // run, so that a drift of the machine's speed during the runs
+        // (it moves by 10-20 % here) falls on both sides alike; each side's
+        // figure is its records over its summed write time.
+        let want_wasm = all || self.wants("wasm");
+        let want_native = all || self.wants("native");
+        let order: &[bool] = match (want_wasm, want_native) {
+            (true, true) => &[true, false, false, true],
+            (true, false) => &[true],
+            (false, true) => &[false],
+            (false, false) => &[],
+        };
+        let (mut w_runs, mut n_runs) = (Vec::new(), Vec::new());
+        for &is_wasm in order {
+            if is_wasm {
+                step(&format!("mysql sink (wasm) → MariaDB: {records} records"));
+                let (t, server, rows) = measured("bench_wasm", async |db| {
+                    mysql::wasm(db, &wasm, &components, &batches).await
+                })
+                .await?;
+                check_rows("wasm", rows)?;
+                w_runs.push((t, server));
+            } else {
+                step("mysql sink (native) → MariaDB");
+                let (t, server, rows) =
+                    measured("bench_native", async |db| mysql::native(db, &batches).await).await?;
+                check_rows("native", rows)?;
+                n_runs.push((t, server));
+            }
         }
-        let mut n = None;
-        if all || self.wants("native") {
-            step("mysql sink (native) → MariaDB");
-            let (t, server, rows) =
-                measured("bench_native", async |db| mysql::native(db, &batches).await).await?;
-            check_rows("native", rows)?;
-            n = Some((t, server));
-        }
+        let w = combine_runs(&w_runs);
+        let n = combine_runs(&n_runs);
         let mut piped = Vec::new();
         if all || self.wants("pipeline") {
             for &workers in &self.args.workers {
@@ -268,7 +282,7 @@ impl Bench {
                 wt.per_sec() / nt.per_sec().max(1e-9),
                 "",
                 Target::AtLeast(0.95),
-                "same batches, same database server, fresh database each",
+                "same batches, same database server, fresh database each; runs alternate wasm, native, native, wasm, each side's write time summed",
             ));
         }
         for (workers, t, server) in &piped {
@@ -689,6 +703,31 @@ impl Bench {
 /// Runs `write` on a fresh database `name` and drops it: the timing, what
 /// the server spent (its CPU time, statement prepares and executes, as a
 /// note for the report) and the row counts left, each printed.
+/// Runs of one side of the mysql comparison as one figure: their records
+/// over their summed write time, the first run's server note, and each
+/// run's rate when there were several.
+fn combine_runs(runs: &[(mysql::Throughput, String)]) -> Option<(mysql::Throughput, String)> {
+    let (_, first) = runs.first()?;
+    let total = mysql::Throughput {
+        records: runs.iter().map(|(t, _)| t.records).sum(),
+        elapsed: runs.iter().map(|(t, _)| t.elapsed).sum(),
+    };
+    let note = if runs.len() > 1 {
+        let rates: Vec<String> = runs
+            .iter()
+            .map(|(t, _)| format!("{:.0}", t.per_sec()))
+            .collect();
+        format!(
+            "{first}; {} runs: {} records/s",
+            runs.len(),
+            rates.join(", ")
+        )
+    } else {
+        first.clone()
+    };
+    Some((total, note))
+}
+
 async fn measured(
     name: &str,
     write: impl AsyncFnOnce(&mariadb::TestDb) -> anyhow::Result<mysql::Throughput>,
