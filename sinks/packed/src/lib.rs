@@ -21,8 +21,6 @@
 
 use serde::{Deserialize, Serialize};
 
-mod de;
-
 /// A point in time, UTC (WIT `timestamp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Timestamp {
@@ -205,12 +203,11 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Change<'_>>, DecodeError> {
 /// builds one `Vec`, not two. After the last change, bytes left over are
 /// an error (the iterator's last item).
 pub fn changes(bytes: &[u8]) -> Result<Changes<'_>, DecodeError> {
-    let mut reader = de::Reader { rest: bytes };
-    let left = reader.u64().map_err(|e| DecodeError {
+    let (left, rest) = postcard::take_from_bytes::<u64>(bytes).map_err(|e| DecodeError {
         detail: format!("the count of changes: {e} ({} bytes)", bytes.len()),
     })?;
     Ok(Changes {
-        reader,
+        rest,
         left,
         total: bytes.len(),
         failed: false,
@@ -220,7 +217,7 @@ pub fn changes(bytes: &[u8]) -> Result<Changes<'_>, DecodeError> {
 /// The iterator [`changes`] returns.
 #[derive(Debug, Clone)]
 pub struct Changes<'a> {
-    reader: de::Reader<'a>,
+    rest: &'a [u8],
     left: u64,
     total: usize,
     failed: bool,
@@ -233,7 +230,7 @@ impl Changes<'_> {
     #[must_use]
     pub fn capacity_hint(&self) -> usize {
         let most = usize::try_from(self.left).unwrap_or(usize::MAX);
-        most.min(self.reader.rest.len() / 5)
+        most.min(self.rest.len() / 5)
     }
 }
 
@@ -244,31 +241,31 @@ impl<'a> Iterator for Changes<'a> {
         if self.failed {
             return None;
         }
-        let at = self.total - self.reader.rest.len();
+        let at = self.total - self.rest.len();
         if self.left == 0 {
-            if self.reader.rest.is_empty() {
+            if self.rest.is_empty() {
                 return None;
             }
             self.failed = true;
             return Some(Err(DecodeError {
                 detail: format!(
                     "{} bytes left after the last change (of {})",
-                    self.reader.rest.len(),
+                    self.rest.len(),
                     self.total
                 ),
             }));
         }
-        match self.reader.change() {
-            Ok(change) => {
+        match postcard::take_from_bytes::<Change<'a>>(self.rest) {
+            Ok((change, rest)) => {
+                self.rest = rest;
                 self.left -= 1;
                 Some(Ok(change))
             }
             Err(e) => {
                 self.failed = true;
-                let stop = self.total - self.reader.rest.len();
                 Some(Err(DecodeError {
                     detail: format!(
-                        "{e} at byte {stop}, in the change starting at byte {at} ({} changes left, {} bytes)",
+                        "{e} in the change starting at byte {at} ({} changes left, {} bytes)",
                         self.left, self.total
                     ),
                 }))
