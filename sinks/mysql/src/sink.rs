@@ -229,7 +229,11 @@ fn emit<'a>(
 ) {
     let mut rows = pending.drain(..);
     for size in statement_sizes(rows.len(), max_rows) {
-        let params: Vec<Value<'a>> = rows.by_ref().take(size).flatten().collect();
+        let columns = upsert.columns();
+        let mut params: Vec<Value<'a>> = Vec::with_capacity(size * columns);
+        for row in rows.by_ref().take(size) {
+            params.extend(row);
+        }
         out.push(Statement {
             sql: upsert.sql(size),
             params,

@@ -45,6 +45,12 @@ impl Upsert {
         sql
     }
 
+    /// The number of columns (parameters) of one row.
+    #[must_use]
+    pub fn columns(&self) -> usize {
+        self.columns
+    }
+
     /// The most bytes one row's placeholders take (PostgreSQL numbers them,
     /// up to its 65,535 parameters: `$65535`).
     #[must_use]
