@@ -785,6 +785,59 @@ async fn mariadb_version() -> Option<String> {
     v
 }
 
+/// The running server's `innodb_buffer_pool_size`, in bytes.
+async fn buffer_pool_size() -> Option<u64> {
+    let db = mariadb::fresh_database("bench_options").await.ok()?;
+    let pool = db.connect().await.ok()?;
+    let v: Option<u64> = sqlx::query_scalar("SELECT @@innodb_buffer_pool_size")
+        .fetch_one(&pool)
+        .await
+        .ok();
+    pool.close().await;
+    let _ = db.drop_database().await;
+    v
+}
+
+/// `--innodb-buffer-pool-size=N[KMG]` of server options, in bytes.
+fn buffer_pool_option(args: &str) -> Option<u64> {
+    let value = args
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("--innodb-buffer-pool-size="))?;
+    let (digits, unit) = match value.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => value.split_at(i),
+        None => (value, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// Refuses a server that runs with another buffer pool than the bench's
+/// options ask: `mariadb.sh start` keeps a server already running on the
+/// port, e.g. one started with the tests' small pool, whose figures would
+/// not compare.
+async fn check_server_options() -> anyhow::Result<()> {
+    let Ok(args) = std::env::var("BENCH_MARIADB_ARGS") else {
+        return Ok(());
+    };
+    let (Some(want), Some(have)) = (buffer_pool_option(&args), buffer_pool_size().await) else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        want == have,
+        "the MariaDB the bench reached runs with innodb_buffer_pool_size {} MiB, not the {} MiB of BENCH_MARIADB_ARGS (`{}`): it was started before with other options; stop it (tests/scripts/mariadb.sh stop, with the bench's KUBESINK_CACHE and port) and run the bench again",
+        have >> 20,
+        want >> 20,
+        args.trim()
+    );
+    Ok(())
+}
+
 fn rustc_version() -> String {
     std::process::Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
         .arg("--version")
@@ -811,6 +864,7 @@ async fn main() -> anyhow::Result<()> {
     step("MariaDB");
     let server = tokio::task::spawn_blocking(mariadb::server_url).await??;
     let _ = server;
+    check_server_options().await?;
     let mut versions = vec![("kubesink".to_owned(), env!("CARGO_PKG_VERSION").to_owned())];
     versions.push((
         "rustc".into(),
@@ -956,5 +1010,26 @@ async fn main() -> anyhow::Result<()> {
         Ok(())
     } else {
         anyhow::bail!("{} scenario(s) failed", bench.report.failures.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::buffer_pool_option;
+
+    #[test]
+    fn the_buffer_pool_option_is_read_with_its_unit() {
+        let both = "--innodb-buffer-pool-size=2G --innodb-log-file-size=1G";
+        assert_eq!(buffer_pool_option(both), Some(2 << 30));
+        assert_eq!(
+            buffer_pool_option("--x --innodb-buffer-pool-size=128m"),
+            Some(128 << 20)
+        );
+        assert_eq!(
+            buffer_pool_option("--innodb-buffer-pool-size=1048576"),
+            Some(1 << 20)
+        );
+        assert_eq!(buffer_pool_option("--innodb-log-file-size=1G"), None);
+        assert_eq!(buffer_pool_option("--innodb-buffer-pool-size=2T"), None);
     }
 }
