@@ -492,12 +492,22 @@ impl WebhookSink {
                     return Err(SinkError::Retryable(format!("{target}: {e}")));
                 }
             };
+            // A wait the receiver asks for counts from its answer, not from
+            // before the request (setting up a connection in between would
+            // bring the retry early).
+            let answered = t.now_ms();
             let retry_after = answer
                 .headers
                 .iter()
                 .find(|(k, _)| k == "retry-after")
                 .map(|(_, v)| v.as_str());
-            match format::verdict(route.format, answer.status, retry_after, &answer.body, now) {
+            match format::verdict(
+                route.format,
+                answer.status,
+                retry_after,
+                &answer.body,
+                answered,
+            ) {
                 Verdict::Ok => return Ok(()),
                 Verdict::Reject(why) => {
                     return Err(SinkError::Fatal(format!("{target}: {why}")));
@@ -511,7 +521,9 @@ impl WebhookSink {
                         continue;
                     }
                     if let Some(ms) = after_ms {
-                        self.state[i].not_before_ms = now + ms;
+                        // The clock reads whole milliseconds: one more keeps
+                        // the retry at or after the time asked for.
+                        self.state[i].not_before_ms = answered + ms + 1;
                     }
                     return Err(SinkError::Retryable(format!("{target}: {why}")));
                 }

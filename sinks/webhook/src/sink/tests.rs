@@ -55,11 +55,14 @@ struct Fake {
     answers: VecDeque<Result<HttpResponse, TransportError>>,
     now: u64,
     slept: Vec<u64>,
+    /// How long each request takes, in ms of `now`.
+    round_trip: u64,
 }
 
 impl Transport for Fake {
     fn send(&mut self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
         self.sent.push(req);
+        self.now += self.round_trip;
         // A body every vendor reads as success.
         self.answers.pop_front().unwrap_or(Ok(HttpResponse {
             status: 200,
@@ -82,6 +85,7 @@ fn fake() -> Fake {
         answers: VecDeque::new(),
         now: 1_772_438_400_000,
         slept: vec![],
+        round_trip: 0,
     }
 }
 
@@ -271,13 +275,40 @@ fn a_long_retry_after_goes_back_to_the_host_and_holds_the_route_until_then() {
         "{e:?}"
     );
     assert_eq!(t.sent.len(), 1);
+    // 30 s after the answer, to the millisecond the clock reads: the
+    // answer may have come up to 1 ms after that reading, so it waits on.
     t.now += 20_000;
+    assert!(s.write(&mut t, &batch).is_err());
+    assert_eq!(t.sent.len(), 1);
+    t.now += 1;
     s.write(&mut t, &batch).unwrap();
     assert_eq!(t.sent.len(), 2);
     assert_eq!(
         header(&t.sent[0], "idempotency-key"),
         header(&t.sent[1], "idempotency-key")
     );
+}
+
+/// Retry-After counts from the answer: a request that took 400 ms (a
+/// connection set up, a slow receiver) does not bring the retry earlier.
+#[test]
+fn retry_after_counts_from_the_answer_not_from_the_request() {
+    let mut s = sink(&[("route.a.url", "http://r/"), ("wait_in_call", "1s")]);
+    let mut t = fake();
+    t.round_trip = 400;
+    t.answers.push_back(status(429, Some("3")));
+    let batch = warnings(2);
+    let sent_at = t.now;
+    assert!(s.write(&mut t, &batch).is_err());
+    let answered_at = t.now;
+    assert_eq!(answered_at, sent_at + 400);
+    // 3 s after the request went out, but not after the answer: held.
+    t.now = sent_at + 3_000 + 1;
+    assert!(s.write(&mut t, &batch).is_err());
+    assert_eq!(t.sent.len(), 1);
+    t.now = answered_at + 3_000 + 1;
+    s.write(&mut t, &batch).unwrap();
+    assert_eq!(t.sent.len(), 2);
 }
 
 #[test]
