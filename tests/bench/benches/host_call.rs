@@ -108,11 +108,11 @@ fn host_call(c: &mut Criterion) {
         let bytes = postcard::to_allocvec(&batch).expect("pack");
         group.throughput(criterion::Throughput::Elements(n as u64));
         group.bench_function(format!("native_pack_{n}"), |b| {
-            let mut buf = Vec::new();
+            // As `SinkInstance::write` packs, into a buffer it reuses.
+            let mut packer = kubesink_host::Packer::default();
             b.iter(|| {
-                buf.clear();
-                buf =
-                    postcard::to_extend(black_box(&batch), std::mem::take(&mut buf)).expect("pack");
+                let buf = packer.pack(black_box(&batch));
+                packer.recycle(buf);
             });
         });
         group.bench_function(format!("native_unpack_{n}"), |b| {

@@ -163,12 +163,7 @@ impl SinkInstance {
         if self.blueprint.packed.is_none() {
             return guest_call!(self, "write", |sink, store| sink.call_write(store, batch));
         }
-        let bytes = self.packer.pack(batch).map_err(|e| {
-            CallError::Fatal(format!(
-                "sink '{}': the batch could not be packed: {e}",
-                self.blueprint.name
-            ))
-        })?;
+        let bytes = self.packer.pack(batch);
         let outcome = guest_call!(self, "write", |sink, store, packed| async {
             match packed {
                 Some(func) => {
