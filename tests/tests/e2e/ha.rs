@@ -16,6 +16,25 @@ use crate::crash::{Driver, check_plan_rows, cluster_with_tfjobs, plan};
 use crate::live::{run_kubedl, wait_same_rows};
 use kubesink_tests::binary::{Kubesink, tail};
 
+/// The lines of each replica's log about leadership, listings and
+/// reconciliation (what decides whether a record is marked removed).
+fn replica_story(logs: &[(String, String)]) -> String {
+    logs.iter()
+        .map(|(name, log)| {
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    ["leader", "lease", "listed", "marked", "reconcil"]
+                        .iter()
+                        .any(|w| l.contains(w))
+                })
+                .collect();
+            format!("--- {name}\n{}", lines.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The lease duration the replicas run with.
 const LEASE: Duration = Duration::from_secs(4);
 
@@ -98,6 +117,8 @@ async fn cluster_mariadb_leader_hand_over_on_sigterm_and_sigkill_loses_and_dupli
     let third = ops.len() / 3;
     let mut driver = Driver::new(cluster.client());
     let mut takeovers = Vec::new();
+    // The logs of replicas stopped on the way, for a failure's message.
+    let mut retired: Vec<(String, String)> = Vec::new();
     for (n, op) in ops.iter().enumerate() {
         if n == third {
             // SIGTERM: the leader delivers its queue, releases the Lease
@@ -114,7 +135,8 @@ async fn cluster_mariadb_leader_hand_over_on_sigterm_and_sigkill_loses_and_dupli
                 .wait_for_count("standing by for leadership", 1, Duration::from_secs(30))
                 .await?;
             std::mem::swap(&mut leader, &mut standby);
-            standby = fresh;
+            let stopped = std::mem::replace(&mut standby, fresh);
+            retired.push((stopped.name().to_owned(), stopped.log()));
         }
         if n == 2 * third {
             // SIGKILL: no release; the standby takes over once the Lease
@@ -143,7 +165,17 @@ async fn cluster_mariadb_leader_hand_over_on_sigterm_and_sigkill_loses_and_dupli
     );
 
     let (want, got) = (want_db.connect().await?, ha_db.connect().await?);
-    let rows = wait_same_rows(&want, &got, &Default::default(), 120).await?;
+    let rows = match wait_same_rows(&want, &got, &Default::default(), 120).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            retired.push((leader.name().to_owned(), leader.log()));
+            retired.push((standby.name().to_owned(), standby.log()));
+            return Err(e.context(format!(
+                "what each replica logged about leading, listing and reconciling:\n{}",
+                replica_story(&retired)
+            )));
+        }
+    };
     check_plan_rows(&rows, rounds)?;
     // Both replicas that took over had stood by without watching.
     watched_only_as_leader(&leader)?;
