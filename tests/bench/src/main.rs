@@ -773,29 +773,26 @@ fn cpu_since(before: Option<f64>) -> f64 {
     }
 }
 
-async fn mariadb_version() -> Option<String> {
-    let db = mariadb::fresh_database("bench_version").await.ok()?;
+/// One value the server answers `sql` with (from a scratch database).
+async fn server_value<T>(sql: &'static str) -> Option<T>
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::MySql> + sqlx::Type<sqlx::MySql>,
+{
+    let db = mariadb::fresh_database("bench_server").await.ok()?;
     let pool = db.connect().await.ok()?;
-    let v: Option<String> = sqlx::query_scalar("SELECT VERSION()")
-        .fetch_one(&pool)
-        .await
-        .ok();
+    let v: Option<T> = sqlx::query_scalar(sql).fetch_one(&pool).await.ok();
     pool.close().await;
     let _ = db.drop_database().await;
     v
 }
 
+async fn mariadb_version() -> Option<String> {
+    server_value("SELECT VERSION()").await
+}
+
 /// The running server's `innodb_buffer_pool_size`, in bytes.
 async fn buffer_pool_size() -> Option<u64> {
-    let db = mariadb::fresh_database("bench_options").await.ok()?;
-    let pool = db.connect().await.ok()?;
-    let v: Option<u64> = sqlx::query_scalar("SELECT @@innodb_buffer_pool_size")
-        .fetch_one(&pool)
-        .await
-        .ok();
-    pool.close().await;
-    let _ = db.drop_database().await;
-    v
+    server_value("SELECT @@innodb_buffer_pool_size").await
 }
 
 /// `--innodb-buffer-pool-size=N[KMG]` of server options, in bytes.
