@@ -31,7 +31,7 @@ for manifest in sinks/*/Cargo.toml; do
 done
 [ "${#pkgs[@]}" -gt 0 ] || { echo "guests.sh: no Rust sinks under sinks/" >&2; exit 1; }
 # The test guests (tests/guests/*: spin, balloon, crash, noisy, counter,
-# hoarder, hostile), so the e2e tests find them built; tests/guests/common,
+# hoarder, hostile, packed-v1), so the e2e tests find them built; tests/guests/common,
 # the macros they share, is a library, not a component.
 for manifest in tests/guests/*/Cargo.toml; do
     [ -f "$manifest" ] || continue

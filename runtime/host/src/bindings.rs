@@ -26,7 +26,7 @@ wasmtime::component::bindgen!({
 pub(crate) use self::{KafkaSinkWorld as SinkWorld, KafkaSinkWorldPre as SinkWorldPre};
 
 /// The version of `kubesink:sink` this host implements.
-pub(crate) const CONTRACT_VERSION: &str = "0.2.2";
+pub(crate) const CONTRACT_VERSION: &str = "0.2.3";
 
 /// The package, as import and export names start.
 const PACKAGE: &str = "kubesink:sink/";
@@ -34,18 +34,39 @@ const PACKAGE: &str = "kubesink:sink/";
 /// The optional export `kubesink:sink/packed` (since 0.2.2), before `@`.
 const PACKED: &str = "kubesink:sink/packed";
 
-/// Its function.
-const WRITE_PACKED: &str = "write-packed";
+/// Its function taking layout 1 (since 0.2.2).
+pub(crate) const WRITE_PACKED: &str = "write-packed";
 
-/// The index of the component's `write-packed` function, when it exports
-/// `kubesink:sink/packed` at a version this host serves: the host then
-/// hands it batches as one buffer ([`crate::packed`]). `None` for a
-/// component without it, which gets `sink.write`. Its type is checked when
-/// an instance is built.
+/// Its function taking layout 2 (since 0.2.3).
+pub(crate) const WRITE_PACKED_V2: &str = "write-packed-v2";
+
+/// A component's packed export: the function the host calls and the
+/// layout it takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PackedExport {
+    pub(crate) index: wasmtime::component::ComponentExportIndex,
+    pub(crate) layout: crate::packed::Layout,
+}
+
+impl PackedExport {
+    /// The function's name in `kubesink:sink/packed`.
+    pub(crate) fn name(&self) -> &'static str {
+        match self.layout {
+            crate::packed::Layout::V1 => WRITE_PACKED,
+            crate::packed::Layout::V2 => WRITE_PACKED_V2,
+        }
+    }
+}
+
+/// The component's `write-packed-v2`, or else its `write-packed`, when it
+/// exports `kubesink:sink/packed` at a version this host serves: the host
+/// then hands it batches as one buffer in that function's layout
+/// ([`crate::packed`]). `None` for a component without it, which gets
+/// `sink.write`. The function's type is checked when an instance is built.
 pub(crate) fn packed_export(
     component: &wasmtime::component::Component,
     engine: &wasmtime::Engine,
-) -> Option<wasmtime::component::ComponentExportIndex> {
+) -> Option<PackedExport> {
     let ty = component.component_type();
     let name = ty
         .exports(engine)
@@ -56,7 +77,17 @@ pub(crate) fn packed_export(
         })?
         .to_owned();
     let instance = component.get_export_index(None, &name)?;
-    component.get_export_index(Some(&instance), WRITE_PACKED)
+    let found = |name: &str| component.get_export_index(Some(&instance), name);
+    match found(WRITE_PACKED_V2) {
+        Some(index) => Some(PackedExport {
+            index,
+            layout: crate::packed::Layout::V2,
+        }),
+        None => found(WRITE_PACKED).map(|index| PackedExport {
+            index,
+            layout: crate::packed::Layout::V1,
+        }),
+    }
 }
 
 /// The versions of `kubesink:sink` the component's imports and exports

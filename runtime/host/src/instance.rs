@@ -129,9 +129,10 @@ pub(crate) struct Blueprint {
     pub(crate) grants: Vec<String>,
     pub(crate) limits: Limits,
     pub(crate) pre: SinkWorldPre<StoreData>,
-    /// `write-packed` (WIT `kubesink:sink/packed`), when the component
-    /// exports it: batches then go to it, packed ([`crate::packed`]).
-    pub(crate) packed: Option<wasmtime::component::ComponentExportIndex>,
+    /// `write-packed-v2` or `write-packed` (WIT `kubesink:sink/packed`),
+    /// when the component exports it: batches then go to it, packed in its
+    /// layout ([`crate::packed`]).
+    pub(crate) packed: Option<crate::bindings::PackedExport>,
     pub(crate) pools: SqlPools,
     pub(crate) producers: crate::kafka::KafkaProducers,
     pub(crate) engine: wasmtime::Engine,
@@ -151,7 +152,8 @@ pub(crate) struct Blueprint {
 struct Live {
     store: wasmtime::Store<StoreData>,
     bindings: SinkWorld,
-    /// The instance's `write-packed`, its type checked.
+    /// The instance's `write-packed-v2` or `write-packed`, its type
+    /// checked.
     packed: Option<wasmtime::component::Func>,
 }
 
@@ -239,6 +241,13 @@ impl SinkInstance {
     /// through `write`.
     pub fn takes_packed_batches(&self) -> bool {
         self.blueprint.packed.is_some()
+    }
+
+    /// The packed layout its batches are sent in: 2 when its component
+    /// exports `write-packed-v2` (since 0.2.3), 1 for `write-packed` alone;
+    /// `None` when they go through `write`.
+    pub fn packed_layout(&self) -> Option<crate::packed::Layout> {
+        self.blueprint.packed.map(|p| p.layout)
     }
 
     /// True when a store is ready (no rebuild needed before the next call).

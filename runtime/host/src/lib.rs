@@ -52,5 +52,5 @@ pub use epoch::EPOCH_TICK;
 pub use error::HostError;
 pub use host::{Host, HostOptions};
 pub use instance::{CallError, FaultCause, HeldCap, SinkInstance, SinkStats};
-pub use packed::Packer;
+pub use packed::{Layout as PackedLayout, Packer, TooLarge};
 pub use spec::{DEFAULT_MAX_MODULE_BYTES, DEFAULT_MAX_RESOURCES, Limits, ModuleSource, SinkSpec};

@@ -212,14 +212,25 @@ impl Guest for Component {
 
 impl PackedGuest for Component {
     fn write_packed(batch: Vec<u8>) -> Result<(), wit::Error> {
-        let fatal = |e: kubesink_packed::DecodeError| wit::Error::Fatal(format!("mysql sink: {e}"));
-        let changes = kubesink_packed::changes(&batch).map_err(fatal)?;
-        let mut entries = Vec::with_capacity(changes.capacity_hint());
-        for change in changes {
-            entries.push(model::Entry::from_packed(&change.map_err(fatal)?));
-        }
-        write_batch(&entries)
+        write_changes(kubesink_packed::changes(&batch))
     }
+
+    fn write_packed_v2(batch: Vec<u8>) -> Result<(), wit::Error> {
+        write_changes(kubesink_packed::changes_v2(&batch))
+    }
+}
+
+/// Moves a packed batch's changes into the model, then writes them.
+fn write_changes(
+    changes: Result<kubesink_packed::Changes<'_>, kubesink_packed::DecodeError>,
+) -> Result<(), wit::Error> {
+    let fatal = |e: kubesink_packed::DecodeError| wit::Error::Fatal(format!("mysql sink: {e}"));
+    let changes = changes.map_err(fatal)?;
+    let mut entries = Vec::with_capacity(changes.capacity_hint());
+    for change in changes {
+        entries.push(model::Entry::from_packed(&change.map_err(fatal)?));
+    }
+    write_batch(&entries)
 }
 
 export!(Component);

@@ -1,14 +1,24 @@
 //! # kubesink-packed
 //!
 //! The records of a packed batch: what a sink that exports the WIT
-//! interface `kubesink:sink/packed` (since 0.2.2) receives in
-//! `write-packed(batch: list<u8>)`. The buffer is the batch's
-//! `list<change>` in the [postcard] wire format (version 1), each WIT type
-//! as the types below serialize with serde; the layout is spelled out in
-//! `wit/README.md` ("Packed batches") for sinks in other languages.
+//! interface `kubesink:sink/packed` receives, in one of two layouts:
+//!
+//! - **layout 1**, `write-packed(batch: list<u8>)` (since 0.2.2): the
+//!   batch's `list<change>` in the [postcard] wire format (version 1), each
+//!   WIT type as the types below serialize with serde ([`decode`],
+//!   [`changes`]);
+//! - **layout 2**, `write-packed-v2(batch: list<u8>)` (since 0.2.3): the
+//!   same fields in the same order, with fixed-width little-endian integers
+//!   and every string in one block of text after the records, checked to be
+//!   UTF-8 once ([`decode_v2`], [`changes_v2`]). Inside a wasm component it
+//!   costs about half of layout 1 to read (`docs/benchmarks.md`).
+//!
+//! Both are spelled out in `wit/README.md` ("Packed batches") for sinks in
+//! other languages. A host at 0.2.3 calls `write-packed-v2` when the sink
+//! exports it, and `write-packed` for a sink built against 0.2.2.
 //!
 //! The types mirror `kubesink:sink/types` field for field, in WIT order,
-//! and borrow every string from the buffer: [`decode`] allocates one `Vec`
+//! and borrow every string from the buffer: decoding allocates one `Vec`
 //! for the batch (and one per non-empty `labels`), nothing per string.
 //! That is what makes the packed call cheaper than `write`, where the host
 //! enters the guest's allocator once per string and list.
@@ -186,11 +196,21 @@ impl std::fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
-/// The changes of a packed batch, borrowing their strings from `bytes`.
-/// The whole buffer must be one `list<change>`: trailing bytes are an
-/// error.
+/// The changes of a packed batch (layout 1, `write-packed`), borrowing
+/// their strings from `bytes`. The whole buffer must be one
+/// `list<change>`: trailing bytes are an error.
 pub fn decode(bytes: &[u8]) -> Result<Vec<Change<'_>>, DecodeError> {
-    let changes = changes(bytes)?;
+    collect(changes(bytes)?)
+}
+
+/// The changes of a batch in packed layout 2 (`write-packed-v2`, since
+/// 0.2.3), borrowing their strings from `bytes`; bytes of records or text
+/// left after the last change are an error.
+pub fn decode_v2(bytes: &[u8]) -> Result<Vec<Change<'_>>, DecodeError> {
+    collect(changes_v2(bytes)?)
+}
+
+fn collect(changes: Changes<'_>) -> Result<Vec<Change<'_>>, DecodeError> {
     let mut batch = Vec::with_capacity(changes.capacity_hint());
     for change in changes {
         batch.push(change?);
@@ -198,39 +218,69 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Change<'_>>, DecodeError> {
     Ok(batch)
 }
 
-/// The changes of a packed batch one at a time, in order, without
-/// collecting them first: a sink that moves each into its own model
-/// builds one `Vec`, not two. After the last change, bytes left over are
-/// an error (the iterator's last item).
+/// The changes of a packed batch (layout 1) one at a time, in order,
+/// without collecting them first: a sink that moves each into its own
+/// model builds one `Vec`, not two. After the last change, bytes left over
+/// are an error (the iterator's last item).
 pub fn changes(bytes: &[u8]) -> Result<Changes<'_>, DecodeError> {
     let (left, rest) = postcard::take_from_bytes::<u64>(bytes).map_err(|e| DecodeError {
         detail: format!("the count of changes: {e} ({} bytes)", bytes.len()),
     })?;
     Ok(Changes {
-        rest,
+        source: Source::V1(rest),
         left,
         total: bytes.len(),
         failed: false,
     })
 }
 
-/// The iterator [`changes`] returns.
+/// [`changes`] for a batch in layout 2 (`write-packed-v2`): the header and
+/// the UTF-8 of the whole text block are checked here, each change as the
+/// iterator reaches it.
+pub fn changes_v2(bytes: &[u8]) -> Result<Changes<'_>, DecodeError> {
+    let (reader, left) = v2::Reader::new(bytes)?;
+    Ok(Changes {
+        source: Source::V2(reader),
+        left,
+        total: bytes.len(),
+        failed: false,
+    })
+}
+
+/// The iterator [`changes`] and [`changes_v2`] return.
 #[derive(Debug, Clone)]
 pub struct Changes<'a> {
-    rest: &'a [u8],
+    source: Source<'a>,
     left: u64,
     total: usize,
     failed: bool,
 }
 
+#[derive(Debug, Clone)]
+enum Source<'a> {
+    /// Layout 1: the bytes not read yet.
+    V1(&'a [u8]),
+    V2(v2::Reader<'a>),
+}
+
 impl Changes<'_> {
     /// How many changes to make room for: the count the buffer declares,
-    /// but no more than its bytes could hold (a change takes at least 5),
-    /// so a buffer declaring a huge count reserves nothing.
+    /// but no more than its bytes could hold, so a buffer declaring a huge
+    /// count reserves nothing.
     #[must_use]
     pub fn capacity_hint(&self) -> usize {
         let most = usize::try_from(self.left).unwrap_or(usize::MAX);
-        most.min(self.rest.len() / 5)
+        let room = match &self.source {
+            // A change takes at least 5 bytes in layout 1.
+            Source::V1(rest) => rest.len() / 5,
+            Source::V2(reader) => reader.most_changes(),
+        };
+        most.min(room)
+    }
+
+    fn fail(&mut self, detail: String) -> Option<Result<Change<'static>, DecodeError>> {
+        self.failed = true;
+        Some(Err(DecodeError { detail }))
     }
 }
 
@@ -241,34 +291,51 @@ impl<'a> Iterator for Changes<'a> {
         if self.failed {
             return None;
         }
-        let at = self.total - self.rest.len();
-        if self.left == 0 {
-            if self.rest.is_empty() {
-                return None;
+        let total = self.total;
+        let left = self.left;
+        match &mut self.source {
+            Source::V1(rest) => {
+                let at = total - rest.len();
+                if left == 0 {
+                    if rest.is_empty() {
+                        return None;
+                    }
+                    let detail = format!(
+                        "{} bytes left after the last change (of {total})",
+                        rest.len()
+                    );
+                    return self.fail(detail);
+                }
+                match postcard::take_from_bytes::<Change<'a>>(rest) {
+                    Ok((change, after)) => {
+                        *rest = after;
+                        self.left -= 1;
+                        Some(Ok(change))
+                    }
+                    Err(e) => self.fail(format!(
+                        "{e} in the change starting at byte {at} ({left} changes left, {total} bytes)"
+                    )),
+                }
             }
-            self.failed = true;
-            return Some(Err(DecodeError {
-                detail: format!(
-                    "{} bytes left after the last change (of {})",
-                    self.rest.len(),
-                    self.total
-                ),
-            }));
-        }
-        match postcard::take_from_bytes::<Change<'a>>(self.rest) {
-            Ok((change, rest)) => {
-                self.rest = rest;
-                self.left -= 1;
-                Some(Ok(change))
-            }
-            Err(e) => {
-                self.failed = true;
-                Some(Err(DecodeError {
-                    detail: format!(
-                        "{e} in the change starting at byte {at} ({} changes left, {} bytes)",
-                        self.left, self.total
-                    ),
-                }))
+            Source::V2(reader) => {
+                if left == 0 {
+                    let detail = reader.leftover()?;
+                    return self.fail(format!("layout 2: {detail} ({total} bytes)"));
+                }
+                let at = reader.at();
+                match reader.change() {
+                    Ok(change) => {
+                        self.left -= 1;
+                        Some(Ok(change))
+                    }
+                    Err(fault) => {
+                        let stopped = reader.at();
+                        self.fail(format!(
+                            "layout 2: {fault}, at byte {stopped} in the change starting at byte \
+                             {at} ({left} changes left, {total} bytes)"
+                        ))
+                    }
+                }
             }
         }
     }
@@ -390,6 +457,8 @@ macro_rules! impl_from_wit {
         }
     };
 }
+
+mod v2;
 
 #[cfg(test)]
 mod tests;

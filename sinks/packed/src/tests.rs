@@ -181,3 +181,92 @@ fn changes_come_one_at_a_time_and_a_bad_one_ends_them() {
     ];
     assert_eq!(changes(&huge).unwrap().capacity_hint(), 1);
 }
+
+/// Layout 2 as `wit/README.md` documents it, byte by byte: the header's
+/// two `u32`s, fixed-width little-endian integers, each string the end of
+/// its text in the block after the records.
+fn tombstone_v2() -> Vec<u8> {
+    let mut bytes = vec![
+        1, 0, 0, 0, // one change
+        18, 0, 0, 0, // 18 bytes of records
+        2, // case `tombstone`
+        1, // kind `pod`
+        2, 0, 0, 0, // uid: the text up to byte 2
+        0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // seconds -2
+        0x2c, 0x01, 0, 0, // nanos 300
+    ];
+    bytes.extend_from_slice(b"u1"); // the text block
+    bytes
+}
+
+#[test]
+fn a_tombstone_is_laid_out_as_documented_in_layout_2() {
+    let batch = [Change::Tombstone(Tombstone {
+        kind: RecordKind::Pod,
+        uid: "u1",
+        at: Timestamp {
+            seconds: -2,
+            nanos: 300,
+        },
+    })];
+    let bytes = tombstone_v2();
+    assert_eq!(decode_v2(&bytes).unwrap(), batch);
+    let mut it = changes_v2(&bytes).unwrap();
+    assert_eq!(it.capacity_hint(), 1);
+    assert!(matches!(it.next(), Some(Ok(_))));
+    assert_eq!(it.next(), None);
+    // An empty batch is its header.
+    assert_eq!(decode_v2(&[0; 8]).unwrap(), []);
+}
+
+#[test]
+fn a_malformed_layout_2_buffer_is_an_error_naming_what_is_wrong() {
+    let bytes = tombstone_v2();
+    let err = |bytes: &[u8]| decode_v2(bytes).expect_err("malformed").to_string();
+    // Cut short at every length (the header then says more than follows,
+    // or the text is cut and its end lies outside it).
+    for end in 0..bytes.len() {
+        let e = err(&bytes[..end]);
+        assert!(e.starts_with("not a packed batch: layout 2: "), "{e}");
+    }
+    assert!(err(&bytes[..5]).contains("8-byte header"));
+    assert!(err(&bytes[..20]).contains("18 bytes of records"));
+    // Text left after the last change.
+    let mut longer = bytes.clone();
+    longer.push(b'x');
+    assert!(err(&longer).contains("0 bytes of records and 1 of text left"));
+    // Records left after it: a count of zero.
+    let mut none = bytes.clone();
+    none[0] = 0;
+    assert!(err(&none).contains("18 bytes of records"), "{}", err(&none));
+    // A case index past the variant's cases.
+    let mut bad = bytes.clone();
+    bad[9] = 3;
+    assert!(
+        err(&bad).contains("case 3 is not a record-kind"),
+        "{}",
+        err(&bad)
+    );
+    // Text that is not UTF-8, checked once for the block.
+    let mut bad = bytes.clone();
+    bad[26] = 0xff;
+    assert!(err(&bad).contains("not UTF-8"), "{}", err(&bad));
+    // A string ending past the block, or inside a character.
+    let mut bad = bytes.clone();
+    bad[10] = 3;
+    assert!(err(&bad).contains("a string ending at 3"), "{}", err(&bad));
+    let mut bad = tombstone_v2();
+    bad.truncate(26);
+    bad.extend_from_slice("é".as_bytes());
+    bad[10] = 1;
+    assert!(err(&bad).contains("a string ending at 1"), "{}", err(&bad));
+    // A count far past the records reserves nothing.
+    let mut huge = bytes.clone();
+    huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(changes_v2(&huge).unwrap().capacity_hint(), 1);
+    assert!(
+        err(&huge).contains("4294967294 changes left"),
+        "{}",
+        err(&huge)
+    );
+}

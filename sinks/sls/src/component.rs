@@ -281,6 +281,12 @@ impl PackedGuest for Component {
             kubesink_packed::decode(&batch).map_err(|e| Error::Fatal(format!("sls sink: {e}")))?;
         write_batch(&batch)
     }
+
+    fn write_packed_v2(batch: Vec<u8>) -> Result<(), Error> {
+        let batch = kubesink_packed::decode_v2(&batch)
+            .map_err(|e| Error::Fatal(format!("sls sink: {e}")))?;
+        write_batch(&batch)
+    }
 }
 
 kubesink_packed::impl_from_wit!(crate::bindings::kubesink::sink::types);

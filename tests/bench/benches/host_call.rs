@@ -17,7 +17,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kubesink_host::sql::ConnectionConfig;
-use kubesink_host::{Host, HostOptions, Limits, ModuleSource, SinkInstance, SinkSpec};
+use kubesink_host::{
+    Host, HostOptions, Limits, ModuleSource, PackedLayout, SinkInstance, SinkSpec,
+};
 use kubesink_normalize::record::{Change, Entry, Event, Meta, ObjectRef, Record, Timestamp};
 
 fn event(i: usize) -> Entry {
@@ -101,33 +103,45 @@ fn host_call(c: &mut Criterion) {
     }
     // The same batches, natively: the host's packing alone, and the
     // sink's side (decoding the buffer, borrowing it into the mysql sink's
-    // model) alone, to split the wasm figure above.
+    // model) alone, to split the wasm figure above. Unsuffixed: layout 2,
+    // which the mysql component takes; `_v1`: layout 1, for comparison.
     {
         let n = 1000usize;
         let batch: Vec<Entry> = (0..n).map(event).collect();
-        let bytes = postcard::to_allocvec(&batch).expect("pack");
         group.throughput(criterion::Throughput::Elements(n as u64));
-        group.bench_function(format!("native_pack_{n}"), |b| {
-            // As `SinkInstance::write` packs, into a buffer it reuses.
+        type Decode =
+            for<'a> fn(
+                &'a [u8],
+            )
+                -> Result<kubesink_packed::Changes<'a>, kubesink_packed::DecodeError>;
+        let layouts: [(PackedLayout, &str, Decode); 2] = [
+            (PackedLayout::V2, "", kubesink_packed::changes_v2),
+            (PackedLayout::V1, "_v1", kubesink_packed::changes),
+        ];
+        for (layout, suffix, decode) in layouts {
             let mut packer = kubesink_host::Packer::default();
-            b.iter(|| {
-                let buf = packer.pack(black_box(&batch));
-                packer.recycle(buf);
+            group.bench_function(format!("native_pack{suffix}_{n}"), |b| {
+                // As `SinkInstance::write` packs, into a buffer it reuses.
+                b.iter(|| {
+                    let buf = packer.pack_in(layout, black_box(&batch)).expect("pack");
+                    packer.recycle(buf);
+                });
             });
-        });
-        group.bench_function(format!("native_unpack_{n}"), |b| {
-            b.iter(|| {
-                // As the mysql component's `write-packed` does.
-                let changes = kubesink_packed::changes(black_box(&bytes)).expect("decode");
-                let mut model = Vec::with_capacity(changes.capacity_hint());
-                for change in changes {
-                    model.push(kubesink_sink_mysql::Entry::from_packed(
-                        &change.expect("decode"),
-                    ));
-                }
-                black_box(model.len())
+            let bytes = packer.pack_in(layout, &batch).expect("pack");
+            group.bench_function(format!("native_unpack{suffix}_{n}"), |b| {
+                b.iter(|| {
+                    // As the mysql component's `write-packed-v2` does.
+                    let changes = decode(black_box(&bytes)).expect("decode");
+                    let mut model = Vec::with_capacity(changes.capacity_hint());
+                    for change in changes {
+                        model.push(kubesink_sink_mysql::Entry::from_packed(
+                            &change.expect("decode"),
+                        ));
+                    }
+                    black_box(model.len())
+                });
             });
-        });
+        }
     }
     group.finish();
 }

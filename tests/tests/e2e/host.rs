@@ -718,7 +718,17 @@ fn stub_component(wit: &Path, dialect: bool, packed: bool) -> anyhow::Result<Vec
         ("sink", "held", 1),
     ];
     if packed {
-        guest_funcs.push(("packed", "write-packed", 0));
+        // `write-packed`, and `write-packed-v2` since 0.2.3: whatever the
+        // WIT's `packed` declares.
+        let iface = resolve
+            .interfaces
+            .iter()
+            .find(|(_, i)| i.package == Some(pkg) && i.name.as_deref() == Some("packed"))
+            .map(|(_, i)| i)
+            .context("the package has an interface `packed`")?;
+        for name in iface.functions.keys() {
+            guest_funcs.push(("packed", name.as_str(), 0));
+        }
     }
     for (i, (interface, name, ty)) in guest_funcs.iter().enumerate() {
         funcs.function(*ty);
@@ -814,7 +824,7 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
         "sink 'old'",
         "old.wasm",
         "built against kubesink:sink@0.1.0",
-        "kubesink:sink@0.2.2",
+        "kubesink:sink@0.2.3",
         "rebuild the sink",
     ] {
         assert!(msg.contains(part), "{part:?} missing from: {msg}");
@@ -874,6 +884,10 @@ async fn host_a_packed_export_is_used_and_one_of_the_wrong_type_is_refused() -> 
     // `sink-world` does not.
     let mysql = load("mysql", std::fs::read(guest_wasm("kubesink-sink-mysql")?)?).await?;
     ensure!(mysql.takes_packed_batches(), "mysql takes packed batches");
+    ensure!(
+        mysql.packed_layout() == Some(kubesink_host::PackedLayout::V2),
+        "mysql takes layout 2"
+    );
     let counter = load(
         "counter",
         std::fs::read(guest_wasm("kubesink-guest-counter")?)?,
@@ -881,45 +895,95 @@ async fn host_a_packed_export_is_used_and_one_of_the_wrong_type_is_refused() -> 
     .await?;
     ensure!(!counter.takes_packed_batches(), "counter takes `write`");
 
-    // `write-packed` taking a string: the same core signature, another
-    // component type.
-    let wrong = tempfile::tempdir()?;
-    let sink_wit = std::fs::read_to_string(root.join("wit/sink.wit"))?;
-    let right = "write-packed: func(batch: list<u8>) -> result<_, error>;";
-    ensure!(sink_wit.contains(right), "sink.wit declares {right}");
-    std::fs::write(
-        wrong.path().join("sink.wit"),
-        sink_wit.replace(
-            right,
-            "write-packed: func(batch: string) -> result<_, error>;",
-        ),
-    )?;
-    let err = match load("misfit", stub_component(wrong.path(), false, true)?).await {
-        Err(e) => e,
-        Ok(_) => anyhow::bail!("a write-packed of the wrong type was accepted"),
-    };
-    let msg = err.to_string();
-    for part in ["sink 'misfit'", "write-packed", "list<u8>"] {
-        ensure!(msg.contains(part), "{part:?} missing from: {msg}");
+    // `write-packed-v2` (the function the host calls since 0.2.3), and
+    // `write-packed` of a sink built against 0.2.2, taking a string: the
+    // same core signature, another component type.
+    for (wit, function) in [
+        (root.join("wit"), "write-packed-v2"),
+        (root.join("tests/guests/v0.2.2/wit"), "write-packed"),
+    ] {
+        let wrong = tempfile::tempdir()?;
+        let sink_wit = std::fs::read_to_string(wit.join("sink.wit"))?;
+        let right = format!("{function}: func(batch: list<u8>) -> result<_, error>;");
+        ensure!(sink_wit.contains(&right), "sink.wit declares {right}");
+        std::fs::write(
+            wrong.path().join("sink.wit"),
+            sink_wit.replace(
+                &right,
+                &format!("{function}: func(batch: string) -> result<_, error>;"),
+            ),
+        )?;
+        let err = match load("misfit", stub_component(wrong.path(), false, true)?).await {
+            Err(e) => e,
+            Ok(_) => anyhow::bail!("a {function} of the wrong type was accepted"),
+        };
+        let msg = err.to_string();
+        for part in ["sink 'misfit'", &format!("`{function}`"), "list<u8>"] {
+            ensure!(msg.contains(part), "{part:?} missing from: {msg}");
+        }
+        // The same stub with the right type links; its init then traps.
+        match load("fit", stub_component(&wit, false, true)?).await {
+            Err(HostError::Init {
+                source:
+                    CallError::Fault {
+                        cause: FaultCause::Trap,
+                        detail,
+                    },
+                ..
+            }) => ensure!(!detail.contains("write-packed"), "{detail}"),
+            other => anyhow::bail!("a packed stub is linked and its init runs: {other:?}"),
+        }
     }
-    // The same stub with the right type links; its init then traps.
-    match load("fit", stub_component(&root.join("wit"), false, true)?).await {
-        Err(HostError::Init {
-            source:
-                CallError::Fault {
-                    cause: FaultCause::Trap,
-                    detail,
-                },
-            ..
-        }) => ensure!(!detail.contains("write-packed"), "{detail}"),
-        other => anyhow::bail!("a packed stub is linked and its init runs: {other:?}"),
-    }
+    Ok(())
+}
+
+/// A sink built against kubesink:sink@0.2.2 exports `packed` with only
+/// `write-packed`: this host (0.2.3, which prefers `write-packed-v2`)
+/// still links it and hands it every batch in packed layout 1, each
+/// change with its strings intact (the guest refuses `write`).
+#[tokio::test]
+async fn host_a_sink_built_against_0_2_2_takes_packed_layout_1() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let host = host_in(dir.path())?;
+    let wasm = std::fs::read(guest_wasm("kubesink-guest-packed-v1")?)?;
+    let mut sink = load_bytes(&host, "packed-v1", wasm, Vec::new()).await?;
+    ensure!(
+        sink.packed_layout() == Some(kubesink_host::PackedLayout::V1),
+        "a 0.2.2 packed export is used, with layout 1"
+    );
+    let mut long = records::event("event-2", 43, 2);
+    long.message = "ünïcode and a message of more than 127 bytes. ".repeat(4);
+    let mut batch = batch();
+    batch.push(records::applied(Record::Event(long.clone())));
+    sink.write(&batch).await?;
+    let conn = host.sql_pools().get("main").context("connection main")?;
+    let rows = conn
+        .query(
+            "SELECT uid, kind, change_kind, text FROM received ORDER BY uid",
+            &[],
+        )
+        .await?;
+    let text = |s: &str| Value::Text(s.into());
+    let expected = [
+        [
+            "event-1",
+            "event",
+            "applied",
+            "Back-off restarting failed container",
+        ],
+        ["event-2", "event", "applied", long.message.as_str()],
+        ["job-0", "tombstone", "tombstone", ""],
+        ["job-1", "job", "applied", "Running"],
+        ["pod-1", "pod", "removed", "tensorflow:2.15"],
+    ]
+    .map(|row| row.map(text).to_vec());
+    ensure!(rows == expected, "rows {rows:?}");
     Ok(())
 }
 
 /// A sink built against kubesink:sink@0.2.0 (the WIT kept in
 /// `tests/guests/v0.2.0/wit`), importing `connection.dialect`, links with
-/// this host (0.2.2; 0.2.1 added `connection.engine` and `engine.postgres`
+/// this host (0.2.3; 0.2.1 added `connection.engine` and `engine.postgres`
 /// beside the unchanged `dialect`) and its `init` runs. The same component
 /// built against a 0.2.0 whose `dialect` enum had gained a `postgres` case
 /// is refused at link time: the component model compares enums case by

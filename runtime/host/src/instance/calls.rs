@@ -157,13 +157,17 @@ impl SinkInstance {
     /// faulted (or after [`invalidate`](Self::invalidate)); a failed rebuild
     /// is reported like a failed write.
     ///
-    /// A sink that exports `write-packed` (WIT `kubesink:sink/packed`) gets
-    /// the batch through it, as one buffer; others through `write`.
+    /// A sink that exports `write-packed-v2` or `write-packed` (WIT
+    /// `kubesink:sink/packed`) gets the batch through it, as one buffer in
+    /// that function's layout; others through `write`.
     pub async fn write(&mut self, batch: &[Entry]) -> Result<(), CallError> {
-        if self.blueprint.packed.is_none() {
+        let Some(export) = self.blueprint.packed else {
             return guest_call!(self, "write", |sink, store| sink.call_write(store, batch));
-        }
-        let bytes = self.packer.pack(batch);
+        };
+        let bytes = self
+            .packer
+            .pack_in(export.layout, batch)
+            .map_err(|e| CallError::Fatal(format!("sink '{}': {e}", self.blueprint.name)))?;
         let outcome = guest_call!(self, "write", |sink, store, packed| async {
             match packed {
                 Some(func) => {
@@ -267,25 +271,29 @@ impl<'a> HeldAnswer<'a> {
     }
 }
 
-/// The bindings of a new instance, and its `write-packed` when the
-/// component exports one, checked to have the type this host calls.
+/// The bindings of a new instance, and its `write-packed-v2` or
+/// `write-packed` when the component exports one, checked to have the type
+/// this host calls.
 fn link(
     bp: &Blueprint,
     store: &mut wasmtime::Store<StoreData>,
     instance: &wasmtime::component::Instance,
 ) -> wasmtime::Result<(SinkWorld, Option<wasmtime::component::Func>)> {
     let bindings = SinkWorld::new(&mut *store, instance)?;
-    let Some(index) = &bp.packed else {
+    let Some(export) = &bp.packed else {
         return Ok((bindings, None));
     };
-    let func = instance.get_func(&mut *store, index).ok_or_else(|| {
-        wasmtime::format_err!("its export `kubesink:sink/packed` has no function `write-packed`")
-    })?;
+    let name = export.name();
+    let func = instance
+        .get_func(&mut *store, export.index)
+        .ok_or_else(|| {
+            wasmtime::format_err!("its export `kubesink:sink/packed` has no function `{name}`")
+        })?;
     crate::packed::write_packed(func, &*store).map_err(|e| {
-        e.context(
-            "its `write-packed` (kubesink:sink/packed) does not have the type \
-             `func(batch: list<u8>) -> result<_, error>`",
-        )
+        e.context(format!(
+            "its `{name}` (kubesink:sink/packed) does not have the type \
+             `func(batch: list<u8>) -> result<_, error>`"
+        ))
     })?;
     Ok((bindings, Some(func)))
 }
