@@ -177,6 +177,77 @@ pub(super) struct SinkHandle {
     pub(super) lanes: Vec<Lane>,
     /// Its delivery frontiers, when it keeps a checkpoint.
     pub(super) frontiers: Option<Arc<Frontiers>>,
+    /// The objects queued to it while a reconciliation waits for its
+    /// answers.
+    pub(super) recent: Arc<Recent>,
+}
+
+/// The objects queued to a sink while at least one reconciliation of it
+/// is under way ([`Recent::begin`] until its [`Reconciling`] is dropped).
+///
+/// A reconciliation takes for deleted each uid the sink holds that the
+/// listing lacks. The sink's workers deliver concurrently, and one
+/// worker's answer can hold an object another worker delivered after the
+/// listing (a job created just then). Such an object was queued after the
+/// reconciliation began, so it is here, and it is not taken for deleted:
+/// a tombstone would mark a live object removed, and no later update
+/// revives a removed row.
+#[derive(Debug, Default)]
+pub(super) struct Recent {
+    /// Reconciliations under way: noting costs nothing while there are none.
+    active: std::sync::atomic::AtomicUsize,
+    uids: std::sync::Mutex<std::collections::HashSet<(u8, String)>>,
+}
+
+/// One reconciliation under way ([`Recent::begin`]); the set is emptied
+/// when the last one ends (and when the next first one begins).
+pub(super) struct Reconciling(Arc<Recent>);
+
+impl Recent {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<(u8, String)>> {
+        self.uids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// From now on, until the guard is dropped, every entry queued is
+    /// noted. Called before the sink is asked what it holds (for jobs under
+    /// the job watchers' gate, for the other kinds in the watcher that
+    /// queues them), so that an entry queued after the listing is noted
+    /// before it can be delivered.
+    pub(super) fn begin(self: &Arc<Self>) -> Reconciling {
+        {
+            let mut uids = self.lock();
+            if self.active.fetch_add(1, Ordering::SeqCst) == 0 {
+                // Noted after the last one ended (a race with its end).
+                uids.clear();
+            }
+        }
+        Reconciling(self.clone())
+    }
+
+    /// `entry` is about to be queued.
+    pub(super) fn note(&self, entry: &Entry) {
+        if self.active.load(Ordering::SeqCst) > 0 {
+            let (kind, uid) = queue::object_of(entry);
+            self.lock().insert((kind, uid.to_owned()));
+        }
+    }
+}
+
+impl Reconciling {
+    /// Whether the object was queued since this reconciliation began.
+    pub(super) fn queued_since(&self, kind: u8, uid: &str) -> bool {
+        self.0.lock().contains(&(kind, uid.to_owned()))
+    }
+}
+
+impl Drop for Reconciling {
+    fn drop(&mut self) {
+        let mut uids = self.0.lock();
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            uids.clear();
+            uids.shrink_to(64);
+        }
+    }
 }
 
 /// What a sink's frontier needs of an entry, taken before it is queued:
@@ -240,7 +311,8 @@ impl Pipeline {
         let targets = self
             .sinks
             .iter()
-            .filter(|s| s.records.contains(&kind) && !s.covers(&entry));
+            .filter(|s| s.records.contains(&kind) && !s.covers(&entry))
+            .inspect(|s| s.recent.note(&entry));
         if !self.catch_up.enabled() {
             let targets: Vec<&SinkHandle> = targets.collect();
             let Some((last, rest)) = targets.split_last() else {

@@ -234,6 +234,7 @@ impl Pipeline {
             headroom: capacity,
             lanes,
             frontiers: sink.frontiers,
+            recent: Arc::default(),
         });
     }
 

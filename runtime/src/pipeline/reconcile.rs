@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Pipeline;
 use super::entry::{to_configured, tombstone};
 use super::lag::LagState;
-use super::lanes::{Control, SinkHandle};
+use super::lanes::{Control, Reconciling, SinkHandle};
 use super::queue::{self, Pushed};
 
 /// Bounds on asking a sink what it holds (reconciliation), so that a stuck
@@ -174,9 +174,11 @@ impl Pipeline {
     /// queued for it up to now and then say what it holds; the returned
     /// future waits for the answers (each within the [`HeldLimits`]) and
     /// queues the tombstones. The caller spawns it, so that a sink slow to
-    /// answer holds back no watch and no other sink. Entries queued after
-    /// this call are delivered after the answer, so an object created after
-    /// the listing is never taken for deleted. A lagging or catching-up
+    /// answer holds back no watch and no other sink. An object created
+    /// after the listing is never taken for deleted: each worker answers
+    /// after delivering what was queued to it before this call, and what is
+    /// queued to the sink from this call on is noted and spared (another
+    /// worker may deliver it before one answers from a shared store). A lagging or catching-up
     /// sink is skipped (its catch-up reconciles it); a sink that cannot
     /// answer is logged and falls behind (its catch-up reconciles it). The
     /// future returns how many tombstones were queued.
@@ -188,7 +190,7 @@ impl Pipeline {
     ) -> impl std::future::Future<Output = usize> + Send + 'static {
         let record_kind = to_configured(kind);
         let lagging = self.catch_up.enabled();
-        let asked: Vec<(usize, Asked)> = self
+        let asked: Vec<(usize, Reconciling, Asked)> = self
             .sinks
             .iter()
             .enumerate()
@@ -209,23 +211,31 @@ impl Pipeline {
                 }
                 true
             })
-            .map(|(i, s)| (i, Self::ask_held(s, kind, true)))
+            // Noting what is queued from now on, before asking.
+            .map(|(i, s)| (i, s.recent.begin(), Self::ask_held(s, kind, true)))
             .collect();
+        let code = queue::kind_code(kind);
         let pipeline = self.clone();
         async move {
-            let answers = asked.into_iter().map(|(i, asked)| {
+            let answers = asked.into_iter().map(|(i, recent, asked)| {
                 let pipeline = &pipeline;
                 async move {
                     let sink = &pipeline.sinks[i];
-                    (sink, pipeline.held_answers(sink, kind, asked).await)
+                    (sink, recent, pipeline.held_answers(sink, kind, asked).await)
                 }
             });
             let answers = futures_util::future::join_all(answers).await;
             let mut sent = 0;
-            for (sink, answer) in answers {
+            for (sink, recent, answer) in answers {
                 match answer {
                     Ok(held) => {
-                        for uid in held.into_iter().filter(|u| !listed.contains(u)) {
+                        // Neither listed nor queued since: deleted. (One
+                        // worker's answer can hold what another delivered
+                        // after the listing; see `Recent`.)
+                        let gone = held
+                            .into_iter()
+                            .filter(|u| !listed.contains(u) && !recent.queued_since(code, u));
+                        for uid in gone {
                             let entry = tombstone(kind, uid, at);
                             match sink.lane(&entry).queue.try_push(entry, 0) {
                                 Ok(pushed) => {

@@ -479,6 +479,59 @@ async fn a_reconcile_asks_at_once_and_answers_for_what_was_queued_before_it() {
     assert_eq!(seen.lock().unwrap().delivered.len(), 15);
 }
 
+/// A sink whose two workers share one store (a database): a slow worker
+/// answers `held` after its write, by when the fast one has delivered an
+/// object queued after the listing. That object is in the answer and not
+/// in the listing, yet it was not deleted: no tombstone for it (one would
+/// mark a live job removed for good, as a CI run of the HA test saw).
+#[tokio::test(start_paused = true)]
+async fn a_reconcile_takes_nothing_queued_after_it_began_for_deleted() {
+    let store: Arc<Mutex<Seen>> = Arc::default();
+    let sharing = |origin: &str, answer| Fake {
+        seen: store.clone(),
+        ..Fake::new(origin, answer)
+    };
+    let slow = sharing("slow", Answer::Slow(Duration::from_secs(1)));
+    let fast = sharing("fast", Answer::Slow(Duration::ZERO));
+    let mut p = Pipeline::empty(Ops::new());
+    let setup = SinkSetup {
+        config: worker_config("db", 10),
+        records: vec![config::RecordKind::Events],
+        queue_capacity: 100,
+        coalesce: false,
+        checkpoint: false,
+    };
+    p.add_sink(setup, vec![Some(slow), Some(fast)], |_| unused_slot());
+    let p = Arc::new(p);
+    // An object on each worker's lane.
+    let on = |lane: usize| {
+        entries(64)
+            .into_iter()
+            .find(|e| super::queue::lane_of(e, 2) == lane)
+            .expect("an entry for each lane")
+    };
+    let (listed_entry, late) = (on(0), on(1));
+    let listed: std::collections::HashSet<String> = [uid(&listed_entry)].into();
+    p.send(listed_entry).await;
+    // The slow worker is writing the listed object (a second).
+    tokio::task::yield_now().await;
+    let at = Timestamp {
+        seconds: 2,
+        nanos: 0,
+    };
+    let reconciled = tokio::spawn(p.reconcile(RecordKind::Event, listed, at));
+    // Created after the listing, delivered at once by the fast worker,
+    // before the slow one answers from the same store.
+    p.send(late.clone()).await;
+    assert_eq!(reconciled.await.unwrap(), 0, "nothing taken for deleted");
+    p.shutdown(Duration::from_secs(30)).await;
+    let store = store.lock().unwrap();
+    assert_eq!(store.delivered.get(&uid(&late)), Some(&1), "{store:?}");
+    assert_eq!(store.calls.len(), 2, "no tombstone written: {store:?}");
+    // Queued after the reconciliation ended: noted no more.
+    assert!(!p.sinks[0].recent.begin().queued_since(2, &uid(&late)));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_sink_without_a_module_yet_answers_held_once_loaded_without_falling_behind() {
     let mut p = Pipeline::empty(Ops::new());

@@ -16,8 +16,10 @@
 //! The current contents are kept as uids only (a few bytes per job),
 //! updated by every watch event. Job watchers hold [`JobListings::gate`]
 //! (shared) from recording an event to queueing its entry; a
-//! reconciliation holds it exclusively from taking the union to queueing
-//! the tombstones, so a job created meanwhile is never taken for gone.
+//! reconciliation holds it exclusively from taking the union to asking the
+//! sinks, when each sink starts noting what is queued to it until its
+//! tombstones are queued (`Recent` in the pipeline), so a job created
+//! meanwhile is never taken for gone.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
