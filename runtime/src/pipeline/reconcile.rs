@@ -178,10 +178,11 @@ impl Pipeline {
     /// after the listing is never taken for deleted: each worker answers
     /// after delivering what was queued to it before this call, and what is
     /// queued to the sink from this call on is noted and spared (another
-    /// worker may deliver it before one answers from a shared store). A lagging or catching-up
-    /// sink is skipped (its catch-up reconciles it); a sink that cannot
-    /// answer is logged and falls behind (its catch-up reconciles it). The
-    /// future returns how many tombstones were queued.
+    /// worker may deliver it before one answers from a shared store). A
+    /// lagging or catching-up sink is skipped (its catch-up reconciles
+    /// it); a sink that cannot answer is logged and falls behind (its
+    /// catch-up reconciles it). The future returns how many tombstones were
+    /// queued.
     pub(crate) fn reconcile(
         self: &Arc<Self>,
         kind: RecordKind,
