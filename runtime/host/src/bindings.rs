@@ -26,7 +26,7 @@ wasmtime::component::bindgen!({
 pub(crate) use self::{KafkaSinkWorld as SinkWorld, KafkaSinkWorldPre as SinkWorldPre};
 
 /// The version of `kubesink:sink` this host implements.
-pub(crate) const CONTRACT_VERSION: &str = "0.2.3";
+pub(crate) const CONTRACT_VERSION: &str = "0.2.4";
 
 /// The package, as import and export names start.
 const PACKAGE: &str = "kubesink:sink/";

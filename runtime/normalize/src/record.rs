@@ -10,7 +10,7 @@
 wasmtime::component::bindgen!({
     inline: "
         package kubesink:records;
-        world records { import kubesink:sink/types@0.2.3; }
+        world records { import kubesink:sink/types@0.2.4; }
     ",
     path: "../../wit",
     additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],

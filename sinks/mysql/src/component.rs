@@ -5,6 +5,8 @@
 
 use std::cell::RefCell;
 
+use kubesink_packed::statements::StatementsWriter;
+
 use crate::db::{Db, Dialect, SqlError, Statement, Value};
 use crate::model;
 use crate::sink::{MysqlSink, SinkError};
@@ -105,18 +107,25 @@ impl Db for HostDb {
             .map_err(from_wit_error)
     }
 
+    /// The statements cross as one buffer (`execute-batch-packed`), which
+    /// the host reads without lifting a `string` per parameter.
     fn execute_batch(&mut self, statements: Vec<Statement<'_>>) -> Result<u64, SqlError> {
-        let params: Vec<Vec<sql::ValueParam<'_>>> =
-            statements.iter().map(|st| params(&st.params)).collect();
-        let statements: Vec<sql::Statement<'_>> = statements
-            .iter()
-            .zip(&params)
-            .map(|(st, params)| sql::Statement {
-                sql: &st.sql,
-                params,
-            })
-            .collect();
-        self.0.execute_batch(&statements).map_err(from_wit_error)
+        let (records, text) = statements.iter().fold((0, 0), |(r, t), st| {
+            let (pr, pt) = st.params.iter().fold((0, 0), |(r, t), v| match v {
+                Value::Text(s) => (r + 5, t + s.len()),
+                Value::Bytes(b) => (r + 5 + b.len(), t),
+                _ => (r + 13, t),
+            });
+            (r + 8 + pr, t + st.sql.len() + pt)
+        });
+        let mut packed = StatementsWriter::with_capacity(records, text);
+        for st in &statements {
+            packed.statement(&st.sql, st.params.iter().map(Value::as_param));
+        }
+        let packed = packed
+            .finish()
+            .map_err(|e| SqlError::TooLarge(format!("mysql sink: {e}")))?;
+        self.0.execute_batch_packed(&packed).map_err(from_wit_error)
     }
 }
 

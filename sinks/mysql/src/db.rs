@@ -85,6 +85,25 @@ impl Value<'_> {
         }
     }
 
+    /// The value as a parameter of packed statements
+    /// (`execute-batch-packed`), borrowing its text and bytes.
+    #[must_use]
+    pub fn as_param(&self) -> kubesink_packed::statements::Param<'_> {
+        use kubesink_packed::statements::Param;
+        match self {
+            Value::Null => Param::Null,
+            Value::Int(i) => Param::Int(*i),
+            Value::Uint(u) => Param::Uint(*u),
+            Value::Float(f) => Param::Float(*f),
+            Value::Text(s) => Param::Text(s),
+            Value::Bytes(b) => Param::Bytes(b),
+            Value::Timestamp(t) => Param::Timestamp(kubesink_packed::Timestamp {
+                seconds: t.seconds,
+                nanos: t.nanos,
+            }),
+        }
+    }
+
     /// The value as text, if it is text.
     #[must_use]
     pub fn as_str(&self) -> Option<&str> {

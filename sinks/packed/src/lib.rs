@@ -238,7 +238,7 @@ pub fn changes(bytes: &[u8]) -> Result<Changes<'_>, DecodeError> {
 /// the UTF-8 of the whole text block are checked here, each change as the
 /// iterator reaches it.
 pub fn changes_v2(bytes: &[u8]) -> Result<Changes<'_>, DecodeError> {
-    let (reader, left) = v2::Reader::new(bytes)?;
+    let (reader, left) = v2::Reader::new(bytes, "layout 2")?;
     Ok(Changes {
         source: Source::V2(reader),
         left,
@@ -319,7 +319,7 @@ impl<'a> Iterator for Changes<'a> {
             }
             Source::V2(reader) => {
                 if left == 0 {
-                    let detail = reader.leftover()?;
+                    let detail = reader.leftover("change")?;
                     return self.fail(format!("layout 2: {detail} ({total} bytes)"));
                 }
                 let at = reader.at();
@@ -458,6 +458,7 @@ macro_rules! impl_from_wit {
     };
 }
 
+pub mod statements;
 mod v2;
 
 #[cfg(test)]

@@ -52,10 +52,11 @@ impl std::fmt::Display for Fault {
 
 impl<'a> Reader<'a> {
     /// The header checked, the text block checked to be UTF-8; and the
-    /// number of changes.
-    pub(crate) fn new(bytes: &'a [u8]) -> Result<(Self, u64), DecodeError> {
+    /// number of items (changes, or statements) the header gives. `what`
+    /// starts the messages of errors (`layout 2`).
+    pub(crate) fn new(bytes: &'a [u8], what: &str) -> Result<(Self, u64), DecodeError> {
         let err = |detail: String| DecodeError {
-            detail: format!("layout 2: {detail} ({} bytes)", bytes.len()),
+            detail: format!("{what}: {detail} ({} bytes)", bytes.len()),
         };
         let Some((header, rest)) = bytes.split_first_chunk::<8>() else {
             return Err(err("shorter than its 8-byte header".to_owned()));
@@ -96,43 +97,60 @@ impl<'a> Reader<'a> {
         8 + self.body_len - self.body.len()
     }
 
-    /// What is left after the last change: `None` when nothing is.
-    pub(crate) fn leftover(&self) -> Option<String> {
+    /// What is left after the last item (`what`: change, statement):
+    /// `None` when nothing is.
+    pub(crate) fn leftover(&self, what: &str) -> Option<String> {
         let text_left = self.text.len() - self.text_at;
         (!self.body.is_empty() || text_left > 0).then(|| {
             format!(
-                "{} bytes of records and {text_left} of text left after the last change",
+                "{} bytes of records and {text_left} of text left after the last {what}",
                 self.body.len()
             )
         })
     }
 
+    /// The records not read yet.
+    pub(crate) fn rest(&self) -> usize {
+        self.body.len()
+    }
+
     #[inline]
-    fn take<const N: usize>(&mut self) -> Result<[u8; N], Fault> {
+    pub(crate) fn take<const N: usize>(&mut self) -> Result<[u8; N], Fault> {
         let (head, rest) = self.body.split_first_chunk::<N>().ok_or(Fault::Short)?;
         self.body = rest;
         Ok(*head)
     }
 
+    /// The next `n` bytes of the records, as they are.
     #[inline]
-    fn byte(&mut self) -> Result<u8, Fault> {
+    pub(crate) fn slice(&mut self, n: usize) -> Result<&'a [u8], Fault> {
+        if n > self.body.len() {
+            return Err(Fault::Short);
+        }
+        let (head, rest) = self.body.split_at(n);
+        self.body = rest;
+        Ok(head)
+    }
+
+    #[inline]
+    pub(crate) fn byte(&mut self) -> Result<u8, Fault> {
         let (b, rest) = self.body.split_first().ok_or(Fault::Short)?;
         self.body = rest;
         Ok(*b)
     }
 
     #[inline]
-    fn u32(&mut self) -> Result<u32, Fault> {
+    pub(crate) fn u32(&mut self) -> Result<u32, Fault> {
         self.take::<4>().map(u32::from_le_bytes)
     }
 
     #[inline]
-    fn u64(&mut self) -> Result<u64, Fault> {
+    pub(crate) fn u64(&mut self) -> Result<u64, Fault> {
         self.take::<8>().map(u64::from_le_bytes)
     }
 
     #[inline]
-    fn str(&mut self) -> Result<&'a str, Fault> {
+    pub(crate) fn str(&mut self) -> Result<&'a str, Fault> {
         let end = self.u32()?;
         let s = self
             .text
@@ -143,7 +161,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn timestamp(&mut self) -> Result<Timestamp, Fault> {
+    pub(crate) fn timestamp(&mut self) -> Result<Timestamp, Fault> {
         let [s0, s1, s2, s3, s4, s5, s6, s7, n0, n1, n2, n3] = self.take::<12>()?;
         Ok(Timestamp {
             seconds: i64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]),

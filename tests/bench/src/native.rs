@@ -29,8 +29,8 @@ impl NativeDb {
     }
 }
 
-/// The host's value; text is copied into a `String` here, as lifting it
-/// out of a guest's memory copies it in the wasm path.
+/// The host's value, for `execute` and `query` (text copied into a
+/// `String`, as lifting it out of a guest's memory copies it there).
 fn to_host_value(v: Value<'_>) -> host::Value {
     match v {
         Value::Null => host::Value::Null,
@@ -100,16 +100,19 @@ impl Db for NativeDb {
             .map_err(from_host_error)
     }
 
+    /// The write path: parameters bound as borrowed slices of the sink's
+    /// rows, as the host binds those of packed statements (the wasm sink's
+    /// `execute-batch-packed`).
     fn execute_batch(&mut self, statements: Vec<Statement<'_>>) -> Result<u64, SqlError> {
-        let statements: Vec<host::Statement> = statements
-            .into_iter()
-            .map(|st| host::Statement {
-                sql: st.sql,
-                params: params(st.params),
+        let statements: Vec<host::PackedStatement> = statements
+            .iter()
+            .map(|st| host::PackedStatement {
+                sql: &st.sql,
+                params: st.params.iter().map(Value::as_param).collect(),
             })
             .collect();
         self.runtime
-            .block_on(self.conn.execute_batch(&statements))
+            .block_on(self.conn.execute_batch_borrowed(&statements))
             .map_err(from_host_error)
     }
 }

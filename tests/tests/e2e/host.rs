@@ -824,7 +824,7 @@ async fn host_a_sink_built_against_0_1_is_refused_naming_the_versions() -> anyho
         "sink 'old'",
         "old.wasm",
         "built against kubesink:sink@0.1.0",
-        "kubesink:sink@0.2.3",
+        "kubesink:sink@0.2.4",
         "rebuild the sink",
     ] {
         assert!(msg.contains(part), "{part:?} missing from: {msg}");

@@ -8,17 +8,46 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 
 use super::pool::PoolEntry;
-use super::{SqlError, Value};
+use super::{Param, SqlError, Value};
 use crate::budget::{HostBudget, Reservation};
 
-/// Payload bytes of a value, for the caps.
-pub(super) fn value_size(v: &Value) -> usize {
+/// Payload bytes of a parameter, for the caps.
+pub(super) fn param_size(v: &Param) -> usize {
     match v {
-        Value::Null => 1,
-        Value::Int(_) | Value::Uint(_) | Value::Float(_) => 8,
-        Value::Text(s) => s.len(),
-        Value::Bytes(b) => b.len(),
-        Value::Timestamp(_) => 12,
+        Param::Null => 1,
+        Param::Int(_) | Param::Uint(_) | Param::Float(_) => 8,
+        Param::Text(s) => s.len(),
+        Param::Bytes(b) => b.len(),
+        Param::Timestamp(_) => 12,
+    }
+}
+
+/// `v` as a parameter, borrowing its text and bytes.
+pub(super) fn param(v: &Value) -> Param<'_> {
+    match v {
+        Value::Null => Param::Null,
+        Value::Int(n) => Param::Int(*n),
+        Value::Uint(n) => Param::Uint(*n),
+        Value::Float(f) => Param::Float(*f),
+        Value::Text(s) => Param::Text(s),
+        Value::Bytes(b) => Param::Bytes(b),
+        Value::Timestamp(ts) => Param::Timestamp(kubesink_packed::Timestamp {
+            seconds: ts.seconds,
+            nanos: ts.nanos,
+        }),
+    }
+}
+
+/// The parameters of `values`, borrowing their text and bytes.
+pub(super) fn params(values: &[Value]) -> Vec<Param<'_>> {
+    values.iter().map(param).collect()
+}
+
+/// A parameter's timestamp as the record type the conversions take.
+pub(super) fn param_ts(ts: kubesink_packed::Timestamp) -> Timestamp {
+    Timestamp {
+        seconds: ts.seconds,
+        nanos: ts.nanos,
     }
 }
 
@@ -61,18 +90,18 @@ type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::Sqlite
 /// bytes parameter (see `docs/benchmarks.md`, profile).
 pub(super) fn bind_mysql<'q>(
     mut q: MySqlQuery<'q>,
-    params: &'q [Value],
+    params: &[Param<'q>],
     e: &PoolEntry,
 ) -> Result<MySqlQuery<'q>, SqlError> {
     for (i, v) in params.iter().enumerate() {
-        q = match v {
-            Value::Null => q.bind(None::<String>),
-            Value::Int(n) => q.bind(*n),
-            Value::Uint(n) => q.bind(*n),
-            Value::Float(f) => q.bind(*f),
-            Value::Text(s) => q.bind(s.as_str()),
-            Value::Bytes(b) => q.bind(b.as_slice()),
-            Value::Timestamp(ts) => q.bind(to_naive(ts).ok_or_else(|| {
+        q = match *v {
+            Param::Null => q.bind(None::<String>),
+            Param::Int(n) => q.bind(n),
+            Param::Uint(n) => q.bind(n),
+            Param::Float(f) => q.bind(f),
+            Param::Text(s) => q.bind(s),
+            Param::Bytes(b) => q.bind(b),
+            Param::Timestamp(ts) => q.bind(to_naive(&param_ts(ts)).ok_or_else(|| {
                 e.rejected(format_args!(
                     "parameter {}: timestamp {ts:?} out of range",
                     i + 1
@@ -85,28 +114,30 @@ pub(super) fn bind_mysql<'q>(
 
 pub(super) fn bind_sqlite<'q>(
     mut q: SqliteQuery<'q>,
-    params: &[Value],
+    params: &[Param<'_>],
     e: &PoolEntry,
 ) -> Result<SqliteQuery<'q>, SqlError> {
     for (i, v) in params.iter().enumerate() {
-        q = match v {
-            Value::Null => q.bind(None::<String>),
-            Value::Int(n) => q.bind(*n),
-            Value::Uint(n) => q.bind(i64::try_from(*n).map_err(|_| {
+        q = match *v {
+            Param::Null => q.bind(None::<String>),
+            Param::Int(n) => q.bind(n),
+            Param::Uint(n) => q.bind(i64::try_from(n).map_err(|_| {
                 e.rejected(format_args!(
                     "parameter {}: unsigned value {n} exceeds SQLite's integer range",
                     i + 1
                 ))
             })?),
-            Value::Float(f) => q.bind(*f),
-            Value::Text(s) => q.bind(s.clone()),
-            Value::Bytes(b) => q.bind(b.clone()),
-            Value::Timestamp(ts) => q.bind(sqlite_timestamp_text(ts).ok_or_else(|| {
-                e.rejected(format_args!(
-                    "parameter {}: timestamp {ts:?} out of range",
-                    i + 1
-                ))
-            })?),
+            Param::Float(f) => q.bind(f),
+            Param::Text(s) => q.bind(s.to_owned()),
+            Param::Bytes(b) => q.bind(b.to_vec()),
+            Param::Timestamp(ts) => {
+                q.bind(sqlite_timestamp_text(&param_ts(ts)).ok_or_else(|| {
+                    e.rejected(format_args!(
+                        "parameter {}: timestamp {ts:?} out of range",
+                        i + 1
+                    ))
+                })?)
+            }
         };
     }
     Ok(q)

@@ -13,10 +13,12 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqlitePool};
 use sqlx::{AssertSqlSafe, Connection as _};
 
-use super::codec::{Meter, bind_mysql, bind_sqlite, mysql_row, sqlite_row, value_size};
+use super::codec::{
+    Meter, bind_mysql, bind_sqlite, mysql_row, param, param_size, params, sqlite_row,
+};
 use super::pool::{DbOptions, DbPool, PoolEntry};
 use super::postgres::{self, PgLease};
-use super::{Dialect, Engine, SqlCaps, SqlError, Statement, Value};
+use super::{Dialect, Engine, PackedStatement, Param, SqlCaps, SqlError, Statement, Value};
 use crate::budget::HostBudget;
 
 /// How many SQLite virtual-machine steps run between two checks of the
@@ -170,8 +172,8 @@ impl SqlConn {
         r.is_err() && self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
-    fn check_statement(&self, sql: &str, params: &[Value]) -> Result<(), SqlError> {
-        let size = sql.len() + params.iter().map(value_size).sum::<usize>();
+    fn check_statement(&self, sql: &str, params: &[Param]) -> Result<(), SqlError> {
+        let size = sql.len() + params.iter().map(param_size).sum::<usize>();
         if size > self.caps.max_statement_bytes {
             return Err(self.entry.too_large(format_args!(
                 "statement of {size} bytes (text and parameters) exceeds the cap of {} bytes",
@@ -247,7 +249,8 @@ impl SqlConn {
     }
 
     /// Runs one statement with `?` placeholders; returns the rows affected.
-    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, SqlError> {
+    pub async fn execute(&self, sql: &str, values: &[Value]) -> Result<u64, SqlError> {
+        let params = &params(values);
         self.check_statement(sql, params)?;
         let e = &self.entry;
         match &e.pool {
@@ -294,7 +297,8 @@ impl SqlConn {
     /// order, converted by column type. Fails with `too-large` as soon as
     /// the rows read exceed the result cap (or the sink's host memory
     /// budget): each cell is sized before its payload is copied.
-    pub async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, SqlError> {
+    pub async fn query(&self, sql: &str, values: &[Value]) -> Result<Vec<Vec<Value>>, SqlError> {
+        let params = &params(values);
         self.check_statement(sql, params)?;
         let e = &self.entry;
         let mut meter = Meter::new(self.caps.max_result_bytes, self.budget.clone());
@@ -363,8 +367,36 @@ impl SqlConn {
     /// Runs several statements in one transaction: all apply or none.
     /// Returns the total rows affected.
     pub async fn execute_batch(&self, statements: &[Statement]) -> Result<u64, SqlError> {
+        let statements: Vec<PackedStatement> = statements
+            .iter()
+            .map(|s| PackedStatement {
+                sql: &s.sql,
+                params: s.params.iter().map(param).collect(),
+            })
+            .collect();
+        self.execute_batch_borrowed(&statements).await
+    }
+
+    /// [`SqlConn::execute_batch`] for packed statements
+    /// (`execute-batch-packed`): the buffer is read once, each text and
+    /// bytes parameter bound as a slice of it. A buffer that is not packed
+    /// statements is `rejected`, naming where reading stopped.
+    pub async fn execute_batch_packed(&self, packed: &[u8]) -> Result<u64, SqlError> {
+        let statements = kubesink_packed::statements::decode_statements(packed).map_err(|err| {
+            self.entry
+                .rejected(format_args!("execute-batch-packed: {err}"))
+        })?;
+        self.execute_batch_borrowed(&statements).await
+    }
+
+    /// [`SqlConn::execute_batch`] for statements whose parameters borrow
+    /// their text and bytes from the caller.
+    pub async fn execute_batch_borrowed(
+        &self,
+        statements: &[PackedStatement<'_>],
+    ) -> Result<u64, SqlError> {
         for s in statements {
-            self.check_statement(&s.sql, &s.params)?;
+            self.check_statement(s.sql, &s.params)?;
         }
         let e = &self.entry;
         let map = |err| e.map_err(err);
@@ -376,11 +408,7 @@ impl SqlConn {
                     .until_deadline(async {
                         let mut tx = lease.conn().begin().await.map_err(map)?;
                         for s in statements {
-                            let q = bind_mysql(
-                                sqlx::query(AssertSqlSafe(s.sql.as_str())),
-                                &s.params,
-                                e,
-                            )?;
+                            let q = bind_mysql(sqlx::query(AssertSqlSafe(s.sql)), &s.params, e)?;
                             affected += q.execute(&mut *tx).await.map_err(map)?.rows_affected();
                         }
                         tx.commit().await.map_err(map)
@@ -395,11 +423,8 @@ impl SqlConn {
                     .until_deadline(async {
                         let mut tx = lease.conn().begin().await.map_err(map)?;
                         for s in statements {
-                            let q = postgres::bind(
-                                sqlx::query(AssertSqlSafe(s.sql.as_str())),
-                                &s.params,
-                                e,
-                            )?;
+                            let q =
+                                postgres::bind(sqlx::query(AssertSqlSafe(s.sql)), &s.params, e)?;
                             affected += q.execute(&mut *tx).await.map_err(map)?.rows_affected();
                         }
                         tx.commit().await.map_err(map)
@@ -412,7 +437,7 @@ impl SqlConn {
                 let mut conn = self.sqlite_conn(pool).await?;
                 let mut tx = conn.begin().await.map_err(map)?;
                 for s in statements {
-                    let q = bind_sqlite(sqlx::query(AssertSqlSafe(s.sql.as_str())), &s.params, e)?;
+                    let q = bind_sqlite(sqlx::query(AssertSqlSafe(s.sql)), &s.params, e)?;
                     affected += q.execute(&mut *tx).await.map_err(map)?.rows_affected();
                 }
                 tx.commit().await.map_err(map)?;

@@ -29,6 +29,9 @@
 //! capability for a store).
 
 pub use crate::bindings::kubesink::sink::sql::{Dialect, Engine, SqlError, Statement, Value};
+/// Parameters and statements borrowed from their caller (or from a buffer
+/// of packed statements, `execute-batch-packed`).
+pub use kubesink_packed::statements::{PackedStatement, Param};
 
 mod codec;
 mod config;

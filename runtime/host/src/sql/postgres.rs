@@ -26,9 +26,9 @@ use sqlx::postgres::{
 };
 use sqlx::{Column, Connection as _, Row, TypeInfo, ValueRef};
 
-use super::codec::{Meter, from_naive, to_naive};
+use super::codec::{Meter, from_naive, param_ts, to_naive};
 use super::pool::{DbOptions, PoolEntry};
-use super::{ACQUIRE_TIMEOUT, SqlCaps, SqlError, Value};
+use super::{ACQUIRE_TIMEOUT, Param, SqlCaps, SqlError, Value};
 
 /// Longest wait for the separate connection that sends `pg_cancel_backend`.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -188,23 +188,23 @@ type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>
 /// Binds `params` (`$1`, `$2`, ... in the statement) by reference.
 pub(super) fn bind<'q>(
     mut q: PgQuery<'q>,
-    params: &'q [Value],
+    params: &[Param<'q>],
     e: &PoolEntry,
 ) -> Result<PgQuery<'q>, SqlError> {
     for (i, v) in params.iter().enumerate() {
-        q = match v {
-            Value::Null => q.bind(UntypedNull),
-            Value::Int(n) => q.bind(*n),
-            Value::Uint(n) => q.bind(i64::try_from(*n).map_err(|_| {
+        q = match *v {
+            Param::Null => q.bind(UntypedNull),
+            Param::Int(n) => q.bind(n),
+            Param::Uint(n) => q.bind(i64::try_from(n).map_err(|_| {
                 e.rejected(format_args!(
                     "parameter {}: unsigned value {n} exceeds PostgreSQL's bigint range",
                     i + 1
                 ))
             })?),
-            Value::Float(f) => q.bind(*f),
-            Value::Text(s) => q.bind(s.as_str()),
-            Value::Bytes(b) => q.bind(b.as_slice()),
-            Value::Timestamp(ts) => q.bind(to_naive(ts).ok_or_else(|| {
+            Param::Float(f) => q.bind(f),
+            Param::Text(s) => q.bind(s),
+            Param::Bytes(b) => q.bind(b),
+            Param::Timestamp(ts) => q.bind(to_naive(&param_ts(ts)).ok_or_else(|| {
                 e.rejected(format_args!(
                     "parameter {}: timestamp {ts:?} out of range",
                     i + 1

@@ -202,6 +202,106 @@ async fn sqlite_execute_query_batch_and_caps() {
     assert!(matches!(err, SqlError::TooLarge(_)), "{err:?}");
 }
 
+/// `execute-batch-packed`: the statements of one buffer run as one
+/// transaction with the parameters they carry, under the same caps; a
+/// buffer that is not packed statements is `rejected` naming where, and
+/// applies nothing.
+#[tokio::test]
+async fn sqlite_packed_statements_run_as_one_batch() {
+    use kubesink_packed::statements::StatementsWriter;
+    let pools = SqlPools::new(&[ConnectionConfig {
+        max_connections: 1,
+        ..ConnectionConfig::new("m", "sqlite::memory:")
+    }])
+    .expect("pools");
+    let conn = pools.get("m").expect("configured").with_caps(SqlCaps {
+        max_statement_bytes: 200,
+        ..SqlCaps::default()
+    });
+    conn.execute(
+        "CREATE TABLE t (id INTEGER, name TEXT, at DATETIME, b BLOB, f REAL)",
+        &[],
+    )
+    .await
+    .expect("create");
+    let ts = kubesink_packed::Timestamp {
+        seconds: 1_700_000_000,
+        nanos: 5,
+    };
+    let insert = "INSERT INTO t VALUES (?, ?, ?, ?, ?)";
+    let mut w = StatementsWriter::default();
+    w.statement(
+        insert,
+        [
+            Param::Int(1),
+            Param::Text("żółw"),
+            Param::Timestamp(ts),
+            Param::Bytes(&[1, 2]),
+            Param::Float(0.5),
+        ],
+    );
+    w.statement(
+        insert,
+        [
+            Param::Uint(2),
+            Param::Null,
+            Param::Null,
+            Param::Null,
+            Param::Null,
+        ],
+    );
+    let packed = w.finish().expect("fits");
+    assert_eq!(conn.execute_batch_packed(&packed).await.expect("batch"), 2);
+    let rows = conn
+        .query("SELECT id, name, at, b, f FROM t ORDER BY id", &[])
+        .await
+        .expect("query");
+    assert_eq!(rows[0][..2], [Value::Int(1), Value::Text("żółw".into())]);
+    assert_eq!(rows[0][3..], [Value::Bytes(vec![1, 2]), Value::Float(0.5)]);
+    assert!(matches!(rows[0][2], Value::Timestamp(t) if t.seconds == ts.seconds));
+    assert_eq!(
+        rows[1],
+        [
+            Value::Int(2),
+            Value::Null,
+            Value::Null,
+            Value::Null,
+            Value::Null
+        ]
+    );
+
+    // Cut short, after a statement that would apply: rejected, naming the
+    // byte, nothing applied.
+    let mut w = StatementsWriter::default();
+    w.statement("INSERT INTO t (id) VALUES (3)", []);
+    w.statement("INSERT INTO t (id) VALUES (?)", [Param::Int(4)]);
+    let packed = w.finish().expect("fits");
+    let err = conn
+        .execute_batch_packed(&packed[..packed.len() - 3])
+        .await
+        .expect_err("cut short");
+    let msg = format!("{err:?}");
+    assert!(matches!(err, SqlError::Rejected(_)), "{err:?}");
+    assert!(
+        msg.contains("execute-batch-packed: not packed statements"),
+        "{msg}"
+    );
+    assert!(msg.contains("byte"), "{msg}");
+    // The caps count each statement of the buffer.
+    let mut w = StatementsWriter::default();
+    w.statement("SELECT ?", [Param::Text(&"x".repeat(300))]);
+    let err = conn
+        .execute_batch_packed(&w.finish().expect("fits"))
+        .await
+        .expect_err("cap");
+    assert!(matches!(err, SqlError::TooLarge(_)), "{err:?}");
+    let count = conn
+        .query("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count");
+    assert_eq!(count, vec![vec![Value::Int(2)]]);
+}
+
 #[tokio::test]
 async fn unreachable_mysql_is_unavailable_and_hides_password() {
     // Port 1 on loopback: nothing listens there.

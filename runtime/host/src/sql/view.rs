@@ -175,6 +175,15 @@ impl wit::HostConnection for SqlCtxView<'_> {
         Ok(conn.execute_batch(&statements).await)
     }
 
+    async fn execute_batch_packed(
+        &mut self,
+        this: Resource<Connection>,
+        statements: Vec<u8>,
+    ) -> wasmtime::Result<Result<u64, SqlError>> {
+        let conn = self.conn(&this)?;
+        Ok(conn.execute_batch_packed(&statements).await)
+    }
+
     async fn drop(&mut self, this: Resource<Connection>) -> wasmtime::Result<()> {
         self.table.delete(this)?;
         Ok(())
