@@ -95,16 +95,22 @@ fn timestamps_round_trip_through_sqlite_text() {
     assert_eq!(parse_sqlite_timestamp("yesterday"), None);
 }
 
-#[tokio::test]
-async fn sqlite_execute_query_batch_and_caps() {
-    // An in-memory database lives in one connection: keep the pool to one.
+/// An in-memory SQLite connection under `caps`, and its pools. An
+/// in-memory database lives in one connection: the pool is kept to one.
+fn sqlite_memory(caps: SqlCaps) -> (SqlPools, SqlConn) {
     let pools = SqlPools::new(&[ConnectionConfig {
         max_connections: 1,
         ..ConnectionConfig::new("m", "sqlite::memory:")
     }])
     .expect("pools");
+    let conn = pools.get("m").expect("configured").with_caps(caps);
+    (pools, conn)
+}
+
+#[tokio::test]
+async fn sqlite_execute_query_batch_and_caps() {
     // Two rows of five cells fit in 1000 bytes at their in-memory size.
-    let conn = pools.get("m").expect("configured").with_caps(SqlCaps {
+    let (_pools, conn) = sqlite_memory(SqlCaps {
         max_statement_bytes: 200,
         max_result_bytes: 1000,
         ..SqlCaps::default()
@@ -209,12 +215,7 @@ async fn sqlite_execute_query_batch_and_caps() {
 #[tokio::test]
 async fn sqlite_packed_statements_run_as_one_batch() {
     use kubesink_packed::statements::StatementsWriter;
-    let pools = SqlPools::new(&[ConnectionConfig {
-        max_connections: 1,
-        ..ConnectionConfig::new("m", "sqlite::memory:")
-    }])
-    .expect("pools");
-    let conn = pools.get("m").expect("configured").with_caps(SqlCaps {
+    let (_pools, conn) = sqlite_memory(SqlCaps {
         max_statement_bytes: 200,
         ..SqlCaps::default()
     });
