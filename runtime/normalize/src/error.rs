@@ -74,6 +74,11 @@ pub fn de<T: DeserializeOwned>(
     prefix: &str,
     value: &Value,
 ) -> Result<T, NormalizeError> {
+    // Plain serde first: tracking the path copies every key it passes, and
+    // only a failure needs the path, so only a failure decodes again.
+    if let Ok(t) = T::deserialize(value) {
+        return Ok(t);
+    }
     serde_path_to_error::deserialize::<_, T>(value)
         .map_err(|err| field_error(describe(obj), prefix, err.path(), err.inner().to_string()))
 }
@@ -122,6 +127,14 @@ impl<'a> Doc<'a> {
             Doc::Value(v) => return de(v, "", v),
             Doc::Text { json, .. } => json,
         };
+        // Plain serde first, as in [`de`]: the path is tracked (every key
+        // copied) only when decoding again to report a failure.
+        let mut d = serde_json::Deserializer::from_str(json);
+        if let Ok(parsed) = T::deserialize(&mut d)
+            && d.end().is_ok()
+        {
+            return Ok(parsed);
+        }
         let mut d = serde_json::Deserializer::from_str(json);
         let parsed = serde_path_to_error::deserialize::<_, T>(&mut d).map_err(|err| {
             let inner = err.inner();

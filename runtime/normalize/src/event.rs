@@ -30,8 +30,8 @@ use crate::time;
 /// Normalizes a core/v1 Event.
 pub fn core_event<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Event, NormalizeError> {
     let obj = obj.into();
-    let e: CoreEvent = obj.de()?;
-    let meta = meta(obj, &e.metadata)?;
+    let mut e: CoreEvent = obj.de()?;
+    let meta = meta(obj, &mut e.metadata)?;
     let first_seen = e
         .event_time
         .as_ref()
@@ -71,8 +71,8 @@ pub fn core_event<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Event, 
 /// Normalizes an events.k8s.io/v1 Event.
 pub fn events_event<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Event, NormalizeError> {
     let obj = obj.into();
-    let e: EventsEvent = obj.de()?;
-    let meta = meta(obj, &e.metadata)?;
+    let mut e: EventsEvent = obj.de()?;
+    let meta = meta(obj, &mut e.metadata)?;
     let first_seen = e
         .event_time
         .as_ref()

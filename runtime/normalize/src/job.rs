@@ -94,8 +94,8 @@ pub fn training_job(
 ) -> Result<Job, NormalizeError> {
     let null = Value::Null;
     let metadata: Option<ObjectMeta> = de(obj, "metadata", obj.get("metadata").unwrap_or(&null))?;
-    let metadata = metadata.unwrap_or_default();
-    let meta = meta(Doc::Value(obj), &metadata)?;
+    let mut metadata = metadata.unwrap_or_default();
+    let meta = meta(Doc::Value(obj), &mut metadata)?;
     let status: Option<TrainingStatus> = de(obj, "status", obj.get("status").unwrap_or(&null))?;
     let status = status.unwrap_or_default();
     let specs_path = format!("spec.{}", kind.replica_specs);
@@ -176,8 +176,8 @@ const REMARK_TENSORBOARD: &str = "EnableTensorBoard";
 /// Normalizes a batch/v1 Job.
 pub fn batch_job<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Job, NormalizeError> {
     let obj = obj.into();
-    let job: BatchJob = obj.de()?;
-    let meta = meta(obj, &job.metadata)?;
+    let mut job: BatchJob = obj.de()?;
+    let meta = meta(obj, &mut job.metadata)?;
     let spec = job.spec.as_ref();
     let status = job.status.clone().unwrap_or_default();
 

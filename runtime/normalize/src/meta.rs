@@ -12,31 +12,29 @@ use crate::time;
 /// `{"tenant": .., "user": .., "idc": .., "region": ..}`.
 pub const TENANCY_ANNOTATION: &str = "kubedl.io/tenancy";
 
-/// [`Meta`] of an object. `metadata.uid` is required (sinks key rows by it);
-/// every other field defaults to empty (creation to the epoch).
-pub fn meta(obj: Doc<'_>, m: &ObjectMeta) -> Result<Meta, NormalizeError> {
+/// [`Meta`] of an object, its strings moved out of `m` (uid, name,
+/// namespace, resource version and labels are left empty there; the rest,
+/// annotations and owner references among them, stays). `metadata.uid` is
+/// required (sinks key rows by it); every other field defaults to empty
+/// (creation to the epoch).
+pub fn meta(obj: Doc<'_>, m: &mut ObjectMeta) -> Result<Meta, NormalizeError> {
     let uid = m
         .uid
-        .clone()
+        .take()
         .filter(|u| !u.is_empty())
         .ok_or_else(|| NormalizeError::Missing {
             object: obj.describe(),
             field: "metadata.uid".to_string(),
         })?;
-    let resource_version = m.resource_version.clone().unwrap_or_default();
+    let resource_version = m.resource_version.take().unwrap_or_default();
     Ok(Meta {
         uid,
-        name: m.name.clone().unwrap_or_default(),
-        namespace: m.namespace.clone().unwrap_or_default(),
+        name: m.name.take().unwrap_or_default(),
+        namespace: m.namespace.take().unwrap_or_default(),
         resource_version_num: resource_version.parse().unwrap_or(0),
         resource_version,
         // A BTreeMap: already sorted by key.
-        labels: m
-            .labels
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        labels: m.labels.take().into_iter().flatten().collect(),
         created: m
             .creation_timestamp
             .as_ref()
@@ -93,12 +91,12 @@ mod tests {
     #[test]
     fn meta_sorts_labels_and_parses_versions() {
         let obj = json!({});
-        let m = om(json!({
+        let mut m = om(json!({
             "uid": "u-1", "name": "训练-任务", "namespace": "ml", "resourceVersion": "12345",
             "labels": {"z": "1", "a": "2", "m": "3"},
             "creationTimestamp": "2024-05-01T10:00:00Z"
         }));
-        let meta = meta(Doc::Value(&obj), &m).expect("meta");
+        let meta = meta(Doc::Value(&obj), &mut m).expect("meta");
         assert_eq!(meta.name, "训练-任务");
         assert_eq!(meta.resource_version_num, 12345);
         let keys: Vec<_> = meta.labels.iter().map(|(k, _)| k.as_str()).collect();
@@ -109,21 +107,21 @@ mod tests {
     #[test]
     fn meta_defaults_missing_fields_but_needs_a_uid() {
         let obj = json!({"kind": "Pod", "metadata": {"name": "p"}});
-        let m = om(json!({"uid": "u"}));
-        let meta = meta(Doc::Value(&obj), &m).expect("meta");
+        let mut m = om(json!({"uid": "u"}));
+        let meta = meta(Doc::Value(&obj), &mut m).expect("meta");
         assert_eq!(meta.name, "");
         assert_eq!(meta.resource_version, "");
         assert_eq!(meta.resource_version_num, 0);
         assert_eq!(meta.created.seconds, 0);
-        let err = super::meta(Doc::Value(&obj), &om(json!({"name": "p"}))).expect_err("no uid");
+        let err = super::meta(Doc::Value(&obj), &mut om(json!({"name": "p"}))).expect_err("no uid");
         assert_eq!(err.field(), Some("metadata.uid"));
         assert_eq!(err.to_string(), "Pod p: missing field `metadata.uid`");
     }
 
     #[test]
     fn non_numeric_resource_version_is_zero() {
-        let m = om(json!({"uid": "u", "resourceVersion": "abc"}));
-        let meta = meta(Doc::Value(&json!({})), &m).expect("meta");
+        let mut m = om(json!({"uid": "u", "resourceVersion": "abc"}));
+        let meta = meta(Doc::Value(&json!({})), &mut m).expect("meta");
         assert_eq!(meta.resource_version, "abc");
         assert_eq!(meta.resource_version_num, 0);
     }

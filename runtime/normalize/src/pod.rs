@@ -48,8 +48,8 @@ pub const BATCH_POD_REPLICA_TYPE: &str = "worker";
 /// Normalizes a v1 Pod.
 pub fn pod<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Pod, NormalizeError> {
     let obj = obj.into();
-    let pod: K8sPod = obj.de()?;
-    let meta = meta(obj, &pod.metadata)?;
+    let mut pod: K8sPod = obj.de()?;
+    let meta = meta(obj, &mut pod.metadata)?;
     let owner = pod
         .metadata
         .owner_references
@@ -59,12 +59,13 @@ pub fn pod<'a>(obj: impl Into<Doc<'a>>, opts: &Options) -> Result<Pod, Normalize
     let (job_uid, job_kind) =
         owner.map_or_else(Default::default, |o| (o.uid.clone(), o.kind.clone()));
 
-    let labels = pod.metadata.labels.as_ref();
+    // The labels have moved into the record's metadata (sorted by key).
     let label = |k: &str| {
-        labels
-            .and_then(|l| l.get(k))
+        meta.labels
+            .binary_search_by(|(key, _)| key.as_str().cmp(k))
+            .ok()
+            .map(|i| meta.labels[i].1.clone())
             .filter(|v| !v.is_empty())
-            .cloned()
     };
     let replica_type = label(KUBEDL_REPLICA_TYPE_LABEL)
         .or_else(|| label(KUBEFLOW_REPLICA_TYPE_LABEL))
