@@ -192,6 +192,13 @@ impl Global {
     }
 }
 
+/// mimalloc: the replay's records are made on the reading thread and freed
+/// on the workers', where glibc's `malloc`/`free` took about a quarter of
+/// kubesink's CPU (`docs/benchmarks.md`, "Hot paths" §13). Built to commit
+/// arena memory as it is used (`.cargo/config.toml`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESINK_LOG").unwrap_or_else(|_| {
         // PostgreSQL notices a sink's statements raise (sqlx logs them) are
