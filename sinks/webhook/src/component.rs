@@ -148,6 +148,10 @@ impl Transport for WasiHttp {
             .unwrap_or(0)
     }
 
+    fn mono_ms(&self) -> u64 {
+        monotonic_clock::now() / 1_000_000
+    }
+
     fn sleep_ms(&mut self, ms: u64) {
         monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
     }

@@ -78,6 +78,9 @@ const ATTEMPTS_IN_CALL: usize = 3;
 
 /// What a route remembers between calls.
 #[derive(Debug, Default)]
+/// `refilled_ms`, `not_before_ms` and `last_summary_ms` are on the
+/// monotonic clock ([`Transport::mono_ms`]); `suppressed_since_ms` and
+/// `suppressed_until_ms` on the wall clock (the summary shows them).
 struct RouteState {
     tokens: f64,
     refilled_ms: u64,
@@ -427,29 +430,29 @@ impl WebhookSink {
                 })
                 .collect()
         };
-        let now = t.now_ms();
-        let summary = self.summary(i, now);
+        let mono = t.mono_ms();
+        let summary = self.summary(i, mono);
         if pending.is_empty() && summary.is_none() {
             return Ok(());
         }
         let name = self.config.routes[i].name.clone();
         let not_before = self.state[i].not_before_ms;
-        if now < not_before {
+        if mono < not_before {
             if pending.is_empty() {
                 // Only a summary is due: it waits for the next write.
                 return Ok(());
             }
             return Err(SinkError::Retryable(format!(
                 "route `{name}`: the receiver asked to wait {} ms more (Retry-After); {} messages wait",
-                not_before - now,
+                not_before - mono,
                 pending.len()
             )));
         }
         for m in summary.into_iter().chain(pending) {
-            let now = t.now_ms();
-            if !self.take_token(i, now) {
+            let mono = t.mono_ms();
+            if !self.take_token(i, mono) {
                 if !m.summary {
-                    self.suppress(i, &m, now);
+                    self.suppress(i, &m, t.now_ms());
                 }
                 continue;
             }
@@ -461,7 +464,7 @@ impl WebhookSink {
             st.delivered.insert(m.key.clone(), REMEMBER_MESSAGES);
             if m.summary {
                 st.suppressed.clear();
-                st.last_summary_ms = Some(now);
+                st.last_summary_ms = Some(mono);
             }
         }
         Ok(())
@@ -496,6 +499,7 @@ impl WebhookSink {
             // before the request (setting up a connection in between would
             // bring the retry early).
             let answered = t.now_ms();
+            let answered_mono = t.mono_ms();
             let retry_after = answer
                 .headers
                 .iter()
@@ -523,7 +527,7 @@ impl WebhookSink {
                     if let Some(ms) = after_ms {
                         // The clock reads whole milliseconds: one more keeps
                         // the retry at or after the time asked for.
-                        self.state[i].not_before_ms = answered + ms + 1;
+                        self.state[i].not_before_ms = answered_mono + ms + 1;
                     }
                     return Err(SinkError::Retryable(format!("{target}: {why}")));
                 }

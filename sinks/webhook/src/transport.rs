@@ -42,8 +42,14 @@ pub enum TransportError {
 pub trait Transport {
     /// Sends one request and waits for its answer.
     fn send(&mut self, req: HttpRequest) -> Result<HttpResponse, TransportError>;
-    /// Wall-clock time, milliseconds since the Unix epoch.
+    /// Wall-clock time, milliseconds since the Unix epoch: for what names
+    /// a time (signatures, `Retry-After` dates, record ages, summaries).
     fn now_ms(&self) -> u64;
+    /// A monotonic clock in milliseconds, from an arbitrary start: for
+    /// what measures a wait (the rate limit's tokens, the summary period,
+    /// a `Retry-After` hold), which a step of the wall clock must not
+    /// lengthen or cut short.
+    fn mono_ms(&self) -> u64;
     /// Waits.
     fn sleep_ms(&mut self, ms: u64);
 }

@@ -49,11 +49,13 @@ fn warnings(n: usize) -> Vec<Change> {
 }
 
 /// Answers from a script (200 when it runs out), a clock that only moves
-/// when the sink sleeps or the test says so.
+/// when the sink sleeps or the test says so. `now` is the monotonic
+/// clock; the wall clock reads `now + wall_step` (a test steps it).
 struct Fake {
     sent: Vec<HttpRequest>,
     answers: VecDeque<Result<HttpResponse, TransportError>>,
     now: u64,
+    wall_step: i64,
     slept: Vec<u64>,
     /// How long each request takes, in ms of `now`.
     round_trip: u64,
@@ -71,6 +73,9 @@ impl Transport for Fake {
         }))
     }
     fn now_ms(&self) -> u64 {
+        self.now.saturating_add_signed(self.wall_step)
+    }
+    fn mono_ms(&self) -> u64 {
         self.now
     }
     fn sleep_ms(&mut self, ms: u64) {
@@ -84,6 +89,7 @@ fn fake() -> Fake {
         sent: vec![],
         answers: VecDeque::new(),
         now: 1_772_438_400_000,
+        wall_step: 0,
         slept: vec![],
         round_trip: 0,
     }
@@ -391,6 +397,55 @@ fn the_rate_limit_holds_and_what_it_keeps_back_is_summarized_once() {
     t.now += 60_000;
     s.write(&mut t, &more[..1]).unwrap();
     assert_eq!(t.sent.len(), 6, "already delivered, no new summary");
+}
+
+/// The rate limit and a `Retry-After` hold measure time on the monotonic
+/// clock: the wall clock set back an hour does not stop the tokens
+/// refilling or stretch the hold; set forward an hour, it grants no burst
+/// and does not end the hold early.
+#[test]
+fn a_step_of_the_wall_clock_neither_stalls_nor_bursts_the_rate_limit() {
+    let mut s = sink(&[
+        ("route.a.url", "http://r/"),
+        ("route.a.format", "slack"),
+        ("route.a.batch", "1"),
+        ("route.a.rate_limit", "2/1m"),
+    ]);
+    let mut t = fake();
+    s.write(&mut t, &warnings(2)).unwrap();
+    assert_eq!(t.sent.len(), 2);
+    // Forward an hour: no new tokens, the record is kept back.
+    t.wall_step = 3_600_000;
+    let one = |uid: &str| vec![event(uid, "ml", "Warning", "BackOff", "x")];
+    s.write(&mut t, &one("f1")).unwrap();
+    assert_eq!(t.sent.len(), 2, "a wall-clock step forward granted tokens");
+    // Back an hour (two before the forward step), a minute passing: the
+    // tokens refill; the summary of the one kept back goes, then the new one.
+    t.wall_step = -3_600_000;
+    t.now += 60_000;
+    s.write(&mut t, &one("b1")).unwrap();
+    assert_eq!(t.sent.len(), 4, "a wall-clock step back stalled the limit");
+    assert!(
+        body(&t.sent[2])["text"]
+            .as_str()
+            .unwrap()
+            .contains("1 records not sent")
+    );
+
+    // A hold of 120 s asked for by the receiver.
+    let mut s = sink(&[("route.a.url", "http://r/")]);
+    let mut t = fake();
+    t.answers.push_back(status(429, Some("120")));
+    assert!(s.write(&mut t, &warnings(1)).is_err());
+    t.wall_step = 3_600_000;
+    assert!(
+        matches!(s.write(&mut t, &warnings(1)), Err(SinkError::Retryable(m)) if m.contains("Retry-After")),
+        "a wall-clock step forward ended the hold early"
+    );
+    t.wall_step = -3_600_000;
+    t.now += 121_000;
+    s.write(&mut t, &warnings(1)).unwrap();
+    assert_eq!(t.sent.len(), 2, "a wall-clock step back stretched the hold");
 }
 
 #[test]
