@@ -113,6 +113,16 @@ fn sink(pairs: &[(&str, &str)]) -> WebhookSink {
     WebhookSink::new(Config::parse(&s).unwrap()).unwrap()
 }
 
+/// One slack route, a message per record, at most `rate`.
+fn rate_limited(rate: &str) -> WebhookSink {
+    sink(&[
+        ("route.a.url", "http://r/"),
+        ("route.a.format", "slack"),
+        ("route.a.batch", "1"),
+        ("route.a.rate_limit", rate),
+    ])
+}
+
 fn body(r: &HttpRequest) -> Value {
     serde_json::from_slice(&r.body).unwrap()
 }
@@ -363,12 +373,7 @@ fn client_errors_and_denials_are_fatal() {
 
 #[test]
 fn the_rate_limit_holds_and_what_it_keeps_back_is_summarized_once() {
-    let mut s = sink(&[
-        ("route.a.url", "http://r/"),
-        ("route.a.format", "slack"),
-        ("route.a.batch", "1"),
-        ("route.a.rate_limit", "3/1m"),
-    ]);
+    let mut s = rate_limited("3/1m");
     let mut t = fake();
     let batch = warnings(10);
     s.write(&mut t, &batch).unwrap();
@@ -405,12 +410,7 @@ fn the_rate_limit_holds_and_what_it_keeps_back_is_summarized_once() {
 /// and does not end the hold early.
 #[test]
 fn a_step_of_the_wall_clock_neither_stalls_nor_bursts_the_rate_limit() {
-    let mut s = sink(&[
-        ("route.a.url", "http://r/"),
-        ("route.a.format", "slack"),
-        ("route.a.batch", "1"),
-        ("route.a.rate_limit", "2/1m"),
-    ]);
+    let mut s = rate_limited("2/1m");
     let mut t = fake();
     s.write(&mut t, &warnings(2)).unwrap();
     assert_eq!(t.sent.len(), 2);
