@@ -76,11 +76,11 @@ const REMEMBER_SUPPRESSED: usize = 16_384;
 /// Attempts of one message inside one call.
 const ATTEMPTS_IN_CALL: usize = 3;
 
-/// What a route remembers between calls.
-#[derive(Debug, Default)]
-/// `refilled_ms`, `not_before_ms` and `last_summary_ms` are on the
-/// monotonic clock ([`Transport::mono_ms`]); `suppressed_since_ms` and
+/// What a route remembers between calls. `refilled_ms`, `not_before_ms`
+/// and `last_summary_ms` are on the monotonic clock
+/// ([`Transport::mono_ms`]); `suppressed_since_ms` and
 /// `suppressed_until_ms` on the wall clock (the summary shows them).
+#[derive(Debug, Default)]
 struct RouteState {
     tokens: f64,
     refilled_ms: u64,

@@ -419,7 +419,7 @@ fn a_step_of_the_wall_clock_neither_stalls_nor_bursts_the_rate_limit() {
     let one = |uid: &str| vec![event(uid, "ml", "Warning", "BackOff", "x")];
     s.write(&mut t, &one("f1")).unwrap();
     assert_eq!(t.sent.len(), 2, "a wall-clock step forward granted tokens");
-    // Back an hour (two before the forward step), a minute passing: the
+    // Back two hours (an hour behind where it began), a minute passing: the
     // tokens refill; the summary of the one kept back goes, then the new one.
     t.wall_step = -3_600_000;
     t.now += 60_000;
