@@ -47,7 +47,10 @@ if [[ ",$only," == *",calls,"* ]]; then
 fi
 
 case "$profile" in
-    dev) dir=debug ;;
+    dev)
+        dir=debug
+        say "warning: profile dev leaves kubesink, its sinks' native builds and this harness unoptimized; its figures are not comparable with the report's"
+        ;;
     *) dir="$profile" ;;
 esac
 if [ -z "${BENCH_COMMAND:-}" ]; then
