@@ -9,9 +9,9 @@
 #   BENCH_ONLY=mysql,sls tests/scripts/bench.sh   some scenarios
 #
 # Environment: BENCH_SCALE (1), BENCH_ONLY (all: mysql,replay,sls,calls,
-# memory,latency,idle,livecpu,restart; `load`, only loading the data for a
-# callgrind baseline, runs only when named; rows
-# of scenarios not run are kept from the report),
+# memory,latency,idle,livecpu,restart; `load`, which only loads the data
+# for a callgrind baseline, runs only when named; rows of scenarios not
+# run are kept from the report),
 # BENCH_IDLE_SECS (300 × scale, at least 60), BENCH_IDLE_SETTLE_SECS (60),
 # BENCH_IDLE_BASELINE (another kubesink binary measured idle alongside),
 # BENCH_MARIADB_ARGS, BENCH_MYSQL_PORT (3308), BENCH_MEMORY_PODS, BENCH_RATE (500), BENCH_LATENCY_SECS,
