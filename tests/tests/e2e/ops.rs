@@ -80,6 +80,23 @@ pub(crate) fn mysql_connection(db: &kubesink_tests::mariadb::TestDb) -> String {
     )
 }
 
+/// A failed wait's error with what explains it: the running kubesink's
+/// sink and watch metrics and the last lines of its log.
+async fn explain(e: anyhow::Error, ks: &Kubesink, addr: SocketAddr) -> anyhow::Error {
+    let metrics = match http_get(addr, "/metrics").await {
+        Ok((_, text)) => text
+            .lines()
+            .filter(|l| l.starts_with("kubesink_sink_") || l.starts_with("kubesink_watch_"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(e) => format!("(no metrics: {e:#})"),
+    };
+    e.context(format!(
+        "kubesink's metrics:\n{metrics}\nthe last lines of its log:\n{}",
+        ks.tail(60)
+    ))
+}
+
 fn event(name: &str) -> Result<Event> {
     Ok(serde_json::from_value(json!({
         "metadata": {"name": name},
@@ -302,13 +319,17 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     })
     .await?;
     create_events(&events, "a", 30).await?;
-    eventually(Duration::from_secs(30), "30 rows", || async {
+    if let Err(e) = eventually(Duration::from_secs(60), "30 rows", || async {
         Ok(rows().await? == 30)
     })
-    .await?;
+    .await
+    {
+        let e = e.context(format!("rows: {:?}", rows().await));
+        return Err(explain(e, &ks, addr).await);
+    }
     mariadb.stop().await?;
     create_events(&events, "b", 120).await?;
-    eventually(
+    if let Err(e) = eventually(
         Duration::from_secs(60),
         "a queue behind retries",
         || async {
@@ -319,7 +340,10 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
                 && m("kubesink_sink_records_delivered_total") == 30.0)
         },
     )
-    .await?;
+    .await
+    {
+        return Err(explain(e, &ks, addr).await);
+    }
     ks.signal("-TERM")?;
     // It has taken the signal (readiness says so) and keeps draining: it is
     // still running with records queued behind the stopped database.
