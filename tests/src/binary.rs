@@ -457,6 +457,20 @@ impl Kubesink {
         http_get(addr, path).await
     }
 
+    /// Its sink and watch metrics (the `kubesink_sink_*` and
+    /// `kubesink_watch*` lines of `/metrics`), or why they could not be
+    /// read: for the message of a failed wait.
+    pub async fn sink_metrics(&mut self) -> String {
+        match self.get("/metrics").await {
+            Ok((_, text)) => text
+                .lines()
+                .filter(|l| l.starts_with("kubesink_sink_") || l.starts_with("kubesink_watch"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(e) => format!("(no metrics: {e:#})"),
+        }
+    }
+
     /// Sends `signal` (e.g. `-TERM`) via `kill`, no unsafe code.
     pub fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self

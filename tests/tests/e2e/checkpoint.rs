@@ -189,14 +189,7 @@ impl Rig {
             .keys()
             .filter(|u| !received.contains_key(*u))
             .collect();
-        let metrics = match ks.get("/metrics").await {
-            Ok((_, text)) => text
-                .lines()
-                .filter(|l| l.starts_with("kubesink_sink_") || l.starts_with("kubesink_watch"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            Err(e) => format!("(no metrics: {e})"),
-        };
+        let metrics = ks.sink_metrics().await;
         waited.with_context(|| {
             format!(
                 "missing {missing:?}; the emulator got {} requests; metrics:\n{metrics}\nlog:\n{}",

@@ -82,15 +82,8 @@ pub(crate) fn mysql_connection(db: &kubesink_tests::mariadb::TestDb) -> String {
 
 /// A failed wait's error with what explains it: the running kubesink's
 /// sink and watch metrics and the last lines of its log.
-async fn explain(e: anyhow::Error, ks: &Kubesink, addr: SocketAddr) -> anyhow::Error {
-    let metrics = match http_get(addr, "/metrics").await {
-        Ok((_, text)) => text
-            .lines()
-            .filter(|l| l.starts_with("kubesink_sink_") || l.starts_with("kubesink_watch_"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Err(e) => format!("(no metrics: {e:#})"),
-    };
+async fn explain(e: anyhow::Error, ks: &mut Kubesink) -> anyhow::Error {
+    let metrics = ks.sink_metrics().await;
     e.context(format!(
         "kubesink's metrics:\n{metrics}\nthe last lines of its log:\n{}",
         ks.tail(60)
@@ -325,7 +318,7 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     .await
     {
         let e = e.context(format!("rows: {:?}", rows().await));
-        return Err(explain(e, &ks, addr).await);
+        return Err(explain(e, &mut ks).await);
     }
     mariadb.stop().await?;
     create_events(&events, "b", 120).await?;
@@ -342,7 +335,7 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     )
     .await
     {
-        return Err(explain(e, &ks, addr).await);
+        return Err(explain(e, &mut ks).await);
     }
     ks.signal("-TERM")?;
     // It has taken the signal (readiness says so) and keeps draining: it is
