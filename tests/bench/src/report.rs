@@ -208,8 +208,25 @@ impl Report {
                 let _ = writeln!(s, "- **Data**: {}\n", self.data);
             }
             Some(prev) => {
+                // An earlier update's line goes once none of its rows is
+                // left: this run re-measured them all.
+                let kept: Vec<&str> = prev
+                    .rows
+                    .iter()
+                    .filter(|(what, _)| !self.figures.iter().any(|f| &f.what == what))
+                    .map(|(_, line)| line.as_str())
+                    .collect();
                 for line in &prev.header {
-                    let _ = writeln!(s, "{line}");
+                    let stale = line
+                        .strip_prefix("- **Updated ")
+                        .and_then(|rest| rest.split_once("**"))
+                        .is_some_and(|(date, _)| {
+                            let mark = format!("*(updated {date})*");
+                            !kept.iter().any(|row| row.contains(&mark))
+                        });
+                    if !stale {
+                        let _ = writeln!(s, "{line}");
+                    }
                 }
                 let _ = writeln!(
                     s,
@@ -346,5 +363,22 @@ mod tests {
         let md3 = third.render();
         assert!(md3.contains("second b *(updated D2)*") && md3.contains("- **Updated D2**"));
         assert!(md3.contains("third a *(updated D3)*"), "{md3}");
+        // An update's line goes with the last of its rows.
+        let mut fourth = Report {
+            date: "D4".into(),
+            figures: vec![
+                Figure::new("b", 6.0, "u", Target::None, "fourth b"),
+                Figure::new("c", 7.0, "u", Target::None, "fourth c"),
+            ],
+            ..Report::default()
+        };
+        fourth.update(Previous::parse(&md3).expect("a table"));
+        let md4 = fourth.render();
+        assert!(!md4.contains("- **Updated D2**"), "{md4}");
+        assert!(
+            md4.contains("- **Updated D3**") && md4.contains("- **Updated D4**"),
+            "{md4}"
+        );
+        assert!(md4.contains("- **Date**: D1"), "{md4}");
     }
 }
