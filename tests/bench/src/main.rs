@@ -238,6 +238,7 @@ impl Bench {
                 step(&format!(
                     "kubesink's pipeline, {workers} worker(s) of the mysql sink (wasm) → MariaDB"
                 ));
+                settle_server().await?;
                 let db = mariadb::fresh_database("bench_pipeline").await?;
                 let cpu = mysqld_cpu();
                 let t = mysql::pipeline(&db, &wasm, &components, &batches, workers).await?;
@@ -744,6 +745,7 @@ async fn measured(
     name: &str,
     write: impl AsyncFnOnce(&mariadb::TestDb) -> anyhow::Result<mysql::Throughput>,
 ) -> anyhow::Result<(mysql::Throughput, String, [i64; 3])> {
+    settle_server().await?;
     let db = mariadb::fresh_database(name).await?;
     let cpu = mysqld_cpu();
     let counters = mysql::statement_counters(&db).await?;
@@ -761,6 +763,57 @@ async fn measured(
     let server =
         format!("{server:.1} s of CPU, {prepares} statement prepares, {executes} executes");
     Ok((t, server, rows))
+}
+
+/// Waits until MariaDB has written out its dirty pages and purged its undo
+/// history, what an earlier run left it doing in the background, so that
+/// each run starts with the server in the same state and pays for no other
+/// run's writes. Without it, MariaDB's CPU for the same statements moved
+/// between 21 and 25 s from run to run. Flushes eagerly meanwhile
+/// (`innodb_max_dirty_pages_pct = 0`), then restores the setting; gives up
+/// after three minutes, saying what is left.
+async fn settle_server() -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    const QUIET: i64 = 64;
+    let url = mariadb::server_url()?;
+    let mut conn = sqlx::MySqlConnection::connect(&url)
+        .await
+        .context("connecting to MariaDB to let it settle")?;
+    let pct: f64 = sqlx::query_scalar("SELECT CAST(@@GLOBAL.innodb_max_dirty_pages_pct AS DOUBLE)")
+        .fetch_one(&mut conn)
+        .await?;
+    sqlx::query("SET GLOBAL innodb_max_dirty_pages_pct = 0")
+        .execute(&mut conn)
+        .await?;
+    let started = Instant::now();
+    let settled = loop {
+        let (dirty, history): (i64, i64) = sqlx::query_as(
+            "SELECT \
+               (SELECT `COUNT` FROM information_schema.INNODB_METRICS WHERE NAME = 'buffer_pool_pages_dirty'), \
+               (SELECT `COUNT` FROM information_schema.INNODB_METRICS WHERE NAME = 'trx_rseg_history_len')",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        if dirty < QUIET && history < QUIET {
+            eprintln!(
+                "  (MariaDB settled in {:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+            break Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            break Err(anyhow::anyhow!(
+                "MariaDB did not settle within 180 s: {dirty} dirty pages, {history} undo logs to purge"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET GLOBAL innodb_max_dirty_pages_pct = {pct}"
+    )))
+    .execute(&mut conn)
+    .await?;
+    settled
 }
 
 /// CPU seconds (user + system) the MariaDB server has used so far, from
