@@ -189,10 +189,13 @@ impl Bench {
             rows_seen = Some(rows);
             Ok(())
         };
-        // Wasm and native alternate (wasm, native, native, wasm) when both
-        // run, so that a drift of the machine's speed during the runs
-        // (it moves by 10-20 % here) falls on both sides alike; each side's
-        // figure is its records over its summed write time. An uncounted
+        // Wasm and native alternate (wasm, native, native, wasm, twice)
+        // when both run, so that a drift of the machine's speed during the
+        // runs (it moves by 10-20 % here) falls on both sides alike; each
+        // side's figure is its records over its summed write time. Two
+        // pairs were not enough: one run of a side could read 20 % below
+        // the other on the same statements, and the ratio moved between
+        // 0.88 and 1.01 from one bench run to the next. An uncounted
         // native run goes first: the first run against a freshly started
         // MariaDB was always the slowest (its server CPU 25 s against
         // 20-23 s for the others), a warm-up the alternation does not cancel
@@ -200,7 +203,17 @@ impl Bench {
         let want_wasm = all || self.wants("wasm");
         let want_native = all || self.wants("native");
         let order: &[Option<bool>] = match (want_wasm, want_native) {
-            (true, true) => &[None, Some(true), Some(false), Some(false), Some(true)],
+            (true, true) => &[
+                None,
+                Some(true),
+                Some(false),
+                Some(false),
+                Some(true),
+                Some(true),
+                Some(false),
+                Some(false),
+                Some(true),
+            ],
             (true, false) => &[Some(true)],
             (false, true) => &[Some(false)],
             (false, false) => &[],
@@ -294,7 +307,7 @@ impl Bench {
                 wt.per_sec() / nt.per_sec().max(1e-9),
                 "",
                 Target::AtLeast(0.95),
-                "same batches, same database server, fresh database each; after an uncounted native warm-up, runs alternate wasm, native, native, wasm, each side's write time summed",
+                "same batches, same database server, fresh database each; after an uncounted native warm-up, runs alternate wasm, native, native, wasm, twice, each side's write time summed",
             ));
         }
         for (workers, t, server) in &piped {
