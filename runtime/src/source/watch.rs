@@ -8,7 +8,9 @@
 //!
 //! A resource the API server does not serve (a CRD not installed yet) or
 //! may not be listed (RBAC) is reported once, naming it, and retried with
-//! backoff, so it is picked up when it appears or is granted.
+//! backoff, so it is picked up when it appears or is granted. One not
+//! served is not listed again until its group-version's discovery
+//! document names it (`watch/served.rs`, shared by all such watches).
 //!
 //! With several sinks, the watches go at the pace of the fastest: a sink
 //! that falls behind ([`crate::pipeline::lag`]) is caught up here once it
@@ -32,6 +34,7 @@ use kubesink_normalize::record::{Entry, Record, RecordKind};
 
 mod catch_up;
 mod resume;
+mod served;
 
 use super::jobs::JobListings;
 use super::object::RawObject;
@@ -40,6 +43,7 @@ use crate::pipeline::Pipeline;
 use crate::pipeline::backoff::Backoff;
 use catch_up::{CatchUp, serve_catch_ups};
 use resume::resume;
+use served::Served;
 
 /// The first delay before a failed watch or listing is tried again (it
 /// doubles, with jitter, up to [`WATCH_RETRY_MAX`]); client-go's figures.
@@ -164,6 +168,7 @@ pub async fn run(
     let jobs = Arc::new(JobListings::new(
         all.iter().filter(|r| is_job(r)).map(watch_name),
     ));
+    let served = Arc::new(Served::new(client.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     {
         let requests = pipeline.enable_catch_up();
@@ -196,6 +201,7 @@ pub async fn run(
             events: options.events.clone(),
             jobs: jobs.clone(),
             server: options.server.clone(),
+            served: served.clone(),
         };
         tasks.spawn(async move {
             watch_one(api, r, context).await;
@@ -212,6 +218,8 @@ struct Context {
     events: EventFilter,
     jobs: Arc<JobListings>,
     server: String,
+    /// Discovery answers, asked while a resource is not served.
+    served: Arc<Served>,
 }
 
 /// Whether a resource holds jobs (batch/v1 Jobs and the training kinds).
@@ -250,6 +258,7 @@ async fn watch_one(api: Api<RawObject>, r: Resource, context: Context) {
         events,
         jobs,
         server,
+        served,
     } = context;
     let name = watch_name(&r);
     let job = is_job(&r);
@@ -363,6 +372,17 @@ async fn watch_one(api: Api<RawObject>, r: Resource, context: Context) {
                 if job && not_served(&e) && jobs.not_served(&name) {
                     // Its CRD is absent: no job of it exists.
                     reconcile_jobs(&jobs, &pipeline, &name).await;
+                }
+                if not_served(&e) {
+                    // Not listed again until discovery says it is served:
+                    // one request per group-version, not per resource.
+                    loop {
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        if served.serves(&r.resource).await {
+                            break;
+                        }
+                    }
+                    continue;
                 }
                 tokio::time::sleep(backoff.next_delay()).await;
                 continue;

@@ -408,3 +408,111 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     testdb.drop_database().await?;
     Ok(())
 }
+
+/// A training-job CRD installed while kubesink runs is watched once it is
+/// served, and the watches of CRDs that stay missing do not list their
+/// resource again meanwhile: they ask the group-version's discovery
+/// document, shared among them (idle cost, issue 18).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_a_crd_installed_later_is_watched_and_missing_ones_are_not_listed_again()
+-> Result<()> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let cluster = cluster::start().await?;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("late.db");
+    let config = dir.path().join("kubesink.yaml");
+    std::fs::write(
+        &config,
+        mysql_sink_config(
+            &format!("{{ driver: sqlite, path: '{}' }}", db.display()),
+            "    batch: { max_records: 16, max_delay: 20ms }\n",
+        )?,
+    )?;
+    let kubeconfig = cluster.kubeconfig_path().display().to_string();
+    let config_arg = config.display().to_string();
+    let mut ks = spawn(
+        dir.path(),
+        "late",
+        &[
+            "--config",
+            &config_arg,
+            "run",
+            "--kubeconfig",
+            &kubeconfig,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )?;
+    let addr = ks.listen_addr(Duration::from_secs(120)).await?;
+    eventually(Duration::from_secs(60), "/readyz 200", || async {
+        Ok(http_get(addr, "/readyz").await?.0 == 200)
+    })
+    .await?;
+    let (_, body) = http_get(addr, "/readyz").await?;
+    ensure!(
+        body.contains("tfjobs (training.kubedl.io/v1alpha1)") && body.contains("not served"),
+        "{body}"
+    );
+
+    cluster
+        .install_crd(
+            &guests::workspace_root().join("tests/fixtures/crds/training.kubedl.io_tfjobs.yaml"),
+        )
+        .await?;
+    let tfjobs: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client(),
+        "default",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("training.kubedl.io", "v1alpha1", "TFJob"),
+            "tfjobs",
+        ),
+    );
+    let job: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "training.kubedl.io/v1alpha1", "kind": "TFJob",
+        "metadata": {"name": "late"},
+        "spec": {"tfReplicaSpecs": {"Worker": {"replicas": 1, "template": {"spec": {"containers": [
+            {"name": "tensorflow", "image": "tf:2"}]}}}}},
+    }))?;
+    tfjobs.create(&PostParams::default(), &job).await?;
+    // Discovery answers are reused for 15 s and the watch asks at most
+    // every 30 s: the job is there within 45 s of the CRD.
+    if let Err(e) = eventually(Duration::from_secs(90), "the TFJob's row", || async {
+        Ok(sqlite_count(&db, "SELECT COUNT(*) FROM job_info WHERE name = 'late'").await? == 1)
+    })
+    .await
+    {
+        return Err(explain(e, &mut ks).await);
+    }
+
+    // Each watch of a missing CRD failed its first listing and has not
+    // listed again since; the TFJob watch listed once more when served.
+    let (_, text) = http_get(addr, "/metrics").await?;
+    let restarts = |resource: &str| {
+        sample(
+            &text,
+            "kubesink_watch_restarts_total",
+            &format!("resource=\"{resource}\""),
+        )
+    };
+    for missing in [
+        "pytorchjobs (training.kubedl.io/v1alpha1)",
+        "mpijobs (kubeflow.org/v1)",
+        "elasticbatchjobs (inference.kubedl.io/v1alpha1)",
+    ] {
+        ensure!(
+            restarts(missing) == Some(1.0),
+            "{missing}: {:?} failed listings; metrics:\n{}",
+            restarts(missing),
+            ks.sink_metrics().await
+        );
+    }
+    ensure!(
+        restarts("tfjobs (training.kubedl.io/v1alpha1)") == Some(1.0),
+        "tfjobs: {:?}",
+        restarts("tfjobs (training.kubedl.io/v1alpha1)")
+    );
+    ks.signal("-TERM")?;
+    let code = exit_code(&mut ks, Duration::from_secs(30)).await?;
+    ensure!(code == 0, "exit {code}; log:\n{}", ks.log());
+    Ok(())
+}
