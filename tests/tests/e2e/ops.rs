@@ -36,6 +36,49 @@ pub(crate) fn spawn(dir: &Path, name: &str, args: &[&str]) -> Result<Kubesink> {
     )
 }
 
+/// Starts `kubesink --config dir/<name>.yaml run` on `cluster`, with
+/// `config` written there, its operations server on a free port, and
+/// `extra` arguments to `run`.
+fn run_with(
+    dir: &Path,
+    name: &str,
+    cluster: &cluster::Cluster,
+    config: &str,
+    extra: &[&str],
+) -> Result<Kubesink> {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config)?;
+    let kubeconfig = cluster.kubeconfig_path().display().to_string();
+    let config_arg = path.display().to_string();
+    let mut args = vec![
+        "--config",
+        &config_arg,
+        "run",
+        "--kubeconfig",
+        &kubeconfig,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    spawn(dir, name, &args)
+}
+
+/// [`run_with`] the mysql sink writing into the SQLite file
+/// `dir/<name>.db` in small, quick batches: the process and the
+/// database's path.
+fn run_into_sqlite(
+    dir: &Path,
+    name: &str,
+    cluster: &cluster::Cluster,
+) -> Result<(Kubesink, std::path::PathBuf)> {
+    let db = dir.join(format!("{name}.db"));
+    let config = mysql_sink_config(
+        &format!("{{ driver: sqlite, path: '{}' }}", db.display()),
+        "    batch: { max_records: 16, max_delay: 20ms }\n",
+    )?;
+    Ok((run_with(dir, name, cluster, &config, &[])?, db))
+}
+
 /// Its exit code once it has exited (within `limit`).
 async fn exit_code(ks: &mut Kubesink, limit: Duration) -> Result<i32> {
     let status = ks.wait_exit(limit).await?;
@@ -136,32 +179,9 @@ async fn cluster_ops_readyz_waits_for_the_listing_and_metrics_count_the_rows() -
     create_events(&events, "before", 40).await?;
 
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("ops.db");
-    let config = dir.path().join("kubesink.yaml");
-    std::fs::write(
-        &config,
-        mysql_sink_config(
-            &format!("{{ driver: sqlite, path: '{}' }}", db.display()),
-            "    batch: { max_records: 16, max_delay: 20ms }\n",
-        )?,
-    )?;
     // The API server is down when kubesink starts: no watch can list.
     cluster.stop_apiserver();
-    let kubeconfig = cluster.kubeconfig_path().display().to_string();
-    let config_arg = config.display().to_string();
-    let mut ks = spawn(
-        dir.path(),
-        "ops",
-        &[
-            "--config",
-            &config_arg,
-            "run",
-            "--kubeconfig",
-            &kubeconfig,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let (mut ks, db) = run_into_sqlite(dir.path(), "ops", &cluster)?;
     let addr = ks.listen_addr(Duration::from_secs(120)).await?;
     // Sinks load, watches fail: live but not ready, saying why.
     eventually(Duration::from_secs(60), "the watch to fail", || async {
@@ -265,31 +285,17 @@ async fn cluster_sigterm_delivers_the_queue_within_the_grace_then_exits() -> Res
     let mut mariadb = PrivateMariaDb::start().await?;
     let testdb = mariadb.fresh_database("sigterm").await?;
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("kubesink.yaml");
-    std::fs::write(
-        &config,
-        mysql_sink_config(
-            &mysql_connection(&testdb),
-            "    batch: { max_records: 50, max_delay: 20ms }\n    retry: { initial: 200ms, max: 2s }\n",
-        )?,
+    let config = mysql_sink_config(
+        &mysql_connection(&testdb),
+        "    batch: { max_records: 50, max_delay: 20ms }\n    retry: { initial: 200ms, max: 2s }\n",
     )?;
-    let kubeconfig = cluster.kubeconfig_path().display().to_string();
-    let config_arg = config.display().to_string();
     let start = |name: &str, grace: &str| {
-        spawn(
+        run_with(
             dir.path(),
             name,
-            &[
-                "--config",
-                &config_arg,
-                "run",
-                "--kubeconfig",
-                &kubeconfig,
-                "--listen",
-                "127.0.0.1:0",
-                "--shutdown-grace",
-                grace,
-            ],
+            &cluster,
+            &config,
+            &["--shutdown-grace", grace],
         )
     };
     let pool = testdb.connect().await?;
@@ -419,30 +425,7 @@ async fn cluster_a_crd_installed_later_is_watched_and_missing_ones_are_not_liste
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
     let cluster = cluster::start().await?;
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("late.db");
-    let config = dir.path().join("kubesink.yaml");
-    std::fs::write(
-        &config,
-        mysql_sink_config(
-            &format!("{{ driver: sqlite, path: '{}' }}", db.display()),
-            "    batch: { max_records: 16, max_delay: 20ms }\n",
-        )?,
-    )?;
-    let kubeconfig = cluster.kubeconfig_path().display().to_string();
-    let config_arg = config.display().to_string();
-    let mut ks = spawn(
-        dir.path(),
-        "late",
-        &[
-            "--config",
-            &config_arg,
-            "run",
-            "--kubeconfig",
-            &kubeconfig,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )?;
+    let (mut ks, db) = run_into_sqlite(dir.path(), "late", &cluster)?;
     let addr = ks.listen_addr(Duration::from_secs(120)).await?;
     eventually(Duration::from_secs(60), "/readyz 200", || async {
         Ok(http_get(addr, "/readyz").await?.0 == 200)
