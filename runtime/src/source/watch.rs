@@ -369,11 +369,12 @@ async fn watch_one(api: Api<RawObject>, r: Resource, context: Context) {
                     tracing::warn!(resource = %name, %server, error = %e, "cannot watch; retrying with backoff (a CRD not installed yet, a missing RBAC permission, or the API server unreachable)");
                 }
                 failing = true;
-                if job && not_served(&e) && jobs.not_served(&name) {
+                let absent = not_served(&e);
+                if job && absent && jobs.not_served(&name) {
                     // Its CRD is absent: no job of it exists.
                     reconcile_jobs(&jobs, &pipeline, &name).await;
                 }
-                if not_served(&e) {
+                if absent {
                     // Not listed again until discovery says it is served:
                     // one request per group-version, not per resource.
                     loop {

@@ -799,14 +799,19 @@ async fn settle_server() -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
     let started = Instant::now();
+    // Errors end the wait but not before the setting is restored.
     let settled = loop {
-        let (dirty, history): (i64, i64) = sqlx::query_as(
+        let counts = sqlx::query_as::<_, (i64, i64)>(
             "SELECT \
                (SELECT `COUNT` FROM information_schema.INNODB_METRICS WHERE NAME = 'buffer_pool_pages_dirty'), \
                (SELECT `COUNT` FROM information_schema.INNODB_METRICS WHERE NAME = 'trx_rseg_history_len')",
         )
         .fetch_one(&mut conn)
-        .await?;
+        .await;
+        let (dirty, history) = match counts {
+            Ok(c) => c,
+            Err(e) => break Err(anyhow::Error::new(e).context("reading MariaDB's InnoDB metrics")),
+        };
         if dirty < QUIET && history < QUIET {
             eprintln!(
                 "  (MariaDB settled in {:.1} s)",
